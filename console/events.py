@@ -1,0 +1,386 @@
+"""Typed, immutable events out of the engine, and their JSON form.
+
+The engine speaks to the world only through these. Every event with ``durable = True``
+is appended to the journal (and fsync'd in group commits) *before* any consumer sees
+it; ephemeral events (raw log lines, live output chunks) are streamed but not
+journaled, since their facts are summarised by durable ones (``StepFinished`` keeps the
+output tail, ``ErrorRateSample`` the counts).
+
+Every event serialises to one JSON object with a ``kind`` key, so the journal, the
+``--json`` headless stream and an attached console all read the same format
+(:func:`to_json` / :func:`from_json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class HostState(enum.StrEnum):
+    """Where one host is. ``healthy`` is the success end state of a deploy."""
+
+    PENDING = "pending"  # planned, not started
+    PREFLIGHT = "preflight"  # being checked before anything changes
+    RUNNING = "running"  # running deploy steps
+    VERIFYING = "verifying"  # steps done, health gating in progress
+    HEALTHY = "healthy"  # deployed and passed health gating
+    FAILED = "failed"  # a step failed, timed out, host unreachable, or health failed
+    SKIPPED = "skipped"  # skipped by the operator (or unreachable with allow)
+    FROZEN = "frozen"  # stopped between steps by freeze()
+    INTERRUPTED = "interrupted"  # a step was cancelled by abort(); left as it was
+    ROLLING_BACK = "rolling_back"  # running rollback steps
+    ROLLED_BACK = "rolled_back"  # back on its previous version, health-gated
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+class RolloutState(enum.StrEnum):
+    """The whole rollout, as the header shows it."""
+
+    PREFLIGHT = "preflight"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FROZEN = "frozen"
+    WAITING = "waiting"  # at a manual gate or baking between batches
+    ROLLING_BACK = "rolling_back"
+    ABORTED = "aborted"
+    DONE = "done"
+
+
+class Outcome(enum.StrEnum):
+    """How a rollout ended; maps onto the CLI's exit codes."""
+
+    SUCCEEDED = "succeeded"  # exit 0
+    FAILED = "failed"  # exit 3: on_failure abort, or preflight refused the start
+    ROLLED_BACK = "rolled_back"  # exit 4
+    ABORTED = "aborted"  # exit 5: aborted by the operator
+    PAUSED = "paused"  # exit 6: stopped paused, resumable later
+
+
+OUTCOME_EXIT_CODES = {
+    Outcome.SUCCEEDED: 0,
+    Outcome.FAILED: 3,
+    Outcome.ROLLED_BACK: 4,
+    Outcome.ABORTED: 5,
+    Outcome.PAUSED: 6,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every engine event. ``ts`` is wall-clock seconds (time.time())."""
+
+    kind: ClassVar[str] = "event"
+    durable: ClassVar[bool] = True
+    ts: float = field(default_factory=time.time)
+
+
+# --- rollout lifecycle ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutStarted(Event):
+    kind: ClassVar[str] = "rollout_started"
+    rollout_id: str
+    service: str
+    version: str
+    operator: str
+    spec_path: str
+    spec_hash: str
+    spec_text: str
+    inventory_path: str
+    batches: tuple[tuple[str, ...], ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Host.to_json()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutStateChanged(Event):
+    kind: ClassVar[str] = "rollout_state"
+    state: RolloutState
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutFinished(Event):
+    kind: ClassVar[str] = "rollout_finished"
+    outcome: Outcome
+    exit_code: int
+    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)  # HostState value -> count
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreflightResult(Event):
+    kind: ClassVar[str] = "preflight_result"
+    host: str
+    reachable: bool
+    version: str | None = None
+    ok: bool = True
+    error: str = ""
+    checks: tuple[tuple[str, bool, str], ...] = ()  # (name, passed, detail)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanChanged(Event):
+    """Batches not yet started were re-planned (set_batch_size, skip, retry)."""
+
+    kind: ClassVar[str] = "plan_changed"
+    batches: tuple[tuple[str, ...], ...]
+    reason: str = ""
+
+
+# --- batches and gates ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchStarted(Event):
+    kind: ClassVar[str] = "batch_started"
+    index: int  # 0-based
+    total: int
+    hosts: tuple[str, ...]
+    rollback: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchFinished(Event):
+    kind: ClassVar[str] = "batch_finished"
+    index: int
+    succeeded: tuple[str, ...]
+    failed: tuple[str, ...]
+    rollback: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateWaiting(Event):
+    """Between batches: ``gate`` is 'manual' or 'bake'; ``until`` is wall-clock or None."""
+
+    kind: ClassVar[str] = "gate_waiting"
+    after_batch: int
+    gate: str
+    until: float | None = None
+    on_timeout: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatePassed(Event):
+    kind: ClassVar[str] = "gate_passed"
+    after_batch: int
+    by: str  # 'auto', 'bake', 'operator:<name>', 'timeout'
+
+
+# --- hosts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostStateChanged(Event):
+    kind: ClassVar[str] = "host_state"
+    host: str
+    state: HostState
+    step: str | None = None  # the step running, or the last one reached
+    detail: str = ""  # why: "exit 1 in install", "unreachable: ...", "frozen after drain"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionRead(Event):
+    """A host's version as read over SSH; ``role`` is 'previous' (before any change),
+    'current' (re-read, e.g. on resume) or 'new' (after deploy)."""
+
+    kind: ClassVar[str] = "version_read"
+    host: str
+    version: str | None
+    role: str = "previous"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted(Event):
+    kind: ClassVar[str] = "step_started"
+    host: str
+    step: str
+    command: str  # rendered, secrets redacted
+    rollback: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOutput(Event):
+    """Live output lines of a running step (ephemeral: the tail is in StepFinished)."""
+
+    kind: ClassVar[str] = "step_output"
+    durable: ClassVar[bool] = False
+    host: str
+    step: str
+    lines: tuple[str, ...]
+    stream: str = "stdout"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFinished(Event):
+    """``status``: 'ok', 'failed' (non-zero exit), 'timeout', 'cancelled', 'error'."""
+
+    kind: ClassVar[str] = "step_finished"
+    host: str
+    step: str
+    status: str
+    exit_code: int | None
+    duration: float
+    output_tail: tuple[str, ...] = ()
+    rollback: bool = False
+
+
+# --- signals --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthSample(Event):
+    kind: ClassVar[str] = "health_sample"
+    host: str
+    ok: bool
+    detail: str = ""
+    consecutive: int = 0  # consecutive passes (ok) or failures (not ok)
+    status: str = ""  # 'healthy' | 'unhealthy' | 'flapping' | '' while gating
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VitalsSample(Event):
+    kind: ClassVar[str] = "vitals_sample"
+    durable: ClassVar[bool] = False
+    host: str
+    load1: float | None = None
+    mem_used_pct: float | None = None
+    disk_used_pct: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogLines(Event):
+    """Followed log lines of a host (ephemeral); ``errors`` counts matches of error_pattern."""
+
+    kind: ClassVar[str] = "log_lines"
+    durable: ClassVar[bool] = False
+    host: str
+    lines: tuple[str, ...]
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorRateSample(Event):
+    """Error rate over the sliding window, for a host or a cohort ('new' | 'baseline')."""
+
+    kind: ClassVar[str] = "error_rate"
+    durable: ClassVar[bool] = False
+    scope: str  # a host name, or 'cohort:new' / 'cohort:baseline'
+    rate: float | None  # errors / requests (0..1), or error lines per minute
+    errors: float
+    requests: float | None
+    window: float
+    unit: str = "ratio"  # 'ratio' | 'per_min'
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert(Event):
+    """A rule fired (or a notable condition); ``numbers`` holds the figures behind it."""
+
+    kind: ClassVar[str] = "alert"
+    level: str  # 'info' | 'warning' | 'critical'
+    rule: str  # 'max_failures', 'error_rate.max', 'error_rate.max_vs_baseline', ...
+    message: str
+    host: str | None = None
+    numbers: dict[str, Any] = field(default_factory=dict)
+    action: str | None = None  # what fired in response: 'pause' | 'rollback' | 'abort'
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CanaryAnalysis(Event):
+    kind: ClassVar[str] = "canary_analysis"
+    verdict: str  # 'pass' | 'marginal' | 'fail'
+    test: str
+    p_value: float | None
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorCommand(Event):
+    """An operator (or the engine's policy) issued a command; journaled with who and why."""
+
+    kind: ClassVar[str] = "operator_command"
+    command: str  # pause | freeze | resume | abort | rollback | continue | skip | retry | ...
+    operator: str
+    reason: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    accepted: bool = True
+    detail: str = ""  # why it was refused, or what it did
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notice(Event):
+    """Free-form information for the timeline (lock broken, host key accepted, ...)."""
+
+    kind: ClassVar[str] = "notice"
+    message: str
+    host: str | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        RolloutStarted,
+        RolloutStateChanged,
+        RolloutFinished,
+        PreflightResult,
+        PlanChanged,
+        BatchStarted,
+        BatchFinished,
+        GateWaiting,
+        GatePassed,
+        HostStateChanged,
+        VersionRead,
+        StepStarted,
+        StepOutput,
+        StepFinished,
+        HealthSample,
+        VitalsSample,
+        LogLines,
+        ErrorRateSample,
+        Alert,
+        CanaryAnalysis,
+        OperatorCommand,
+        Notice,
+    )
+}
+
+
+def to_json(event: Event) -> dict[str, Any]:
+    """One JSON-ready dict with ``kind`` first."""
+    out: dict[str, Any] = {"kind": event.kind}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        out[f.name] = value
+    return out
+
+
+def _tupled(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tupled(v) for v in value)
+    return value
+
+
+def from_json(data: dict[str, Any]) -> Event:
+    """Inverse of :func:`to_json`; unknown keys are ignored (forward compatible)."""
+    cls = EVENT_TYPES[data["kind"]]
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name == "state":
+            value = RolloutState(value) if cls is RolloutStateChanged else HostState(value)
+        elif f.name == "outcome":
+            value = Outcome(value)
+        elif isinstance(value, list):
+            value = _tupled(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

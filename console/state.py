@@ -1,0 +1,259 @@
+"""The read model: a rollout's current state folded from its events.
+
+``RolloutView.apply(event)`` is a pure reducer. The headless runner, the Textual
+console, an attached observer and ``rolldeck resume``/``show`` all build their picture
+of a rollout the same way: by folding the event stream (live, or replayed from the
+journal). Memory is bounded: per-host logs and the timeline are ring buffers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from console import events as ev
+from console.events import HostState, Outcome, RolloutState
+
+LOG_LINES_PER_HOST = 500
+STEP_TAIL_LINES = 50
+TIMELINE_EVENTS = 2000
+HEALTH_HISTORY = 120
+RATE_HISTORY = 120
+
+FAILED_STATES = frozenset({HostState.FAILED, HostState.ROLLBACK_FAILED})
+MOVING_STATES = frozenset({HostState.RUNNING, HostState.VERIFYING, HostState.ROLLING_BACK})
+
+
+@dataclass(slots=True)
+class StepRecord:
+    name: str
+    command: str
+    started: float
+    rollback: bool = False
+    status: str = "running"
+    exit_code: int | None = None
+    duration: float | None = None
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=STEP_TAIL_LINES))
+
+
+@dataclass(slots=True)
+class HostView:
+    name: str
+    groups: tuple[str, ...] = ()
+    address: str = ""
+    batch: int | None = None
+    state: HostState = HostState.PENDING
+    step: str | None = None
+    detail: str = ""
+    previous_version: str | None = None
+    version: str | None = None  # what the host runs, as far as we know
+    health_ok: bool | None = None
+    health_status: str = ""
+    health_detail: str = ""
+    health_history: deque[bool] = field(default_factory=lambda: deque(maxlen=HEALTH_HISTORY))
+    error_rate: float | None = None
+    error_rate_unit: str = "ratio"
+    error_rate_history: deque[float] = field(default_factory=lambda: deque(maxlen=RATE_HISTORY))
+    load1: float | None = None
+    mem_used_pct: float | None = None
+    disk_used_pct: float | None = None
+    last_log: str = ""
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES_PER_HOST))
+    steps: list[StepRecord] = field(default_factory=list)
+    changed: bool = False  # a deploy step started on it: rollback must cover it
+    state_since: float = 0.0
+
+
+@dataclass(slots=True)
+class RolloutView:
+    rollout_id: str = ""
+    service: str = ""
+    version: str = ""
+    operator: str = ""
+    environment: str = ""
+    started: float | None = None
+    finished: float | None = None
+    state: RolloutState = RolloutState.PREFLIGHT
+    state_reason: str = ""
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+    batches: list[tuple[str, ...]] = field(default_factory=list)
+    batch_index: int | None = None  # the batch running or last run
+    rolling_back: bool = False
+    gate: ev.GateWaiting | None = None
+    hosts: dict[str, HostView] = field(default_factory=dict)
+    cohort_rates: dict[str, deque[float]] = field(
+        default_factory=lambda: {
+            "cohort:new": deque(maxlen=RATE_HISTORY),
+            "cohort:baseline": deque(maxlen=RATE_HISTORY),
+        }
+    )
+    error_rate_unit: str = "ratio"
+    alerts: list[ev.Alert] = field(default_factory=list)
+    timeline: deque[ev.Event] = field(default_factory=lambda: deque(maxlen=TIMELINE_EVENTS))
+    settings: dict = field(default_factory=dict)
+    seq: int = 0  # events applied
+    version_changed: int = 0  # bumps when anything visible changed (cheap dirty check)
+
+    # -- queries ------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in HostState}
+        for h in self.hosts.values():
+            out[h.state.value] += 1
+        return out
+
+    def failed_hosts(self) -> list[str]:
+        return [n for n, h in self.hosts.items() if h.state in FAILED_STATES]
+
+    def changed_hosts(self) -> list[str]:
+        return [n for n, h in self.hosts.items() if h.changed]
+
+    def previous_versions(self) -> set[str]:
+        return {h.previous_version for h in self.hosts.values() if h.previous_version}
+
+    def _host(self, name: str) -> HostView:
+        h = self.hosts.get(name)
+        if h is None:
+            h = self.hosts[name] = HostView(name=name)
+        return h
+
+    # -- reducer --------------------------------------------------------------------
+
+    def apply(self, event: ev.Event) -> None:
+        self.seq += 1
+        self.version_changed += 1
+        if event.durable and not isinstance(event, ev.HealthSample | ev.StepStarted):
+            self.timeline.append(event)
+        match event:
+            case ev.RolloutStarted():
+                self.rollout_id = event.rollout_id
+                self.service = event.service
+                self.version = event.version
+                self.operator = event.operator
+                self.started = event.ts
+                self.settings = dict(event.settings)
+                self.environment = str(event.settings.get("environment") or "")
+                self.batches = [tuple(b) for b in event.batches]
+                for name, info in event.hosts.items():
+                    h = self._host(name)
+                    h.groups = tuple(info.get("groups") or ())
+                    h.address = str(info.get("address") or "")
+                self._number_batches()
+            case ev.PlanChanged():
+                self.batches = [tuple(b) for b in event.batches]
+                self._number_batches()
+            case ev.RolloutStateChanged():
+                self.state = event.state
+                self.state_reason = event.reason
+                self.rolling_back = event.state == RolloutState.ROLLING_BACK or (
+                    self.rolling_back and event.state not in (RolloutState.DONE,)
+                )
+                if event.state != RolloutState.WAITING:
+                    self.gate = None
+            case ev.RolloutFinished():
+                self.outcome = event.outcome
+                self.exit_code = event.exit_code
+                self.finished = event.ts
+                self.state = (
+                    RolloutState.ABORTED
+                    if event.outcome == Outcome.ABORTED
+                    else (
+                        RolloutState.PAUSED
+                        if event.outcome == Outcome.PAUSED
+                        else RolloutState.DONE
+                    )
+                )
+                self.gate = None
+            case ev.PreflightResult():
+                h = self._host(event.host)
+                if event.version is not None:
+                    h.version = event.version
+                if not event.ok:
+                    h.detail = event.error
+            case ev.BatchStarted():
+                self.batch_index = event.index
+                if event.rollback:
+                    self.rolling_back = True
+            case ev.GateWaiting():
+                self.gate = event
+            case ev.GatePassed():
+                self.gate = None
+            case ev.HostStateChanged():
+                h = self._host(event.host)
+                h.state = event.state
+                h.step = event.step
+                h.detail = event.detail
+                h.state_since = event.ts
+            case ev.VersionRead():
+                h = self._host(event.host)
+                if event.role == "previous":
+                    h.previous_version = event.version
+                h.version = event.version
+            case ev.StepStarted():
+                h = self._host(event.host)
+                h.step = event.step
+                if not event.rollback:
+                    h.changed = True
+                h.steps.append(StepRecord(event.step, event.command, event.ts, event.rollback))
+            case ev.StepOutput():
+                h = self._host(event.host)
+                if h.steps and h.steps[-1].name == event.step:
+                    h.steps[-1].output.extend(event.lines)
+            case ev.StepFinished():
+                h = self._host(event.host)
+                rec = h.steps[-1] if h.steps and h.steps[-1].name == event.step else None
+                if rec is None:
+                    rec = StepRecord(event.step, "", event.ts - event.duration, event.rollback)
+                    h.steps.append(rec)
+                rec.status = event.status
+                rec.exit_code = event.exit_code
+                rec.duration = event.duration
+                if not rec.output:
+                    rec.output.extend(event.output_tail)
+            case ev.HealthSample():
+                h = self._host(event.host)
+                h.health_ok = event.ok
+                h.health_detail = event.detail
+                h.health_status = event.status or ("healthy" if event.ok else "unhealthy")
+                h.health_history.append(event.ok)
+            case ev.VitalsSample():
+                h = self._host(event.host)
+                h.load1 = event.load1
+                h.mem_used_pct = event.mem_used_pct
+                h.disk_used_pct = event.disk_used_pct
+            case ev.LogLines():
+                h = self._host(event.host)
+                h.log.extend(event.lines)
+                if event.lines:
+                    h.last_log = event.lines[-1]
+            case ev.ErrorRateSample():
+                if event.scope.startswith("cohort:"):
+                    self.error_rate_unit = event.unit
+                    if event.rate is not None:
+                        self.cohort_rates.setdefault(event.scope, deque(maxlen=RATE_HISTORY))
+                        self.cohort_rates[event.scope].append(event.rate)
+                else:
+                    h = self._host(event.scope)
+                    h.error_rate = event.rate
+                    h.error_rate_unit = event.unit
+                    if event.rate is not None:
+                        h.error_rate_history.append(event.rate)
+            case ev.Alert():
+                self.alerts.append(event)
+                del self.alerts[:-200]
+            case _:
+                pass
+
+    def _number_batches(self) -> None:
+        for i, batch in enumerate(self.batches):
+            for name in batch:
+                self._host(name).batch = i
+
+
+def fold(events: list[ev.Event]) -> RolloutView:
+    """Replay events into a fresh view."""
+    view = RolloutView()
+    for e in events:
+        view.apply(e)
+    return view

@@ -1,0 +1,119 @@
+"""The one small protocol every transport implements: connect, run, stream, close.
+
+Three implementations sit behind it: ``ssh`` (asyncssh; production and both test
+fleets), ``local`` (asyncio subprocess, for ``localhost`` hosts) and ``fake`` (in
+memory, for fast unit tests of the engine). The engine never knows which it has.
+
+Contract for :meth:`Connection.run`:
+
+* output is delivered line by line to ``on_line(stream, line)`` as it arrives;
+* ``timeout`` is mandatory: on expiry the *remote process is stopped* (not abandoned)
+  and a result with ``status="timeout"`` is returned;
+* if the calling task is cancelled, the remote process is stopped (bounded time,
+  shielded) and ``asyncio.CancelledError`` propagates;
+* a lost connection raises :class:`HostUnreachable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from console.errors import RolldeckError
+from inventory.model import Host
+
+LineCallback = Callable[[str, str], None]  # (stream: 'stdout' | 'stderr', line)
+
+
+class TransportError(RolldeckError):
+    """A host could not be reached or talked to."""
+
+    def __init__(self, host: str, message: str) -> None:
+        super().__init__(f"{host}: {message}")
+        self.host = host
+        self.message = message
+
+
+class HostUnreachable(TransportError):
+    """Connection refused, timed out, dropped, or authentication failed."""
+
+
+class HostKeyError(TransportError):
+    """The host's key is unknown or changed: never accepted silently."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """``status``: 'ok' (exit 0), 'failed' (non-zero exit), 'timeout', 'cancelled'."""
+
+    status: str
+    exit_code: int | None
+    duration: float
+    stdout_tail: tuple[str, ...] = ()
+    stderr_tail: tuple[str, ...] = ()
+    signal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def first_line(self) -> str:
+        """The first line of output: a version, a health detail."""
+        for line in (*self.stdout_tail, *self.stderr_tail):
+            if line.strip():
+                return line.strip()
+        return ""
+
+
+@dataclass(slots=True)
+class TransportOptions:
+    """Connection policy shared by every host of a rollout."""
+
+    connect_timeout: float = 15.0
+    max_connections: int = 256  # open connections at once
+    max_handshakes: int = 10  # concurrent handshakes (OpenSSH MaxStartups 10:30:100)
+    handshake_retries: int = 4  # retries, with backoff, of a connection dropped pre-auth
+    accept_new_host_keys: bool = False  # trust on first use, written to known_hosts
+    known_hosts: str | None = None  # overrides the user's ~/.ssh/known_hosts
+    ssh_config: list[str] | None = None  # None: the user's ~/.ssh/config when present
+    client_keys: list[str] | None = None
+    tail_lines: int = 20  # how many output lines a RunResult keeps
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """An open connection to one host; many commands may run on it at once."""
+
+    host: Host
+
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        on_line: LineCallback | None = None,
+    ) -> RunResult: ...
+
+    def stream(self, command: str) -> AsyncIterator[str]:
+        """Follow a long-running command's stdout line by line (log tails).
+
+        The remote process is stopped when the iterator is closed or its task cancelled.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Opens connections to hosts; owns the caps on open connections and handshakes."""
+
+    async def connect(self, host: Host) -> Connection: ...
+
+    @property
+    def open_connections(self) -> int: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,54 @@
+"""Inventory as pure data: hosts with their resolved connection settings and vars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One target host, after group/var precedence has been resolved.
+
+    ``name`` is the inventory name (what the operator sees); ``address`` is what we
+    connect to (``ansible_host`` or the native ``address``; defaults to ``name``).
+    ``port``/``user``/``key`` are ``None`` when the inventory does not set them, so the
+    user's ``~/.ssh/config`` can supply them.
+    """
+
+    name: str
+    address: str
+    port: int | None = None
+    user: str | None = None
+    key: str | None = None
+    known_hosts: str | None = None
+    groups: tuple[str, ...] = ()
+    vars: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    source_line: int | None = field(default=None, hash=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The five keys ``rolldeck inventory --json`` prints, plus name."""
+        return {
+            "name": self.name,
+            "address": self.address,
+            "port": self.port,
+            "user": self.user,
+            "groups": list(self.groups),
+            "vars": self.vars,
+        }
+
+
+@dataclass(slots=True)
+class Inventory:
+    """Hosts in inventory order, and groups (name -> member host names, transitively)."""
+
+    path: str
+    hosts: dict[str, Host]
+    groups: dict[str, list[str]]
+    format: str = "native"
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def host(self, name: str) -> Host:
+        return self.hosts[name]
