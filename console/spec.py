@@ -6,10 +6,23 @@ screens); the loader turns YAML into them with file:line:field errors.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from fractions import Fraction
+from typing import Any, Literal, NoReturn
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from console import templating
+from console.errors import InputError, did_you_mean
 
 OnFailure = Literal["pause", "rollback", "abort"]
+STEP_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +33,7 @@ class Step:
 
     name: str
     run: str
-    timeout: float = 300.0
+    timeout: float = STEP_TIMEOUT
     raw: bool = False
     once: bool = False
     line: int | None = None
@@ -134,3 +147,716 @@ class RolloutSpec:
     environment: str | None = None
     secrets: tuple[str, ...] = ()  # var names whose values are redacted everywhere
     vars: dict[str, Any] = field(default_factory=dict)
+    # field path ("steps[2].timeout", "targets") -> 1-based line, for later errors
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+
+# --- loading ----------------------------------------------------------------------------
+#
+# The YAML is composed into its node tree (not constructed into Python objects) and
+# walked with the schema below, so every error can name the node's own line. Scalars
+# are converted by their resolved tag; a number written where text is expected
+# (``version: 2.10``) keeps its exact spelling.
+
+MAX_DURATION = 30 * 86400.0  # longer than this is a typo, and overflows some timers
+PREFLIGHT_TIMEOUT = 60.0
+
+_TAG = "tag:yaml.org,2002:"
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
+_NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")
+_SERIES = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*(\{.*\})?")
+_KINDS = {"scalar": "a value", "sequence": "a list", "mapping": "a mapping"}
+
+TOP_KEYS = (
+    "service",
+    "version",
+    "inventory",
+    "targets",
+    "batches",
+    "max_parallel",
+    "max_failures",
+    "on_failure",
+    "between_batches",
+    "current_version",
+    "preflight",
+    "steps",
+    "health",
+    "logs",
+    "metrics",
+    "vitals",
+    "error_rate",
+    "rollback",
+    "order",
+    "seed",
+    "environment",
+    "secrets",
+    "vars",
+)
+STEP_KEYS = ("name", "run", "timeout", "raw", "once")
+AUX_STEP_KEYS = ("name", "run", "timeout", "raw")  # preflight and rollback: no ``once``
+ON_FAILURE = ("pause", "rollback", "abort")
+ORDERS = ("inventory", "sorted", "reverse_sorted", "shuffle")
+GATE_KINDS = ("manual", "auto", "bake")
+ON_TIMEOUT = ("abort", "pause", "rollback", "continue")
+
+
+def load_spec(path: str | os.PathLike[str]) -> RolloutSpec:
+    """Read and validate a rollout spec file; raise InputError for anything wrong."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason})", file=name) from None
+    except OSError as exc:
+        raise InputError(f"cannot read spec: {exc.strerror or exc}", file=name) from None
+    return parse_spec(text, name)
+
+
+def parse_spec(text: str, path: str = "<spec>") -> RolloutSpec:
+    """Validate spec text; ``path`` names it in errors and anchors ``inventory``."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise InputError(f"YAML syntax error: {problem}", file=path, line=line) from None
+    except yaml.YAMLError as exc:  # ReaderError: control characters, bad encoding
+        raise InputError(f"YAML error: {exc}".splitlines()[0], file=path) from None
+    except RecursionError:
+        raise InputError("YAML nested too deeply", file=path) from None
+    if root is None:
+        raise InputError("the spec is empty", file=path, line=1)
+    return _Reader(path).spec(root, text)
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _kind(node: yaml.Node) -> str:
+    return _KINDS.get(node.id, node.id)
+
+
+def _join(parent: str, key: str) -> str:
+    return f"{parent}.{key}" if parent else key
+
+
+class _Reader:
+    """Typed accessors over YAML nodes; each failure is an InputError at the node."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lines: dict[str, int] = {}
+        self._constructor = SafeConstructor()
+
+    # -- primitives -------------------------------------------------------------------
+
+    def fail(self, node: yaml.Node, field: str, message: str) -> NoReturn:
+        raise InputError(message, file=self.path, line=_line(node), field=field or None)
+
+    def mapping(
+        self,
+        node: yaml.Node,
+        field: str,
+        allowed: Sequence[str] | None,
+        required: Sequence[str] = (),
+    ) -> dict[str, yaml.Node]:
+        """Key -> value node; unknown, duplicate and missing keys are errors.
+
+        ``allowed`` None accepts any key (vars). Merge keys (``<<: *defaults``) apply,
+        with keys written in the mapping itself winning.
+        """
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, field, f"expected a mapping, got {_kind(node)}")
+        out: dict[str, yaml.Node] = {}
+        merged: dict[str, yaml.Node] = {}
+        for key_node, value in node.value:
+            if key_node.tag == _TAG + "merge":
+                for source in self._merge_sources(value, field):
+                    for key, sub in self.mapping(source, field, allowed).items():
+                        merged.setdefault(key, sub)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode) or not key_node.value:
+                self.fail(key_node, field, "a key must be a plain name")
+            key = str(key_node.value)
+            child = _join(field, key)
+            if key in out:
+                self.fail(key_node, child, "duplicate key")
+            if allowed is not None and key not in allowed:
+                hint = did_you_mean(key, allowed)
+                self.fail(key_node, child, f"unknown key {key!r}{hint}")
+            out[key] = value
+            self.lines[child] = _line(key_node)
+        for key, value in merged.items():
+            if key not in out:
+                out[key] = value
+                self.lines.setdefault(_join(field, key), _line(value))
+        for key in required:
+            if key not in out:
+                self.fail(node, _join(field, key), f"missing required key {key!r}")
+        return out
+
+    def _merge_sources(self, node: yaml.Node, field: str) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return [node]
+
+    def sequence(self, node: yaml.Node, field: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, field, f"expected a list, got {_kind(node)}")
+        for i, item in enumerate(node.value):
+            self.lines[f"{field}[{i}]"] = _line(item)
+        return list(node.value)
+
+    def scalar(self, node: yaml.Node, field: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(node, field, f"expected a single value, got {_kind(node)}")
+        tag = node.tag
+        try:
+            if tag == _TAG + "null":
+                return None
+            if tag == _TAG + "bool":
+                return self._constructor.construct_yaml_bool(node)
+            if tag == _TAG + "int":
+                return self._constructor.construct_yaml_int(node)
+            if tag == _TAG + "float":
+                return self._constructor.construct_yaml_float(node)
+        except (ValueError, yaml.YAMLError):
+            self.fail(node, field, f"{node.value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+        if tag in (_TAG + "str", _TAG + "timestamp"):
+            return str(node.value)
+        self.fail(node, field, f"unsupported YAML tag {tag!r}")
+
+    def text(self, node: yaml.Node, field: str, *, empty: bool = False) -> str:
+        """A string; a number keeps its spelling (``version: 2.10`` is "2.10")."""
+        value = self.scalar(node, field)
+        if node.tag in (_TAG + "int", _TAG + "float"):
+            value = str(node.value)
+        if not isinstance(value, str):
+            shown = "null" if value is None else str(value).lower()
+            self.fail(node, field, f"expected text, got {shown}")
+        if not empty and not value.strip():
+            self.fail(node, field, "must not be empty")
+        return value
+
+    def integer(self, node: yaml.Node, field: str, *, minimum: int = 0) -> int:
+        value = self.scalar(node, field)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(node, field, f"expected a whole number, got {node.value!r}")
+        if value < minimum:
+            what = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
+            self.fail(node, field, f"{what}, got {value}")
+        return value
+
+    def number(self, node: yaml.Node, field: str) -> float:
+        value = self.scalar(node, field)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(node, field, f"expected a number, got {node.value!r}")
+        if not math.isfinite(value):
+            self.fail(node, field, f"must be a finite number, got {node.value!r}")
+        if value < 0:
+            self.fail(node, field, f"must not be negative, got {node.value}")
+        return float(value)
+
+    def boolean(self, node: yaml.Node, field: str) -> bool:
+        value = self.scalar(node, field)
+        if not isinstance(value, bool):
+            self.fail(node, field, f"expected true or false, got {node.value!r}")
+        return value
+
+    def choice(self, node: yaml.Node, field: str, choices: Sequence[str]) -> str:
+        value = self.text(node, field)
+        if value not in choices:
+            hint = did_you_mean(value, choices)
+            self.fail(node, field, f"{value!r} is not one of {', '.join(choices)}{hint}")
+        return value
+
+    def duration(self, node: yaml.Node, field: str, *, zero: bool = False) -> float:
+        """``90s``, ``2m``, ``1h30m``, ``500ms``, ``1d``; a bare number is seconds."""
+        value = self.scalar(node, field)
+        if isinstance(value, str):
+            seconds = _parse_duration(value)
+            if seconds is None:
+                self.fail(
+                    node,
+                    field,
+                    f"{value!r} is not a duration (write e.g. 90s, 2m, 1h30m, 500ms)",
+                )
+        else:
+            seconds = self.number(node, field)
+        if seconds < 0:
+            self.fail(node, field, f"must not be negative, got {node.value}")
+        if seconds == 0 and not zero:
+            self.fail(node, field, "must be longer than 0")
+        if seconds > MAX_DURATION:
+            self.fail(node, field, f"{node.value} is longer than 30 days")
+        return seconds
+
+    def percent(self, node: yaml.Node, field: str) -> float:
+        """``"10%"`` -> 10.0, in 0..100."""
+        value = self.scalar(node, field)
+        match = _PERCENT.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            self.fail(node, field, f"expected a percentage like 10%, got {node.value!r}")
+        pct = float(match.group(1))
+        if pct > 100:
+            self.fail(node, field, f"a percentage is at most 100%, got {node.value}")
+        return pct
+
+    def command(self, node: yaml.Node, field: str) -> str:
+        """A command template: placeholders are checked now, not at run time."""
+        value = self.text(node, field)
+        try:
+            templating.parse(value)
+        except templating.TemplateError as exc:
+            self.fail_at_offset(node, field, value, exc.offset, exc.message)
+        return value
+
+    def fail_at_offset(
+        self, node: yaml.Node, field: str, value: str, offset: int, message: str
+    ) -> NoReturn:
+        """Point into a literal block (``run: |``) at the line holding ``offset``."""
+        line = _line(node)
+        if isinstance(node, yaml.ScalarNode) and node.style == "|":
+            line += 1 + value.count("\n", 0, offset)
+        raise InputError(message, file=self.path, line=line, field=field)
+
+    # -- the schema ---------------------------------------------------------------------
+
+    def spec(self, root: yaml.Node, text: str) -> RolloutSpec:
+        top = self.mapping(root, "", TOP_KEYS, required=("service", "version", "steps"))
+        kw: dict[str, Any] = {}
+
+        def opt(key: str, read: Callable[[yaml.Node, str], Any]) -> None:
+            node = top.get(key)
+            if node is not None and not _is_null(node):
+                kw[key] = read(node, key)
+
+        kw["service"] = self.text(top["service"], "service")
+        kw["version"] = self.text(top["version"], "version")
+        opt("inventory", lambda n, f: _resolve_inventory(self.path, self.text(n, f)))
+        opt("targets", self.targets)
+        opt("batches", self.batches)
+        opt("max_parallel", lambda n, f: self.integer(n, f, minimum=1))
+        opt("max_failures", self.budget)
+        opt("on_failure", lambda n, f: self.choice(n, f, ON_FAILURE))
+        opt("between_batches", self.gate)
+        opt("current_version", self.command)
+        opt(
+            "preflight",
+            lambda n, f: self.steps(n, f, "preflight", PREFLIGHT_TIMEOUT, keys=AUX_STEP_KEYS),
+        )
+        kw["steps"] = self.steps(top["steps"], "steps", "step", STEP_TIMEOUT, required=True)
+        opt("health", self.health)
+        opt("logs", self.logs)
+        opt("metrics", self.metrics)
+        opt("vitals", self.vitals)
+        opt("error_rate", self.error_rate)
+        opt("rollback", self.rollback)
+        opt("order", lambda n, f: self.choice(n, f, ORDERS))
+        opt("seed", lambda n, f: self.integer(n, f))
+        opt("environment", self.text)
+        opt("secrets", self.secrets)
+        opt("vars", self.variables)
+        kw.setdefault("inventory", None)
+        spec = RolloutSpec(path=self.path, text=text, lines=self.lines, **kw)
+        self.cross_check(spec, top)
+        return spec
+
+    def targets(self, node: yaml.Node, field: str) -> str:
+        """A host pattern; a list of patterns is their union (``web:api``)."""
+        if isinstance(node, yaml.SequenceNode):
+            items = self.sequence(node, field)
+            if not items:
+                self.fail(node, field, "must not be empty")
+            return ":".join(self.text(n, f"{field}[{i}]") for i, n in enumerate(items))
+        return self.text(node, field)
+
+    def batches(self, node: yaml.Node, field: str) -> tuple[int | str, ...]:
+        """A ramp ``[1, 10%, 25%, 100%]``, or one size (a count or a percentage)."""
+        if not isinstance(node, yaml.SequenceNode):
+            return (self.batch_size(node, field),)
+        items = self.sequence(node, field)
+        if not items:
+            self.fail(node, field, "must list at least one batch size")
+        return tuple(self.batch_size(n, f"{field}[{i}]") for i, n in enumerate(items))
+
+    def batch_size(self, node: yaml.Node, field: str) -> int | str:
+        value = self.scalar(node, field)
+        if isinstance(value, str):
+            pct = self.percent(node, field)
+            if pct <= 0:
+                self.fail(node, field, "a batch percentage must be more than 0%")
+            return f"{pct:g}%"
+        return self.integer(node, field, minimum=1)
+
+    def budget(self, node: yaml.Node, field: str) -> Budget:
+        value = self.scalar(node, field)
+        if isinstance(value, str):
+            return Budget(percent=self.percent(node, field))
+        return Budget(count=self.integer(node, field))
+
+    def gate(self, node: yaml.Node, field: str) -> GateSpec:
+        """``manual`` | ``auto`` | a bake time | ``{gate, timeout, on_timeout, bake}``."""
+        if isinstance(node, yaml.MappingNode):
+            m = self.mapping(node, field, ("gate", "bake", "timeout", "on_timeout"))
+            bake = self.duration(m["bake"], f"{field}.bake", zero=True) if "bake" in m else 0.0
+            default = "bake" if "bake" in m else None
+            if "gate" in m:
+                kind = self.choice(m["gate"], f"{field}.gate", GATE_KINDS)
+            elif default:
+                kind = default
+            else:
+                self.fail(node, f"{field}.gate", "missing required key 'gate'")
+            if kind == "bake" and "bake" not in m:
+                self.fail(node, f"{field}.bake", "a bake gate needs a bake time")
+            if kind != "bake" and "bake" in m:
+                self.fail(m["bake"], f"{field}.bake", f"a {kind} gate has no bake time")
+            timeout = None
+            if "timeout" in m:
+                if kind != "manual":
+                    self.fail(m["timeout"], f"{field}.timeout", "only a manual gate times out")
+                timeout = self.duration(m["timeout"], f"{field}.timeout")
+            on_timeout = "abort"
+            if "on_timeout" in m:
+                if timeout is None:
+                    self.fail(m["on_timeout"], f"{field}.on_timeout", "needs a timeout")
+                on_timeout = self.choice(m["on_timeout"], f"{field}.on_timeout", ON_TIMEOUT)
+            return GateSpec(kind=kind, bake=bake, timeout=timeout, on_timeout=on_timeout)  # type: ignore[arg-type]
+        value = self.scalar(node, field)
+        if value in ("manual", "auto"):
+            return GateSpec(kind=value)
+        if isinstance(value, str) and _parse_duration(value) is None:
+            hint = did_you_mean(value, ("manual", "auto"))
+            self.fail(node, field, f"expected manual, auto or a bake time like 2m{hint}")
+        bake = self.duration(node, field, zero=True)
+        return GateSpec(kind="bake", bake=bake) if bake > 0 else GateSpec(kind="auto")
+
+    def steps(
+        self,
+        node: yaml.Node,
+        field: str,
+        prefix: str,
+        timeout: float,
+        *,
+        required: bool = False,
+        keys: Sequence[str] = STEP_KEYS,
+    ) -> tuple[Step, ...]:
+        items = self.sequence(node, field)
+        if required and not items:
+            self.fail(node, field, "must list at least one step")
+        steps: list[Step] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            step = self.step(item, f"{field}[{i}]", f"{prefix}-{i + 1}", timeout, keys)
+            if step.name in seen:
+                self.fail(
+                    item,
+                    f"{field}[{i}].name",
+                    f"duplicate step name {step.name!r} (also {field}[{seen[step.name]}])",
+                )
+            seen[step.name] = i
+            steps.append(step)
+        return tuple(steps)
+
+    def step(
+        self, node: yaml.Node, field: str, name: str, timeout: float, keys: Sequence[str]
+    ) -> Step:
+        if isinstance(node, yaml.ScalarNode):
+            self.lines[f"{field}.run"] = _line(node)
+            run = self.command(node, f"{field}.run")
+            return Step(name=name, run=run, timeout=timeout, line=_line(node))
+        m = self.mapping(node, field, keys, required=("run",))
+        return Step(
+            name=self.text(m["name"], f"{field}.name") if "name" in m else name,
+            run=self.command(m["run"], f"{field}.run"),
+            timeout=self.duration(m["timeout"], f"{field}.timeout") if "timeout" in m else timeout,
+            raw=self.boolean(m["raw"], f"{field}.raw") if "raw" in m else False,
+            once=self.boolean(m["once"], f"{field}.once") if "once" in m else False,
+            line=_line(node),
+        )
+
+    def _fields(
+        self, m: dict[str, yaml.Node], field: str, readers: dict[str, Callable[..., Any]]
+    ) -> dict[str, Any]:
+        return {key: readers[key](m[key], _join(field, key)) for key in readers if key in m}
+
+    def _positive_int(self, node: yaml.Node, field: str) -> int:
+        return self.integer(node, field, minimum=1)
+
+    def health(self, node: yaml.Node, field: str) -> HealthSpec:
+        if isinstance(node, yaml.ScalarNode):
+            return HealthSpec(run=self.command(node, field))
+        keys = ("run", "every", "healthy_after", "deadline", "timeout")
+        keys += ("flap_window", "flap_transitions")
+        m = self.mapping(node, field, keys, required=("run",))
+        kw = self._fields(
+            m,
+            field,
+            {
+                "run": self.command,
+                "every": self.duration,
+                "healthy_after": self._positive_int,
+                "deadline": self.duration,
+                "timeout": self.duration,
+                "flap_window": self.duration,
+                "flap_transitions": lambda n, f: self.integer(n, f, minimum=2),
+            },
+        )
+        spec = HealthSpec(**kw)
+        needed = (spec.healthy_after - 1) * spec.every
+        if spec.deadline < needed:
+            self.fail(
+                m.get("deadline", node),
+                _join(field, "deadline"),
+                f"{format_duration(spec.deadline)} is too short for {spec.healthy_after} passes "
+                f"{format_duration(spec.every)} apart (needs at least {format_duration(needed)})",
+            )
+        return spec
+
+    def logs(self, node: yaml.Node, field: str) -> LogsSpec:
+        if isinstance(node, yaml.ScalarNode):
+            return LogsSpec(run=self.command(node, field))
+        m = self.mapping(node, field, ("run", "error_pattern"), required=("run",))
+        pattern = None
+        if "error_pattern" in m:
+            pattern = self.text(m["error_pattern"], f"{field}.error_pattern")
+            try:
+                re.compile(pattern)
+            except (re.error, RecursionError, OverflowError) as exc:
+                self.fail(m["error_pattern"], f"{field}.error_pattern", f"bad regex: {exc}")
+        return LogsSpec(run=self.command(m["run"], f"{field}.run"), error_pattern=pattern)
+
+    def metrics(self, node: yaml.Node, field: str) -> MetricsSpec:
+        keys = ("run", "requests", "errors", "every", "timeout")
+        m = self.mapping(node, field, keys, required=("run", "requests", "errors"))
+        return MetricsSpec(
+            **self._fields(
+                m,
+                field,
+                {
+                    "run": self.command,
+                    "requests": self.series,
+                    "errors": self.series,
+                    "every": self.duration,
+                    "timeout": self.duration,
+                },
+            )
+        )
+
+    def series(self, node: yaml.Node, field: str) -> str:
+        value = self.text(node, field).strip()
+        if not _SERIES.fullmatch(value):
+            self.fail(
+                node, field, f'{value!r} is not a series selector like name or name{{label="v"}}'
+            )
+        return value
+
+    def vitals(self, node: yaml.Node, field: str) -> VitalsSpec | None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "bool":
+            return VitalsSpec() if self.boolean(node, field) else None
+        if isinstance(node, yaml.ScalarNode):
+            return VitalsSpec(run=self.command(node, field))
+        m = self.mapping(node, field, ("run", "every", "timeout"))
+        return VitalsSpec(
+            **self._fields(
+                m,
+                field,
+                {"run": self.command, "every": self.duration, "timeout": self.duration},
+            )
+        )
+
+    def error_rate(self, node: yaml.Node, field: str) -> ErrorRateSpec:
+        keys = ("window", "max", "max_vs_baseline", "min_requests", "min_error_lines")
+        m = self.mapping(node, field, keys)
+        return ErrorRateSpec(
+            **self._fields(
+                m,
+                field,
+                {
+                    "window": self.duration,
+                    "max": self.ratio,
+                    "max_vs_baseline": self.factor,
+                    "min_requests": self._positive_int,
+                    "min_error_lines": self._positive_int,
+                },
+            )
+        )
+
+    def ratio(self, node: yaml.Node, field: str) -> float:
+        """``2%`` -> 0.02; a bare number is already a ratio in 0..1."""
+        value = self.scalar(node, field)
+        if isinstance(value, str):
+            return self.percent(node, field) / 100.0
+        ratio = self.number(node, field)
+        if ratio > 1:
+            self.fail(node, field, f"write a percentage like 2%, or a ratio 0..1; got {ratio:g}")
+        return ratio
+
+    def factor(self, node: yaml.Node, field: str) -> float:
+        value = self.number(node, field)
+        if value <= 0:
+            self.fail(node, field, "must be more than 0 (a multiple of the baseline rate)")
+        return value
+
+    def rollback(self, node: yaml.Node, field: str) -> RollbackSpec:
+        """``{steps: [...], batches: [...]}``; a bare list is the steps."""
+        keys = AUX_STEP_KEYS
+        if isinstance(node, yaml.SequenceNode):
+            return RollbackSpec(steps=self.steps(node, field, "rollback", STEP_TIMEOUT, keys=keys))
+        m = self.mapping(node, field, ("steps", "batches"))
+        steps: tuple[Step, ...] = ()
+        if "steps" in m and not _is_null(m["steps"]):
+            steps = self.steps(m["steps"], f"{field}.steps", "rollback", STEP_TIMEOUT, keys=keys)
+        batches = None
+        if "batches" in m and not _is_null(m["batches"]):
+            batches = self.batches(m["batches"], f"{field}.batches")
+        return RollbackSpec(steps=steps, batches=batches)
+
+    def secrets(self, node: yaml.Node, field: str) -> tuple[str, ...]:
+        names = []
+        for i, item in enumerate(self.sequence(node, field)):
+            name = self.text(item, f"{field}[{i}]")
+            if not templating.VAR_NAME.fullmatch(name):
+                self.fail(item, f"{field}[{i}]", f"{name!r} is not a var name")
+            names.append(name)
+        return tuple(names)
+
+    def variables(self, node: yaml.Node, field: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.mapping(node, field, None).items():
+            child = _join(field, key)
+            if not templating.VAR_NAME.fullmatch(key):
+                self.fail(value, child, f"{key!r} is not a var name (letters, digits, '_')")
+            out[key] = self.scalar(value, child)
+        return out
+
+    # -- rules across fields ----------------------------------------------------------
+
+    def cross_check(self, spec: RolloutSpec, top: dict[str, yaml.Node]) -> None:
+        def fail(where: str, message: str) -> NoReturn:
+            raise InputError(message, file=self.path, line=self.lines.get(where), field=where)
+
+        for where, step in commands(spec):
+            used = {p.name for p in templating.placeholders(step.run)}
+            if "previous_version" not in used:
+                continue
+            if where == "current_version":
+                fail(where, "current_version prints the previous version; it cannot use it")
+            if spec.current_version is None:
+                fail(
+                    f"{where}.run" if f"{where}.run" in self.lines else where,
+                    "{previous_version} needs current_version: the command that prints "
+                    "the version a host runs now",
+                )
+        if not spec.rollback.steps:
+            if spec.on_failure == "rollback":
+                fail("on_failure", "on_failure is rollback, but rollback has no steps")
+            if spec.between_batches.on_timeout == "rollback":
+                fail(
+                    "between_batches.on_timeout",
+                    "on_timeout is rollback, but rollback has no steps",
+                )
+        no_pattern = spec.logs is None or spec.logs.error_pattern is None
+        if spec.error_rate is not None and spec.metrics is None and no_pattern:
+            fail(
+                "error_rate",
+                "error_rate needs a source: metrics, or logs with an error_pattern",
+            )
+        if spec.seed is not None and spec.order != "shuffle":
+            fail("seed", f"seed only applies to order: shuffle (order is {spec.order})")
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null"
+
+
+def _parse_duration(text: str) -> float | None:
+    s = text.strip()
+    if _NUMBER.fullmatch(s):
+        return float(s)
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(s):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+        while pos < len(s) and s[pos] == " ":
+            pos += 1
+    return total if pos == len(s) and s else None
+
+
+def format_duration(seconds: float) -> str:
+    """The spec's own spelling: 90 -> "1m30s", 0.5 -> "500ms", 120 -> "2m"."""
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:g}ms"
+    whole = int(seconds)
+    rest = seconds - whole
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    if whole or rest or not parts:
+        parts.append(f"{whole + rest:g}s")
+    return "".join(parts)
+
+
+def _resolve_inventory(spec_path: str, value: str) -> str:
+    """Relative to the spec file's directory (``~`` expanded)."""
+    value = os.path.expanduser(value)
+    if os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(os.path.dirname(spec_path), value))
+
+
+def commands(spec: RolloutSpec) -> list[tuple[str, Step]]:
+    """(field path, step) for every command a rollout may run, in running order."""
+    out: list[tuple[str, Step]] = []
+    if spec.current_version:
+        out.append(("current_version", Step("current_version", spec.current_version)))
+    out += [(f"preflight[{i}]", s) for i, s in enumerate(spec.preflight)]
+    out += [(f"steps[{i}]", s) for i, s in enumerate(spec.steps)]
+    for name, part in (("health", spec.health), ("logs", spec.logs), ("metrics", spec.metrics)):
+        if part is not None:
+            out.append((name, Step(name, part.run)))
+    if spec.vitals is not None and spec.vitals.run:
+        out.append(("vitals", Step("vitals", spec.vitals.run)))
+    out += [(f"rollback.steps[{i}]", s) for i, s in enumerate(spec.rollback.steps)]
+    return out
+
+
+def percent_of(size: str, total: int) -> int:
+    """``"10%"`` of ``total`` hosts, rounded up, at least 1 (exact: no float error)."""
+    match = _PERCENT.fullmatch(size)
+    if match is None:
+        raise ValueError(f"not a percentage: {size!r}")
+    exact = Fraction(match.group(1)) * total / 100
+    return max(1, math.ceil(exact))
+
+
+def settings(spec: RolloutSpec) -> dict[str, Any]:
+    """The resolved settings as JSON-ready data; secret vars are masked."""
+    data = dataclasses.asdict(spec)
+    for key in ("path", "text", "lines"):
+        data.pop(key, None)
+    for group in (data["preflight"], data["steps"], data["rollback"]["steps"]):
+        for step in group:
+            step.pop("line", None)
+    data["batches"] = list(spec.batches)
+    data["max_failures"] = _budget_text(spec.max_failures)
+    data["vars"] = {
+        k: (templating.MASK if templating.is_secret_name(k, spec.secrets) else v)
+        for k, v in spec.vars.items()
+    }
+    return data
+
+
+def _budget_text(budget: Budget) -> str | int:
+    if budget.count is not None:
+        return budget.count
+    return f"{budget.percent or 0:g}%"

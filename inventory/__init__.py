@@ -5,6 +5,8 @@ returns an :class:`~inventory.model.Inventory`; ``select(inventory, pattern)`` r
 host pattern to hosts in inventory order.
 """
 
+from inventory.loader import load_inventory
 from inventory.model import Host, Inventory
+from inventory.patterns import select
 
-__all__ = ["Host", "Inventory"]
+__all__ = ["Host", "Inventory", "load_inventory", "select"]

@@ -1,0 +1,107 @@
+"""The engine's mutable state: operator flags, per-host records and the failure budget.
+
+Everything here is plain data touched only from the event loop; tasks that wait for a
+flag to change use :meth:`Control.wait_for`, woken by every command and every host
+task that ends (one shared "something changed" signal, re-armed on each wake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from console.events import HostState
+from inventory.model import Host
+
+
+class Control:
+    def __init__(self) -> None:
+        self.paused = False
+        self.frozen = False
+        self.aborted = False
+        self.abort_by_policy = False
+        self.rollback_requested = False
+        self.rolling_back = False
+        self.gate_open: str | None = None  # 'manual' | 'bake' while waiting at a gate
+        self.gate_continued_by: str | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        """Abort or rollback requested: the forward rollout must start nothing new."""
+        return self.aborted or self.rollback_requested
+
+    def wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Until ``predicate()`` holds (True) or ``timeout`` seconds pass (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not predicate():
+            changed = self._changed
+            if deadline is None:
+                await changed.wait()
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            except TimeoutError:
+                return predicate()
+        return True
+
+
+@dataclass(slots=True)
+class HostRecord:
+    """What the engine knows about one host (the source of truth for its decisions;
+    the RolloutView is what consumers see)."""
+
+    host: Host
+    order: int  # position in the plan: a stable sort key
+    state: HostState = HostState.PENDING
+    step: str | None = None  # running, or the last one reached
+    detail: str = ""
+    batch: int | None = None  # the batch it was started in
+    previous_version: str | None = None
+    previous_read: bool = False
+    changed: bool = False  # a deploy step started on it: rollback covers it
+    failed: bool = False  # counts against the budget
+    in_step: str | None = None  # the step whose command is in flight
+    gating: bool = False
+    frozen_waiting: bool = False
+    retry: bool = False
+    attempts: int = 0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+
+@dataclass(slots=True)
+class Budget:
+    """One failure budget for the whole rollout: hosts *currently* failed.
+
+    A retried host leaves the count while it retries and re-enters it if it fails
+    again, so a retry never hides a failure and never counts one twice.
+    """
+
+    allowed: int
+    failed: set[str] = field(default_factory=set)
+
+    def fail(self, host: str) -> bool:
+        """Count ``host``; True when the budget is now exceeded."""
+        self.failed.add(host)
+        return self.exceeded
+
+    def forgive(self, host: str) -> None:
+        self.failed.discard(host)
+
+    @property
+    def exceeded(self) -> bool:
+        return len(self.failed) > self.allowed

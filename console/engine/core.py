@@ -1,0 +1,684 @@
+"""The rollout state machine: preflight, batches, gates, the failure budget, rollback.
+
+One :class:`Engine` runs one rollout inside an ``asyncio.TaskGroup``: a batch is a
+nested task group of host tasks (at most ``max_parallel`` at once), the monitors and
+the error-rate evaluator run beside it, and everything stops with it. Operator
+commands (:meth:`Engine.execute`) never block: they flip flags in
+:class:`~console.engine.control.Control`, cancel tasks (abort) and wake whoever
+waits; every one is journaled as an ``OperatorCommand``, refused ones with the reason.
+
+Where the engine stops and how it ends:
+
+* ``exit_when_paused`` (headless): once paused (or frozen) and no host is moving,
+  ``run()`` returns ``Outcome.PAUSED``. Otherwise (the console) it waits for resume.
+* abort: in-flight commands are cancelled (the transport stops the remote processes),
+  each host keeps its state and step (INTERRUPTED where a step was cut); ``ABORTED``,
+  or ``FAILED`` when it was ``on_failure: abort`` or an unanswered gate that fired it.
+* rollback: no new host starts, moving hosts finish their steps and health gating,
+  then exactly the changed hosts run the rollback steps, newest batch first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from console import events as ev
+from console.bus import EventBus, Subscription
+from console.commands import Command
+from console.engine.control import Budget, Control, HostRecord
+from console.engine.emitter import Emitter
+from console.engine.hostwork import HostWork, Probe
+from console.engine.preflight import run_preflight
+from console.events import HostState, Outcome, RolloutState
+from console.health import ErrorRateAnalyzer, probe_health
+from console.journal import Journal
+from console.plan import Plan, make_plan
+from console.spec import ErrorRateSpec, RolloutSpec
+from console.state import RolloutView
+from console.templating import Redactor, is_secret_name
+from console.transport.base import Connection, Transport
+from inventory.model import Host
+
+POLICY = "policy"  # the operator name of commands the engine's rules issue
+ANALYZE_EVERY = 1.0  # seconds between error-rate evaluations
+Verdict = tuple[Outcome, str]
+
+
+def new_rollout_id(service: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in service)[:40]
+    return f"{safe}-{stamp}-{secrets.token_hex(2)}"
+
+
+class Engine:
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        hosts: list[Host],
+        plan: Plan,
+        transport: Transport,
+        *,
+        journal: Journal | None,
+        operator: str,
+        allow_unreachable: bool = False,
+        rollout_id: str | None = None,
+        exit_when_paused: bool = False,
+        inventory_path: str = "",
+        monitors: bool = True,
+        probe: Probe = probe_health,
+    ) -> None:
+        self.spec = spec
+        self.plan = plan
+        self.transport = transport
+        self.journal = journal
+        self.operator = operator
+        self.allow_unreachable = allow_unreachable
+        self.rollout_id = rollout_id or new_rollout_id(spec.service)
+        self.exit_when_paused = exit_when_paused
+        self.inventory_path = inventory_path
+        self.bus = EventBus()
+        self.view = RolloutView()
+        self.control = Control()
+        by_name = {h.name: h for h in hosts}
+        missing = [n for n in plan.hosts if n not in by_name]
+        if missing:
+            raise ValueError(f"planned hosts missing from the host list: {missing}")
+        self.recs = {n: HostRecord(by_name[n], i) for i, n in enumerate(plan.hosts)}
+        self.budget = Budget(spec.max_failures.allowed(len(self.recs)))
+        self._batches: list[list[str]] = [list(b) for b in plan.batches]
+        self._batch_index: int | None = None  # the batch running or last run
+        self._queue: deque[str] | None = None  # the running batch's not-started hosts
+        self._redactor = Redactor.for_spec(spec, hosts)
+        self._emitter = Emitter(self.bus, self.view, journal)
+        self._emitter.set_redactor(self._redactor.redact)
+        self._work = HostWork(
+            spec, transport, self._emitter, self.control, probe, self._redactor.redact
+        )
+        self._work.on_healthy = self._on_healthy
+        self._work.exit_when_frozen = exit_when_paused
+        self._use_monitors = monitors
+        self._work_conns: dict[str, Connection] = {}  # reachable hosts, from preflight
+        self._abort_reason = "aborted"
+        self._pause_reason = ""
+        self._monitors: dict[str, Any] = {}
+        self._analyzer = ErrorRateAnalyzer(
+            spec.error_rate or ErrorRateSpec(), has_metrics=spec.metrics is not None
+        )
+        self._tg: asyncio.TaskGroup | None = None
+        self._ran = False
+        self._bus_closed = False
+        self.finished = False
+        self.outcome: Outcome | None = None
+
+    # -- public API -----------------------------------------------------------------
+
+    def attach(self) -> tuple[RolloutView, Subscription]:
+        """A snapshot of the state so far and a subscription to everything after it."""
+        import copy
+
+        sub = self.bus.subscribe()
+        if self._bus_closed:
+            sub.close()  # the rollout is over: the snapshot is all there is
+        return copy.deepcopy(self.view), sub
+
+    def open_connections(self) -> int:
+        return self.transport.open_connections
+
+    def notice(self, message: str, host: str | None = None) -> None:
+        """Journal a notice (lock broken, key accepted...); held until the start."""
+        self._emitter.emit(ev.Notice(message=message, host=host))
+
+    def pause(self, reason: str = "", operator: str | None = None) -> None:
+        self._cmd("pause", reason, operator)
+
+    def freeze(self, reason: str = "", operator: str | None = None) -> None:
+        self._cmd("freeze", reason, operator)
+
+    def resume(self, reason: str = "", operator: str | None = None) -> None:
+        self._cmd("resume", reason, operator)
+
+    def abort(self, reason: str = "", operator: str | None = None) -> None:
+        self._cmd("abort", reason, operator)
+
+    def rollback(self, reason: str = "", operator: str | None = None) -> None:
+        self._cmd("rollback", reason, operator)
+
+    def continue_(self, reason: str = "", operator: str | None = None) -> None:
+        self._cmd("continue", reason, operator)
+
+    def skip(self, host: str, reason: str = "", operator: str | None = None) -> None:
+        self._cmd("skip", reason, operator, host=host)
+
+    def retry(self, host: str, reason: str = "", operator: str | None = None) -> None:
+        self._cmd("retry", reason, operator, host=host)
+
+    def set_batch_size(
+        self, size: int | str, reason: str = "", operator: str | None = None
+    ) -> None:
+        self._cmd("set_batch_size", reason, operator, size=size)
+
+    def _cmd(self, name: str, reason: str, operator: str | None, **args: Any) -> None:
+        self.execute(Command(name, operator or self.operator, reason, args))
+
+    def execute(self, command: Command) -> None:
+        """Apply a command now (never blocks); journaled, refused ones with why."""
+        if self.finished:
+            return
+        from console.engine.commands import decide
+
+        accepted, detail, effect = decide(self, command)
+        self._emit(
+            ev.OperatorCommand(
+                command=command.name,
+                operator=command.operator,
+                reason=command.reason,
+                args=dict(command.args),
+                accepted=accepted,
+                detail=detail,
+            )
+        )
+        if accepted and effect is not None:
+            effect()
+        self.control.wake()
+
+    # -- running --------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        """Run the rollout to its end; returns how it ended (see the module doc)."""
+        if self._ran:
+            raise RuntimeError("an Engine runs once")
+        self._ran = True
+        outcome, reason = Outcome.FAILED, "engine error"
+        try:
+            if self.journal is not None:
+                self.journal.start()
+            self._emitter.open(self._started_event())
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                background = [tg.create_task(self._emitter.tick_output())]
+                try:
+                    outcome, reason = await self._main(background)
+                finally:
+                    for task in background:
+                        task.cancel()
+        except asyncio.CancelledError:
+            outcome, reason = Outcome.ABORTED, "the rollout task was cancelled"
+            self._finish(outcome, reason)
+            raise
+        except BaseException as exc:
+            self._finish(Outcome.FAILED, f"engine error: {type(exc).__name__}: {exc}")
+            raise
+        else:
+            self._finish(outcome, reason)
+        finally:
+            await self._shutdown()
+        return outcome
+
+    def _finish(self, outcome: Outcome, reason: str) -> None:
+        if self.finished:
+            return
+        self.outcome = outcome
+        counts: dict[str, int] = {}
+        for rec in self.recs.values():
+            counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        self._emit(
+            ev.RolloutFinished(
+                outcome=outcome,
+                exit_code=ev.OUTCOME_EXIT_CODES[outcome],
+                reason=reason,
+                counts=counts,
+            )
+        )
+        self.finished = True
+
+    async def _shutdown(self) -> None:
+        try:
+            await asyncio.shield(self.transport.close())
+        except Exception as exc:  # closing must not hide the outcome
+            self._emitter.emit(ev.Notice(message=f"closing connections: {exc}"))
+        await asyncio.shield(self._emitter.close())
+        self.bus.close()
+        self._bus_closed = True
+
+    async def _main(self, background: list[asyncio.Task[Any]]) -> Verdict:
+        c = self.control
+        self._state(RolloutState.PREFLIGHT)
+        refusal = await run_preflight(self)
+        if refusal:
+            return Outcome.FAILED, refusal
+        assert self._tg is not None
+        self._start_monitors(self._tg, background)
+        if stop := await self._stop_check():
+            return stop
+        self._state(RolloutState.PAUSED if c.paused else RolloutState.RUNNING)
+        i = 0
+        while i < len(self._batches):
+            await self._run_batch(i)
+            if stop := await self._stop_check():
+                return stop
+            if i + 1 < len(self._batches):
+                await self._gate(i)
+            else:
+                await c.wait_for(
+                    lambda: not (c.paused or c.frozen) or c.stopping or self.exit_when_paused
+                )
+            if stop := await self._stop_check():
+                return stop
+            i += 1
+        failed = sorted(self.budget.failed)
+        tail = f"; {len(failed)} failed within the budget: {', '.join(failed)}" if failed else ""
+        healthy = sum(r.state == HostState.HEALTHY for r in self.recs.values())
+        return Outcome.SUCCEEDED, f"{healthy} hosts on {self.spec.version}{tail}"
+
+    async def _stop_check(self) -> Verdict | None:
+        c = self.control
+        if c.aborted:
+            return (Outcome.FAILED if c.abort_by_policy else Outcome.ABORTED), self._abort_reason
+        if c.rollback_requested:
+            return await self._rollback_phase()
+        if (c.paused or c.frozen) and self.exit_when_paused:
+            pending = [
+                r for r in self.recs.values() if r.state in (HostState.PENDING, HostState.FROZEN)
+            ]
+            if pending or self.budget.exceeded:
+                return Outcome.PAUSED, self._pause_reason or "paused"
+        return None
+
+    # -- batches --------------------------------------------------------------------
+
+    async def _run_batch(self, index: int) -> None:
+        names = self._batches[index]
+        self._batch_index = index
+        self._emit(ev.BatchStarted(index=index, total=len(self._batches), hosts=tuple(names)))
+        queue = deque(n for n in names if self.recs[n].state == HostState.PENDING)
+        self._queue = queue
+        attempted: dict[str, None] = {}
+        try:
+            await self._dispatch(queue, self._deploy_task, attempted, rollback=False)
+        finally:
+            self._queue = None
+        recs = [self.recs[n] for n in attempted]
+        ok = tuple(r.name for r in recs if r.state == HostState.HEALTHY)
+        bad = tuple(r.name for r in recs if r.failed)
+        self._emit(ev.BatchFinished(index=index, succeeded=ok, failed=bad))
+        c = self.control
+        if recs and len(bad) == len(recs) and not (c.stopping or c.paused):
+            self._fire(
+                "batch_all_failed",
+                f"every host of batch {index + 1} failed ({len(bad)} of {len(recs)})",
+                {"batch": index + 1, "failed": len(bad), "hosts": len(recs)},
+            )
+
+    async def _dispatch(
+        self,
+        queue: deque[str],
+        worker: Callable[[HostRecord], Awaitable[None]],
+        attempted: dict[str, None],
+        *,
+        rollback: bool,
+    ) -> None:
+        """Start hosts from ``queue`` while allowed, at most max_parallel at once."""
+        c = self.control
+        running: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            c.wake()
+
+        async with asyncio.TaskGroup() as tg:
+            while not c.aborted:
+                may_start = not (c.paused or c.frozen) and (rollback or not c.rollback_requested)
+                while queue and may_start and len(running) < self.spec.max_parallel:
+                    rec = self.recs[queue.popleft()]
+                    if not rollback and rec.state != HostState.PENDING:
+                        continue  # skipped meanwhile
+                    if not rollback:
+                        rec.batch = self._batch_index
+                        self._analyzer.set_cohort(rec.name, None)
+                    self._watch(rec, False)
+                    task = tg.create_task(worker(rec), name=f"host:{rec.name}")
+                    rec.task = task
+                    running.add(task)
+                    task.add_done_callback(done)
+                    attempted[rec.name] = None
+                if not running:
+                    if not queue:
+                        break
+                    stop_here = c.stopping and not rollback
+                    if stop_here or self.exit_when_paused:
+                        break
+                changed = c._changed
+                await changed.wait()
+
+    async def _deploy_task(self, rec: HostRecord) -> None:
+        result = await self._work.deploy(rec)
+        if result is False:
+            self._host_failed(rec)
+
+    async def _rollback_task(self, rec: HostRecord) -> None:
+        await self._work.rollback(rec)
+
+    def _host_failed(self, rec: HostRecord) -> None:
+        rec.failed = True
+        self._analyzer.set_cohort(rec.name, None)
+        if self.budget.fail(rec.name):
+            n = len(self.budget.failed)
+            self._fire(
+                "max_failures",
+                f"{n} hosts failed, more than max_failures allows ({self.budget.allowed}): "
+                + ", ".join(sorted(self.budget.failed)),
+                {"failed": n, "allowed": self.budget.allowed, "targeted": len(self.recs)},
+                host=rec.name,
+            )
+
+    def _fire(
+        self, rule: str, message: str, numbers: dict[str, Any], host: str | None = None
+    ) -> None:
+        """A rule tripped: alert, then apply on_failure as a journaled policy command."""
+        action = self.spec.on_failure
+        if action == "rollback" and not self.spec.rollback.steps:
+            action = "pause"
+            message += "; the spec has no rollback steps, so pausing instead"
+        self._emit(
+            ev.Alert(
+                level="critical",
+                rule=rule,
+                message=message,
+                host=host,
+                numbers=numbers,
+                action=action,
+            )
+        )
+        self._policy(action, f"on_failure: {rule}")
+
+    def _policy(self, action: str, reason: str) -> None:
+        if action == "abort" and not self.control.aborted:
+            self.control.abort_by_policy = True
+        self.execute(Command(action, POLICY, reason))
+
+    # -- gates ----------------------------------------------------------------------
+
+    async def _gate(self, after: int) -> None:
+        c = self.control
+        g = self.spec.between_batches
+        if c.stopping:
+            return
+        if g.kind == "auto":
+            self._emit(ev.GatePassed(after_batch=after, by="auto"))
+            return
+        stop = lambda: c.stopping or ((c.paused or c.frozen) and self.exit_when_paused)  # noqa: E731
+        if g.kind == "bake":
+            c.gate_open = "bake"
+            self._emit(ev.GateWaiting(after_batch=after, gate="bake", until=time.time() + g.bake))
+            self._state(RolloutState.WAITING, f"baking {g.bake:g}s after batch {after + 1}")
+            watcher = None
+            if not self._monitors and self.spec.health is not None:
+                assert self._tg is not None
+                watcher = self._tg.create_task(self._bake_watch())
+            try:
+                stopped = await c.wait_for(stop, timeout=g.bake)
+            finally:
+                c.gate_open = None
+                if watcher is not None:
+                    watcher.cancel()
+            if not stopped:
+                self._emit(ev.GatePassed(after_batch=after, by="bake"))
+                self._state_after_gate()
+            return
+        c.gate_open, c.gate_continued_by = "manual", None
+        until = time.time() + g.timeout if g.timeout else None
+        self._emit(
+            ev.GateWaiting(
+                after_batch=after,
+                gate="manual",
+                until=until,
+                on_timeout=g.on_timeout if g.timeout else None,
+            )
+        )
+        self._state(RolloutState.WAITING, f"manual gate after batch {after + 1}")
+        try:
+            answered = await c.wait_for(
+                lambda: c.gate_continued_by is not None or stop(), timeout=g.timeout
+            )
+        finally:
+            c.gate_open = None
+        if c.gate_continued_by is not None:
+            self._emit(ev.GatePassed(after_batch=after, by=f"operator:{c.gate_continued_by}"))
+            self._state_after_gate()
+        elif not answered:
+            self._emit(
+                ev.Alert(
+                    level="warning",
+                    rule="gate.timeout",
+                    message=f"manual gate after batch {after + 1} unanswered for "
+                    f"{g.timeout:g}s: {g.on_timeout}",
+                    numbers={"timeout": g.timeout, "batch": after + 1},
+                    action=g.on_timeout,
+                )
+            )
+            if g.on_timeout == "continue":
+                self._emit(ev.GatePassed(after_batch=after, by="timeout"))
+                self._state_after_gate()
+            else:
+                self._policy(g.on_timeout, "manual gate timed out")
+
+    def _state_after_gate(self) -> None:
+        c = self.control
+        self._state(
+            RolloutState.FROZEN
+            if c.frozen
+            else RolloutState.PAUSED
+            if c.paused
+            else RolloutState.RUNNING
+        )
+
+    async def _bake_watch(self) -> None:
+        """Without monitors: probe every healthy host each ``health.every`` while baking."""
+        health = self.spec.health
+        assert health is not None
+        sem = asyncio.Semaphore(self.spec.max_parallel)
+
+        async def check(rec: HostRecord) -> None:
+            async with sem:
+                conn = await self.transport.connect(rec.host)
+                ok, detail = await self._work.probe(conn, health)
+            self._emit(ev.HealthSample(host=rec.name, ok=ok, detail=self._redactor.redact(detail)))
+            if not ok:
+                self._on_unhealthy(rec.name, detail)
+
+        while True:
+            healthy = [r for r in self.recs.values() if r.state == HostState.HEALTHY]
+            async with asyncio.TaskGroup() as tg:
+                for rec in healthy:
+                    tg.create_task(check(rec))
+            await asyncio.sleep(health.every)
+
+    # -- monitors and the error-rate verdict --------------------------------------
+
+    def _start_monitors(self, tg: asyncio.TaskGroup, background: list[asyncio.Task[Any]]) -> None:
+        if not self._use_monitors:
+            return
+        from console.monitor import HostMonitor
+
+        for rec in self.recs.values():
+            conn = self._work_conns.get(rec.name)
+            if conn is None:
+                continue
+            monitor = HostMonitor(
+                rec.name, conn, self.spec, self._emit, self._analyzer, self._on_unhealthy
+            )
+            self._monitors[rec.name] = monitor
+            self._analyzer.set_cohort(rec.name, "baseline")
+            background.append(tg.create_task(monitor.run(), name=f"monitor:{rec.name}"))
+        if self.spec.error_rate is not None and self._monitors:
+            background.append(tg.create_task(self._analyze(), name="error-rate"))
+
+    def _watch(self, rec: HostRecord, on: bool) -> None:
+        monitor = self._monitors.get(rec.name)
+        if monitor is not None:
+            monitor.watch_health(on)
+
+    def _on_healthy(self, rec: HostRecord) -> None:
+        self._analyzer.set_cohort(rec.name, "new")
+        self._watch(rec, True)
+
+    def _on_unhealthy(self, host: str, detail: str) -> None:
+        """Health failed after the host was healthy: that host has failed."""
+        rec = self.recs.get(host)
+        if rec is None or rec.state != HostState.HEALTHY or self.control.rolling_back:
+            return
+        self._watch(rec, False)
+        self._work.set_state(
+            rec, HostState.FAILED, detail=f"unhealthy after deploy: {self._redactor.redact(detail)}"
+        )
+        self._host_failed(rec)
+
+    async def _analyze(self) -> None:
+        c = self.control
+        while True:
+            await asyncio.sleep(ANALYZE_EVERY)
+            if c.rolling_back or c.aborted:
+                continue
+            now = self._analyzer.clock()
+            for sample in self._analyzer.samples(now):
+                self._emit(sample)
+            alert = self._analyzer.evaluate(now)
+            if alert is None or c.stopping or c.paused:
+                continue
+            action = self.spec.on_failure
+            if action == "rollback" and not self.spec.rollback.steps:
+                action = "pause"
+            self._emit(
+                ev.Alert(
+                    level="critical",
+                    rule=alert.rule,
+                    message=alert.message,
+                    host=alert.host,
+                    numbers=dict(alert.numbers),
+                    action=action,
+                )
+            )
+            self._policy(action, f"on_failure: {alert.rule}")
+
+    # -- rollback -------------------------------------------------------------------
+
+    async def _rollback_phase(self) -> Verdict:
+        c = self.control
+        if not c.rolling_back:
+            c.rolling_back = True
+            c.paused = c.frozen = False
+        targets = [
+            r for r in self.recs.values() if r.changed and r.state not in (HostState.ROLLED_BACK,)
+        ]
+        targets.sort(key=lambda r: (-(r.batch if r.batch is not None else -1), r.order))
+        groups = self._rollback_groups(targets)
+        self._state(RolloutState.ROLLING_BACK, f"rolling back {len(targets)} changed hosts")
+        for k, group in enumerate(groups):
+            if all(self.recs[n].state == HostState.ROLLED_BACK for n in group):
+                continue
+            self._emit(ev.BatchStarted(index=k, total=len(groups), hosts=group, rollback=True))
+            attempted: dict[str, None] = {}
+            queue = deque(n for n in group if self.recs[n].state != HostState.ROLLED_BACK)
+            await self._dispatch(queue, self._rollback_task, attempted, rollback=True)
+            recs = [self.recs[n] for n in attempted]
+            self._emit(
+                ev.BatchFinished(
+                    index=k,
+                    succeeded=tuple(r.name for r in recs if r.state == HostState.ROLLED_BACK),
+                    failed=tuple(r.name for r in recs if r.state == HostState.ROLLBACK_FAILED),
+                    rollback=True,
+                )
+            )
+            if c.aborted:
+                return (
+                    Outcome.FAILED if c.abort_by_policy else Outcome.ABORTED
+                ), self._abort_reason
+            if (c.paused or c.frozen) and self.exit_when_paused and queue:
+                return Outcome.PAUSED, "paused during rollback"
+        if (c.paused or c.frozen) and self.exit_when_paused:
+            left = [
+                r.name
+                for r in targets
+                if r.state not in (HostState.ROLLED_BACK, HostState.ROLLBACK_FAILED)
+            ]
+            if left:
+                return Outcome.PAUSED, f"paused during rollback; {len(left)} hosts not rolled back"
+        bad = [r.name for r in targets if r.state == HostState.ROLLBACK_FAILED]
+        if bad:
+            return Outcome.FAILED, f"rollback failed on {len(bad)} hosts: {', '.join(bad)}"
+        return Outcome.ROLLED_BACK, f"rolled back {len(targets)} hosts to their previous versions"
+
+    def _rollback_groups(self, targets: list[HostRecord]) -> list[tuple[str, ...]]:
+        if not targets:
+            return []
+        sizes = self.spec.rollback.batches
+        if sizes:
+            return [tuple(b) for b in make_plan([r.name for r in targets], list(sizes)).batches]
+        groups: dict[int, list[str]] = {}
+        for r in targets:
+            groups.setdefault(r.batch if r.batch is not None else -1, []).append(r.name)
+        return [tuple(g) for g in groups.values()]
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _emit(self, event: ev.Event) -> None:
+        self._emitter.emit(event)
+
+    def _state(self, state: RolloutState, reason: str = "") -> None:
+        self._emit(ev.RolloutStateChanged(state=state, reason=reason))
+
+    def _started_event(self) -> ev.RolloutStarted:
+        spec = self.spec
+        hosts = {}
+        for name, rec in self.recs.items():
+            info = rec.host.to_json()
+            info["vars"] = {
+                k: "***" if is_secret_name(k, spec.secrets) else v for k, v in info["vars"].items()
+            }
+            hosts[name] = info
+        return ev.RolloutStarted(
+            rollout_id=self.rollout_id,
+            service=spec.service,
+            version=spec.version,
+            operator=self.operator,
+            spec_path=spec.path,
+            spec_hash=spec_hash(spec.text),
+            spec_text=self._redactor.redact(spec.text),
+            inventory_path=self.inventory_path or (spec.inventory or ""),
+            batches=tuple(tuple(b) for b in self._batches),
+            settings=self._settings(),
+            hosts=hosts,
+        )
+
+    def _settings(self) -> dict[str, Any]:
+        spec, g = self.spec, self.spec.between_batches
+        return {
+            "environment": spec.environment,
+            "max_parallel": spec.max_parallel,
+            "max_failures_allowed": self.budget.allowed,
+            "on_failure": spec.on_failure,
+            "between_batches": {
+                "gate": g.kind,
+                "bake": g.bake,
+                "timeout": g.timeout,
+                "on_timeout": g.on_timeout,
+            },
+            "allow_unreachable": self.allow_unreachable,
+            "error_rate_max": spec.error_rate.max if spec.error_rate else None,
+            "error_rate_max_vs_baseline": spec.error_rate.max_vs_baseline
+            if spec.error_rate
+            else None,
+            "steps": [s.name for s in spec.steps],
+            "targeted": len(self.recs),
+        }
+
+
+def spec_hash(text: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,161 @@
+"""Preflight: before anything changes, check every targeted host.
+
+Connect (bounded concurrency; the transport also caps handshakes and checks host keys
+strictly), render every command the host will run (a missing var fails here, not on
+host 37 of batch 3), read its current version, run the spec's ``preflight`` checks.
+Hosts that fail refuse the start, unless ``allow_unreachable``: then they are shown
+SKIPPED and count against the failure budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from console import events as ev
+from console.engine.hostwork import VERSION_TIMEOUT, _short, _why
+from console.events import HostState
+from console.templating import TemplateError, build_context, render
+from console.transport.base import HostKeyError, TransportError
+
+if TYPE_CHECKING:
+    from console.engine.control import HostRecord
+    from console.engine.core import Engine
+
+CONCURRENCY = 50  # hosts checked at once (handshakes are capped by the transport too)
+SKEW_LISTED = 5
+
+
+async def run_preflight(engine: Engine) -> str | None:
+    """Check every host; the refusal reason, or None to go ahead."""
+    bad: dict[str, str] = {}
+    versions: dict[str, str | None] = {}
+    sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(rec: HostRecord) -> None:
+        async with sem:
+            result = await _check(engine, rec)
+        engine._emit(result)
+        versions[rec.name] = result.version
+        if not result.ok:
+            bad[rec.name] = result.error
+
+    async with asyncio.TaskGroup() as tg:
+        for rec in engine.recs.values():
+            rec.task = tg.create_task(one(rec), name=f"preflight:{rec.name}")
+    for host, fingerprint in list(getattr(engine.transport, "accepted_keys", ()) or ()):
+        engine._emit(
+            ev.Notice(message=f"accepted new host key {fingerprint} (first use)", host=host)
+        )
+    _skew_notice(engine, versions)
+    if engine.control.aborted:
+        return None
+    if not bad:
+        return None
+    listed = "; ".join(f"{h}: {why}" for h, why in list(bad.items())[:SKEW_LISTED])
+    more = f" (and {len(bad) - SKEW_LISTED} more)" if len(bad) > SKEW_LISTED else ""
+    if not engine.allow_unreachable:
+        return (
+            f"preflight refused the start: {len(bad)} of {len(engine.recs)} hosts failed: "
+            f"{listed}{more}; pass --allow-unreachable to go ahead without them"
+        )
+    for name, why in bad.items():
+        rec = engine.recs[name]
+        engine._work.set_state(rec, HostState.SKIPPED, detail=f"preflight: {why}")
+        rec.failed = True
+        engine.budget.fail(name)
+    if engine.budget.exceeded:
+        return (
+            f"preflight: {len(bad)} hosts failed, more than max_failures allows "
+            f"({engine.budget.allowed}): {listed}{more}"
+        )
+    engine._emit(
+        ev.Notice(
+            message=f"going ahead without {len(bad)} hosts that failed preflight: {listed}{more}"
+        )
+    )
+    return None
+
+
+async def _check(engine: Engine, rec: HostRecord) -> ev.PreflightResult:
+    spec = engine.spec
+    redact = engine._redactor.redact
+    name = rec.name
+    try:
+        conn = await engine.transport.connect(rec.host)
+    except HostKeyError as exc:
+        return ev.PreflightResult(
+            host=name, reachable=False, ok=False, error=_short(f"host key: {exc.message}")
+        )
+    except TransportError as exc:
+        return ev.PreflightResult(
+            host=name, reachable=False, ok=False, error=_short(f"unreachable: {exc.message}")
+        )
+    engine._work_conns[name] = conn
+    version: str | None = None
+    try:
+        if spec.current_version:
+            command = render(spec.current_version, build_context(spec, rec.host, None))
+            result = await conn.run(command, timeout=VERSION_TIMEOUT)
+            if not result.ok or not result.first_line:
+                why = (
+                    _why(result, "current_version")
+                    if not result.ok
+                    else "current_version printed nothing"
+                )
+                return ev.PreflightResult(host=name, reachable=True, ok=False, error=why)
+            version = redact(result.first_line)
+        _render_all(engine, rec, version)
+        checks: list[tuple[str, bool, str]] = []
+        for step in spec.preflight:
+            command = render(step.run, build_context(spec, rec.host, version), raw=step.raw)
+            result = await conn.run(command, timeout=step.timeout)
+            passed = result.ok
+            checks.append((step.name, passed, redact("ok" if passed else _why(result, step.name))))
+    except TemplateError as exc:
+        return ev.PreflightResult(
+            host=name, reachable=True, version=version, ok=False, error=_short(str(exc))
+        )
+    except TransportError as exc:
+        return ev.PreflightResult(
+            host=name,
+            reachable=False,
+            version=version,
+            ok=False,
+            error=_short(f"unreachable: {exc.message}"),
+        )
+    failed = [c for c in checks if not c[1]]
+    error = "; ".join(f"{n}: {d}" for n, _, d in failed)
+    return ev.PreflightResult(
+        host=name, reachable=True, version=version, ok=not failed, error=error, checks=tuple(checks)
+    )
+
+
+def _render_all(engine: Engine, rec: HostRecord, version: str | None) -> None:
+    """Render every command of this host once, so a bad template fails here."""
+    spec = engine.spec
+    context = build_context(spec, rec.host, version)
+    for step in spec.steps:
+        render(step.run, context, raw=step.raw)
+    if spec.health is not None:
+        render(spec.health.run, context)
+    if spec.current_version is None:
+        return  # no previous version to roll back to; rollback steps naming it fail then
+    for step in spec.rollback.steps:
+        try:
+            render(step.run, context, raw=step.raw)
+        except TemplateError as exc:
+            raise TemplateError(f"rollback step {step.name}: {exc}") from exc
+
+
+def _skew_notice(engine: Engine, versions: dict[str, str | None]) -> None:
+    seen = Counter(v for v in versions.values() if v is not None)
+    if len(seen) <= 1:
+        return
+    parts = []
+    for version, n in seen.most_common():
+        hosts = [h for h, v in versions.items() if v == version]
+        names = ", ".join(hosts[:SKEW_LISTED]) + (" ..." if len(hosts) > SKEW_LISTED else "")
+        parts.append(f"{version} on {n} ({names})")
+    engine._emit(ev.Notice(message="version skew before the rollout: " + "; ".join(parts)))

@@ -1,0 +1,322 @@
+"""The headless runner: drive an Engine without the Textual console (CI, scripts).
+
+Three renderings of the same event stream: ``json`` (one ``console.events.to_json``
+object per line, every event), ``plain`` (one line per notable event, for logs and
+pipes) and ``rich`` (a live table per batch on a terminal, redrawn a few times a
+second from a :class:`~console.state.RolloutView`, never once per event).
+
+Policy that only makes sense without an operator at a keyboard lives here, not in the
+engine: a manual gate is passed only with ``--yes`` (journaled as the operator's
+``continue``), else the rollout pauses there and the process exits 6; SIGINT pauses,
+a second SIGINT aborts; SIGHUP (the terminal went away) pauses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Literal
+
+from console import events as ev
+from console.events import Event, HostState, Outcome
+from console.state import RolloutView
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from console.engine import Engine
+
+Mode = Literal["rich", "plain", "json"]
+REFRESH_PER_SECOND = 4
+ROWS_SHOWN = 30  # hosts listed in the rich table (failing ones first)
+
+SYMBOLS = {
+    HostState.PENDING: "·",
+    HostState.PREFLIGHT: "?",
+    HostState.RUNNING: "▶",
+    HostState.VERIFYING: "♥",
+    HostState.HEALTHY: "✓",
+    HostState.FAILED: "✗",
+    HostState.SKIPPED: "-",
+    HostState.FROZEN: "❄",
+    HostState.INTERRUPTED: "!",
+    HostState.ROLLING_BACK: "◀",
+    HostState.ROLLED_BACK: "↺",
+    HostState.ROLLBACK_FAILED: "✗",
+}
+STYLES = {
+    HostState.HEALTHY: "green",
+    HostState.FAILED: "bold red",
+    HostState.ROLLBACK_FAILED: "bold red",
+    HostState.RUNNING: "cyan",
+    HostState.VERIFYING: "cyan",
+    HostState.ROLLING_BACK: "yellow",
+    HostState.ROLLED_BACK: "yellow",
+    HostState.FROZEN: "blue",
+    HostState.INTERRUPTED: "magenta",
+}
+
+
+def choose_mode(json_output: bool, stream: IO[str]) -> Mode:
+    if json_output:
+        return "json"
+    return "rich" if stream.isatty() else "plain"
+
+
+async def run_headless(
+    engine: Engine,
+    *,
+    mode: Mode = "plain",
+    yes: bool = False,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    handle_signals: bool = True,
+) -> Outcome:
+    """Run ``engine`` to its end while rendering its events; returns the outcome."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    view, sub = engine.attach()
+    printer = _Printer(mode, out)
+    gates = _GatePolicy(engine, yes, err if mode == "json" else out)
+
+    async def consume() -> None:
+        async for batch in sub.batches():
+            for event in batch:
+                view.apply(event)
+                printer.event(event)
+                gates.event(event)
+
+    with _signals(engine, err, enabled=handle_signals), printer.live(view):
+        async with asyncio.TaskGroup() as tg:
+            consumer = tg.create_task(consume())
+            outcome = await engine.run()
+            await consumer
+    printer.summary(view)
+    return outcome
+
+
+class _GatePolicy:
+    def __init__(self, engine: Engine, yes: bool, notes: IO[str]) -> None:
+        self.engine, self.yes, self.notes = engine, yes, notes
+
+    def event(self, event: Event) -> None:
+        if not isinstance(event, ev.GateWaiting) or event.gate != "manual":
+            return
+        if self.yes:
+            self.engine.continue_(reason="--yes (headless)")
+        else:
+            print(
+                f"manual gate after batch {event.after_batch + 1}: pausing "
+                "(pass --yes to pass manual gates headless)",
+                file=self.notes,
+            )
+            self.engine.pause(reason="manual gate reached headless without --yes")
+
+
+@contextlib.contextmanager
+def _signals(engine: Engine, err: IO[str], *, enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    count = {"int": 0}
+
+    def on_int() -> None:
+        count["int"] += 1
+        if count["int"] == 1:
+            print(
+                "\nSIGINT: pausing; moving hosts finish their steps and health gating "
+                "(press Ctrl-C again to abort)",
+                file=err,
+            )
+            engine.pause(reason="SIGINT (Ctrl-C)")
+        else:
+            print("\nSIGINT again: aborting; in-flight commands are stopped", file=err)
+            engine.abort(reason="second SIGINT (Ctrl-C)")
+
+    def on_hup() -> None:
+        engine.pause(reason="SIGHUP: the terminal went away")
+
+    installed = []
+    for sig, fn in ((signal.SIGINT, on_int), (signal.SIGHUP, on_hup)):
+        try:
+            loop.add_signal_handler(sig, fn)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+class _Printer:
+    def __init__(self, mode: Mode, out: IO[str]) -> None:
+        self.mode = mode
+        self.out = out
+        self._live = None
+
+    # -- per event ------------------------------------------------------------------
+
+    def event(self, event: Event) -> None:
+        if self.mode == "json":
+            self.out.write(json.dumps(ev.to_json(event), separators=(",", ":"), default=str) + "\n")
+            self.out.flush()
+            return
+        line = describe(event)
+        if line is None:
+            return
+        if self.mode == "plain":
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
+            self.out.write(f"{stamp} {line}\n")
+            self.out.flush()
+        elif self._live is not None and _notable(event):
+            self._live.console.print(line, markup=False, highlight=False)
+
+    # -- rich live table ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def live(self, view: RolloutView) -> Iterator[None]:
+        if self.mode != "rich":
+            yield
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(file=self.out)
+
+        class _Render:
+            def __rich__(self) -> RenderableType:
+                return render_view(view)
+
+        with Live(_Render(), console=console, refresh_per_second=REFRESH_PER_SECOND) as live:
+            self._live = live
+            try:
+                yield
+            finally:
+                self._live = None
+
+    def summary(self, view: RolloutView) -> None:
+        if self.mode == "json":
+            return
+        counts = {k: v for k, v in view.counts().items() if v}
+        text = ", ".join(f"{v} {k}" for k, v in counts.items())
+        outcome = view.outcome.value if view.outcome else "unknown"
+        self.out.write(f"rollout {view.rollout_id}: {outcome} ({text})\n")
+        if view.state_reason and self.mode == "rich":
+            self.out.write(f"  {view.state_reason}\n")
+        self.out.flush()
+
+
+def _notable(event: Event) -> bool:
+    return isinstance(
+        event,
+        ev.Alert | ev.OperatorCommand | ev.GateWaiting | ev.RolloutFinished | ev.Notice,
+    ) or (isinstance(event, ev.HostStateChanged) and event.state in _BAD)
+
+
+_BAD = frozenset(
+    {HostState.FAILED, HostState.ROLLBACK_FAILED, HostState.INTERRUPTED, HostState.FROZEN}
+)
+
+
+def describe(event: Event) -> str | None:
+    """One human line for a notable event, or None for the chatty ones."""
+    match event:
+        case ev.RolloutStarted():
+            return (
+                f"rollout {event.rollout_id}: {event.service} {event.version}, "
+                f"{len(event.hosts)} hosts in {len(event.batches)} batches, by {event.operator}"
+            )
+        case ev.RolloutStateChanged():
+            reason = f" ({event.reason})" if event.reason else ""
+            return f"state {event.state.value}{reason}"
+        case ev.PreflightResult() if not event.ok:
+            return f"preflight {event.host}: FAILED {event.error}"
+        case ev.BatchStarted():
+            kind = "rollback batch" if event.rollback else "batch"
+            return f"{kind} {event.index + 1}/{event.total}: {', '.join(event.hosts)}"
+        case ev.BatchFinished():
+            kind = "rollback batch" if event.rollback else "batch"
+            bad = f", {len(event.failed)} failed: {', '.join(event.failed)}" if event.failed else ""
+            return f"{kind} {event.index + 1} done: {len(event.succeeded)} ok{bad}"
+        case ev.GateWaiting():
+            until = ""
+            if event.until:
+                until = f" until {time.strftime('%H:%M:%S', time.localtime(event.until))}"
+            return f"gate after batch {event.after_batch + 1}: {event.gate}{until}"
+        case ev.GatePassed():
+            return f"gate after batch {event.after_batch + 1} passed ({event.by})"
+        case ev.HostStateChanged():
+            detail = f": {event.detail}" if event.detail else ""
+            return f"{event.host} {event.state.value}{detail}"
+        case ev.StepFinished() if event.status != "ok":
+            tail = f" | {event.output_tail[-1]}" if event.output_tail else ""
+            return f"{event.host} step {event.step} {event.status} (exit {event.exit_code}){tail}"
+        case ev.Alert():
+            action = f" -> {event.action}" if event.action else ""
+            return f"ALERT [{event.level}] {event.rule}: {event.message}{action}"
+        case ev.OperatorCommand():
+            why = f" ({event.reason})" if event.reason else ""
+            verdict = "" if event.accepted else " REFUSED"
+            detail = f": {event.detail}" if event.detail else ""
+            return f"command {event.command}{verdict} by {event.operator}{why}{detail}"
+        case ev.PlanChanged():
+            return f"plan changed: {[len(b) for b in event.batches]} ({event.reason})"
+        case ev.Notice():
+            where = f"{event.host}: " if event.host else ""
+            return f"notice: {where}{event.message}"
+        case ev.RolloutFinished():
+            return f"finished: {event.outcome.value} (exit {event.exit_code}) {event.reason}"
+    return None
+
+
+def render_view(view: RolloutView) -> RenderableType:
+    """The rich live picture: a header and the hosts that matter most right now."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    counts = {k: v for k, v in view.counts().items() if v}
+    batch = (
+        f"batch {view.batch_index + 1}/{len(view.batches)}" if view.batch_index is not None else ""
+    )
+    head = Text.assemble(
+        (f"{view.service} {view.version}", "bold"),
+        f"  {view.state.value.upper()}  {batch}  ",
+        ", ".join(f"{v} {k}" for k, v in counts.items()),
+    )
+    table = Table(expand=False, show_edge=False, pad_edge=False)
+    for col in ("", "host", "batch", "state", "step", "detail"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=60)
+    current = view.batch_index
+    hosts = sorted(
+        view.hosts.values(),
+        key=lambda h: (
+            h.state not in _BAD,
+            h.batch != current,
+            h.state == HostState.PENDING,
+            h.batch if h.batch is not None else 1 << 30,
+        ),
+    )
+    for h in hosts[:ROWS_SHOWN]:
+        style = STYLES.get(h.state, "")
+        table.add_row(
+            SYMBOLS.get(h.state, "?"),
+            h.name,
+            str(h.batch + 1) if h.batch is not None else "",
+            Text(h.state.value, style=style),
+            h.step or "",
+            h.detail,
+        )
+    more = len(hosts) - ROWS_SHOWN
+    parts: list[RenderableType] = [head, table]
+    if more > 0:
+        parts.append(Text(f"... and {more} more hosts", style="dim"))
+    return Group(*parts)

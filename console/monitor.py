@@ -1,0 +1,377 @@
+"""Per-host signal loops: vitals, followed logs, metrics and the post-deploy health watch.
+
+One :class:`HostMonitor` per targeted host, over the host's open connection, for the
+whole rollout. Its loops run side by side in a TaskGroup and never take each other
+down: a signal that fails is reported once (an ``Alert`` of level ``warning``, rule
+``signal.<name>``), backs off and retries, and is silent again once it recovers.
+
+Built to be cheap at 1,000 hosts: polls are jittered per host so they do not arrive
+in waves, log lines are coalesced into one ``LogLines`` event per host per
+``log_flush`` seconds (a timer armed by the first line of a batch, so idle hosts cost
+nothing), the error regex is compiled once, and every buffer is a bounded deque.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from console.errors import InputError
+from console.events import Alert, Event, HealthSample, LogLines, VitalsSample
+from console.health import (
+    VITALS_COMMAND,
+    ErrorRateAnalyzer,
+    HealthTracker,
+    Vitals,
+    one_line,
+    parse_vitals,
+    probe_health,
+)
+from console.metrics import MetricsParseError, line_filter, parse_selector, read_counters
+from console.spec import RolloutSpec, VitalsSpec
+from console.transport.base import Connection, TransportError
+
+log = logging.getLogger(__name__)
+
+ERROR_LINES_KEPT = 200  # matching log lines kept per host for display
+LOG_BATCH_MAX = 500  # lines per LogLines event; beyond, the oldest of a burst are dropped
+VITALS_LINES_MAX = 200
+METRICS_LINES_MAX = 50_000  # a metrics page larger than this is cut (and reported)
+MAX_BACKOFF = 60.0
+
+
+class HostMonitor:
+    """Watches one host's signals and feeds the shared :class:`ErrorRateAnalyzer`.
+
+    ``emit`` receives ``VitalsSample``, ``LogLines``, ``HealthSample`` and warning
+    ``Alert`` events. ``on_unhealthy(host, detail)`` is called once per episode when a
+    watched host fails health (``fail_after`` consecutive failures); the episode ends
+    when the host is healthy again for ``health.healthy_after`` consecutive probes.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        conn: Connection,
+        spec: RolloutSpec,
+        emit: Callable[[Event], None],
+        analyzer: ErrorRateAnalyzer,
+        on_unhealthy: Callable[[str, str], None],
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        fail_after: int = 1,
+        log_flush: float = 0.1,
+        log_retry: float = 0.5,
+        vitals: bool = True,
+    ) -> None:
+        self.host = host
+        self.conn = conn
+        self.spec = spec
+        self.emit = emit
+        self.analyzer = analyzer
+        self.on_unhealthy = on_unhealthy
+        self.clock = clock
+        self.fail_after = max(1, fail_after)
+        self.log_flush = log_flush
+        self.log_retry = log_retry
+        self.vitals_spec: VitalsSpec | None = spec.vitals or (VitalsSpec() if vitals else None)
+        self._rng = random.Random(host)  # stable jitter per host
+
+        self._pattern: re.Pattern[str] | None = None
+        if spec.logs is not None and spec.logs.error_pattern:
+            try:
+                self._pattern = re.compile(spec.logs.error_pattern)
+            except re.error as e:
+                raise InputError(f"bad regex: {e}", field="logs.error_pattern") from None
+        if spec.metrics is not None:
+            self._requests = parse_selector(spec.metrics.requests, field="metrics.requests")
+            self._errors = parse_selector(spec.metrics.errors, field="metrics.errors")
+            self._keep_metric_line = line_filter((self._requests, self._errors))
+
+        # Health watch.
+        self.tracker: HealthTracker | None = None
+        self._watching = asyncio.Event()
+        self._watch_gen = 0
+        self._episode = False
+
+        # Logs: the batch being coalesced, and what is kept for display.
+        self.error_lines: deque[str] = deque(maxlen=ERROR_LINES_KEPT)
+        self._pending: deque[str] = deque(maxlen=LOG_BATCH_MAX)
+        self._pending_lines = 0
+        self._pending_errors = 0
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self.lines_total = 0
+        self.error_lines_total = 0
+
+        self.vitals: Vitals | None = None
+        self._failing: set[str] = set()  # signals in a failure episode (warned once)
+
+    # -- control -------------------------------------------------------------------
+
+    @property
+    def watching(self) -> bool:
+        return self._watching.is_set()
+
+    def watch_health(self, on: bool) -> None:
+        """Start (with a fresh history) or stop the post-deploy health watch."""
+        if on == self._watching.is_set() or self.spec.health is None:
+            return
+        self._watch_gen += 1
+        if on:
+            self.tracker = HealthTracker(self.spec.health, self.clock)
+            self._episode = False
+            self._watching.set()
+        else:
+            self._watching.clear()
+
+    async def run(self) -> None:
+        """Run every configured signal loop until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                if self.vitals_spec is not None:
+                    vs = self.vitals_spec
+                    tg.create_task(self._poll("vitals", vs.every, self._sample_vitals))
+                if self.spec.metrics is not None:
+                    ms = self.spec.metrics
+                    tg.create_task(self._poll("metrics", ms.every, self._sample_metrics))
+                if self.spec.logs is not None:
+                    tg.create_task(self._follow_logs())
+                if self.spec.health is not None:
+                    tg.create_task(self._watch_loop())
+                else:  # nothing may be configured: still run until cancelled
+                    tg.create_task(asyncio.Event().wait())
+        finally:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+
+    # -- reporting -----------------------------------------------------------------
+
+    def _warn(self, signal: str, message: str) -> None:
+        """Report a failing signal once per failure episode."""
+        if signal in self._failing:
+            return
+        self._failing.add(signal)
+        log.warning("%s: %s", self.host, message)
+        self.emit(Alert(level="warning", rule=f"signal.{signal}", message=message, host=self.host))
+
+    def _recovered(self, signal: str) -> None:
+        self._failing.discard(signal)
+
+    # -- polling -------------------------------------------------------------------
+
+    async def _poll(self, signal: str, every: float, sample: Callable[[], Awaitable[bool]]) -> None:
+        """Call ``sample`` every ``every`` seconds (start-to-start, never overlapping),
+        backing off exponentially while it fails. Nothing but cancellation escapes."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(self._rng.uniform(0.0, every))
+        failures = 0
+        while True:
+            started = loop.time()
+            try:
+                ok = await sample()
+            except TransportError as e:
+                self._warn(signal, f"{signal}: unreachable: {e.message}")
+                ok = False
+            except Exception as e:
+                log.debug("%s: %s sample raised", self.host, signal, exc_info=True)
+                self._warn(signal, one_line(f"{signal}: {type(e).__name__}: {e}"))
+                ok = False
+            if ok:
+                failures = 0
+                self._recovered(signal)
+                delay = every - (loop.time() - started)
+            else:
+                failures += 1
+                delay = min(max(MAX_BACKOFF, every), every * 2 ** min(failures, 10))
+                delay *= self._rng.uniform(0.8, 1.0)
+            await asyncio.sleep(max(0.0, delay))
+
+    async def _sample_vitals(self) -> bool:
+        assert self.vitals_spec is not None
+        command = self.vitals_spec.run or VITALS_COMMAND
+        lines: deque[str] = deque(maxlen=VITALS_LINES_MAX)
+
+        def collect(stream: str, line: str) -> None:
+            if stream == "stdout":
+                lines.append(line)
+
+        result = await self.conn.run(command, timeout=self.vitals_spec.timeout, on_line=collect)
+        if not lines and result.stdout_tail:
+            lines.extend(result.stdout_tail)
+        vitals = parse_vitals(lines)
+        if vitals.empty:
+            why = f"{result.status} (exit {result.exit_code})" if not result.ok else "no values"
+            self._warn("vitals", one_line(f"vitals: nothing readable from {command!r}: {why}"))
+            return False
+        self.vitals = vitals
+        self.emit(
+            VitalsSample(
+                host=self.host,
+                load1=vitals.load1,
+                mem_used_pct=vitals.mem_used_pct,
+                disk_used_pct=vitals.disk_used_pct,
+            )
+        )
+        return True
+
+    async def _sample_metrics(self) -> bool:
+        ms = self.spec.metrics
+        assert ms is not None
+        lines: list[str] = []
+        cut = False
+        keep = self._keep_metric_line
+
+        def collect(stream: str, line: str) -> None:
+            nonlocal cut
+            if stream != "stdout" or not keep(line):
+                return
+            if len(lines) < METRICS_LINES_MAX:
+                lines.append(line)
+            else:
+                cut = True
+
+        result = await self.conn.run(ms.run, timeout=ms.timeout, on_line=collect)
+        if not result.ok:
+            detail = result.first_line
+            self._warn(
+                "metrics",
+                one_line(
+                    f"metrics: {ms.run!r} {result.status} (exit {result.exit_code})"
+                    + (f": {detail}" if detail else "")
+                ),
+            )
+            return False
+        if cut:
+            self._warn("metrics.size", f"metrics: output cut at {METRICS_LINES_MAX} lines")
+        try:
+            reading = read_counters("\n".join(lines) + "\n", self._requests, self._errors)
+        except MetricsParseError as e:
+            self._warn("metrics", one_line(f"metrics: {e}"))
+            return False
+        missing = [
+            sel.text
+            for sel, value in ((self._requests, reading.requests), (self._errors, reading.errors))
+            if value is None
+        ]
+        if missing:
+            self._warn(
+                "metrics.missing",
+                f"metrics: no series matches {' or '.join(missing)} in the output of {ms.run!r}",
+            )
+            return True  # the command works; the page just lacks the metric: keep polling
+        self._recovered("metrics.missing")
+        assert reading.requests is not None and reading.errors is not None
+        self.analyzer.observe_counters(self.host, reading.requests, reading.errors, self.clock())
+        return True
+
+    # -- logs ----------------------------------------------------------------------
+
+    async def _follow_logs(self) -> None:
+        """Follow the log command; restart it (with backoff) whenever it ends."""
+        logs = self.spec.logs
+        assert logs is not None
+        failures = 0
+        while True:
+            self.analyzer.observe_log(self.host, 0, 0, self.clock())
+            seen_before = self.lines_total
+            reason = "the log command ended"
+            stream = self.conn.stream(logs.run)
+            try:
+                async for line in stream:
+                    self._on_log_line(line)
+            except TransportError as e:
+                reason = f"unreachable: {e.message}"
+            except Exception as e:
+                log.debug("%s: log stream raised", self.host, exc_info=True)
+                reason = f"{type(e).__name__}: {e}"
+            finally:
+                await _aclose(stream)
+                self._flush()
+            if self.lines_total > seen_before:
+                failures = 0
+                self._recovered("logs")
+            failures += 1
+            self._warn("logs", one_line(f"logs: {reason}; following again"))
+            delay = min(MAX_BACKOFF, self.log_retry * 2 ** min(failures - 1, 10))
+            await asyncio.sleep(delay * self._rng.uniform(0.8, 1.0))
+
+    def _on_log_line(self, line: str) -> None:
+        # Hot path: one call per line of every host.
+        self.lines_total += 1
+        self._pending_lines += 1
+        self._pending.append(line)
+        pattern = self._pattern
+        if pattern is not None and pattern.search(line):
+            self._pending_errors += 1
+            self.error_lines_total += 1
+            self.error_lines.append(line)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.log_flush, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._pending_lines:
+            return
+        lines, errors = self._pending_lines, self._pending_errors
+        batch = tuple(self._pending)
+        self._pending.clear()
+        self._pending_lines = self._pending_errors = 0
+        self.analyzer.observe_log(self.host, lines, errors, self.clock())
+        self.emit(LogLines(host=self.host, lines=batch, errors=errors))
+
+    # -- health watch --------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        hs = self.spec.health
+        assert hs is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._watching.wait()
+            gen = self._watch_gen
+            started = loop.time()
+            ok, detail = await probe_health(self.conn, hs)
+            if gen == self._watch_gen and self.tracker is not None:
+                try:
+                    self._judge(ok, detail)
+                except Exception:
+                    log.exception("%s: health watch callback failed", self.host)
+            await asyncio.sleep(max(0.0, hs.every - (loop.time() - started)))
+
+    def _judge(self, ok: bool, detail: str) -> None:
+        tracker, hs = self.tracker, self.spec.health
+        assert tracker is not None and hs is not None
+        status = tracker.record(ok, self.clock())
+        self.emit(
+            HealthSample(
+                host=self.host,
+                ok=ok,
+                detail=detail,
+                consecutive=tracker.consecutive,
+                status=status,
+            )
+        )
+        if not ok and not self._episode and tracker.consecutive_failed >= self.fail_after:
+            self._episode = True
+            why = detail if status != "flapping" else f"flapping: {detail}"
+            self.on_unhealthy(self.host, why)
+        elif ok and status == "healthy" and tracker.consecutive_ok >= hs.healthy_after:
+            self._episode = False
+
+
+async def _aclose(stream: AsyncIterator[str]) -> None:
+    """Close a stream iterator so the transport stops the remote process."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            log.debug("closing a log stream raised", exc_info=True)

@@ -1,0 +1,352 @@
+"""What a simulated host runs for an SSH exec request.
+
+Command lines are split with :mod:`shlex` (so the engine's shell-quoted templates,
+``svc install '2.4.1'``, work) and may chain with ``;``, ``&&`` and ``||``. Pipes and
+redirections are refused with exit 2. The command set: ``svc SUBCOMMAND`` (the
+simulated service), ``true``, ``false``, ``echo``, ``sleep``, ``cat`` (stdin, or the
+simulated ``/proc/loadavg`` and ``/proc/meminfo``), ``df``, ``hostname``; anything else
+exits 127 with ``command not found`` on stderr, as a shell would.
+
+Every command is a coroutine: the SSH layer cancels it on a signal or a closed
+channel, which is how the engine stops remote work (hung installs, log tails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from console.simfleet.host import SimHost
+from console.simfleet.logs import LogPump
+
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+_CONNECTORS = (";", "&&", "||")
+SVC_USAGE = (
+    "usage: svc {version|status|install VERSION|activate VERSION|restart|drain|undrain|"
+    "health|logs [--follow] [-n N]|metrics|vitals}\n"
+)
+
+
+@dataclass(slots=True)
+class Context:
+    """What a running command can touch: its host, the log pump and its channel."""
+
+    host: SimHost
+    pump: LogPump
+    out: Callable[[str], None]
+    err: Callable[[str], None]
+    read: Callable[[], Awaitable[str | None]]  # stdin; None at EOF
+    follow_sink: Callable[[str], None]  # out, minus lines the client cannot take yet
+
+
+class _Syntax(Exception):
+    pass
+
+
+def split_command_line(line: str) -> list[tuple[str, list[str]]]:
+    """``a && b; c`` -> ``[(";", a), ("&&", b), (";", c)]`` (connector before each)."""
+    lex = shlex.shlex(line, posix=True, punctuation_chars=";&|<>()")
+    lex.whitespace_split = True
+    try:
+        tokens = list(lex)
+    except ValueError as exc:
+        raise _Syntax(f"sh: 1: Syntax error: {exc}") from None
+    result: list[tuple[str, list[str]]] = []
+    connector, argv = ";", []
+    for token in tokens:
+        if token in _CONNECTORS:
+            if not argv:
+                raise _Syntax(f'sh: 1: Syntax error: "{token}" unexpected')
+            result.append((connector, argv))
+            connector, argv = token, []
+        elif token and set(token) <= set(";&|<>()"):
+            raise _Syntax(f"sh: 1: {token}: pipes and redirections are not simulated")
+        else:
+            argv.append(token)
+    if argv:
+        result.append((connector, argv))
+    elif connector != ";":
+        raise _Syntax("sh: 1: Syntax error: end of file unexpected")
+    return result
+
+
+async def execute(line: str, ctx: Context) -> int:
+    """Run a command line; returns its exit status."""
+    try:
+        commands = split_command_line(line)
+    except _Syntax as exc:
+        ctx.err(f"{exc}\n")
+        return 2
+    status = 0
+    for connector, argv in commands:
+        if (connector == "&&" and status != 0) or (connector == "||" and status == 0):
+            continue
+        status = await run_argv(argv, ctx)
+    return status
+
+
+async def run_argv(argv: list[str], ctx: Context) -> int:
+    name, args = argv[0], argv[1:]
+    if name == "exec" and args:
+        return await run_argv(args, ctx)
+    if name in ("sh", "bash") and len(args) == 2 and args[0] == "-c":
+        return await execute(args[1], ctx)
+    builtin = _BUILTINS.get(name)
+    if builtin is None:
+        ctx.err(f"bash: line 1: {name}: command not found\n")
+        return 127
+    return await builtin(args, ctx)
+
+
+# --- shell utilities ---------------------------------------------------------------
+
+
+async def _true(args: list[str], ctx: Context) -> int:
+    return 0
+
+
+async def _false(args: list[str], ctx: Context) -> int:
+    return 1
+
+
+async def _echo(args: list[str], ctx: Context) -> int:
+    newline = True
+    if args and args[0] == "-n":
+        newline, args = False, args[1:]
+    ctx.out(" ".join(args) + ("\n" if newline else ""))
+    return 0
+
+
+async def _sleep(args: list[str], ctx: Context) -> int:
+    if len(args) != 1:
+        ctx.err("sleep: missing operand\n")
+        return 1
+    try:
+        seconds = float(args[0].rstrip("s"))
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        ctx.err(f"sleep: invalid time interval '{args[0]}'\n")
+        return 1
+    await asyncio.sleep(seconds)
+    return 0
+
+
+async def _cat(args: list[str], ctx: Context) -> int:
+    if not args or args == ["-"]:
+        while (data := await ctx.read()) is not None:
+            ctx.out(data)
+        return 0
+    files = {"/proc/loadavg": ctx.host.loadavg, "/proc/meminfo": ctx.host.meminfo}
+    status = 0
+    for path in args:
+        reader = files.get(path)
+        if reader is None:
+            ctx.err(f"cat: {path}: No such file or directory\n")
+            status = 1
+        else:
+            ctx.out(reader())
+    return status
+
+
+async def _df(args: list[str], ctx: Context) -> int:
+    ctx.out(ctx.host.df())
+    return 0
+
+
+async def _hostname(args: list[str], ctx: Context) -> int:
+    ctx.out(f"{ctx.host.name}\n")
+    return 0
+
+
+# --- svc: the simulated service ----------------------------------------------------
+
+
+def _version_arg(args: list[str], ctx: Context, sub: str) -> str | None:
+    if len(args) != 1 or not _VERSION_RE.match(args[0]):
+        ctx.err(f"usage: svc {sub} VERSION\n")
+        return None
+    return args[0]
+
+
+async def _svc_install(args: list[str], ctx: Context) -> int:
+    version = _version_arg(args, ctx, "install")
+    if version is None:
+        return 2
+    host, service = ctx.host, ctx.host.service
+    host.fire("install", version)
+    if version in host.installed:
+        ctx.out(f"{service} {version} is already installed\n")
+        return 0
+    duration = host.install_time(version)
+    enospc = (
+        f"svc: install {version}: write /opt/{service}/releases/{version}/{service}.tar.gz: "
+        "No space left on device\n"
+    )
+    host.installing += 1
+    try:
+        ctx.out(f"fetching {service} {version}\n")
+        if host.behaviour(version).install_hangs:
+            await asyncio.Event().wait()  # until the engine signals or closes the channel
+        await asyncio.sleep(duration * 0.6)
+        if host.disk_full:
+            ctx.err(enospc)
+            return 1
+        ctx.out(f"unpacking {service}-{version}.tar.gz\n")
+        await asyncio.sleep(duration * 0.4)
+        if host.disk_full:
+            ctx.err(enospc)
+            return 1
+    finally:
+        host.installing -= 1
+    host.installed.append(version)
+    ctx.out(f"installed {service} {version} in {duration:.3f}s\n")
+    return 0
+
+
+async def _svc_activate(args: list[str], ctx: Context) -> int:
+    version = _version_arg(args, ctx, "activate")
+    if version is None:
+        return 2
+    host = ctx.host
+    host.fire("activate", version)
+    if version not in host.installed:
+        ctx.err(f"svc: activate {version}: release {version} is not installed\n")
+        return 1
+    previous, host.active = host.active, version
+    ctx.out(f"activated {host.service} {version} (was {previous})\n")
+    return 0
+
+
+async def _svc_restart(args: list[str], ctx: Context) -> int:
+    host = ctx.host
+    host.fire("restart", host.active)
+    down = host.restart()
+    await asyncio.sleep(down)
+    host.emit([host.log_line(host.started_wall, "INFO ", f"starting {host.service} {host.running}")])
+    ctx.out(f"restarted {host.service} {host.running} (pid {host.pid})\n")
+    return 0
+
+
+async def _svc_drain(args: list[str], ctx: Context) -> int:
+    ctx.host.fire("drain", ctx.host.active)
+    ctx.host.advance(ctx.host.clock())
+    await asyncio.sleep(ctx.host.scaled(0.2))  # in-flight requests finish
+    ctx.host.drained = True
+    ctx.out(f"drained {ctx.host.name}\n")
+    return 0
+
+
+async def _svc_undrain(args: list[str], ctx: Context) -> int:
+    ctx.host.fire("undrain", ctx.host.active)
+    ctx.host.advance(ctx.host.clock())
+    ctx.host.drained = False
+    ctx.out(f"undrained {ctx.host.name}\n")
+    return 0
+
+
+async def _svc_version(args: list[str], ctx: Context) -> int:
+    ctx.out(f"{ctx.host.active}\n")
+    return 0
+
+
+async def _svc_status(args: list[str], ctx: Context) -> int:
+    h = ctx.host
+    ok, detail = h.health()
+    ctx.out(
+        f"active {h.active}\nrunning {h.running}\ninstalled {' '.join(h.installed)}\n"
+        f"drained {'yes' if h.drained else 'no'}\nrestarts {h.restarts}\nhealth {detail}\n"
+    )
+    return 0
+
+
+async def _svc_health(args: list[str], ctx: Context) -> int:
+    ctx.host.fire("health", ctx.host.running)
+    ok, detail = ctx.host.health()
+    ctx.out(detail + "\n")
+    return 0 if ok else 1
+
+
+async def _svc_logs(args: list[str], ctx: Context) -> int:
+    follow, count, rest = False, None, list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-f", "--follow"):
+            follow = True
+        elif arg in ("-n", "--lines") and rest and rest[0].isdigit():
+            count = int(rest.pop(0))
+        else:
+            ctx.err("usage: svc logs [--follow] [-n N]\n")
+            return 2
+    host = ctx.host
+    history = host.recent_logs(count if count is not None else (0 if follow else 20))
+    if history:
+        ctx.out("".join(history))
+    if not follow:
+        return 0
+    ctx.pump.follow(host, ctx.follow_sink)
+    try:
+        await asyncio.Event().wait()  # until the channel is closed or signalled
+    finally:
+        ctx.pump.unfollow(host, ctx.follow_sink)
+    return 0
+
+
+async def _svc_metrics(args: list[str], ctx: Context) -> int:
+    text = ctx.host.metrics_text()
+    if text is None:
+        ctx.err(f"svc: metrics: connection refused: {ctx.host.service} is not running\n")
+        return 7
+    ctx.out(text)
+    return 0
+
+
+async def _svc_vitals(args: list[str], ctx: Context) -> int:
+    ctx.out(ctx.host.vitals_text())
+    return 0
+
+
+_Handler = Callable[[list[str], Context], Awaitable[int]]
+
+_SVC: dict[str, _Handler] = {
+    "version": _svc_version,
+    "status": _svc_status,
+    "install": _svc_install,
+    "activate": _svc_activate,
+    "restart": _svc_restart,
+    "drain": _svc_drain,
+    "undrain": _svc_undrain,
+    "health": _svc_health,
+    "logs": _svc_logs,
+    "metrics": _svc_metrics,
+    "vitals": _svc_vitals,
+}
+
+
+async def _svc(args: list[str], ctx: Context) -> int:
+    if not args or args[0] in ("-h", "--help", "help"):
+        (ctx.out if args else ctx.err)(SVC_USAGE)
+        return 0 if args else 2
+    handler = _SVC.get(args[0])
+    if handler is None:
+        ctx.err(f"svc: unknown command '{args[0]}'\n{SVC_USAGE}")
+        return 2
+    delay = ctx.host.slow - 1.0
+    if delay > 0:  # a slow host answers late
+        await asyncio.sleep(0.1 * delay * ctx.host.time_scale)
+    return await handler(args[1:], ctx)
+
+
+_BUILTINS: dict[str, _Handler] = {
+    "svc": _svc,
+    "true": _true,
+    "false": _false,
+    "echo": _echo,
+    "sleep": _sleep,
+    "cat": _cat,
+    "df": _df,
+    "hostname": _hostname,
+}

@@ -1,0 +1,246 @@
+"""SimFleet: N simulated hosts in this process, reached only through real SSH.
+
+    async with SimFleet(n=24, directory=tmp, scenario="demo", seed=7) as fleet:
+        fleet.inventory_path, fleet.spec_path, fleet.hosts   # name -> port
+        fleet.host_state("api-02").active
+        await fleet.kill_host("web-03"); await fleet.revive_host("web-03")
+
+Starting writes DIR: ``inventory.yaml``, ``rollout.yaml``, ``known_hosts``, the client
+key ``id_ed25519`` (0600), the host keys (0600, reused on restart) and ``fleet.json``
+(ports, scenario, seed). A restarted fleet tries its previous ports first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from console.simfleet import keys as keyfiles
+from console.simfleet.host import HostState, SimHost
+from console.simfleet.layout import (
+    FLEET_FILE,
+    INVENTORY_FILE,
+    SPEC_FILE,
+    host_slots,
+    inventory_yaml,
+    rollout_yaml,
+)
+from console.simfleet.logs import LogPump
+from console.simfleet.scenario import Scenario, Trigger, load_scenario
+from console.simfleet.server import Auth, HostServer, base_options
+
+DEFAULT_USER = "deploy"
+
+
+class SimFleet:
+    """The embedded simulated fleet (see the module docstring)."""
+
+    def __init__(
+        self,
+        n: int = 24,
+        directory: str | os.PathLike[str] = ".",
+        scenario: str | os.PathLike[str] | Scenario = "healthy",
+        seed: int = 1,
+        *,
+        log_rate: float | None = None,
+        time_scale: float | None = None,
+        user: str = DEFAULT_USER,
+        address: str = "127.0.0.1",
+    ) -> None:
+        if n < 1:
+            raise ValueError("a fleet needs at least one host")
+        self.n = n
+        self.directory = Path(directory).resolve()
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.seed = seed
+        self.log_rate = log_rate
+        self.time_scale = self.scenario.time_scale if time_scale is None else time_scale
+        self.user = user
+        self.address = address
+        self._servers: dict[str, HostServer] = {}
+        self._pump = LogPump()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- paths and lookups -----------------------------------------------------------
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.directory / INVENTORY_FILE
+
+    @property
+    def spec_path(self) -> Path:
+        return self.directory / SPEC_FILE
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.directory / keyfiles.KNOWN_HOSTS_FILE
+
+    @property
+    def client_key_path(self) -> Path:
+        return self.directory / keyfiles.CLIENT_KEY_FILE
+
+    @property
+    def hosts(self) -> dict[str, int]:
+        """Host name -> port, in inventory order."""
+        return {name: hs.port for name, hs in self._servers.items()}
+
+    def sim_host(self, name: str) -> SimHost:
+        return self._server(name).host
+
+    def host_state(self, name: str) -> HostState:
+        return self._server(name).host.state()
+
+    def _server(self, name: str) -> HostServer:
+        try:
+            return self._servers[name]
+        except KeyError:
+            raise KeyError(f"no simulated host {name!r}") from None
+
+    @property
+    def lines_generated(self) -> int:
+        return self._pump.lines_generated
+
+    def ready_line(self) -> str:
+        ports = sorted(self.hosts.values())
+        return (
+            f"sim-fleet ready: {self.n} hosts on {self.address} ports {ports[0]}-{ports[-1]}, "
+            f"scenario {self.scenario.name}, seed {self.seed}, "
+            f"inventory {self.inventory_path}, spec {self.spec_path}"
+        )
+
+    # --- fault injection -------------------------------------------------------------
+
+    async def kill_host(self, name: str) -> None:
+        """The host drops every connection and refuses new ones."""
+        self._server(name).kill()
+
+    async def revive_host(self, name: str) -> None:
+        """The host listens again, on the same port with the same key."""
+        await self._server(name).revive()
+
+    def set_disk_full(self, name: str, full: bool = True) -> None:
+        self._server(name).host.disk_full = full
+
+    def _on_trigger(self, host: SimHost, kind: str, trigger: Trigger) -> None:
+        delay = host.scaled(trigger.delay) if trigger.on else self.time_scale * (trigger.after or 0)
+        self._spawn(self._fault(host.name, kind, trigger, delay))
+
+    async def _fault(self, name: str, kind: str, trigger: Trigger, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self._set_fault(name, kind, True)
+        if trigger.recover_after is not None:
+            await asyncio.sleep(trigger.recover_after * self.time_scale)
+            await self._set_fault(name, kind, False)
+
+    async def _set_fault(self, name: str, kind: str, on: bool) -> None:
+        if kind == "disk_full":
+            self.set_disk_full(name, on)
+        elif on:
+            await self.kill_host(name)
+        else:
+            await self.revive_host(name)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        slots = host_slots(self.n)
+        host_keys = await asyncio.to_thread(keyfiles.host_keys, self.directory, self.n)
+        client = await asyncio.to_thread(keyfiles.client_key, self.directory)
+        auth = Auth(self.user, frozenset({client.public_data}))
+        previous = self._previous_ports()
+        base = base_options(host_keys[0])
+        try:
+            for slot, key in zip(slots, host_keys, strict=True):
+                host = SimHost(
+                    slot.name,
+                    self.scenario,
+                    seed=self.seed,
+                    time_scale=self.time_scale,
+                    log_rate=self.log_rate,
+                )
+                host.on_trigger = self._on_trigger
+                server = HostServer(host, base, key, auth, self._pump, self.address)
+                await server.listen(previous.get(slot.name, 0))
+                self._servers[slot.name] = server
+            await asyncio.to_thread(self._write_files, slots)
+        except BaseException:
+            await self.stop()
+            raise
+        for server in self._servers.values():
+            for rule in server.host.rules:
+                for kind, trigger in (("unreachable", rule.unreachable), ("disk_full", rule.disk_full)):
+                    if trigger is None or trigger.on is not None:
+                        continue
+                    if trigger.at_start and kind == "unreachable":
+                        server.kill()
+                    elif trigger.after is not None:
+                        self._on_trigger(server.host, kind, trigger)
+
+    async def stop(self) -> None:
+        for task in tuple(self._tasks):
+            task.cancel()
+        for task in tuple(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(s.close() for s in self._servers.values()), return_exceptions=True)
+        await self._pump.close()
+
+    async def __aenter__(self) -> SimFleet:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- files -----------------------------------------------------------------------
+
+    def _previous_ports(self) -> dict[str, int]:
+        try:
+            data = json.loads((self.directory / FLEET_FILE).read_text(encoding="utf-8"))
+            return {str(k): int(v) for k, v in data.get("hosts", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def _write_files(self, slots: list) -> None:
+        header = (
+            f"Written by rolldeck sim-fleet: {self.n} simulated hosts on {self.address}, "
+            f"scenario {self.scenario.name}, seed {self.seed}."
+        )
+        ports = self.hosts
+        entries = [(s.port, s.host_key) for s in self._servers.values()]
+        keyfiles.write_public(self.known_hosts_path, keyfiles.known_hosts_text(self.address, entries))
+        keyfiles.write_public(
+            self.inventory_path,
+            inventory_yaml(slots, ports, address=self.address, user=self.user, header=header),
+        )
+        keyfiles.write_public(
+            self.spec_path, rollout_yaml(self.scenario, self.n, self.time_scale, header)
+        )
+        fleet = {
+            "pid": os.getpid(),
+            "python": sys.executable,
+            "address": self.address,
+            "user": self.user,
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "time_scale": self.time_scale,
+            "hosts": ports,
+        }
+        keyfiles.write_public(self.directory / FLEET_FILE, json.dumps(fleet, indent=1) + "\n")

@@ -1,0 +1,148 @@
+"""Run the simulated fleet in a child process (``rolldeck sim-fleet``).
+
+``rolldeck demo`` and ``rolldeck drill`` keep the fleet out of the console's process
+so its 1,000 servers never compete with the UI's event loop. The child prints one
+ready line; :func:`start_fleet_process` returns once it has, with the ports read from
+DIR/fleet.json. The child's stderr goes to DIR/sim-fleet.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from console.errors import RolldeckError
+from console.simfleet.layout import FLEET_FILE, INVENTORY_FILE, SPEC_FILE
+
+LOG_FILE = "sim-fleet.log"
+READY_PREFIX = "sim-fleet ready:"
+
+
+class FleetStartError(RolldeckError):
+    """The fleet process exited or stayed silent instead of becoming ready."""
+
+
+@dataclass
+class FleetProcess:
+    """A running ``rolldeck sim-fleet`` child. ``stop()`` is idempotent."""
+
+    proc: subprocess.Popen[bytes]
+    directory: Path
+    ready_line: str
+    hosts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.directory / INVENTORY_FILE
+
+    @property
+    def spec_path(self) -> Path:
+        return self.directory / SPEC_FILE
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait, then SIGKILL if it will not go; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> FleetProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def fleet_command(
+    n: int,
+    directory: str | os.PathLike[str],
+    *,
+    scenario: str | os.PathLike[str] = "healthy",
+    seed: int = 1,
+    log_rate: float | None = None,
+    time_scale: float | None = None,
+) -> list[str]:
+    argv = [sys.executable, "-m", "console", "sim-fleet", "--hosts", str(n)]
+    argv += ["--dir", str(directory), "--scenario", str(scenario), "--seed", str(seed)]
+    if log_rate is not None:
+        argv += ["--log-rate", str(log_rate)]
+    if time_scale is not None:
+        argv += ["--time-scale", str(time_scale)]
+    return argv
+
+
+def start_fleet_process(
+    n: int,
+    directory: str | os.PathLike[str],
+    *,
+    scenario: str | os.PathLike[str] = "healthy",
+    seed: int = 1,
+    log_rate: float | None = None,
+    time_scale: float | None = None,
+    ready_timeout: float = 60.0,
+) -> FleetProcess:
+    """Start the fleet in a child process and block until it is ready.
+
+    Blocking (a few hundred ms for small fleets): from async code, call it through
+    ``asyncio.to_thread``.
+    """
+    path = Path(directory).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    argv = fleet_command(
+        n, path, scenario=scenario, seed=seed, log_rate=log_rate, time_scale=time_scale
+    )
+    with open(path / LOG_FILE, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    line = _read_line(proc, ready_timeout)
+    if not line.startswith(READY_PREFIX):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        tail = (path / LOG_FILE).read_text(errors="replace").strip().splitlines()[-5:]
+        detail = " | ".join(tail) or line or f"exit code {proc.returncode}"
+        raise FleetStartError(f"sim-fleet did not start: {detail}")
+    hosts = json.loads((path / FLEET_FILE).read_text(encoding="utf-8"))["hosts"]
+    return FleetProcess(proc=proc, directory=path, ready_line=line, hosts=hosts)
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The child's first stdout line, or "" on exit or timeout (no thread needed)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sel.select(remaining):
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.split(b"\n", 1)[0].decode(errors="replace").strip()

@@ -1,0 +1,446 @@
+"""Scenarios: how the simulated fleet behaves, by version and by host.
+
+A scenario is a YAML file (built-ins live in ``console/simfleet/scenarios/``)::
+
+    name: bad-canary
+    description: The new version fails 15% of requests on every host.
+    service: checkout-api        # the simulated service (default checkout-api)
+    initial_version: 2.4.0       # what every host runs at start
+    target_version: 2.4.1        # the version the generated rollout.yaml deploys
+    time_scale: 1.0              # multiplies every duration below (0.1: ten times faster)
+    log_rate: 5                  # log lines per second per host (--log-rate overrides)
+    request_rate: 20             # simulated requests per second per host (metrics)
+    versions:                    # behaviour by version; later keys win:
+      default: {error_rate: 0.5%, latency: 40ms}   #  default < initial|new < exact
+      new: {error_rate: 15%}     # "new": any version other than initial_version
+    hosts:                       # per-host rules, applied in order
+      - match: api-02            # a host name or a glob (web-*)
+        slow: 3                  # durations and latency x3, commands answer late
+        disk_full: true          # vitals show a full disk; install fails (ENOSPC)
+        unreachable: {on: install, version: new, delay: 1s, recover_after: 30s}
+        error_rate: 2%           # any behaviour key, for every version on this host
+        versions: {new: {install_hangs: true}}       # or for one version
+    rollout: {on_failure: rollback}   # overrides for the generated rollout.yaml
+
+Behaviour keys: ``error_rate`` (``15%`` or 0.15), ``latency`` (median request
+latency), ``install_duration`` (``[1s, 3s]``: uniform, seeded), ``install_hangs``,
+``health`` (``ok`` | ``failing``), ``flapping`` (health flips every PERIOD),
+``restart_duration``, ``warmup`` (health fails this long after a restart).
+
+Triggers (``unreachable``, ``disk_full``): ``true`` (from the start), ``{after: 30s}``
+(from fleet start), or ``{on: COMMAND, version: V, delay: D}`` (when the host receives
+``svc COMMAND`` for that version; ``new``/``initial`` work here too), each with an
+optional ``recover_after``. Durations: ``250ms``, ``2s``, ``1.5m`` or seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from console.errors import InputError, did_you_mean
+from console.simfleet.yamlnodes import Fields, compose, line_of, plain
+
+DEFAULT_SERVICE = "checkout-api"
+DEFAULT_INITIAL = "2.4.0"
+DEFAULT_TARGET = "2.4.1"
+DEFAULT_LOG_RATE = 5.0
+DEFAULT_REQUEST_RATE = 20.0
+COMMANDS = ("install", "activate", "restart", "drain", "undrain", "health", "version")
+ROLLOUT_KEYS = ("batches", "max_parallel", "max_failures", "on_failure", "between_batches")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How a service version behaves. In a scenario every field is optional (None:
+    inherit); :data:`DEFAULT_BEHAVIOUR` is the complete base every host starts from."""
+
+    error_rate: float | None = None
+    latency: float | None = None
+    install_duration: tuple[float, float] | None = None
+    install_hangs: bool | None = None
+    health: Literal["ok", "failing"] | None = None
+    flapping: float | None = None  # period in seconds; 0 = steady
+    restart_duration: tuple[float, float] | None = None
+    warmup: float | None = None
+
+    def over(self, base: Behaviour) -> Behaviour:
+        """``base`` with this behaviour's set fields laid on top."""
+        changes = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
+        return dataclasses.replace(base, **changes) if changes else base
+
+
+DEFAULT_BEHAVIOUR = Behaviour(
+    error_rate=0.005,
+    latency=0.04,
+    install_duration=(1.0, 3.0),
+    install_hangs=False,
+    health="ok",
+    flapping=0.0,
+    restart_duration=(0.2, 0.6),
+    warmup=1.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """When a fault starts: at once, ``after`` seconds, or ``on`` a command."""
+
+    after: float | None = None
+    on: str | None = None
+    version: str | None = None  # None: any; "new"/"initial" or an exact version
+    delay: float = 0.0
+    recover_after: float | None = None
+
+    @property
+    def at_start(self) -> bool:
+        return self.after is None and self.on is None
+
+
+@dataclass(frozen=True, slots=True)
+class HostRule:
+    match: str
+    line: int
+    behaviour: Behaviour = Behaviour()
+    versions: dict[str, Behaviour] = field(default_factory=dict)
+    slow: float | None = None
+    disk_full: Trigger | None = None
+    unreachable: Trigger | None = None
+
+    def matches(self, host: str) -> bool:
+        return fnmatch.fnmatchcase(host, self.match)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    path: str = "<built-in>"
+    description: str = ""
+    service: str = DEFAULT_SERVICE
+    initial_version: str = DEFAULT_INITIAL
+    target_version: str = DEFAULT_TARGET
+    time_scale: float = 1.0
+    log_rate: float = DEFAULT_LOG_RATE
+    request_rate: float = DEFAULT_REQUEST_RATE
+    versions: dict[str, Behaviour] = field(default_factory=dict)
+    hosts: tuple[HostRule, ...] = ()
+    rollout: dict[str, Any] = field(default_factory=dict)
+
+    def version_matches(self, key: str, version: str) -> bool:
+        """Whether a versions key (``default``, ``initial``, ``new`` or exact) applies."""
+        if key == "default":
+            return True
+        if key == "initial":
+            return version == self.initial_version
+        if key == "new":
+            return version != self.initial_version
+        return key == version
+
+    def behaviour(self, host: str, version: str) -> Behaviour:
+        """The complete behaviour of ``version`` on ``host``."""
+        result = DEFAULT_BEHAVIOUR
+        result = _layer(result, self.versions, self, version)
+        for rule in self.hosts:
+            if rule.matches(host):
+                result = rule.behaviour.over(result)
+                result = _layer(result, rule.versions, self, version)
+        return result
+
+    def rules_for(self, host: str) -> list[HostRule]:
+        return [rule for rule in self.hosts if rule.matches(host)]
+
+
+def _layer(base: Behaviour, table: dict[str, Behaviour], sc: Scenario, version: str) -> Behaviour:
+    for key in ("default", "initial", "new"):
+        if key in table and sc.version_matches(key, version):
+            base = table[key].over(base)
+    for key, value in table.items():
+        if key not in ("default", "initial", "new") and key == version:
+            base = value.over(base)
+    return base
+
+
+# --- value parsers -------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``250ms``, ``2s``, ``1.5m``, ``1h`` or a number of seconds; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 2s or 250ms")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a duration such as 2s or 250ms, not {value!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_ratio(value: Any) -> float:
+    """``15%`` or a ratio 0..1."""
+    if isinstance(value, bool):
+        raise ValueError("expected a percentage such as 15%")
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            ratio = float(value.strip()[:-1]) / 100.0
+        except ValueError:
+            raise ValueError(f"expected a percentage such as 15%, not {value!r}") from None
+    elif isinstance(value, int | float):
+        ratio = float(value)
+    else:
+        raise ValueError(f"expected a percentage such as 15%, not {value!r}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError("must be between 0% and 100%")
+    return ratio
+
+
+# --- loader --------------------------------------------------------------------------
+
+_TOP_KEYS = (
+    "name",
+    "description",
+    "service",
+    "initial_version",
+    "target_version",
+    "time_scale",
+    "log_rate",
+    "request_rate",
+    "versions",
+    "hosts",
+    "rollout",
+)
+_BEHAVIOUR_KEYS = tuple(f.name for f in dataclasses.fields(Behaviour))
+_RULE_KEYS = ("match", "slow", "disk_full", "unreachable", "versions", *_BEHAVIOUR_KEYS)
+_TRIGGER_KEYS = ("after", "on", "version", "delay", "recover_after")
+
+
+class _Loader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def get(self, f: Fields, key: str, parse: Any, what: str | None = None) -> Any:
+        if key not in f:
+            return None
+        value = f.scalar(key)
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as exc:
+            raise f.error(key, what or str(exc)) from None
+
+    def text(self, f: Fields, key: str) -> str | None:
+        def as_text(v: Any) -> str:
+            if v is None or isinstance(v, bool | dict | list):
+                raise ValueError("expected a string")
+            return str(v)
+
+        return self.get(f, key, as_text)
+
+    def version(self, f: Fields, key: str) -> str | None:
+        def check(v: Any) -> str:
+            text = str(v)
+            if v is None or isinstance(v, bool) or not _VERSION_RE.match(text):
+                raise ValueError(f"not a version: {v!r}")
+            return text
+
+        return self.get(f, key, check)
+
+    def positive(self, f: Fields, key: str) -> float | None:
+        def check(v: Any) -> float:
+            if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+                raise ValueError("expected a positive number")
+            return float(v)
+
+        return self.get(f, key, check)
+
+    def rate(self, f: Fields, key: str) -> float | None:
+        def check(v: Any) -> float:
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError("expected a number >= 0")
+            return float(v)
+
+        return self.get(f, key, check)
+
+    def behaviour(self, f: Fields) -> Behaviour:
+        def boolean(v: Any) -> bool:
+            if not isinstance(v, bool):
+                raise ValueError("expected true or false")
+            return v
+
+        def health(v: Any) -> str:
+            if v not in ("ok", "failing"):
+                raise ValueError("expected ok or failing")
+            return str(v)
+
+        return Behaviour(
+            error_rate=self.get(f, "error_rate", parse_ratio),
+            latency=self.get(f, "latency", parse_duration),
+            install_duration=self.duration_range(f, "install_duration"),
+            install_hangs=self.get(f, "install_hangs", boolean),
+            health=self.get(f, "health", health),
+            flapping=self.get(f, "flapping", parse_duration),
+            restart_duration=self.duration_range(f, "restart_duration"),
+            warmup=self.get(f, "warmup", parse_duration),
+        )
+
+    def duration_range(self, f: Fields, key: str) -> tuple[float, float] | None:
+        node = f.items.get(key)
+        if node is None:
+            return None
+        if isinstance(node, yaml.SequenceNode):
+            if len(node.value) != 2:
+                raise f.error(key, "expected [MIN, MAX] durations")
+            try:
+                lo, hi = (parse_duration(plain(n, self.path, f.field(key))) for n in node.value)
+            except ValueError as exc:
+                raise f.error(key, str(exc)) from None
+            if hi < lo:
+                raise f.error(key, "MAX is smaller than MIN")
+            return (lo, hi)
+        d = self.get(f, key, parse_duration)
+        return (d, d)
+
+    def versions(self, node: yaml.Node, where: str) -> dict[str, Behaviour]:
+        if not isinstance(node, yaml.MappingNode):
+            raise InputError("expected a mapping", file=self.path, line=line_of(node), field=where)
+        result: dict[str, Behaviour] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            name = f"{where}.{key}"
+            if key not in ("default", "initial", "new") and not _VERSION_RE.match(key):
+                raise InputError(
+                    "expected default, initial, new or a version",
+                    file=self.path,
+                    line=line_of(key_node),
+                    field=name,
+                )
+            result[key] = self.behaviour(Fields(value_node, self.path, name, _BEHAVIOUR_KEYS))
+        return result
+
+    def trigger(self, f: Fields, key: str) -> Trigger | None:
+        node = f.items.get(key)
+        if node is None:
+            return None
+        if isinstance(node, yaml.ScalarNode):
+            value = f.scalar(key)
+            if value is True:
+                return Trigger()
+            if value is False:
+                return None
+            raise f.error(key, "expected true, false, {after: D} or {on: COMMAND}")
+        t = Fields(node, self.path, f.field(key), _TRIGGER_KEYS)
+        after = self.get(t, "after", parse_duration)
+        on = self.text(t, "on")
+        if on is not None and on not in COMMANDS:
+            raise t.error("on", f"unknown command {on!r}{did_you_mean(on, COMMANDS)}")
+        if after is not None and on is not None:
+            raise t.error("on", "give either after or on, not both")
+        version = self.text(t, "version")
+        if version is not None and on is None:
+            raise t.error("version", "version needs on: COMMAND")
+        return Trigger(
+            after=after,
+            on=on,
+            version=version,
+            delay=self.get(t, "delay", parse_duration) or 0.0,
+            recover_after=self.get(t, "recover_after", parse_duration),
+        )
+
+    def rule(self, node: yaml.Node, where: str) -> HostRule:
+        f = Fields(node, self.path, where, _RULE_KEYS)
+        match = self.text(f, "match")
+        if not match:
+            raise InputError("missing key", file=self.path, line=f.line, field=f.field("match"))
+        versions = self.versions(f.items["versions"], f.field("versions")) if "versions" in f else {}
+        return HostRule(
+            match=match,
+            line=f.line,
+            behaviour=self.behaviour(f),
+            versions=versions,
+            slow=self.positive(f, "slow"),
+            disk_full=self.trigger(f, "disk_full"),
+            unreachable=self.trigger(f, "unreachable"),
+        )
+
+    def scenario(self, text: str, default_name: str) -> Scenario:
+        root = compose(text, self.path)
+        if root is None:
+            raise InputError("empty scenario", file=self.path, line=1)
+        f = Fields(root, self.path, "", _TOP_KEYS)
+        hosts: list[HostRule] = []
+        if "hosts" in f:
+            node = f.items["hosts"]
+            if not isinstance(node, yaml.SequenceNode):
+                raise f.error("hosts", "expected a list of host rules")
+            hosts = [self.rule(item, f"hosts[{i}]") for i, item in enumerate(node.value)]
+        rollout: dict[str, Any] = {}
+        if "rollout" in f:
+            r = Fields(f.items["rollout"], self.path, "rollout", ROLLOUT_KEYS)
+            rollout = {k: plain(v, self.path, r.field(k)) for k, v in r.items.items()}
+        initial = self.version(f, "initial_version") or DEFAULT_INITIAL
+        target = self.version(f, "target_version") or DEFAULT_TARGET
+        if initial == target:
+            raise f.error("target_version", "must differ from initial_version")
+        time_scale = self.positive(f, "time_scale")
+        log_rate = self.rate(f, "log_rate")
+        request_rate = self.rate(f, "request_rate")
+        return Scenario(
+            name=self.text(f, "name") or default_name,
+            path=self.path,
+            description=(self.text(f, "description") or "").strip(),
+            service=self.text(f, "service") or DEFAULT_SERVICE,
+            initial_version=initial,
+            target_version=target,
+            time_scale=time_scale if time_scale is not None else 1.0,
+            log_rate=log_rate if log_rate is not None else DEFAULT_LOG_RATE,
+            request_rate=request_rate if request_rate is not None else DEFAULT_REQUEST_RATE,
+            versions=self.versions(f.items["versions"], "versions") if "versions" in f else {},
+            hosts=tuple(hosts),
+            rollout=rollout,
+        )
+
+
+def parse_scenario(text: str, path: str = "<scenario>", default_name: str = "custom") -> Scenario:
+    """Validate scenario YAML text; errors are InputErrors naming file:line:field."""
+    return _Loader(path).scenario(text, default_name)
+
+
+def builtin_names() -> list[str]:
+    """Names of the scenarios shipped in the package."""
+    files = resources.files("console.simfleet").joinpath("scenarios")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """A built-in by name (``bad-canary``) or a YAML file by path."""
+    text_name = str(name_or_path)
+    if text_name in builtin_names():
+        res = resources.files("console.simfleet").joinpath("scenarios", f"{text_name}.yaml")
+        return parse_scenario(res.read_text(encoding="utf-8"), f"scenarios/{text_name}.yaml", text_name)
+    path = Path(name_or_path)
+    if not path.is_file():
+        hint = did_you_mean(text_name, builtin_names())
+        raise InputError(
+            f"no such scenario (built-ins: {', '.join(builtin_names())}){hint}",
+            field="scenario",
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read scenario: {exc}", file=str(path)) from None
+    return parse_scenario(text, str(path), path.stem)

@@ -1,0 +1,294 @@
+"""``rolldeck check``: validate a spec and its inventory, and show what would run.
+
+Nothing connects anywhere: the point is to read the plan, the failure budget and the
+exact commands (rendered for the first host, secrets masked) before a rollout starts.
+Every command is rendered for every targeted host, so a ``{vars.NAME}`` missing on
+one host is found here rather than in batch 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from console import spec as specmod
+from console.errors import InputError
+from console.plan import Plan, describe_budget, make_plan
+from console.spec import RolloutSpec, format_duration, load_spec
+from console.templating import Redactor, TemplateError, build_context, context_vars, render
+from inventory import load_inventory, select
+
+if TYPE_CHECKING:
+    from inventory.model import Host
+
+NAME = "check"
+HELP = "validate a rollout spec and its inventory; show the plan, budget and commands"
+DESCRIPTION = """\
+Validate a rollout spec and its inventory without connecting to anything, then print
+the batches (in running order), the failure budget in words, the gate between
+batches, on_failure, every command rendered for the first host (secrets masked) and
+warnings. Exit code 0 when the spec is valid (warnings included), 2 when it is not."""
+ORDER = 60
+
+PREVIOUS_VERSION_SHOWN = "<previous_version>"  # what check renders: nothing is read yet
+NAMES_SHOWN = 8  # a batch with more hosts is abbreviated
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="rollout spec (YAML)")
+    parser.add_argument(
+        "--inventory", metavar="FILE", help="inventory file (default: the spec's inventory)"
+    )
+    parser.add_argument(
+        "--targets", metavar="PATTERN", help="host pattern (default: the spec's targets)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@dataclass(slots=True)
+class RenderedCommand:
+    field: str
+    name: str
+    command: str
+    timeout: float | None
+    raw: bool
+    once: bool = False
+
+    @property
+    def label(self) -> str:
+        """``step install``, ``preflight disk``, ``health``."""
+        kind = self.field.rsplit("[", 1)[0]
+        if kind == self.field:
+            return kind
+        return f"{_KIND_LABELS.get(kind, kind)} {self.name}"
+
+
+_KIND_LABELS = {"steps": "step", "preflight": "preflight", "rollback.steps": "rollback"}
+
+
+@dataclass(slots=True)
+class CheckReport:
+    spec: RolloutSpec
+    inventory_path: str
+    inventory_format: str
+    targets: str
+    hosts: list[Host]
+    plan: Plan
+    budget: str
+    gate: str
+    commands: list[RenderedCommand]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        settings = specmod.settings(self.spec)
+        settings["inventory"] = self.inventory_path
+        settings["targets"] = self.targets
+        return {
+            "spec": self.spec.path,
+            "hosts": self.plan.total_hosts,
+            "batches": [list(b) for b in self.plan.batches],
+            "budget": self.budget,
+            "gate": self.gate,
+            "settings": settings,
+            "commands": {
+                "host": self.plan.hosts[0] if self.plan.hosts else None,
+                "commands": [
+                    {
+                        "field": c.field,
+                        "name": c.name,
+                        "command": c.command,
+                        "timeout": c.timeout,
+                        "raw": c.raw,
+                        "once": c.once,
+                    }
+                    for c in self.commands
+                ],
+            },
+            "warnings": list(self.warnings),
+        }
+
+
+def run(args: argparse.Namespace) -> int:
+    report = analyse(args.spec, inventory=args.inventory, targets=args.targets)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def analyse(
+    spec_path: str, *, inventory: str | None = None, targets: str | None = None
+) -> CheckReport:
+    """Load, resolve, plan and render; raise InputError for anything invalid."""
+    spec = load_spec(spec_path)
+    inventory_path = inventory or spec.inventory
+    if inventory_path is None:
+        raise InputError(
+            "no inventory: set inventory in the spec or pass --inventory FILE",
+            file=spec.path,
+            field="inventory",
+        )
+    inv = load_inventory(inventory_path)
+    if targets:
+        hosts = select(inv, targets, field="--targets")
+    else:
+        hosts = select(
+            inv, spec.targets, file=spec.path, line=spec.lines.get("targets"), field="targets"
+        )
+    try:
+        plan = make_plan([h.name for h in hosts], spec.batches, order=spec.order, seed=spec.seed)
+    except ValueError as exc:
+        raise InputError(
+            str(exc), file=spec.path, line=spec.lines.get("batches"), field="batches"
+        ) from None
+    by_name = {h.name: h for h in hosts}
+    ordered = [by_name[name] for name in plan.hosts]
+    _render_all(spec, ordered)
+    redactor = Redactor.for_spec(spec, ordered)
+    return CheckReport(
+        spec=spec,
+        inventory_path=inventory_path,
+        inventory_format=getattr(inv, "format", ""),
+        targets=targets or spec.targets,
+        hosts=ordered,
+        plan=plan,
+        budget=describe_budget(spec, plan),
+        gate=describe_gate(spec),
+        commands=_first_host_commands(spec, ordered[0], redactor) if ordered else [],
+        warnings=warnings(spec, plan, ordered),
+    )
+
+
+def _render_all(spec: RolloutSpec, hosts: list[Host]) -> None:
+    """Render every command for every host; report each missing var with its hosts."""
+    missing: dict[tuple[str, str], list[str]] = {}
+    for host in hosts:
+        context = build_context(spec, host, PREVIOUS_VERSION_SHOWN)
+        for where, step in specmod.commands(spec):
+            try:
+                render(step.run, context, raw=step.raw)
+            except TemplateError as exc:
+                missing.setdefault((where, exc.field or ""), []).append(host.name)
+    if not missing:
+        return
+    (where, var), names = next(iter(missing.items()))
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    line = spec.lines.get(f"{where}.run") or spec.lines.get(where)
+    raise InputError(
+        f"{{{var}}} is not set for {len(names)} of {len(hosts)} hosts ({shown}): define it "
+        "in the spec's vars or the inventory",
+        file=spec.path,
+        line=line,
+        field=where,
+    )
+
+
+def _first_host_commands(
+    spec: RolloutSpec, host: Host, redactor: Redactor
+) -> list[RenderedCommand]:
+    context = build_context(spec, host, PREVIOUS_VERSION_SHOWN)
+    timeouts: dict[str, float | None] = {
+        "health": spec.health.timeout if spec.health else None,
+        "metrics": spec.metrics.timeout if spec.metrics else None,
+        "vitals": spec.vitals.timeout if spec.vitals else None,
+        "logs": None,
+        "current_version": None,
+    }
+    out = []
+    for where, step in specmod.commands(spec):
+        command = redactor.redact(render(step.run, context, raw=step.raw))
+        timeout = timeouts.get(where, step.timeout)
+        out.append(RenderedCommand(where, step.name, command, timeout, step.raw, step.once))
+    return out
+
+
+def describe_gate(spec: RolloutSpec) -> str:
+    gate = spec.between_batches
+    if gate.kind == "auto":
+        return "auto: the next batch starts as soon as the previous one is done and healthy"
+    if gate.kind == "bake":
+        return (
+            f"bake {format_duration(gate.bake)}: the next batch starts after "
+            f"{format_duration(gate.bake)} in which health and error rate hold"
+        )
+    text = "manual: waits for an operator to continue"
+    if gate.timeout is not None:
+        text += f"; after {format_duration(gate.timeout)} without one: {gate.on_timeout}"
+    return text
+
+
+def warnings(spec: RolloutSpec, plan: Plan, hosts: list[Host]) -> list[str]:
+    """Valid but probably not what was meant."""
+    out: list[str] = []
+    if not hosts:
+        out.append("no host to deploy to")
+    if spec.health is None:
+        out.append("no health check: a host counts as healthy as soon as its steps succeed")
+    if not spec.rollback.steps:
+        out.append("rollback has no steps: a rollback cannot move hosts back")
+    if spec.current_version is None:
+        out.append("no current_version: previous versions are not read or journaled")
+    rate = spec.error_rate
+    if rate is not None and rate.max is None and rate.max_vs_baseline is None:
+        out.append("error_rate has neither max nor max_vs_baseline: it never stops anything")
+    if spec.order == "shuffle" and spec.seed is None:
+        out.append("order shuffle without seed: seed 0 is used, so every run shuffles alike")
+    if hosts and spec.max_failures.allowed(plan.total_hosts) >= plan.total_hosts:
+        out.append("max_failures allows every host to fail")
+    known = set(context_vars(spec, None)).union(*(h.vars for h in hosts))
+    for name in spec.secrets:
+        if name not in known:
+            out.append(f"secret {name} is not set in vars, the inventory or the environment")
+    return out
+
+
+def format_report(report: CheckReport) -> str:
+    spec, plan = report.spec, report.plan
+    width = 100
+    lines = [
+        f"spec        {spec.path}: {spec.service} {spec.version}",
+        f"inventory   {report.inventory_path}"
+        + (f" ({report.inventory_format})" if report.inventory_format else ""),
+        f"targets     {report.targets}: {_count(plan.total_hosts)}",
+        f"plan        {_count(len(plan), 'batch', 'batches')}, order {spec.order}"
+        + (f" (seed {spec.seed})" if spec.seed is not None else "")
+        + f", at most {spec.max_parallel} hosts at a time",
+    ]
+    for i, batch in enumerate(plan.batches):
+        at_a_time = f" ({spec.max_parallel} at a time)" if len(batch) > spec.max_parallel else ""
+        lines.append(f"  batch {i + 1:<4}{_count(len(batch)):<11}{_names(batch)}{at_a_time}")
+    budget = textwrap.wrap(report.budget, width - 12)
+    lines.append("budget      " + "\n            ".join(budget))
+    lines.append(f"gate        {report.gate}")
+    lines.append(f"on_failure  {spec.on_failure}")
+    if report.commands:
+        lines.append(f"commands    for {plan.hosts[0]}, the first host (secrets masked)")
+        for c in report.commands:
+            extra = []
+            if c.timeout is not None:
+                extra.append(f"timeout {format_duration(c.timeout)}")
+            if c.raw:
+                extra.append("raw")
+            if c.once:
+                extra.append("once")
+            suffix = f"   [{', '.join(extra)}]" if extra else ""
+            lines.append(f"  {c.label:<24}{c.command}{suffix}")
+    if report.warnings:
+        lines.append("warnings")
+        lines.extend(f"  - {w}" for w in report.warnings)
+    return "\n".join(lines)
+
+
+def _count(n: int, one: str = "host", many: str = "hosts") -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _names(batch: tuple[str, ...]) -> str:
+    if len(batch) <= NAMES_SHOWN:
+        return " ".join(batch)
+    head = " ".join(batch[: NAMES_SHOWN - 2])
+    return f"{head} ... {batch[-1]} ({len(batch) - NAMES_SHOWN + 1} not shown)"

@@ -1,0 +1,147 @@
+"""``rolldeck run``: run a rollout, in the console or headless.
+
+Loads and validates exactly what ``rolldeck check`` shows, takes the per-service lock,
+opens the journal, then hands the engine to the Textual console or, with
+``--headless`` (or when the console is not available), to the headless runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Callable
+
+from console.commands import default_operator
+from console.engine import Engine, new_rollout_id
+from console.errors import EXIT_FAILED, InputError
+from console.events import OUTCOME_EXIT_CODES, Outcome
+from console.headless import choose_mode, run_headless
+from console.journal import Journal, resolve_state_dir
+from console.lock import LockHeld, RolloutLock
+from console.subcommands.check import analyse
+from console.transport import TransportOptions, make_transport
+
+NAME = "run"
+HELP = "run a rollout (in the console, or headless for CI)"
+DESCRIPTION = """\
+Run a rollout: preflight every targeted host, then deploy batch by batch with health
+gating, the failure budget and the gates of the spec. In the console by default;
+--headless prints rich progress on a terminal, plain lines otherwise, or JSON-lines
+events with --json. Headless, manual gates pass only with --yes (else the run stops
+paused at the first gate), Ctrl-C pauses (twice aborts) and SIGHUP pauses.
+
+exit codes: 0 succeeded, 2 bad input, 3 failed and stopped (on_failure abort, or
+preflight or the lock refused the start), 4 rolled back, 5 aborted by the operator,
+6 paused (resumable)"""
+ORDER = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="rollout spec (YAML)")
+    parser.add_argument("--inventory", metavar="FILE", help="inventory (default: the spec's)")
+    parser.add_argument("--targets", metavar="PATTERN", help="host pattern (default: the spec's)")
+    parser.add_argument("--headless", action="store_true", help="no console: print progress")
+    parser.add_argument("--json", action="store_true", help="headless: JSON-lines events on stdout")
+    parser.add_argument("--yes", action="store_true", help="headless: pass manual gates")
+    parser.add_argument("--state-dir", metavar="DIR", help="journal and lock directory")
+    parser.add_argument("--operator", metavar="NAME", help="who runs it (default: $USER)")
+    parser.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="trust unknown host keys on first use (journaled); changed keys are still refused",
+    )
+    parser.add_argument(
+        "--allow-unreachable",
+        action="store_true",
+        help="start even if hosts fail preflight; they count against the failure budget",
+    )
+    parser.add_argument("--break-lock", action="store_true", help="break a stale lock (journaled)")
+    parser.add_argument(
+        "--max-handshakes",
+        metavar="N",
+        type=int,
+        default=10,
+        help="concurrent SSH handshakes (default 10, OpenSSH's MaxStartups)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_handshakes < 1:
+        raise InputError("must be at least 1", field="--max-handshakes")
+    report = analyse(args.spec, inventory=args.inventory, targets=args.targets)
+    spec = report.spec
+    if not report.hosts:
+        raise InputError("no hosts targeted", file=spec.path, field="targets")
+    operator = args.operator or default_operator()
+    run_console = None if (args.headless or args.json) else _console()
+    err = sys.stderr
+    state_dir = resolve_state_dir(args.state_dir)
+    rollout_id = new_rollout_id(spec.service)
+    try:
+        lock = RolloutLock.acquire(
+            state_dir,
+            service=spec.service,
+            inventory=report.inventory_path,
+            rollout_id=rollout_id,
+            break_lock=args.break_lock,
+        )
+    except LockHeld as exc:
+        print(f"rolldeck: {exc}", file=err)
+        return EXIT_FAILED
+    try:
+        journal = Journal.create(
+            state_dir,
+            rollout_id,
+            {
+                "who": operator,
+                "machine": socket.gethostname(),
+                "pid": os.getpid(),
+                "spec_path": os.path.abspath(spec.path),
+                "inventory_path": os.path.abspath(report.inventory_path),
+                "argv": sys.argv[1:],
+            },
+        )
+        options = TransportOptions(
+            accept_new_host_keys=args.accept_new_host_keys, max_handshakes=args.max_handshakes
+        )
+        engine = Engine(
+            spec,
+            report.hosts,
+            report.plan,
+            make_transport(options),
+            journal=journal,
+            operator=operator,
+            allow_unreachable=args.allow_unreachable,
+            rollout_id=rollout_id,
+            exit_when_paused=run_console is None,
+            inventory_path=report.inventory_path,
+        )
+        if lock.broken is not None:
+            engine.notice(f"{operator} broke the stale lock of {lock.broken.describe()}")
+        if args.accept_new_host_keys:
+            engine.notice("--accept-new-host-keys: unknown host keys are trusted on first use")
+        if run_console is not None:
+            code = int(run_console(engine))
+        else:
+            mode = choose_mode(args.json, sys.stdout)
+            outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))
+            code = OUTCOME_EXIT_CODES[outcome]
+    finally:
+        lock.release()
+    print(f"journal: {journal.path}", file=err)
+    if code == OUTCOME_EXIT_CODES[Outcome.PAUSED]:
+        print(f"rollout {rollout_id} is paused; its journal holds where every host is", file=err)
+    return code
+
+
+def _console() -> Callable[[Engine], int] | None:
+    """The Textual console's entry point, or None (with a notice) when unavailable."""
+    try:
+        from console.app import run_console
+    except ImportError as exc:
+        print(f"rolldeck: the console is unavailable ({exc}); running headless", file=sys.stderr)
+        return None
+    return run_console

@@ -1,0 +1,297 @@
+"""Command templates and secret redaction.
+
+A spec's commands carry placeholders: ``{host}``, ``{address}``, ``{version}``,
+``{previous_version}``, ``{service}`` and ``{vars.NAME}``; ``{{`` and ``}}`` are literal
+braces. The set of names is fixed, so a typo is caught when the spec is loaded
+(:func:`parse`), not on host 37 of batch 3. Every substituted value is passed through
+:func:`shlex.quote` unless the step is ``raw``: a value is data, never shell syntax.
+
+Vars come from three places, most specific last: environment variables named in the
+spec's ``secrets`` (so a token never has to be written to a file), the spec's ``vars``
+(defaults for every host), then the host's inventory vars.
+
+:class:`Redactor` masks secret values wherever text leaves the engine (output tails,
+journal, screen): the values of vars named in ``secrets`` and of vars whose name looks
+secret (password, token, secret, key; a key *file* path is not a secret).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from console.errors import InputError, did_you_mean
+
+if TYPE_CHECKING:
+    from console.spec import RolloutSpec
+    from inventory.model import Host
+
+FIXED_NAMES = ("host", "address", "version", "previous_version", "service")
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MASK = "***"
+
+_ALLOWED_TEXT = ", ".join(f"{{{n}}}" for n in (*FIXED_NAMES, "vars.NAME"))
+_SECRET_WORDS = re.compile(r"password|passwd|token|secret|key", re.IGNORECASE)
+# Names that hold the path of an SSH private key: a path, not the key itself.
+_KEY_PATH_NAMES = frozenset(
+    {"key", "ssh_key", "ansible_ssh_private_key_file", "ansible_private_key_file"}
+)
+
+
+class TemplateError(InputError):
+    """A bad template or a value a template needs that is missing.
+
+    ``offset`` is the character offset in the template (for load-time errors), so the
+    spec loader can point at the right line of a multi-line command.
+    """
+
+    def __init__(self, message: str, *, offset: int = 0, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    name: str  # "host", ..., or "vars.NAME"
+    offset: int
+
+    @property
+    def var(self) -> str | None:
+        """The var name of a ``{vars.NAME}`` placeholder, else None."""
+        return self.name[5:] if self.name.startswith("vars.") else None
+
+
+Part = str | Placeholder
+
+
+@functools.lru_cache(maxsize=1024)
+def parse(template: str) -> tuple[Part, ...]:
+    """Split a template into literal text and placeholders; raise TemplateError.
+
+    Cached: the engine renders the same few templates for every host.
+    """
+    parts: list[Part] = []
+    literal: list[str] = []
+    i, n = 0, len(template)
+    while i < n:
+        ch = template[i]
+        if ch == "}":
+            if template.startswith("}}", i):
+                literal.append("}")
+                i += 2
+                continue
+            raise TemplateError(
+                f"unmatched '}}' at offset {i} (write }}}} for a literal brace)", offset=i
+            )
+        if ch != "{":
+            j = min(_next_brace(template, i), n)
+            literal.append(template[i:j])
+            i = j
+            continue
+        if template.startswith("{{", i):
+            literal.append("{")
+            i += 2
+            continue
+        end = template.find("}", i + 1)
+        inner = template[i + 1 : end] if end != -1 else ""
+        if end == -1 or "{" in inner:
+            raise TemplateError(
+                f"unmatched '{{' at offset {i} (write {{{{ for a literal brace)", offset=i
+            )
+        _check_name(inner, i)
+        if literal:
+            parts.append("".join(literal))
+            literal = []
+        parts.append(Placeholder(inner, i))
+        i = end + 1
+    if literal:
+        parts.append("".join(literal))
+    return tuple(parts)
+
+
+def _next_brace(text: str, start: int) -> int:
+    a, b = text.find("{", start), text.find("}", start)
+    found = [x for x in (a, b) if x != -1]
+    return min(found) if found else len(text)
+
+
+def _check_name(name: str, offset: int) -> None:
+    if name in FIXED_NAMES:
+        return
+    if not name.strip():
+        raise TemplateError(
+            f"empty placeholder {{{name}}} (write {{{{}}}} for literal braces)", offset=offset
+        )
+    if name.startswith("vars."):
+        if VAR_NAME.fullmatch(name[5:]):
+            return
+        raise TemplateError(
+            f"bad placeholder {{{name}}}: a var name is letters, digits and '_'", offset=offset
+        )
+    hint = did_you_mean(name, FIXED_NAMES)
+    if not hint and VAR_NAME.fullmatch(name):
+        hint = f" (did you mean {{vars.{name}}}?)"
+    raise TemplateError(
+        f"unknown placeholder {{{name}}}{hint}; allowed: {_ALLOWED_TEXT}; "
+        "write {{ and }} for literal braces",
+        offset=offset,
+    )
+
+
+def placeholders(template: str) -> tuple[Placeholder, ...]:
+    """The placeholders a template uses (raises TemplateError if it is malformed)."""
+    return tuple(p for p in parse(template) if isinstance(p, Placeholder))
+
+
+def render(template: str, context: Mapping[str, object], *, raw: bool = False) -> str:
+    """Fill a template from ``context`` (see :func:`build_context`); quote each value.
+
+    A missing var, or ``{previous_version}`` when it is unknown, raises TemplateError:
+    running a command with a silently empty value is worse than not running it.
+    """
+    out: list[str] = []
+    for part in parse(template):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        value = _lookup(part, context)
+        text = _as_text(value)
+        out.append(text if raw else shlex.quote(text))
+    return "".join(out)
+
+
+def _lookup(part: Placeholder, context: Mapping[str, object]) -> object:
+    var = part.var
+    if var is None:
+        value = context.get(part.name)
+        if value is None:
+            why = (
+                "the host's previous version is unknown (the spec needs current_version, "
+                "and it must have printed a version)"
+                if part.name == "previous_version"
+                else "no value in this context"
+            )
+            raise TemplateError(f"{{{part.name}}} cannot be filled: {why}", field=part.name)
+        return value
+    variables = context.get("vars") or {}
+    if not isinstance(variables, Mapping) or var not in variables:
+        host = context.get("host")
+        where = f" for host {host}" if host else ""
+        raise TemplateError(
+            f"{{vars.{var}}} is not set{where}: define it in the spec's vars or the "
+            "inventory's host or group vars",
+            field=f"vars.{var}",
+        )
+    return variables[var]
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def context_vars(
+    spec: RolloutSpec, host: Host | None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Vars visible to a host's templates: env secrets < spec vars < host vars."""
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {name: env[name] for name in spec.secrets if name in env}
+    merged.update(spec.vars)
+    if host is not None:
+        merged.update(host.vars)
+    return merged
+
+
+def build_context(
+    spec: RolloutSpec,
+    host: Host,
+    previous_version: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, object]:
+    """Everything a template may name, for one host."""
+    return {
+        "host": host.name,
+        "address": host.address,
+        "version": spec.version,
+        "previous_version": previous_version,
+        "service": spec.service,
+        "vars": context_vars(spec, host, environ),
+    }
+
+
+def is_secret_name(name: str, declared: Iterable[str] = ()) -> bool:
+    """True for vars named in ``secrets`` or whose name looks secret (not key paths)."""
+    if name in set(declared):
+        return True
+    words = {m.group(0).lower() for m in _SECRET_WORDS.finditer(name)}
+    if not words:
+        return False
+    if words == {"key"}:
+        lowered = name.lower()
+        if lowered in _KEY_PATH_NAMES or lowered.endswith(("_file", "_path")):
+            return False
+    return True
+
+
+class Redactor:
+    """Replaces every known secret value in a text with ``***``.
+
+    Each value is matched raw and in its shell-quoted form (a rendered command holds
+    the latter, which is not a substring of the former when the value has quotes);
+    each line of a multi-line value is matched too, since output arrives line by line.
+    Booleans and empty values are never secrets.
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        forms: set[str] = set()
+        for value in values:
+            if not value:
+                continue
+            forms.add(value)
+            forms.add(shlex.quote(value))
+            forms.update(line for line in value.splitlines() if line.strip())
+        self._values = frozenset(forms)
+        ordered = sorted(forms, key=len, reverse=True)  # longest first: no partial masks
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    @classmethod
+    def for_spec(
+        cls,
+        spec: RolloutSpec,
+        hosts: Iterable[Host] = (),
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> Redactor:
+        """Secrets of the spec and of every given host (one redactor for a rollout)."""
+        values: set[str] = set()
+        scopes: list[Host | None] = [None, *hosts]
+        for host in scopes:
+            for name, value in context_vars(spec, host, environ).items():
+                if value is None or isinstance(value, bool):
+                    continue
+                if is_secret_name(name, spec.secrets):
+                    values.add(_as_text(value))
+        return cls(values)
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values
+
+    def redact(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)

@@ -1,0 +1,94 @@
+"""Ansible YAML inventories: top-level groups (usually ``all``) with hosts/children/vars.
+
+As in Ansible's ``yaml`` plugin: ``hosts`` maps host names (ranges and ``:port``
+allowed) to their vars, ``children`` maps group names to nested group definitions,
+``vars`` maps names to values, and a group may be defined in several places. Where
+Ansible only warns (an unexpected key, a group that is not a mapping) we stop with an
+error: a silently skipped group is a deployment to the wrong hosts.
+"""
+
+from __future__ import annotations
+
+from yaml.nodes import Node, ScalarNode
+
+from console.errors import InputError, did_you_mean
+from inventory.ansible_vars import AnsibleHostMaker
+from inventory.builder import InventoryBuilder
+from inventory.model import Inventory
+from inventory.ranges import RangeError, expand, has_range, split_port
+from inventory.yamlnodes import Doc
+
+GROUP_KEYS = ("hosts", "children", "vars")
+
+
+def parse_ansible_yaml(root: Node, file: str) -> Inventory:
+    doc = Doc(file)
+    builder = InventoryBuilder(file, "ansible-yaml", group_priority=True)
+    for name, key_node, value in doc.mapping(root, "", "a mapping of groups", names=True):
+        if name == "plugin":
+            raise doc.error(
+                "this is an inventory plugin configuration, not an inventory", key_node, name
+            )
+        _group(doc, builder, name, key_node, value, name)
+    return builder.build(file, AnsibleHostMaker(file))
+
+
+def _group(
+    doc: Doc, builder: InventoryBuilder, name: str, key_node: Node, node: Node, field: str
+) -> None:
+    builder.add_group(name, key_node.start_mark.line + 1)
+    what = "a group (a mapping with hosts, children or vars)"
+    for key, knode, value in doc.mapping(node, field, what):
+        sub = f"{field}.{key}"
+        if key == "hosts":
+            _hosts(doc, builder, name, value, sub)
+        elif key == "children":
+            for child, cnode, cvalue in doc.mapping(
+                value, sub, "a mapping of group names", names=True
+            ):
+                builder.add_child(name, child, cnode.start_mark.line + 1, sub)
+                _group(doc, builder, child, cnode, cvalue, f"{sub}.{child}")
+        elif key == "vars":
+            for var, vnode, vvalue in doc.mapping(value, sub, "a mapping of variables"):
+                builder.set_group_var(
+                    name, var, doc.value(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1
+                )
+        else:
+            raise doc.error(
+                f"unknown key {key!r}{did_you_mean(key, GROUP_KEYS)}; a group has "
+                "hosts, children and vars",
+                knode,
+                sub,
+            )
+
+
+def _hosts(doc: Doc, builder: InventoryBuilder, group: str, node: Node, field: str) -> None:
+    if isinstance(node, ScalarNode) and not doc.is_null(node):
+        entries = [(node.value, node, None)]  # ``hosts: web01`` is allowed, as in Ansible
+    else:
+        what = "a mapping of host names (one `name:` per line; a list is not valid here)"
+        entries = [(k, kn, v) for k, kn, v in doc.mapping(node, field, what, names=True)]
+    for pattern, pnode, value in entries:
+        line = pnode.start_mark.line + 1
+        try:
+            host_part, port = split_port(pattern.strip())
+            names = expand(host_part) if has_range(host_part) or "]" in host_part else [host_part]
+        except RangeError as exc:
+            raise InputError(
+                str(exc), file=doc.file, line=line, field=f"{field}.{pattern}"
+            ) from None
+        if not host_part.strip():
+            raise doc.error("a host name must not be empty", pnode, field)
+        host_vars = []
+        if value is not None:
+            sub = f"{field}.{pattern}"
+            for var, vnode, vvalue in doc.mapping(value, sub, "a mapping of host variables"):
+                host_vars.append(
+                    (var, doc.value(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1)
+                )
+        for name in names:
+            builder.add_host(name, line, group)
+            if port is not None:
+                builder.set_host_var(name, "ansible_port", port, line)
+            for var, var_value, var_line in host_vars:
+                builder.set_host_var(name, var, var_value, var_line)

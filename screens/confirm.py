@@ -1,0 +1,114 @@
+"""Confirmation modals for destructive actions: say exactly what will happen, and make
+confirming a deliberate act (the focused button is Cancel; confirm is ``y`` or a click).
+
+The texts are built by pure functions from the read model, so tests can check them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from console.state import MOVING_STATES, RolloutView
+
+LIST_HOSTS = 12
+
+
+def _names(hosts: list[str]) -> str:
+    if len(hosts) <= LIST_HOSTS:
+        return ", ".join(hosts)
+    return ", ".join(hosts[:LIST_HOSTS]) + f", … (+{len(hosts) - LIST_HOSTS} more)"
+
+
+def rollback_text(view: RolloutView) -> tuple[str, str]:
+    """(title, body) for the rollback modal: which hosts, back to which version."""
+    changed = view.changed_hosts()
+    if not changed:
+        return "Roll back", "No host has been changed yet: rollback would do nothing."
+    by_version: dict[str, list[str]] = defaultdict(list)
+    for name in changed:
+        by_version[view.hosts[name].previous_version or "unknown (not recorded)"].append(name)
+    lines = [
+        f"The rollout pauses, then runs the rollback steps on the {len(changed)} "
+        f"host{'s' * (len(changed) != 1)} that were changed, newest batch first, "
+        "batched and health-gated. Untouched hosts are not touched.",
+        "",
+    ]
+    for version, hosts in sorted(by_version.items()):
+        lines.append(f"back to {version}: {len(hosts)} host{'s' * (len(hosts) != 1)}")
+        lines.append(f"  {_names(hosts)}")
+    return f"Roll back {len(changed)} host{'s' * (len(changed) != 1)}?", "\n".join(lines)
+
+
+def abort_text(view: RolloutView) -> tuple[str, str]:
+    """(title, body) for the abort modal: what is cancelled and what is left as is."""
+    moving = [n for n, h in view.hosts.items() if h.state in MOVING_STATES]
+    changed = view.changed_hosts()
+    on_new = [n for n in changed if view.hosts[n].version == view.version]
+    lines = [
+        "Abort cancels every in-flight remote command now and starts nothing new. "
+        "Hosts are left exactly as they are: no rollback.",
+        "",
+        f"in flight, will be interrupted: {len(moving)}",
+    ]
+    if moving:
+        lines.append(f"  {_names(moving)}")
+    lines.append(f"changed so far: {len(changed)} ({len(on_new)} on {view.version or 'new'})")
+    lines.append(f"untouched: {len(view.hosts) - len(changed)}")
+    return "Abort the rollout?", "\n".join(lines)
+
+
+def quit_text(view: RolloutView, rollout_id: str) -> tuple[str, str]:
+    moving = sum(1 for h in view.hosts.values() if h.state in MOVING_STATES)
+    rid = rollout_id or "<id>"
+    body = (
+        "The rollout is still running. Quitting pauses it first: no new host starts, "
+        f"and the {moving} host{'s' * (moving != 1)} in flight finish their steps and "
+        "health gating before the console exits.\n\n"
+        f"Resume it later with:  rolldeck resume {rid}"
+    )
+    return "Pause the rollout and quit?", body
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Cancel is focused; confirming needs ``y`` or a click on the confirm button."""
+
+    BINDINGS = [
+        Binding("y", "confirm", "Confirm", id="confirm-yes", tooltip="Do it"),
+        Binding("n,escape", "cancel", "Cancel", id="confirm-no", tooltip="Do nothing"),
+    ]
+    AUTO_FOCUS = "#cancel"
+
+    def __init__(self, title: str, body: str, confirm_label: str, *, danger: bool = True) -> None:
+        super().__init__(classes="confirm")
+        self.title_text = title
+        self.body = body
+        self.confirm_label = confirm_label
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.title_text, id="dialog-title")
+            yield Static(self.body, id="dialog-body", markup=False)
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel (n)", id="cancel", variant="default")
+                yield Button(
+                    f"{self.confirm_label} (y)",
+                    id="confirm",
+                    variant="error" if self.danger else "warning",
+                )
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "confirm")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

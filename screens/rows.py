@@ -1,0 +1,159 @@
+"""The host table's rows as plain data: column specs, cell values, sort keys, filter.
+
+Cells are ``(text, theme variable or None)`` pairs, so a row is cheap to compare with
+the one on screen: the table widget re-styles and writes only the cells whose pair
+changed. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from console.events import HostState
+from console.state import HostView
+from screens.format import (
+    FAILING_STATES,
+    HOST_STATE_STYLE,
+    format_rate,
+    sparkline,
+    truncate,
+)
+
+Cell = tuple[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    key: str
+    label: str
+    width: int
+    wide_only: bool = False  # dropped below the wide breakpoint
+
+
+COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("batch", "B", 2),
+    ColumnSpec("state", "State", 11),
+    ColumnSpec("host", "Host", 14),
+    ColumnSpec("group", "Group", 7, wide_only=True),
+    ColumnSpec("version", "Version", 8),
+    ColumnSpec("step", "Step", 8),
+    ColumnSpec("health", "Health", 7),
+    ColumnSpec("err", "Err rate", 12),
+    ColumnSpec("vitals", "Load Mem", 8, wide_only=True),
+    ColumnSpec("log", "Last log / why", 20),
+)
+COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+
+_HEALTH = {
+    "healthy": ("✔ ok", "host-healthy"),
+    "unhealthy": ("✖ fail", "host-failed"),
+    "flapping": ("≈ flap", "batch-active"),
+}
+
+SORT_MODES = ("batch", "name", "state", "error")
+
+_STATE_RANK = {
+    HostState.FAILED: 0,
+    HostState.ROLLBACK_FAILED: 0,
+    HostState.INTERRUPTED: 1,
+    HostState.ROLLING_BACK: 2,
+    HostState.RUNNING: 3,
+    HostState.VERIFYING: 3,
+    HostState.FROZEN: 4,
+    HostState.PREFLIGHT: 5,
+    HostState.PENDING: 6,
+    HostState.SKIPPED: 7,
+    HostState.ROLLED_BACK: 8,
+    HostState.HEALTHY: 9,
+}
+
+
+def host_cells(
+    h: HostView, target_version: str, ceiling: float | None, log_width: int = 40
+) -> tuple[Cell, ...]:
+    """One row, in :data:`COLUMNS` order."""
+    symbol, word, var = HOST_STATE_STYLE[h.state]
+    if h.health_ok is None:
+        health: Cell = ("-", "muted")
+    else:
+        health = _HEALTH.get(h.health_status, ("… gate", "host-running"))
+    if h.version is None:
+        version: Cell = ("-", "muted")
+    else:
+        version = (h.version, "host-healthy" if h.version == target_version else None)
+    rate_text = format_rate(h.error_rate, h.error_rate_unit)
+    spark = sparkline(h.error_rate_history, 5, ceiling if h.error_rate_unit == "ratio" else None)
+    over = (
+        ceiling is not None
+        and h.error_rate_unit == "ratio"
+        and h.error_rate is not None
+        and h.error_rate > ceiling
+    )
+    vitals = "-"
+    if h.load1 is not None or h.mem_used_pct is not None:
+        load = f"{h.load1:.1f}" if h.load1 is not None else "-"
+        mem = f"{h.mem_used_pct:.0f}%" if h.mem_used_pct is not None else "-"
+        vitals = f"{load} {mem}"
+    if h.state in FAILING_STATES and h.detail:
+        last: Cell = (truncate(h.detail, log_width), "host-failed")
+    else:
+        last = (truncate(h.last_log, log_width), "muted")
+    return (
+        (str(h.batch + 1) if h.batch is not None else "-", "muted"),
+        (f"{symbol} {word}", var),
+        (h.name, None),
+        (h.groups[0] if h.groups else "-", "muted"),
+        version,
+        (h.step or "-", None),
+        health,
+        (f"{rate_text:>5} {spark}", "host-failed" if over else None),
+        (vitals, None),
+        last,
+    )
+
+
+def sort_key(mode: str, failing_first: bool, order: dict[str, int]) -> Callable[[HostView], tuple]:
+    """A key over HostView for ``mode``; ``order`` is the inventory position of each host."""
+
+    def key(h: HostView) -> tuple:
+        first = (0 if h.state in FAILING_STATES else 1,) if failing_first else ()
+        pos = order.get(h.name, 0)
+        if mode == "name":
+            rest: tuple = (h.name,)
+        elif mode == "state":
+            rest = (_STATE_RANK[h.state], h.batch if h.batch is not None else 1 << 30, pos)
+        elif mode == "error":
+            rest = (-(h.error_rate or 0.0), pos)
+        else:
+            rest = (h.batch if h.batch is not None else 1 << 30, pos)
+        return first + rest
+
+    return key
+
+
+def sort_inputs(h: HostView, mode: str) -> tuple:
+    """What the order depends on, so the table re-sorts only when this changed."""
+    if mode == "error":
+        return (h.state in FAILING_STATES, h.error_rate)
+    if mode == "state":
+        return (h.state, h.batch)
+    return (h.state in FAILING_STATES, h.batch)
+
+
+def matches(h: HostView, query: str) -> bool:
+    """Filter: every whitespace-separated term must appear in name, group, state,
+    version, step or batch (``b2``); case-insensitive."""
+    if not query:
+        return True
+    hay = " ".join(
+        (
+            h.name,
+            *h.groups,
+            h.state.value,
+            h.version or "",
+            h.step or "",
+            f"b{h.batch + 1}" if h.batch is not None else "",
+        )
+    ).lower()
+    return all(term in hay for term in query.lower().split())

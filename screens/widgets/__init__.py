@@ -1,0 +1,1 @@
+"""Widgets of the console: each renders one concern of the read model."""

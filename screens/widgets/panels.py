@@ -1,0 +1,99 @@
+"""Side panels: the error-rate chart and the event timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Static
+
+from console import events as ev
+from console.state import RolloutView
+from screens.chart import BASE_GLYPH, NEW_GLYPH, THRESHOLD_GLYPH, plot
+from screens.describe import describe
+from screens.format import clock_time, format_rate
+from screens.widgets.palette_styles import theme_styles
+from screens.widgets.stream_log import StreamLog
+
+
+class ErrorRatePanel(Static):
+    """New version vs baseline error rate over time, with the configured maximum."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.threshold: float | None = None
+        self.vs_baseline: float | None = None
+        self._view: RolloutView | None = None
+
+    def show(self, view: RolloutView) -> None:
+        self._view = view
+        self.refresh_chart()
+
+    def on_resize(self) -> None:
+        self.refresh_chart()
+
+    def refresh_chart(self) -> None:
+        view = self._view
+        if view is None:
+            return
+        st = theme_styles(self.app)
+        new = view.cohort_rates.get("cohort:new", ())
+        base = view.cohort_rates.get("cohort:baseline", ())
+        unit = view.error_rate_unit
+        threshold = self.threshold if unit == "ratio" else None
+        axis = 6
+        width = max(4, self.content_size.width - axis)
+        height = max(2, self.content_size.height - 1)
+        grid, top = plot(new, base, threshold, width, height)
+        t = Text(no_wrap=True, overflow="crop")
+        for i, row in enumerate(grid):
+            label = format_rate(top, unit) if i == 0 else ("0" if i == len(grid) - 1 else "")
+            t.append(f"{label:>5}┤", st["muted"])
+            for char, var in row:
+                t.append(char, st[var] if var else Style())
+            t.append("\n")
+        legend = Text(no_wrap=True, overflow="ellipsis")
+        legend.append(
+            f"{NEW_GLYPH} new {format_rate(new[-1] if new else None, unit)}", st["series-new"]
+        )
+        legend.append(
+            f"  {BASE_GLYPH} base {format_rate(base[-1] if base else None, unit)}",
+            st["series-baseline"],
+        )
+        if threshold is not None:
+            legend.append(f"  {THRESHOLD_GLYPH} max {format_rate(threshold)}", st["threshold"])
+        if self.vs_baseline is not None:
+            legend.append(f"  ≤{self.vs_baseline:g}x base", st["muted"])
+        t.append(legend)
+        self.update(t, layout=False)  # fixed size: no relayout per frame
+
+
+class Timeline(StreamLog):
+    """Batch started, host failed, threshold crossed, operator paused... newest last."""
+
+    PER_FRAME = 60  # a burst (1,000 hosts failing at once) is summarised, not replayed
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(max_lines=1000, id=id, error_pattern=r"[✖‼]|REFUSED")
+
+    def add(self, events: Iterable[ev.Event]) -> None:
+        items = list(events)
+        lines: list[str] = []
+        skipped = len(items) - self.PER_FRAME
+        if skipped > 0:
+            items = items[-self.PER_FRAME :]
+            lines.append(f"{clock_time(items[0].ts)} … {skipped} more events (see journal)")
+        for e in items:
+            symbol, text, _var = describe(e)
+            lines.append(f"{clock_time(e.ts)} {symbol} {text}")
+        if lines:
+            self.write_lines(lines)
+
+    def load(self, view: RolloutView, keep: int = 300) -> None:
+        from screens.changes import in_timeline
+
+        events = [e for e in view.timeline if in_timeline(e)][-keep:]
+        self.clear()
+        lines = [f"{clock_time(e.ts)} {describe(e)[0]} {describe(e)[1]}" for e in events]
+        self.write_lines(lines, scroll_end=True)

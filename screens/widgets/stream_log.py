@@ -1,0 +1,76 @@
+"""Bounded, follow-mode log views built on Textual's ``Log``.
+
+``Log`` keeps plain strings and renders only visible lines, so it takes thousands of
+lines a second when fed once per frame with ``write_lines``; it also only scrolls to
+the end if the view was already at the end, which is exactly "follow until the user
+scrolls up" (``RichLog`` would jump back down: textual#6311). Colour comes from a
+highlighter: error lines (the spec's ``error_pattern``) in the error colour, the host
+prefix dimmed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from rich.highlighter import Highlighter
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Log
+
+DEFAULT_ERROR_PATTERN = r"\b(ERROR|CRITICAL|FATAL|Traceback)\b"
+HOST_SEPARATOR = " │ "
+
+
+class ErrorLineHighlighter(Highlighter):
+    """Whole line in ``error`` style when it matches; ``host │`` prefix in ``prefix``."""
+
+    def __init__(self, pattern: str | None = None) -> None:
+        self.pattern = re.compile(pattern or DEFAULT_ERROR_PATTERN)
+        self.error = Style(bold=True)
+        self.prefix = Style(dim=True)
+
+    def highlight(self, text: Text) -> None:
+        plain = text.plain
+        cut = plain.find(HOST_SEPARATOR)
+        if 0 < cut < 40:
+            text.stylize(self.prefix, 0, cut + len(HOST_SEPARATOR))
+        if self.pattern.search(plain):
+            start = cut + len(HOST_SEPARATOR) if 0 < cut < 40 else 0
+            text.stylize(self.error, start)
+
+
+class StreamLog(Log):
+    """A ``Log`` with an error highlighter, a line cap and a follow flag."""
+
+    def __init__(
+        self,
+        *,
+        max_lines: int = 2000,
+        error_pattern: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(highlight=True, max_lines=max_lines, id=id, classes=classes)
+        self.highlighter = ErrorLineHighlighter(error_pattern)
+
+    @property
+    def following(self) -> bool:
+        """True while new lines scroll into view (the user has not scrolled up)."""
+        return self.is_vertical_scroll_end or self.max_scroll_y == 0
+
+    def set_styles(self, error: Style, prefix: Style) -> None:
+        hl = self.highlighter
+        assert isinstance(hl, ErrorLineHighlighter)
+        hl.error = error + Style(bold=True)
+        hl.prefix = prefix
+        self.notify_style_update()  # drops the rendered-line cache
+        self.refresh()
+
+    def replace(self, lines: Iterable[str]) -> None:
+        """Show exactly ``lines`` (switching source), following from the end."""
+        self.clear()
+        self.write_lines(list(lines)[-(self.max_lines or 2000) :], scroll_end=True)
+
+    def follow(self) -> None:
+        self.scroll_end(animate=False)

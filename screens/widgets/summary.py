@@ -1,0 +1,106 @@
+"""The one-line widgets at the top and bottom: rollout header, fleet progress, status."""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Static
+
+from console.state import RolloutView
+from screens.format import (
+    batch_position,
+    bucket_counts,
+    estimate_left,
+    format_duration,
+    old_versions,
+    state_label,
+)
+from screens.widgets.palette_styles import theme_styles
+
+
+class RolloutHeader(Static):
+    """service  old -> new  env  batch k/n  STATE  elapsed  ~left."""
+
+    def show(self, view: RolloutView, now: float, *, read_only: bool, note: str = "") -> None:
+        st = theme_styles(self.app)
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(view.service or "rolldeck", Style(bold=True))
+        t.append(f"  {old_versions(view)} → {view.version or '?'}")
+        if view.environment:
+            t.append(f"  [{view.environment}]", st["accent"])
+        t.append(f"  {batch_position(view)}  ")
+        word, var = state_label(view)
+        t.append(f" {word} ", st[var] + Style(bold=True, reverse=True))
+        if view.gate is not None and view.gate.until is not None and view.outcome is None:
+            t.append(f" {format_duration(view.gate.until - now)} left in gate", st["batch-active"])
+        if view.started is not None:
+            end = view.finished if view.finished is not None else now
+            t.append(f"  {format_duration(end - view.started)} elapsed", st["muted"])
+        left = estimate_left(view, now)
+        if left is not None:
+            t.append(f"  ~{format_duration(left)} left", st["muted"])
+        if read_only:
+            t.append("  READ-ONLY", st["batch-active"] + Style(bold=True))
+        if note:
+            t.append(f"  {note}", st["batch-active"] + Style(bold=True))
+        self.update(t, layout=False)  # fixed size: no relayout per frame
+
+
+class FleetProgress(Static):
+    """A stacked bar of host states, with the counts in words beside it."""
+
+    def show(self, view: RolloutView) -> None:
+        st = theme_styles(self.app)
+        buckets = bucket_counts(view)
+        total = sum(n for _, n, _ in buckets) or 1
+        done = total - buckets[0][1] - buckets[1][1]
+        label = Text(no_wrap=True)
+        label.append(f" {done}/{total} done ", Style(bold=True))
+        for name, n, var in buckets:
+            if n or name in ("pending", "healthy", "failed"):
+                label.append(f" {n} {name}", st[var])
+        width = max(10, self.size.width - label.cell_len - 1)
+        bar = Text(no_wrap=True)
+        used = 0
+        # draw finished buckets first so the bar grows from the left
+        order = (2, 3, 4, 5, 1, 0)
+        for i in order:
+            _, n, var = buckets[i]
+            cells = round(n / total * width)
+            cells = min(cells, width - used)
+            char = "░" if i == 0 else ("▒" if i == 1 else "█")
+            bar.append(char * cells, st[var])
+            used += cells
+        if used < width:
+            bar.append("░" * (width - used), st["host-pending"])
+        bar.append(label)
+        self.update(bar, layout=False)  # fixed size: no relayout per frame
+
+
+class StatusLine(Static):
+    """The console's own cost, so an operator can tell when it is the bottleneck."""
+
+    def show(
+        self,
+        *,
+        cpu: float,
+        rss_mb: float,
+        connections: int | None,
+        events_per_s: float,
+        dropped: int,
+        read_only: bool,
+        hint: str = "",
+    ) -> None:
+        st = theme_styles(self.app)
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(f" console cpu {cpu:4.0f}%  mem {rss_mb:5.0f} MB", st["muted"])
+        conns = "-" if connections is None else str(connections)
+        t.append(f"  ssh {conns} open", st["muted"])
+        t.append(f"  {events_per_s:6.0f} ev/s", st["muted"])
+        if dropped:
+            t.append(f"  dropped {dropped}", st["batch-active"])
+        if read_only:
+            t.append("  read-only: control keys disabled", st["batch-active"])
+        if hint:
+            t.append(f"  {hint}", st["accent"])
+        self.update(t, layout=False)  # fixed size: no relayout per frame

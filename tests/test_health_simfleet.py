@@ -1,0 +1,144 @@
+"""The analyzer and health tracker fed by the simulated fleet's own hosts, in fake time.
+
+``SimHost`` is the simulated service behind every sim-fleet SSH server: pure state
+over a clock. Driving it with a fake clock replays minutes of a rollout in
+milliseconds, so the scenarios' claims can be checked over many seeds: its Prometheus
+page goes through the real parser and selectors, its log lines through the spec's
+error pattern. (tests/test_monitor_simfleet.py does the same through real SSH.)
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from console.events import Alert
+from console.health import ErrorRateAnalyzer, HealthTracker
+from console.metrics import line_filter, parse_selector, read_counters
+from console.simfleet import load_scenario
+from console.simfleet.host import SimHost
+from console.simfleet.layout import host_slots
+from console.spec import ErrorRateSpec, HealthSpec
+
+ERROR_PATTERN = re.compile(r"\b(ERROR|CRITICAL)\b")
+REQUESTS = parse_selector("http_requests_total")
+ERRORS = parse_selector('http_requests_total{code=~"5.."}')
+KEEP = line_filter((REQUESTS, ERRORS))  # as HostMonitor reads a page
+SPEC = ErrorRateSpec(window=60, max=0.02, max_vs_baseline=2.0)
+
+
+class FakeTimeRollout:
+    """Nine sim hosts, scraped every 5 s (staggered), logs read every second."""
+
+    def __init__(self, scenario: str, seed: int, n: int = 9) -> None:
+        self.now = 10_000.0
+        sc = load_scenario(scenario)
+        self.new_version = sc.target_version
+        self.hosts = {
+            s.name: SimHost(s.name, sc, seed=seed, time_scale=1.0, clock=self.clock)
+            for s in host_slots(n)
+        }
+        self.by_metrics = ErrorRateAnalyzer(SPEC, has_metrics=True, clock=self.clock)
+        self.by_logs = ErrorRateAnalyzer(SPEC, has_metrics=False, clock=self.clock)
+        for name in self.hosts:
+            self.by_metrics.set_cohort(name, "baseline")
+            self.by_logs.set_cohort(name, "baseline")
+        self.t = 0
+        self.alerts: list[tuple[int, str, Alert]] = []  # (second, mode, alert)
+        self.deployed_at: dict[str, int] = {}
+
+    def clock(self) -> float:
+        return self.now
+
+    def deploy(self, names: list[str]) -> None:
+        """install + activate + restart, as the svc commands do."""
+        for name in names:
+            host = self.hosts[name]
+            host.installed.append(self.new_version)
+            host.active = self.new_version
+            host.restart()
+            self.by_metrics.set_cohort(name, "new")
+            self.by_logs.set_cohort(name, "new")
+            self.deployed_at[name] = self.t
+
+    def tick(self) -> None:
+        self.t += 1
+        self.now += 1.0
+        for i, (name, host) in enumerate(self.hosts.items()):
+            lines = host.generate_logs()
+            errors = sum(1 for line in lines if ERROR_PATTERN.search(line))
+            self.by_logs.observe_log(name, len(lines), errors)
+            if (self.t + i) % 5 == 0:
+                text = host.metrics_text()
+                if text is not None:  # None: the process is down (restarting)
+                    page = "\n".join(x for x in text.splitlines() if KEEP(x)) + "\n"
+                    reading = read_counters(page, REQUESTS, ERRORS)
+                    assert reading.requests is not None and reading.errors is not None
+                    self.by_metrics.observe_counters(name, reading.requests, reading.errors)
+        for mode, analyzer in (("metrics", self.by_metrics), ("logs", self.by_logs)):
+            alert = analyzer.evaluate()
+            if alert is not None:
+                self.alerts.append((self.t, mode, alert))
+
+    def run(self, batches: list[int], every: int = 40, tail: int = 40) -> None:
+        """Baseline for ``every`` seconds, then a batch every ``every`` seconds."""
+        names = list(self.hosts)
+        for size in batches:
+            for _ in range(every):
+                self.tick()
+            self.deploy(names[:size])
+            names = names[size:]
+        for _ in range(tail):
+            self.tick()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_healthy_fleet_never_alerts(seed):
+    drill = FakeTimeRollout("healthy", seed)
+    drill.run([1, 2, 3, 3])  # 200 s: every second a verdict, by metrics and by logs
+    assert drill.alerts == []
+    samples = {s.scope: s for s in drill.by_metrics.samples()}
+    assert samples["cohort:new"].rate == pytest.approx(0.005, abs=0.002)
+    assert drill.by_metrics.resets >= 9  # every host restarted: counters reset, no harm
+    assert all(s.errors >= 0 and (s.requests or 0) >= 0 for s in samples.values())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bad_canary_alerts_within_seconds_with_the_numbers(seed):
+    drill = FakeTimeRollout("bad-canary", seed)
+    drill.run([1], tail=40)
+    assert drill.alerts, "the bad canary was not caught"
+    t, mode, alert = drill.alerts[0]
+    assert mode == "metrics"
+    assert t - drill.deployed_at["web-01"] <= 12  # restart, warm-up, two scrapes at most
+    assert alert.rule == "error_rate.max"
+    n = alert.numbers
+    assert n["new_rate"] == pytest.approx(0.15, abs=0.02)
+    assert n["baseline_rate"] == pytest.approx(0.005, abs=0.002)
+    assert n["requests"] >= SPEC.min_requests and n["threshold"] == 0.02
+    assert n["errors"] == pytest.approx(n["new_rate"] * n["requests"])
+    assert "above the 2.0% maximum" in alert.message
+    # Logs alone catch it too (error lines per host-minute against the baseline's).
+    by_logs = [a for _, m, a in drill.alerts if m == "logs"]
+    assert by_logs and by_logs[0].rule == "error_rate.max_vs_baseline"
+    assert by_logs[0].numbers["unit"] == "per_min"
+
+
+def test_flapping_health_is_reported_as_flapping():
+    sc = load_scenario("flapping-health")
+    now = [0.0]
+    host = SimHost("worker-01", sc, seed=3, time_scale=1.0, clock=lambda: now[0])
+    steady = SimHost("web-01", sc, seed=3, time_scale=1.0, clock=lambda: now[0])
+    for h in (host, steady):
+        h.installed.append(sc.target_version)
+        h.active = sc.target_version
+        h.restart()
+    spec = HealthSpec(run="svc health", every=2.0, flap_window=60.0, flap_transitions=4)
+    flappy, calm = HealthTracker(spec), HealthTracker(spec)
+    for _ in range(40):  # 80 s of probes every 2 s
+        now[0] += spec.every
+        flappy.record(host.health()[0], now[0])
+        calm.record(steady.health()[0], now[0])
+    assert flappy.status == "flapping"
+    assert calm.status == "healthy" and calm.consecutive_ok >= 35

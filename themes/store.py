@@ -1,0 +1,55 @@
+"""Remembering the operator's theme: a small JSON file, written 0600.
+
+Lives at ``$XDG_CONFIG_HOME/rolldeck/console.json`` (``~/.config`` when unset). A
+missing or unreadable file is not an error: the console starts with the default theme
+and reports the problem as a notification rather than refusing to start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "rolldeck" / "console.json"
+
+
+def load_theme_choice(known: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """Return ``(theme, problem)``: the remembered theme if valid, and why not if not."""
+    path = config_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"ignored {path}: {exc}"
+    theme = data.get("theme") if isinstance(data, dict) else None
+    if theme is None:
+        return None, None
+    if theme not in known:
+        return None, f"ignored {path}: unknown theme {theme!r}"
+    return str(theme), None
+
+
+def save_theme_choice(theme: str) -> Path:
+    """Write the choice atomically (temp file + rename), mode 0600, directory 0700."""
+    path = config_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data: dict[str, object] = {}
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            data = loaded
+    except (OSError, ValueError):
+        pass
+    data["theme"] = theme
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
