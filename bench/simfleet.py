@@ -24,7 +24,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from console.simfleet import SimFleet, start_fleet_process  # noqa: E402
+from console.simfleet import SimFleet, start_fleet_process
 
 
 def rss_mb(pid: int | None = None) -> float:
@@ -84,6 +84,7 @@ async def follow_all(fleet_dir: Path, ports: dict[str, int], seconds: float, pid
     lines = 0
     health_ok = health_total = 0
     stop = asyncio.Event()
+    flowing = asyncio.Event()
 
     class Counter(asyncssh.SSHClientSession[str]):
         """Counts lines in data callbacks: a streams reader per host would make this
@@ -92,6 +93,8 @@ async def follow_all(fleet_dir: Path, ports: dict[str, int], seconds: float, pid
         def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
             nonlocal lines
             lines += data.count("\n")
+            if lines >= len(conns):
+                flowing.set()
 
     async def follow(conn: asyncssh.SSHClientConnection) -> None:
         chan, _ = await conn.create_session(Counter, "svc logs --follow")
@@ -100,18 +103,22 @@ async def follow_all(fleet_dir: Path, ports: dict[str, int], seconds: float, pid
         finally:
             chan.close()
 
+    polls = asyncio.Semaphore(50)  # a rollout's monitors poll with bounded concurrency
+
     async def health(conn: asyncssh.SSHClientConnection) -> None:
         nonlocal health_ok, health_total
         while not stop.is_set():
-            r = await conn.run("svc health")
+            async with polls:
+                r = await conn.run("svc health")
             health_total += 1
             health_ok += r.exit_status == 0
             await asyncio.sleep(2.0)
 
     fleet_proc = psutil.Process(pid)
     tasks = [asyncio.create_task(follow(c)) for c in conns]
+    await flowing.wait()  # as many lines as followers: they are attached
     tasks += [asyncio.create_task(health(c)) for c in conns]
-    await asyncio.sleep(1.0)  # followers attached
+    await asyncio.sleep(2.0)
     start_lines, start_health = lines, health_total
     fleet_proc.cpu_percent(None)
     t0 = time.perf_counter()
@@ -159,6 +166,13 @@ def main() -> None:
             asyncio.run(follow_all(Path(d), fleet.hosts, args.seconds, fleet.pid))
         finally:
             code = fleet.stop()
+            problems = [
+                x
+                for x in (Path(d) / "sim-fleet.log").read_text().splitlines()
+                if "stopped" not in x
+            ]
+            if problems:
+                print("sim-fleet log:", *problems[-10:], sep="\n  ")
         print(f"sim-fleet process exited {code}")
 
 

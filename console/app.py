@@ -216,7 +216,7 @@ class RolldeckApp(App[int | None]):
             self.events_applied += len(events)
             changes = collect(events)
         dash = self._dashboard
-        if dash is None or not dash.is_mounted:
+        if dash is None or not dash.ready:
             return
         redrew = False
         if changes:
@@ -236,7 +236,7 @@ class RolldeckApp(App[int | None]):
 
     def _status(self) -> None:
         dash = self._dashboard
-        if dash is None or not dash.is_mounted or self._stats is None:
+        if dash is None or not dash.ready or self._stats is None:
             return
         cpu, rss = self._stats()
         now = self.clock()
@@ -346,27 +346,30 @@ class RolldeckApp(App[int | None]):
             self.exit(None)
             return
         if self.view.state in (RolloutState.PAUSED, RolloutState.FROZEN) and not self._moving():
-            self.quit_paused = True
-            self.exit(None)
+            self._pause_and_quit()  # already parked: nothing to ask
             return
         title, body = quit_text(self.view, self.view.rollout_id)
 
         def done(ok: bool | None) -> None:
-            if not ok:
-                return
-            if self.stop_when_paused is not None:
-                self.stop_when_paused()
-            self.controller.execute(Command("pause", reason="console quit"))
-            self.quit_paused = True
-            self._quit_pending = True
-            if self._dashboard is not None:
-                self._dashboard.note = "PAUSING TO QUIT"
-            self._status()
-            self._maybe_finish_quit()
+            if ok:
+                self._pause_and_quit()
 
         screen = ConfirmScreen(title, body, "Pause and quit", danger=False)
         screen.add_class("-gentle")
         self.push_screen(screen, done)
+
+    def _pause_and_quit(self) -> None:
+        """Pause (idempotent), have an in-process engine return once paused, and exit
+        when that has settled; hosts in flight finish first."""
+        if self.stop_when_paused is not None:
+            self.stop_when_paused()
+        self.controller.execute(Command("pause", reason="console quit"))
+        self.quit_paused = True
+        self._quit_pending = True
+        if self._dashboard is not None:
+            self._dashboard.note = "PAUSING TO QUIT"
+        self._status()
+        self._maybe_finish_quit()
 
     def _maybe_finish_quit(self) -> None:
         """Exit once the pause has settled: the in-process engine has returned, or
@@ -422,12 +425,8 @@ def exit_code(app: RolldeckApp) -> int:
     return OUTCOME_EXIT_CODES[Outcome.PAUSED]
 
 
-def run_console(engine: Any, **kw: Any) -> int:
-    """Run ``engine.run()`` inside the console and return the CLI exit code.
-
-    Quitting while the rollout runs pauses it first (hosts in flight finish), then
-    prints how to resume.
-    """
+def make_console(engine: Any, **kw: Any) -> RolldeckApp:
+    """The console over an in-process engine (``engine.run()`` runs as a worker)."""
     if hasattr(engine, "attach"):
         initial, sub = engine.attach()
     else:
@@ -438,7 +437,17 @@ def run_console(engine: Any, **kw: Any) -> int:
         engine.exit_when_paused = True
 
     kw.setdefault("stop_when_paused", stop_when_paused)
-    app = RolldeckApp(sub, engine, spec=engine.spec, initial_view=initial, runner=engine.run, **kw)
+    return RolldeckApp(sub, engine, spec=engine.spec, initial_view=initial, runner=engine.run, **kw)
+
+
+def run_console(engine: Any, **kw: Any) -> int:
+    """Run ``engine.run()`` inside the console and return the CLI exit code.
+
+    Quitting while the rollout runs pauses it first (hosts in flight finish), then
+    prints how to resume.
+    """
+    app = make_console(engine, **kw)
+    sub = app.subscription
     app.run()
     sub.close()
     code = exit_code(app)

@@ -20,10 +20,15 @@ import console.subcommands
 from console.errors import EXIT_BAD_INPUT, InputError, RolldeckError
 
 
-def _subcommand_modules() -> list[ModuleType]:
+def _subcommand_modules(only: str | None = None) -> list[ModuleType]:
+    """Import the subcommand modules: all of them, or only ``only`` (a module name).
+
+    Importing just the chosen one keeps start-up fast: ``run`` pulls in the engine,
+    asyncssh and more, which ``rolldeck inventory`` has no use for.
+    """
     mods = []
     for info in pkgutil.iter_modules(console.subcommands.__path__):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or (only is not None and info.name != only):
             continue
         mod = importlib.import_module(f"console.subcommands.{info.name}")
         if hasattr(mod, "NAME") and hasattr(mod, "run"):
@@ -31,7 +36,18 @@ def _subcommand_modules() -> list[ModuleType]:
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_module(argv: Sequence[str]) -> str | None:
+    """The module of the subcommand named in ``argv``, when there is one."""
+    names = {i.name for i in pkgutil.iter_modules(console.subcommands.__path__)}
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        name = arg.replace("-", "_")
+        return name if name in names and not name.startswith("_") else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rolldeck",
         description=(
@@ -47,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rolldeck {console.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in _subcommand_modules():
+    for mod in _subcommand_modules(only):
         p = sub.add_parser(
             mod.NAME,
             help=mod.HELP,
@@ -60,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen_module(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
@@ -75,3 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `rolldeck check ... | head`: the reader left; say nothing more.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

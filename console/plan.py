@@ -115,11 +115,11 @@ def order_hosts(
     raise ValueError(f"unknown order {order!r} (one of {', '.join(ORDERS)})")
 
 
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    """``web-2`` < ``web-10``; digit runs compare as numbers, text as text."""
-    parts = _DIGITS.split(name)
-    key = [(0, int(p)) if p.isdigit() else (1, p) for p in parts if p]
-    return (*key, (1, name))
+def natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """``web-2`` < ``web-10``; digit runs compare as numbers, text as text; the name
+    itself breaks ties (``web-01`` and ``web-1``), so the order is total."""
+    parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in _DIGITS.split(name) if p)
+    return parts, name
 
 
 def _cut(hosts: Sequence[str], sizes: Sequence[int]) -> tuple[tuple[str, ...], ...]:

@@ -2,6 +2,29 @@
 
 The dataclasses are the contract every other module reads (engine, health, simfleet,
 screens); the loader turns YAML into them with file:line:field errors.
+
+Format rules the loader enforces (examples/rollout.yaml shows them all):
+
+- Durations: ``500ms``, ``90s``, ``2m``, ``1h30m``, ``1d``; a bare number is seconds.
+  Never negative, at most 30 days; only a bake time may be 0 (``0`` means ``auto``).
+- Percentages: ``10%``. ``max_failures`` and batch sizes are percentages of the
+  targeted hosts; ``error_rate.max`` is stored as a ratio (``2%`` -> 0.02; a bare
+  number is already a ratio, so ``2`` is an error rather than 200%).
+- ``batches`` is a ramp (``[1, 10%, 100%]``) or one size; ``max_failures`` is a count
+  or a percentage; ``between_batches`` is ``manual``, ``auto``, a bake time, or
+  ``{gate, timeout, on_timeout, bake}``.
+- ``steps`` and ``preflight`` items are ``{name, run, timeout, raw}`` (steps also take
+  ``once``) or a plain command; unnamed ones are ``step-N`` / ``preflight-N`` /
+  ``rollback-N``, and names are unique per list. ``rollback`` is ``{steps, batches}``
+  or a plain list of steps. ``health`` and ``logs`` may be a plain command, ``vitals``
+  ``true``.
+- Commands are templates (see :mod:`console.templating`), checked when loaded.
+- Rules across fields: ``{previous_version}`` needs ``current_version``;
+  ``on_failure: rollback`` (or a gate's ``on_timeout: rollback``) needs rollback
+  steps; ``error_rate`` needs ``metrics`` or ``logs.error_pattern``; ``seed`` needs
+  ``order: shuffle``.
+- Unknown keys, duplicate keys and wrong types are errors, each naming the file, the
+  line and the field path (``steps[2].timeout``, 0-based indices).
 """
 
 from __future__ import annotations
@@ -162,6 +185,9 @@ MAX_DURATION = 30 * 86400.0  # longer than this is a typo, and overflows some ti
 PREFLIGHT_TIMEOUT = 60.0
 
 _TAG = "tag:yaml.org,2002:"
+# libyaml when present: linear on deep nesting (the pure-Python scanner is quadratic
+# there) and it stops at 1,000 levels with a proper error.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
@@ -218,7 +244,7 @@ def load_spec(path: str | os.PathLike[str]) -> RolloutSpec:
 def parse_spec(text: str, path: str = "<spec>") -> RolloutSpec:
     """Validate spec text; ``path`` names it in errors and anchors ``inventory``."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -230,7 +256,10 @@ def parse_spec(text: str, path: str = "<spec>") -> RolloutSpec:
         raise InputError("YAML nested too deeply", file=path) from None
     if root is None:
         raise InputError("the spec is empty", file=path, line=1)
-    return _Reader(path).spec(root, text)
+    try:
+        return _Reader(path).spec(root, text)
+    except RecursionError:  # a cycle through aliases that no rule above caught
+        raise InputError("YAML aliases refer to themselves", file=path) from None
 
 
 def _line(node: yaml.Node) -> int:
@@ -252,6 +281,7 @@ class _Reader:
         self.path = path
         self.lines: dict[str, int] = {}
         self._constructor = SafeConstructor()
+        self._merging: set[int] = set()  # ids of mappings whose merges are being read
 
     # -- primitives -------------------------------------------------------------------
 
@@ -276,9 +306,8 @@ class _Reader:
         merged: dict[str, yaml.Node] = {}
         for key_node, value in node.value:
             if key_node.tag == _TAG + "merge":
-                for source in self._merge_sources(value, field):
-                    for key, sub in self.mapping(source, field, allowed).items():
-                        merged.setdefault(key, sub)
+                for key, sub in self._merged(node, key_node, value, field, allowed).items():
+                    merged.setdefault(key, sub)
                 continue
             if not isinstance(key_node, yaml.ScalarNode) or not key_node.value:
                 self.fail(key_node, field, "a key must be a plain name")
@@ -300,10 +329,27 @@ class _Reader:
                 self.fail(node, _join(field, key), f"missing required key {key!r}")
         return out
 
-    def _merge_sources(self, node: yaml.Node, field: str) -> list[yaml.Node]:
-        if isinstance(node, yaml.SequenceNode):
-            return list(node.value)
-        return [node]
+    def _merged(
+        self,
+        node: yaml.Node,
+        key_node: yaml.Node,
+        value: yaml.Node,
+        field: str,
+        allowed: Sequence[str] | None,
+    ) -> dict[str, yaml.Node]:
+        """The keys a ``<<`` brings in; earlier sources win, as in YAML's merge spec."""
+        sources = list(value.value) if isinstance(value, yaml.SequenceNode) else [value]
+        out: dict[str, yaml.Node] = {}
+        self._merging.add(id(node))
+        try:
+            for source in sources:
+                if id(source) in self._merging:
+                    self.fail(key_node, field, "a merge (<<) refers to a mapping containing it")
+                for key, sub in self.mapping(source, field, allowed).items():
+                    out.setdefault(key, sub)
+        finally:
+            self._merging.discard(id(node))
+        return out
 
     def sequence(self, node: yaml.Node, field: str) -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
@@ -341,6 +387,13 @@ class _Reader:
             self.fail(node, field, f"expected text, got {shown}")
         if not empty and not value.strip():
             self.fail(node, field, "must not be empty")
+        return value
+
+    def name(self, node: yaml.Node, field: str) -> str:
+        """Text shown in headers and journal lines: one line, no control characters."""
+        value = self.text(node, field)
+        if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            self.fail(node, field, "must be one line without surrounding spaces")
         return value
 
     def integer(self, node: yaml.Node, field: str, *, minimum: int = 0) -> int:
@@ -436,8 +489,8 @@ class _Reader:
             if node is not None and not _is_null(node):
                 kw[key] = read(node, key)
 
-        kw["service"] = self.text(top["service"], "service")
-        kw["version"] = self.text(top["version"], "version")
+        kw["service"] = self.name(top["service"], "service")
+        kw["version"] = self.name(top["version"], "version")
         opt("inventory", lambda n, f: _resolve_inventory(self.path, self.text(n, f)))
         opt("targets", self.targets)
         opt("batches", self.batches)
@@ -530,8 +583,10 @@ class _Reader:
         value = self.scalar(node, field)
         if value in ("manual", "auto"):
             return GateSpec(kind=value)
-        if isinstance(value, str) and _parse_duration(value) is None:
-            hint = did_you_mean(value, ("manual", "auto"))
+        if isinstance(value, bool | None) or (
+            isinstance(value, str) and _parse_duration(value) is None
+        ):
+            hint = did_you_mean(str(node.value), ("manual", "auto"))
             self.fail(node, field, f"expected manual, auto or a bake time like 2m{hint}")
         bake = self.duration(node, field, zero=True)
         return GateSpec(kind="bake", bake=bake) if bake > 0 else GateSpec(kind="auto")

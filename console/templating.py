@@ -37,7 +37,11 @@ VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MASK = "***"
 
 _ALLOWED_TEXT = ", ".join(f"{{{n}}}" for n in (*FIXED_NAMES, "vars.NAME"))
-_SECRET_WORDS = re.compile(r"password|passwd|token|secret|key", re.IGNORECASE)
+# Substrings, plus Ansible's ``*_pass`` (ansible_ssh_pass, ansible_become_pass) and
+# ``pw``/``pwd`` as whole words of a snake_case name.
+_SECRET_WORDS = re.compile(
+    r"password|passwd|token|secret|key|(?:^|_)(?:pass|pw|pwd)(?:_|$)", re.IGNORECASE
+)
 # Names that hold the path of an SSH private key: a path, not the key itself.
 _KEY_PATH_NAMES = frozenset(
     {"key", "ssh_key", "ansible_ssh_private_key_file", "ansible_private_key_file"}

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from console.errors import InputError
-from inventory.builder import ResolvedHost
+from inventory.builder import ResolvedHost, is_clean_name
 from inventory.model import Host
 from inventory.yamlnodes import parse_port
 
@@ -41,7 +41,7 @@ class AnsibleHostMaker:
         }
         address = self._text(resolved.name, fields["address"]) or resolved.name
         user = self._text(resolved.name, fields["user"])
-        key = self._text(resolved.name, fields["key"])
+        key = self._text(resolved.name, fields["key"], blanks=True)
         port: int | None = None
         if fields["port"] is not None:
             var, value, line = fields["port"]
@@ -64,25 +64,24 @@ class AnsibleHostMaker:
             source_line=resolved.line,
         )
 
-    def _text(self, host: str, sourced: tuple[str, Any, int | None] | None) -> str | None:
+    def _text(
+        self, host: str, sourced: tuple[str, Any, int | None] | None, *, blanks: bool = False
+    ) -> str | None:
+        """A connection value as text; ``blanks`` allows inner spaces (key paths)."""
         if sourced is None:
             return None
         var, value, line = sourced
+        problem = None
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise InputError(
-                f"expected a string, found {_describe(value)}",
-                file=self.file,
-                line=line,
-                field=f"{host}.{var}",
-            )
-        text = str(value).strip()
-        if not text:
-            raise InputError(
-                "must not be empty",
-                file=self.file,
-                line=line,
-                field=f"{host}.{var}",
-            )
+            problem = f"expected a string, found {_describe(value)}"
+        else:
+            text = str(value).strip()
+            if not text:
+                problem = "must not be empty"
+            elif not (text.isprintable() if blanks else is_clean_name(text)):
+                problem = f"{text!r} has a blank or a control character"
+        if problem:
+            raise InputError(problem, file=self.file, line=line, field=f"{host}.{var}")
         return text
 
 

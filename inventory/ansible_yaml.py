@@ -21,8 +21,8 @@ from inventory.yamlnodes import Doc
 GROUP_KEYS = ("hosts", "children", "vars")
 
 
-def parse_ansible_yaml(root: Node, file: str) -> Inventory:
-    doc = Doc(file)
+def parse_ansible_yaml(root: Node, doc: Doc) -> Inventory:
+    file = doc.file
     builder = InventoryBuilder(file, "ansible-yaml", group_priority=True)
     for name, key_node, value in doc.mapping(root, "", "a mapping of groups", names=True):
         if name == "plugin":
@@ -49,7 +49,7 @@ def _group(
                 builder.add_child(name, child, cnode.start_mark.line + 1, sub)
                 _group(doc, builder, child, cnode, cvalue, f"{sub}.{child}")
         elif key == "vars":
-            for var, vnode, vvalue in doc.mapping(value, sub, "a mapping of variables"):
+            for var, vnode, vvalue in doc.mapping(value, sub, "a mapping of variables", merge=True):
                 builder.set_group_var(
                     name, var, doc.value(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1
                 )
@@ -82,7 +82,9 @@ def _hosts(doc: Doc, builder: InventoryBuilder, group: str, node: Node, field: s
         host_vars = []
         if value is not None:
             sub = f"{field}.{pattern}"
-            for var, vnode, vvalue in doc.mapping(value, sub, "a mapping of host variables"):
+            for var, vnode, vvalue in doc.mapping(
+                value, sub, "a mapping of host variables", merge=True
+            ):
                 host_vars.append(
                     (var, doc.value(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1)
                 )

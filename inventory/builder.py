@@ -26,6 +26,8 @@ from inventory.model import Host, Inventory
 
 ALL = "all"
 UNGROUPED = "ungrouped"
+# Ranges make a million hosts one line away; past this it is a typo, not a fleet.
+MAX_HOSTS = 1_000_000
 
 # A var's value and the line that set it, kept so a bad connection value (say
 # ``ansible_port=seventy`` in a group's vars) is reported where it was written.
@@ -98,12 +100,18 @@ class InventoryBuilder:
 
     def add_group(self, name: str, line: int | None) -> None:
         if name not in self._groups:
+            self._check_name(name, "group", line)
             self._groups[name] = _Group(name, line)
 
     def add_host(self, name: str, line: int | None, group: str | None = None) -> None:
         """Declare ``name`` (its first line is kept) and, optionally, put it in ``group``."""
         host = self._hosts.get(name)
         if host is None:
+            self._check_name(name, "host", line)
+            if len(self._hosts) >= MAX_HOSTS:
+                raise InputError(
+                    f"more than {MAX_HOSTS} hosts", file=self.file, line=line, field=name
+                )
             host = self._hosts[name] = _Host(name, line)
         if group is not None:
             self.add_group(group, line)
@@ -141,6 +149,16 @@ class InventoryBuilder:
     def set_host_var(self, host: str, key: str, value: Any, line: int | None) -> None:
         self._hosts[host].vars[key] = (value, line)
 
+    def _check_name(self, name: str, what: str, line: int | None) -> None:
+        # Names reach terminals, patterns and log lines: no blanks, no control characters.
+        if not is_clean_name(name):
+            raise InputError(
+                f"{what} name {name!r} has a blank or a control character",
+                file=self.file,
+                line=line,
+                field=f"{what} name",
+            )
+
     # -- resolution ---------------------------------------------------------------
 
     def build(self, path: str, make_host: MakeHost) -> Inventory:
@@ -153,9 +171,7 @@ class InventoryBuilder:
         }
 
         members: dict[str, list[str]] = {name: [] for name in self._groups}
-        cache: dict[
-            frozenset[str], tuple[tuple[str, ...], tuple[str, ...], dict[str, Sourced]]
-        ] = {}
+        cache: dict[frozenset[str], _GroupSet] = {}
         hosts: dict[str, Host] = {}
         for name, entry in self._hosts.items():
             direct = frozenset(entry.groups)
@@ -253,6 +269,11 @@ class InventoryBuilder:
                 found |= ancestors[parent]
             ancestors[name] = frozenset(found)
         return ancestors
+
+
+def is_clean_name(text: str) -> bool:
+    """Non-empty, printable and without blanks (``isprintable`` allows only the space)."""
+    return bool(text) and text.isprintable() and " " not in text
 
 
 def _int_or_none(value: Any) -> int | None:

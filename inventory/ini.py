@@ -61,7 +61,7 @@ def parse_ini(text: str, file: str) -> Inventory:
                 pending.pop(group, None)
             builder.add_group(group, number)
             continue
-        if line.startswith("["):
+        if line.startswith("[") and line.endswith("]"):
             raise InputError(
                 f"invalid section header {line!r} (no spaces; [name], [name:vars] or "
                 "[name:children])",

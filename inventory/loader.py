@@ -20,7 +20,6 @@ from inventory.ansible_yaml import parse_ansible_yaml
 from inventory.ini import parse_ini
 from inventory.model import Inventory
 from inventory.native import is_native, parse_native
-from inventory.ranges import MAX_RANGE_HOSTS
 from inventory.yamlnodes import Doc, compose
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
@@ -42,8 +41,6 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
         raise InputError("inventory too large to load", file=file) from None
     if not inventory.hosts:
         raise InputError("the inventory defines no hosts", file=file)
-    if len(inventory.hosts) > MAX_RANGE_HOSTS:
-        raise InputError(f"more than {MAX_RANGE_HOSTS} hosts", file=file)
     return inventory
 
 
@@ -92,9 +89,9 @@ def _parse(text: str, file: str) -> Inventory:
     if detect_format(text, file) == "ini":
         return parse_ini(text, file)
     root = compose(text, file)
-    doc = Doc(file)
+    doc = Doc(file, anchors="&" in text)
     if doc.is_null(root):
         raise InputError("the inventory file is empty (only comments)", file=file)
     if is_native(doc, root):
-        return parse_native(root, file)
-    return parse_ansible_yaml(root, file)
+        return parse_native(root, doc)
+    return parse_ansible_yaml(root, doc)

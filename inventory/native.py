@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from yaml.nodes import Node
 
 from console.errors import did_you_mean
-from inventory.builder import InventoryBuilder, ResolvedHost
+from inventory.builder import InventoryBuilder, ResolvedHost, is_clean_name
 from inventory.model import Host, Inventory
 from inventory.yamlnodes import Doc
 
@@ -48,61 +49,81 @@ def is_native(doc: Doc, root: Node) -> bool:
     return any(key in TOP_KEYS for key, _, _ in doc.mapping(root, "", "a mapping"))
 
 
-def parse_native(root: Node, file: str) -> Inventory:
-    doc = Doc(file)
-    base = os.path.dirname(os.path.abspath(file))
-    sections: dict[str, Node] = {}
-    for key, knode, value in doc.mapping(root, "", "a mapping"):
-        if key not in TOP_KEYS:
-            raise doc.error(
-                f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}; an inventory has "
-                "defaults, groups and hosts",
-                knode,
-                key,
-            )
-        sections[key] = value
+def parse_native(root: Node, doc: Doc) -> Inventory:
+    return _NativeParser(doc).parse(root)
 
-    defaults = _Connection()
-    known_hosts: str | None = None
-    for key, knode, value in doc.mapping(sections.get("defaults"), "defaults", "a mapping"):
-        field = f"defaults.{key}"
-        if key == "known_hosts":
-            known_hosts = _path(doc.string(value, field), base)
-        else:
-            _connection_field(doc, defaults, key, knode, value, field, base, DEFAULT_KEYS)
 
-    builder = InventoryBuilder(file, "native")
-    group_nodes = doc.mapping(sections.get("groups"), "groups", "a mapping of groups", names=True)
-    for name, gnode, _ in group_nodes:
-        builder.add_group(name, gnode.start_mark.line + 1)
+class _NativeParser:
+    """One pass per section: defaults, then hosts (so groups can check the names they
+    list), then groups, then the groups hosts listed for themselves."""
 
-    connections: dict[str, _Connection] = {}
-    host_groups: list[tuple[str, Node, str]] = []
-    hosts = doc.mapping(sections.get("hosts"), "hosts", "a mapping of host names", names=True)
-    for name, hnode, value in hosts:
-        builder.add_host(name, hnode.start_mark.line + 1)
-        conn = connections[name] = _Connection()
-        for key, knode, fvalue in doc.mapping(value, f"hosts.{name}", "a mapping"):
-            field = f"hosts.{name}.{key}"
-            if key == "vars":
-                for var, vnode, vvalue in doc.mapping(fvalue, field, "a mapping of variables"):
-                    builder.set_host_var(
-                        name, var, doc.value(vvalue, f"{field}.{var}"), vnode.start_mark.line + 1
-                    )
-            elif key == "groups":
-                for item in doc.sequence(fvalue, field, "a list of group names"):
-                    host_groups.append((name, item, field))
-            elif key == "address":
-                conn.address = doc.string(fvalue, field).strip()
+    def __init__(self, doc: Doc) -> None:
+        self.doc = doc
+        self.base = os.path.dirname(os.path.abspath(doc.file))
+        self.builder = InventoryBuilder(doc.file, "native")
+        self.defaults = _Connection()
+        self.known_hosts: str | None = None
+        self.connections: dict[str, _Connection] = {}
+
+    def parse(self, root: Node) -> Inventory:
+        doc = self.doc
+        sections: dict[str, Node] = {}
+        for key, knode, value in doc.mapping(root, "", "a mapping"):
+            if key not in TOP_KEYS:
+                raise doc.error(
+                    f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}; an inventory has "
+                    "defaults, groups and hosts",
+                    knode,
+                    key,
+                )
+            sections[key] = value
+        self._defaults(sections.get("defaults"))
+        groups = doc.mapping(sections.get("groups"), "groups", "a mapping of groups", names=True)
+        for name, gnode, _ in groups:
+            self.builder.add_group(name, gnode.start_mark.line + 1)
+        host_groups = self._hosts(sections.get("hosts"))
+        for name, _, value in groups:
+            self._group(name, value)
+        for host, item, field in host_groups:
+            self.builder.add_host(host, None, self._known_group(item, field))
+        return self.builder.build(doc.file, self._make_host)
+
+    def _defaults(self, node: Node | None) -> None:
+        for key, knode, value in self.doc.mapping(node, "defaults", "a mapping"):
+            field = f"defaults.{key}"
+            if key == "known_hosts":
+                self.known_hosts = _path(self.doc.string(value, field), self.base)
             else:
-                _connection_field(doc, conn, key, knode, fvalue, field, base, HOST_KEYS)
+                self._connection_field(self.defaults, key, knode, value, field, DEFAULT_KEYS)
 
-    for name, _, value in group_nodes:
+    def _hosts(self, node: Node | None) -> list[tuple[str, Node, str]]:
+        """Declare hosts in file order; return their ``groups:`` items, checked later."""
+        doc, builder = self.doc, self.builder
+        host_groups: list[tuple[str, Node, str]] = []
+        for name, hnode, value in doc.mapping(node, "hosts", "a mapping of host names", names=True):
+            builder.add_host(name, hnode.start_mark.line + 1)
+            conn = self.connections[name] = _Connection()
+            for key, knode, fvalue in doc.mapping(value, f"hosts.{name}", "a mapping", merge=True):
+                field = f"hosts.{name}.{key}"
+                if key == "vars":
+                    for var, line, var_value in self._vars(fvalue, field):
+                        builder.set_host_var(name, var, var_value, line)
+                elif key == "groups":
+                    for item in doc.sequence(fvalue, field, "a list of group names"):
+                        host_groups.append((name, item, field))
+                elif key == "address":
+                    conn.address = self._clean(fvalue, field)
+                else:
+                    self._connection_field(conn, key, knode, fvalue, field, HOST_KEYS)
+        return host_groups
+
+    def _group(self, name: str, node: Node) -> None:
+        doc, builder = self.doc, self.builder
         field = f"groups.{name}"
-        for key, knode, fvalue in doc.mapping(value, field, "a group (hosts, children, vars)"):
+        for key, knode, value in doc.mapping(node, field, "a group (hosts, children, vars)"):
             sub = f"{field}.{key}"
             if key == "hosts":
-                for item in doc.sequence(fvalue, sub, "a list of host names"):
+                for item in doc.sequence(value, sub, "a list of host names"):
                     host = doc.name(item, sub, "a host name")
                     if not builder.has_host(host):
                         raise doc.error(
@@ -113,14 +134,12 @@ def parse_native(root: Node, file: str) -> Inventory:
                         )
                     builder.add_host(host, None, name)
             elif key == "children":
-                for item in doc.sequence(fvalue, sub, "a list of group names"):
-                    child = _known_group(doc, builder, item, sub)
+                for item in doc.sequence(value, sub, "a list of group names"):
+                    child = self._known_group(item, sub)
                     builder.add_child(name, child, item.start_mark.line + 1, sub)
             elif key == "vars":
-                for var, vnode, vvalue in doc.mapping(fvalue, sub, "a mapping of variables"):
-                    builder.set_group_var(
-                        name, var, doc.value(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1
-                    )
+                for var, line, var_value in self._vars(value, sub):
+                    builder.set_group_var(name, var, var_value, line)
             else:
                 raise doc.error(
                     f"unknown key {key!r}{did_you_mean(key, GROUP_KEYS)}; a group has "
@@ -128,60 +147,68 @@ def parse_native(root: Node, file: str) -> Inventory:
                     knode,
                     sub,
                 )
-    for host, item, field in host_groups:
-        builder.add_host(host, None, _known_group(doc, builder, item, field))
 
-    def make_host(resolved: ResolvedHost) -> Host:
-        conn = connections[resolved.name]
+    def _vars(self, node: Node, field: str) -> list[tuple[str, int, Any]]:
+        doc = self.doc
+        return [
+            (var, vnode.start_mark.line + 1, doc.value(value, f"{field}.{var}"))
+            for var, vnode, value in doc.mapping(node, field, "a mapping of variables", merge=True)
+        ]
+
+    def _connection_field(
+        self,
+        conn: _Connection,
+        key: str,
+        knode: Node,
+        value: Node,
+        field: str,
+        allowed: tuple[str, ...],
+    ) -> None:
+        doc = self.doc
+        if key == "port":
+            conn.port = doc.port(value, field)
+        elif key == "user":
+            conn.user = self._clean(value, field)
+        elif key == "key":
+            conn.key = _path(doc.string(value, field), self.base)
+        else:
+            raise doc.error(
+                f"unknown key {key!r}{did_you_mean(key, allowed)}; expected one of "
+                f"{', '.join(allowed)}",
+                knode,
+                field,
+            )
+
+    def _clean(self, node: Node, field: str) -> str:
+        text = self.doc.string(node, field).strip()
+        if not is_clean_name(text):
+            raise self.doc.error(f"{text!r} has a blank or a control character", node, field)
+        return text
+
+    def _known_group(self, node: Node, field: str) -> str:
+        name = self.doc.name(node, field, "a group name")
+        if not self.builder.has_group(name):
+            raise self.doc.error(
+                f"group {name!r} is not defined under groups"
+                f"{did_you_mean(name, self.builder.group_names)}",
+                node,
+                field,
+            )
+        return name
+
+    def _make_host(self, resolved: ResolvedHost) -> Host:
+        conn, defaults = self.connections[resolved.name], self.defaults
         return Host(
             name=resolved.name,
             address=conn.address or resolved.name,
             port=conn.port if conn.port is not None else defaults.port,
             user=conn.user or defaults.user,
             key=conn.key or defaults.key,
-            known_hosts=known_hosts,
+            known_hosts=self.known_hosts,
             groups=resolved.groups,
             vars={k: v for k, (v, _line) in resolved.vars.items()},
             source_line=resolved.line,
         )
-
-    return builder.build(file, make_host)
-
-
-def _connection_field(
-    doc: Doc,
-    conn: _Connection,
-    key: str,
-    knode: Node,
-    value: Node,
-    field: str,
-    base: str,
-    allowed: tuple[str, ...],
-) -> None:
-    if key == "port":
-        conn.port = doc.port(value, field)
-    elif key == "user":
-        conn.user = doc.string(value, field).strip()
-    elif key == "key":
-        conn.key = _path(doc.string(value, field), base)
-    else:
-        raise doc.error(
-            f"unknown key {key!r}{did_you_mean(key, allowed)}; expected one of "
-            f"{', '.join(allowed)}",
-            knode,
-            field,
-        )
-
-
-def _known_group(doc: Doc, builder: InventoryBuilder, node: Node, field: str) -> str:
-    name = doc.name(node, field, "a group name")
-    if not builder.has_group(name):
-        raise doc.error(
-            f"group {name!r} is not defined under groups{did_you_mean(name, builder.group_names)}",
-            node,
-            field,
-        )
-    return name
 
 
 def _path(text: str, base: str) -> str:

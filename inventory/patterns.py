@@ -25,7 +25,7 @@ from console.errors import InputError, did_you_mean
 from inventory.model import Host, Inventory
 
 _TERMS = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
-_SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+):([0-9]*))\]$")
+_SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]{1,9})|([0-9]{1,9}):([0-9]{0,9}))\]$")
 _GLOB_CHARS = frozenset("*?[")
 
 Fail = Callable[[str], InputError]
@@ -115,24 +115,20 @@ def _split_subscript(term: str) -> tuple[str, tuple[int, int | None] | None]:
 
 def _names(inv: Inventory, term: str, fail: Fail) -> set[str]:
     """Host names a term (without subscript) stands for; no match is an error."""
-    if term.startswith("~"):
-        try:
-            regex = re.compile(term[1:])
-        except re.error as exc:
-            raise fail(f"invalid regular expression {term[1:]!r}: {exc}") from None
-        groups = [g for g in inv.groups if regex.match(g)]
-        found = _members(inv, groups) | {h for h in inv.hosts if regex.match(h)}
-        if not groups and not found:
-            raise fail(f"{term!r} matches no host or group")
-        return found
-    if not _GLOB_CHARS.intersection(term):
+    if not term.startswith("~") and not _GLOB_CHARS.intersection(term):
         if term in inv.groups:
             return set(inv.groups[term])
         if term in inv.hosts:
             return {term}
         hint = did_you_mean(term, [*inv.groups, *inv.hosts])
         raise fail(f"{term!r} matches no host or group{hint}")
-    regex = re.compile(fnmatch.translate(term))
+    source = term[1:] if term.startswith("~") else fnmatch.translate(term)
+    try:
+        regex = re.compile(source)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise fail(
+            f"invalid {'regular expression' if term[0] == '~' else 'glob'} {term!r}: {exc}"
+        ) from None
     groups = [g for g in inv.groups if regex.match(g)]
     found = _members(inv, groups) | {h for h in inv.hosts if regex.match(h)}
     if not groups and not found:

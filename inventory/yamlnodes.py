@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from console.errors import InputError
@@ -51,10 +52,16 @@ def compose(text: str, file: str) -> Node | None:
 
 
 class Doc:
-    """Helpers bound to one file, so each raised error carries that file's name."""
+    """Helpers bound to one file, so each raised error carries that file's name.
 
-    def __init__(self, file: str) -> None:
+    ``anchors`` says whether the text may hold aliases (it has an ``&``); without
+    them no value can be recursive or an alias bomb, and the check is skipped.
+    """
+
+    def __init__(self, file: str, *, anchors: bool = True) -> None:
         self.file = file
+        self.anchors = anchors
+        self._constructor = SafeConstructor()
 
     def error(self, message: str, node: Node | None, field: str | None) -> InputError:
         line = line_of(node) if node is not None else None
@@ -64,26 +71,62 @@ class Doc:
         return node is None or (isinstance(node, ScalarNode) and node.tag == NULL_TAG)
 
     def mapping(
-        self, node: Node | None, field: str, what: str, *, names: bool = False
+        self,
+        node: Node | None,
+        field: str,
+        what: str,
+        *,
+        names: bool = False,
+        merge: bool = False,
     ) -> list[tuple[str, Node, Node]]:
         """``(key, key_node, value_node)`` in file order; null counts as empty.
 
         Keys must be scalars and unique: PyYAML would silently keep the last of two.
-        With ``names``, keys are host or group names and must not be blank.
+        With ``names``, keys are host or group names and must not be blank. With
+        ``merge`` (mappings of vars), ``<<: *anchor`` merge keys are expanded as YAML
+        defines them: keys written in the mapping win over merged ones, and an earlier
+        merged mapping wins over a later one.
         """
+        return self._mapping(node, field, what, names, merge, set())
+
+    def _mapping(
+        self,
+        node: Node | None,
+        field: str,
+        what: str,
+        names: bool,
+        merge: bool,
+        active: set[int],
+    ) -> list[tuple[str, Node, Node]]:
         if self.is_null(node):
             return []
         if not isinstance(node, MappingNode):
             raise self.error(f"expected {what}, found {_kind(node)}", node, field)
         seen: dict[str, int] = {}
         items: list[tuple[str, Node, Node]] = []
+        merged: list[tuple[str, Node, Node]] = []
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
                 raise self.error(
                     f"a key must be a plain name, found {_kind(key_node)}", key_node, field
                 )
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise self.error("merge keys (<<) are not supported here", key_node, field)
+                if not merge:
+                    raise self.error("merge keys (<<) are not supported here", key_node, field)
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, MappingNode):
+                        raise self.error(
+                            f"a merge key (<<) takes mappings, found {_kind(source)}",
+                            source,
+                            field,
+                        )
+                    if id(source) in active:
+                        raise self.error("recursive alias in merge key", key_node, field)
+                    active.add(id(node))
+                    merged += self._mapping(source, field, what, names, merge, active)
+                    active.discard(id(node))
+                continue
             key = key_node.value
             if names and not key.strip():
                 raise self.error("a name must not be empty", key_node, field)
@@ -95,6 +138,10 @@ class Doc:
                 )
             seen[key] = line_of(key_node)
             items.append((key, key_node, value_node))
+        for key, key_node, value_node in merged:
+            if key not in seen:
+                seen[key] = line_of(key_node)
+                items.append((key, key_node, value_node))
         return items
 
     def sequence(self, node: Node | None, field: str, what: str) -> list[Node]:
@@ -117,6 +164,8 @@ class Doc:
         """A non-empty scalar, taken as the text written (``user: 1000`` is ``"1000"``)."""
         if not isinstance(node, ScalarNode) or self.is_null(node) or not node.value.strip():
             raise self.error(f"expected a non-empty string, found {_kind(node)}", node, field)
+        if not node.value.isprintable():
+            raise self.error(f"{_kind(node)} has a control character", node, field)
         return node.value
 
     def port(self, node: Node, field: str) -> int:
@@ -128,10 +177,11 @@ class Doc:
 
     def value(self, node: Node, field: str) -> Any:
         """Construct plain data (a var's value) from ``node``."""
-        _check_acyclic(self, node, field)
-        loader = _Loader("")
+        if self.anchors:
+            _check_acyclic(self, node, field)
+        constructor = self._constructor
         try:
-            return loader.construct_document(node)
+            return constructor.construct_document(node)
         except yaml.YAMLError as exc:
             message = " ".join(str(exc).split())
             raise self.error(f"invalid value: {message}", node, field) from None
@@ -142,7 +192,11 @@ class Doc:
         except RecursionError:
             raise self.error("value nested too deep", node, field) from None
         finally:
-            loader.dispose()
+            # construct_document resets this state only when it succeeds.
+            constructor.constructed_objects = {}
+            constructor.recursive_objects = {}
+            constructor.state_generators = []
+            constructor.deep_construct = False
 
 
 def parse_port(value: Any) -> int | None:
@@ -189,4 +243,5 @@ def _kind(node: Node | None) -> str:
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
-    return f"{node.value!r}"
+    text = node.value if len(node.value) <= 40 else node.value[:37] + "..."
+    return repr(text)

@@ -39,7 +39,7 @@ class DashboardScreen(Screen[None]):
                 tooltip="Put failed hosts at the top of the table"),
         Binding("s", "cycle_sort", "Sort", id="sort", show=False,
                 tooltip="Sort by batch, name, state or error rate"),
-        Binding("end", "follow_log", "Follow", id="follow-log", show=False,
+        Binding("g", "follow_log", "Follow log", id="follow-log", show=False,
                 tooltip="Scroll the log to the end and follow new lines"),
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False,
                 tooltip="Clear the host filter"),
@@ -53,6 +53,7 @@ class DashboardScreen(Screen[None]):
         self._prefix_width = 8
         self._following = True
         self.note = ""  # shown in the header (e.g. "pausing to quit")
+        self.ready = False  # widgets composed and mounted: frame updates may start
 
     def compose(self) -> ComposeResult:
         yield RolloutHeader(id="header")
@@ -85,6 +86,10 @@ class DashboardScreen(Screen[None]):
         self.app.theme_changed_signal.subscribe(self, lambda _t: self._on_theme())
         self.redraw_all()
         table.focus()
+        self.ready = True
+
+    def on_unmount(self) -> None:
+        self.ready = False
 
     # -- frame updates (called by the app's tick) ------------------------------------
 
@@ -162,7 +167,7 @@ class DashboardScreen(Screen[None]):
         log = self.query_one("#log", StreamLog)
         following = log.following
         source = "all hosts" if self.log_host is None else self.log_host
-        mode = "following" if following else "scrolled back · End to follow"
+        mode = "following" if following else "scrolled back · g to follow"
         log.border_title = f"Log · {source} · {mode}"
         table = self.table
         bits = [f"Hosts {table.row_count}/{len(self.ctx.view.hosts)}", f"sort: {table.sort_mode}"]

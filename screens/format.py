@@ -157,6 +157,8 @@ def estimate_left(view: RolloutView, now: float) -> float | None:
     """Seconds left at the pace so far (finished hosts per second), or None."""
     if view.started is None or view.outcome is not None or not view.hosts:
         return None
+    if view.state != RolloutState.RUNNING:
+        return None  # paused, at a gate or rolling back: the pace says nothing
     done = sum(1 for h in view.hosts.values() if h.state in DONE_STATES)
     if done == 0:
         return None

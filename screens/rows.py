@@ -7,6 +7,7 @@ changed. Nothing here imports Textual.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ from screens.format import (
 
 Cell = tuple[str, str | None]
 
+# A leading timestamp says nothing in a one-line "last log" cell: drop it.
+_LEADING_TIMESTAMP = re.compile(r"^\[?\d{4}-\d\d-\d\d[T ][\d:.,]+(Z|[+-]\d\d:?\d\d)?\]?\s+")
+
 
 @dataclass(frozen=True, slots=True)
 class ColumnSpec:
@@ -32,14 +36,14 @@ class ColumnSpec:
 
 
 COLUMNS: tuple[ColumnSpec, ...] = (
-    ColumnSpec("batch", "B", 2),
-    ColumnSpec("state", "State", 11),
+    ColumnSpec("batch", "B", 3),
+    ColumnSpec("state", "State", 12),
     ColumnSpec("host", "Host", 14),
     ColumnSpec("group", "Group", 7, wide_only=True),
     ColumnSpec("version", "Version", 8),
     ColumnSpec("step", "Step", 8),
     ColumnSpec("health", "Health", 7),
-    ColumnSpec("err", "Err rate", 12),
+    ColumnSpec("err", "Err rate", 11),
     ColumnSpec("vitals", "Load Mem", 8, wide_only=True),
     ColumnSpec("log", "Last log / why", 20),
 )
@@ -98,12 +102,12 @@ def host_cells(
     if h.state in FAILING_STATES and h.detail:
         last: Cell = (truncate(h.detail, log_width), "host-failed")
     else:
-        last = (truncate(h.last_log, log_width), "muted")
+        last = (truncate(_LEADING_TIMESTAMP.sub("", h.last_log), log_width), "muted")
     return (
         (str(h.batch + 1) if h.batch is not None else "-", "muted"),
         (f"{symbol} {word}", var),
         (h.name, None),
-        (h.groups[0] if h.groups else "-", "muted"),
+        (",".join(h.groups) or "-", "muted"),
         version,
         (h.step or "-", None),
         health,

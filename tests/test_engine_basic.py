@@ -143,3 +143,15 @@ async def test_late_consumer_gets_a_snapshot() -> None:
     assert view.outcome == Outcome.SUCCEEDED
     assert {h.state for h in view.hosts.values()} == {HostState.HEALTHY}
     assert sub.closed  # the bus closed when the rollout ended
+
+
+async def test_preflight_notice_reports_version_skew() -> None:
+    run = make_engine(spec_from(), 4)
+    run.fleet.versions["h02"] = "0.9"
+    await run_engine(run)
+    notes = [e.message for e in run.kinds(ev.Notice)]
+    assert (
+        "preflight: 4/4 hosts passed; version skew: 1.0 on 3 (h01, h03, h04); 0.9 on 1 (h02)"
+        in notes
+    )
+    assert run.engine.recs["h02"].previous_version == "0.9"

@@ -331,3 +331,29 @@ async def test_commands_before_start_are_journaled_after_rollout_started() -> No
     assert isinstance(run.events[0], ev.RolloutStarted)
     assert run.outcome == Outcome.PAUSED
     assert not run.deploy_commands("h01")
+
+
+async def test_console_quit_while_paused_ends_the_run_paused() -> None:
+    # The console pauses, then asks the engine to stop once nothing moves.
+    run = make_engine(spec_from("batches: [1, 2]\n"), 5)
+
+    def act(r: Run) -> None:
+        r.engine.pause(reason="console quit")
+        later(0.2, lambda: setattr(r.engine, "exit_when_paused", True))
+
+    await run_engine(run, when(healthy("h01"), act))
+    assert run.outcome == Outcome.PAUSED
+    assert not run.deploy_commands("h02")
+
+
+async def test_console_quit_while_frozen_ends_the_run_paused() -> None:
+    run = make_engine(spec_from("batches: [100%]\n"), 2)
+    run.fake.on(r"^install", delay=0.05)
+
+    def act(r: Run) -> None:
+        r.engine.freeze()
+        later(0.2, lambda: setattr(r.engine, "exit_when_paused", True))
+
+    await run_engine(run, when(step_started("h01", "install"), act))
+    assert run.outcome == Outcome.PAUSED
+    assert run.final("h01") == HostState.FROZEN

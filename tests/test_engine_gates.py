@@ -145,3 +145,19 @@ async def test_monitors_watch_health_after_deploy() -> None:
     assert run.final("h01") == HostState.FAILED
     assert run.kinds(ev.Alert)[-1].rule == "max_failures"
     assert not run.deploy_commands("h02")
+
+
+async def test_monitors_run_rendered_commands() -> None:
+    spec = spec_from(
+        "between_batches: 0.3s\n"
+        "health: {run: 'check {host}', every: 0.01s, healthy_after: 1, deadline: 1s}\n"
+        "logs: {run: 'tail {vars.log}', error_pattern: ERROR}\n"
+    )
+    from tests.test_engine_helpers import hosts
+
+    run = make_engine(spec, host_list=hosts(3, log="/var/log/app.log"), monitors=True)
+    await run_engine(run)
+    assert run.outcome == Outcome.SUCCEEDED
+    seen = {c for h in ("h01", "h02", "h03") for c in run.commands(h)}
+    assert "check h01" in seen and "tail /var/log/app.log" in seen
+    assert not [c for c in seen if "{" in c]

@@ -107,3 +107,18 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_missing_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inventory", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err == f"rolldeck: {tmp_path / 'nope'}: no such file\n"
+
+
+def test_large_inventories_print_plain_aligned_columns(
+    ini: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("console.subcommands.inventory.RICH_TABLE_MAX_ROWS", 1)
+    assert main(["inventory", str(ini)]) == 0
+    title, header, rule, *rows = capsys.readouterr().out.splitlines()
+    assert title == f"{ini} (ini, 2 hosts)"
+    assert header.split() == ["name", "address", "port", "user", "groups", "vars"]
+    assert rows == [
+        "web-01  10.0.0.1  2222  deploy  eu,web  http_port=8080",
+        'web-02  10.0.0.2        deploy  eu,web  db_password="***"',
+    ]
+    assert header.index("address") == rule.index("  -") + 2 == rows[0].index("10.0.0.1")

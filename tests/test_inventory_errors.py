@@ -176,6 +176,19 @@ CASES = [
     ("hosts.ini", "[web]\nweb:99999\n", 2, "web:99999", "not in 1-65535"),
     ("hosts.ini", "[web]\n---\n", 2, "web", "YAML"),
     ("hosts.ini", "[web]\n[web:vars]\nx=1\n", None, None, "defines no hosts"),
+    # -- names and addresses reach terminals and ssh: no blanks or control characters
+    ("hosts.ini", "[web]\nweb\x1b\x07\n", 2, "host name", "has a blank or a control"),
+    ("inv.yaml", "hosts:\n  'web 01':\n", 2, "host name", "has a blank or a control"),
+    ("inv.yaml", "groups: {'a b': {}}\nhosts: {h: }\n", 1, "group name", "blank"),
+    (
+        "inv.yaml",
+        "hosts:\n  a: {address: '10.0.0.1 -oProxyCommand=x'}\n",
+        2,
+        "hosts.a.address",
+        "blank",
+    ),
+    ("hosts.ini", "[web]\na ansible_host='1.2.3.4 x'\n", 2, "a.ansible_host", "blank"),
+    ("hosts.ini", "[web]\na ansible_user=''\n", 2, "a.ansible_user", "must not be empty"),
     # -- empty files
     ("inv.yaml", "", None, None, "empty"),
     ("inv.yaml", "  \n\n", None, None, "empty"),
@@ -277,3 +290,34 @@ def test_alias_bomb_in_vars(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_inventory(path)
     assert "alias expansion" in info.value.message
+
+
+def test_recursive_merge_key(tmp_path: Path) -> None:
+    path = tmp_path / "inv.yaml"
+    path.write_text("all:\n  hosts:\n    a: &x\n      k: 1\n      <<: *x\n")
+    with pytest.raises(InputError) as info:
+        load_inventory(path)
+    assert "recursive alias" in info.value.message
+    assert (info.value.line, info.value.field) == (5, "all.hosts.a")
+
+
+def test_merge_key_not_allowed_in_group_structure(tmp_path: Path) -> None:
+    path = tmp_path / "inv.yaml"
+    path.write_text("all:\n  <<: {hosts: {a: }}\n")
+    with pytest.raises(InputError) as info:
+        load_inventory(path)
+    assert (info.value.line, info.value.field) == (2, "all")
+    assert "merge keys (<<) are not supported here" in info.value.message
+
+
+def test_host_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("inventory.builder.MAX_HOSTS", 5)
+    path = tmp_path / "hosts.ini"
+    path.write_text("[web]\nweb[1:3]\napi[1:3]\n")
+    with pytest.raises(InputError) as info:
+        load_inventory(path)
+    assert (info.value.line, info.value.field, info.value.message) == (
+        3,
+        "api3",
+        "more than 5 hosts",
+    )

@@ -295,3 +295,99 @@ def test_examples_load() -> None:
 )
 def test_detect_format(name: str, text: str, expected: str) -> None:
     assert detect_format(text, name) == expected
+
+
+SAME_INVENTORY = {
+    "native.yaml": """
+        groups:
+          all: {vars: {v: all, a: all}}
+          parent: {children: [child], vars: {v: parent, p: parent}}
+          child: {hosts: [h1, h2], vars: {v: child, c: child}}
+        hosts:
+          h1: {vars: {v: host}}
+          h2:
+          h3:
+        """,
+    "ansible.yaml": """
+        all:
+          vars: {v: all, a: all}
+          hosts: {h3: }
+          children:
+            parent:
+              vars: {v: parent, p: parent}
+              children:
+                child:
+                  vars: {v: child, c: child}
+                  hosts: {h1: {v: host}, h2: }
+        """,
+    "hosts.ini": """
+        h3
+        [child]
+        h1 v=host
+        h2
+        [parent:children]
+        child
+        [child:vars]
+        v=child
+        c=child
+        [parent:vars]
+        v=parent
+        p=parent
+        [all:vars]
+        v=all
+        a=all
+        """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAME_INVENTORY))
+def test_precedence_is_the_same_in_every_format(tmp_path: Path, name: str) -> None:
+    inv = load_inventory(write(tmp_path, name, SAME_INVENTORY[name]))
+    assert {h.name: h.vars for h in inv.hosts.values()} == {
+        "h1": {"v": "host", "a": "all", "p": "parent", "c": "child"},
+        "h2": {"v": "child", "a": "all", "p": "parent", "c": "child"},
+        "h3": {"v": "all", "a": "all"},
+    }
+    assert {h.name: h.groups for h in inv.hosts.values()} == {
+        "h1": ("child", "parent"),
+        "h2": ("child", "parent"),
+        "h3": ("ungrouped",),
+    }
+    assert inv.groups["parent"] == ["h1", "h2"] and inv.groups["ungrouped"] == ["h3"]
+
+
+def test_yaml_merge_keys_in_vars(tmp_path: Path) -> None:
+    inv = load_inventory(
+        write(
+            tmp_path,
+            "inv.yaml",
+            """
+            all:
+              vars:
+                base: &base {ansible_user: deploy, tier: web, size: s}
+              hosts:
+                a: {<<: *base, size: l}
+                b:
+                  <<: [{tier: db}, *base]
+            """,
+        )
+    )
+    a, b = inv.hosts["a"], inv.hosts["b"]
+    assert a.user == "deploy" and a.vars["size"] == "l" and a.vars["tier"] == "web"
+    assert b.vars["tier"] == "db"  # the earlier merged mapping wins
+
+
+def test_yaml_merge_key_in_native_host(tmp_path: Path) -> None:
+    inv = load_inventory(
+        write(
+            tmp_path,
+            "inv.yaml",
+            """
+            hosts:
+              a: &common {port: 2200, user: ops, vars: {x: 1}}
+              b: {<<: *common, address: 10.0.0.2}
+            """,
+        )
+    )
+    b = inv.hosts["b"]
+    assert (b.address, b.port, b.user, b.vars) == ("10.0.0.2", 2200, "ops", {"x": 1})

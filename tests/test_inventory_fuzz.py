@@ -24,6 +24,13 @@ SEEDS = {
     "inventory.yaml": (EXAMPLES / "inventory.yaml").read_text(),
     "inventory.ini": (EXAMPLES / "inventory.ini").read_text(),
     "inventory_ansible.yaml": (EXAMPLES / "inventory_ansible.yaml").read_text(),
+    # Anchors, aliases and merge keys: the paths where recursion can hide.
+    "anchors.yaml": (
+        "all:\n  vars:\n    base: &base {ansible_user: deploy, tags: &t [a, b]}\n"
+        "  hosts:\n    a: {<<: *base, tags: *t}\n    b:\n      <<: [*base, {x: 1}]\n"
+        "  children:\n    web: &web\n      hosts: {c: {ansible_port: 22}}\n"
+        "    eu:\n      children: {web: }\n"
+    ),
 }
 SUFFIXES = ["x.yaml", "x.ini", "x"]
 SIGNIFICANT = "[]{}:,-#;=&*!|>?%@`'\"\\ \t\n~0123456789azAZ_."

@@ -89,6 +89,13 @@ def test_ranges_in_ini_and_yaml_inventories(tmp_path: Path) -> None:
     assert list(load_inventory(yml).hosts) == ["apia", "apib", "apic"]
 
 
+def test_bracketed_ipv6_host_with_port_in_ini(tmp_path: Path) -> None:
+    ini = tmp_path / "hosts.ini"
+    ini.write_text("[v6]\n[::1]:2222\n")
+    host = load_inventory(ini).hosts["::1"]
+    assert (host.address, host.port) == ("::1", 2222)
+
+
 def test_bad_range_is_an_input_error_with_line(tmp_path: Path) -> None:
     ini = tmp_path / "hosts.ini"
     ini.write_text("[web]\nok\nweb[05:1]\n")

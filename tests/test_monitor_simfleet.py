@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from console.events import Alert, Event, HealthSample, LogLines, VitalsSample
-from console.health import ErrorRateAnalyzer
+from console.health import ErrorRateAnalyzer, probe_health
 from console.monitor import HostMonitor
 from console.simfleet import SimFleet
 from console.spec import RolloutSpec, load_spec
@@ -46,8 +46,9 @@ class Watch:
             if isinstance(e, kind) and (host is None or getattr(e, "host", None) == host)
         ]
 
-    async def deploy(self, host: str) -> None:
-        """What the generated rollout's steps do, then the cohort and the health watch."""
+    async def deploy(self, host: str, *, gate: bool = True) -> None:
+        """What the generated rollout's steps do, health gating (unless ``gate`` is
+        False: a flapping host never passes it), then the cohort and the health watch."""
         conn = self.conns[host]
         for command in (
             f"svc install {self.spec.version}",
@@ -57,6 +58,15 @@ class Watch:
             result = await conn.run(command, timeout=10)
             assert result.ok, (command, result)
         self.analyzer.set_cohort(host, "new")
+        # Health gating, as the engine does before it marks the host healthy.
+        health = self.spec.health
+        assert health is not None
+        passes = 0 if gate else health.healthy_after
+        async with asyncio.timeout(health.deadline):
+            while passes < health.healthy_after:
+                ok, _ = await probe_health(conn, health)
+                passes = passes + 1 if ok else 0
+                await asyncio.sleep(health.every)
         self.monitors[host].watch_health(True)
 
 
@@ -147,7 +157,7 @@ async def test_healthy_canary_does_not_alert(sim_fleet_factory: FleetFactory) ->
     async with watching(fleet) as w:
         await asyncio.sleep(0.5)
         await w.deploy("web-01")
-        assert await first_alert(w.analyzer, 3.0) is None
+        assert await first_alert(w.analyzer, 2.0) is None
         await w.conns["api-01"].run("svc restart", timeout=10)  # a baseline restart
         assert await first_alert(w.analyzer, 1.0) is None
     assert w.unhealthy == []
@@ -167,7 +177,7 @@ async def test_flapping_health_and_missing_metrics(sim_fleet_factory: FleetFacto
         )
 
     async with watching(fleet, misnamed) as w:
-        await w.deploy("worker-01")  # flaps on the new version
+        await w.deploy("worker-01", gate=False)  # flaps on the new version
         await w.deploy("web-01")  # steady
         for _ in range(200):
             if any(s.status == "flapping" for s in w.of(HealthSample, "worker-01")):

@@ -93,7 +93,13 @@ def test_natural_sort_is_total_and_stable() -> None:
     hosts = ["a01", "a1", "a001", "a", "a-1", "A1"]
     once = sorted(hosts, key=natural_key)
     assert sorted(reversed(hosts), key=natural_key) == once  # ties broken by the name
-    assert once.index("a1") < once.index("a-1") or once.index("a-1") < once.index("a1")
+    assert once == ["A1", "a", "a001", "a01", "a1", "a-1"]
+    assert sorted(["web-10", "web-9", "web-100", "web-09"], key=natural_key) == [
+        "web-09",
+        "web-9",
+        "web-10",
+        "web-100",
+    ]
 
 
 def test_shuffle_is_seeded_and_deterministic() -> None:

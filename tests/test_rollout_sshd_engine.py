@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +34,10 @@ between_batches: auto
 current_version: basename "$(readlink {{vars.root}}/current)"
 steps:
   - name: install
-    run: ( test ! -e {{vars.root}}/FAIL || ( sleep 0.3; false ) ) && mkdir -p {{vars.root}}/releases/{{version}} && printf '%s\\n' {{version}} > {{vars.root}}/releases/{{version}}/VERSION
+    run: >-
+      ( test ! -e {{vars.root}}/FAIL || ( sleep 0.3; false ) ) &&
+      mkdir -p {{vars.root}}/releases/{{version}} &&
+      printf '%s\\n' {{version}} > {{vars.root}}/releases/{{version}}/VERSION
     timeout: 10s
   - name: migrate
     run: if test -e {{vars.root}}/HANG; then {sleep}; fi; echo migrated {{host}}
@@ -50,7 +52,9 @@ health:
   deadline: 5s
 rollback:
   steps:
-    - {{name: restore, run: "ln -sfn releases/{{previous_version}} {{vars.root}}/current", timeout: 10s}}
+    - name: restore
+      run: ln -sfn releases/{{previous_version}} {{vars.root}}/current
+      timeout: 10s
 """
 
 
@@ -133,7 +137,9 @@ async def drive(
     return outcome, seen
 
 
-def on_step(host: str, step: str, action: Callable[[Engine], None]) -> Callable[[Event, Engine], None]:
+def on_step(
+    host: str, step: str, action: Callable[[Engine], None]
+) -> Callable[[Event, Engine], None]:
     done: list[bool] = []
 
     def react(e: Event, engine: Engine) -> None:
@@ -145,7 +151,7 @@ def on_step(host: str, step: str, action: Callable[[Engine], None]) -> Callable[
 
 
 @pytest.mark.slow
-async def test_full_rollout_of_20_hosts_in_a_ramp(sshd_fleet, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_full_rollout_of_20_hosts_in_a_ramp(sshd_fleet, tmp_path: Path) -> None:
     fleet = sshd_fleet(20)
     seed(fleet)
     journal = Journal.create(tmp_path, "full")
@@ -165,7 +171,7 @@ async def test_full_rollout_of_20_hosts_in_a_ramp(sshd_fleet, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("on_failure", ["pause", "rollback", "abort"])
-async def test_failing_step_on_one_host(sshd_fleet, on_failure: str) -> None:  # noqa: ANN001
+async def test_failing_step_on_one_host(sshd_fleet, on_failure: str) -> None:
     fleet = sshd_fleet(8)
     seed(fleet)
     (fleet.root("web-03") / "FAIL").touch()  # batch 2 is web-02, web-03
@@ -203,7 +209,7 @@ async def test_failing_step_on_one_host(sshd_fleet, on_failure: str) -> None:  #
     assert any(isinstance(e, ev.Alert) and e.rule == "max_failures" for e in events)
 
 
-async def test_hung_step_times_out_and_the_remote_process_is_gone(sshd_fleet) -> None:  # noqa: ANN001
+async def test_hung_step_times_out_and_the_remote_process_is_gone(sshd_fleet) -> None:
     fleet = sshd_fleet(2)
     seed(fleet)
     (fleet.root("web-01") / "HANG").touch()
@@ -221,7 +227,7 @@ async def test_hung_step_times_out_and_the_remote_process_is_gone(sshd_fleet) ->
     assert not living_processes(sleep)
 
 
-async def test_unreachable_host_refuses_then_allowed(sshd_fleet) -> None:  # noqa: ANN001
+async def test_unreachable_host_refuses_then_allowed(sshd_fleet) -> None:
     fleet = sshd_fleet(3)
     seed(fleet)
     dead = Host(
@@ -248,7 +254,7 @@ async def test_unreachable_host_refuses_then_allowed(sshd_fleet) -> None:  # noq
     assert all(active(fleet, h.name) == "2.0" for h in fleet.hosts)
 
 
-async def test_changed_host_key_is_refused(sshd_fleet, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_changed_host_key_is_refused(sshd_fleet, tmp_path: Path) -> None:
     fleet = sshd_fleet(2)
     seed(fleet)
     other = write_keypair(tmp_path / "impostor")
@@ -256,7 +262,15 @@ async def test_changed_host_key_is_refused(sshd_fleet, tmp_path: Path) -> None: 
     wrong = tmp_path / "known_hosts_wrong"
     wrong.write_text(f"[127.0.0.1]:{fleet.server.port} {public[0]} {public[1]}\n")
     h = fleet.hosts[1]
-    moved = Host(name=h.name, address=h.address, port=h.port, user=h.user, key=h.key, known_hosts=str(wrong), vars=h.vars)
+    moved = Host(
+        name=h.name,
+        address=h.address,
+        port=h.port,
+        user=h.user,
+        key=h.key,
+        known_hosts=str(wrong),
+        vars=h.vars,
+    )
     fleet.options.known_hosts = None  # the host's own known_hosts decides
     outcome, events = await drive(engine_for(fleet, make_spec(), hosts=[fleet.hosts[0], moved]))
     assert outcome == Outcome.FAILED
@@ -265,7 +279,7 @@ async def test_changed_host_key_is_refused(sshd_fleet, tmp_path: Path) -> None: 
     assert active(fleet, "web-01") == "1.0" and active(fleet, "web-02") == "1.0"
 
 
-async def test_hostile_values_are_never_executed(sshd_fleet, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_hostile_values_are_never_executed(sshd_fleet, tmp_path: Path) -> None:
     canary = tmp_path / "pwned"
     hostile_var = f"$(touch {canary}); touch {canary}; rm -rf {tmp_path}/keep 'q\" `touch {canary}`"
     fleet = sshd_fleet(2, extra_vars={"note": hostile_var})
@@ -273,10 +287,7 @@ async def test_hostile_values_are_never_executed(sshd_fleet, tmp_path: Path) -> 
     (tmp_path / "keep").mkdir()
     home = fleet.server.workdir / "home"
     hostile_version = "2.0$(touch pwned-v);touch pwned-v'\"`touch pwned-v`"
-    extra = (
-        "preflight:\n"
-        "  - {name: note, run: \"printf '%s' {vars.note} > {vars.root}/note\"}\n"
-    )
+    extra = "preflight:\n  - {name: note, run: \"printf '%s' {vars.note} > {vars.root}/note\"}\n"
     spec = make_spec(version=hostile_version, batches="[100%]", extra=extra)
     outcome, _ = await drive(engine_for(fleet, spec))
     assert outcome == Outcome.SUCCEEDED
@@ -289,7 +300,7 @@ async def test_hostile_values_are_never_executed(sshd_fleet, tmp_path: Path) -> 
         assert (fleet.root(host.name) / "current" / "VERSION").read_text() == hostile_version + "\n"
 
 
-async def test_pause_then_resume(sshd_fleet) -> None:  # noqa: ANN001
+async def test_pause_then_resume(sshd_fleet) -> None:
     fleet = sshd_fleet(6)
     seed(fleet)
     spec = make_spec(batches="[1, 2]")
@@ -311,7 +322,7 @@ async def test_pause_then_resume(sshd_fleet) -> None:  # noqa: ANN001
     assert all(active(fleet, h.name) == "2.0" for h in fleet.hosts)
 
 
-async def test_abort_mid_batch_stops_in_flight_commands(sshd_fleet) -> None:  # noqa: ANN001
+async def test_abort_mid_batch_stops_in_flight_commands(sshd_fleet) -> None:
     fleet = sshd_fleet(6)
     seed(fleet)
     for name in ("web-02", "web-03"):
@@ -334,16 +345,27 @@ async def test_abort_mid_batch_stops_in_flight_commands(sshd_fleet) -> None:  # 
     assert active(fleet, "web-05") == "1.0"
     await asyncio.sleep(0.2)
     assert not living_processes(sleep)
-    cancelled = {e.host for e in events if isinstance(e, ev.StepFinished) and e.status == "cancelled"}
+    cancelled = {
+        e.host for e in events if isinstance(e, ev.StepFinished) and e.status == "cancelled"
+    }
     assert cancelled == {"web-02", "web-03"}
 
 
-async def test_rollback_restores_each_host_to_its_recorded_previous_version(sshd_fleet) -> None:  # noqa: ANN001
+async def test_rollback_restores_each_host_to_its_recorded_previous_version(sshd_fleet) -> None:
     fleet = sshd_fleet(6)
-    before = {"web-01": "1.0", "web-02": "1.1", "web-03": "0.9", "web-04": "1.0", "web-05": "1.2", "web-06": "1.0"}
+    before = {
+        "web-01": "1.0",
+        "web-02": "1.1",
+        "web-03": "0.9",
+        "web-04": "1.0",
+        "web-05": "1.2",
+        "web-06": "1.0",
+    }
     seed(fleet, before)
     engine = engine_for(fleet, make_spec(batches="[1, 2]"))
-    outcome, events = await drive(engine, on_step("web-04", "install", lambda e: e.rollback(reason="errors")))
+    outcome, events = await drive(
+        engine, on_step("web-04", "install", lambda e: e.rollback(reason="errors"))
+    )
     assert outcome == Outcome.ROLLED_BACK
     for name, version in before.items():
         assert active(fleet, name) == version
@@ -356,7 +378,7 @@ async def test_rollback_restores_each_host_to_its_recorded_previous_version(sshd
     assert [set(o) for o in order] == [{"web-04", "web-05"}, {"web-02", "web-03"}, {"web-01"}]
 
 
-async def test_cli_run_headless_json_and_the_lock(sshd_fleet, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+async def test_cli_run_headless_json_and_the_lock(sshd_fleet, tmp_path: Path, capsys) -> None:
     import json
 
     from console.cli import main
@@ -376,7 +398,19 @@ async def test_cli_run_headless_json_and_the_lock(sshd_fleet, tmp_path: Path, ca
     spec_file = tmp_path / "rollout.yaml"
     spec_file.write_text(make_spec(batches="[1, 100%]").text)
     state = tmp_path / "state"
-    argv = ["run", str(spec_file), "--inventory", str(inv), "--headless", "--json", "--state-dir", str(state), "--operator", "ci"]
+    state.mkdir(mode=0o700)
+    argv = [
+        "run",
+        str(spec_file),
+        "--inventory",
+        str(inv),
+        "--headless",
+        "--json",
+        "--state-dir",
+        str(state),
+        "--operator",
+        "ci",
+    ]
 
     held = RolloutLock.acquire(state, service="shop", inventory=str(inv), rollout_id="other")
     code = await asyncio.to_thread(main, argv)
@@ -386,7 +420,7 @@ async def test_cli_run_headless_json_and_the_lock(sshd_fleet, tmp_path: Path, ca
 
     code = await asyncio.to_thread(main, argv)
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 0, out[-2000:]
     events = [json.loads(line) for line in out.splitlines()]
     assert events[0]["kind"] == "rollout_started" and events[0]["operator"] == "ci"
     assert events[-1]["kind"] == "rollout_finished" and events[-1]["outcome"] == "succeeded"
@@ -394,4 +428,3 @@ async def test_cli_run_headless_json_and_the_lock(sshd_fleet, tmp_path: Path, ca
     assert not list(state.glob("*.lock"))  # released
     journals = list(state.glob("*.jsonl"))
     assert len(journals) == 1 and oct(journals[0].stat().st_mode & 0o777) == "0o600"
-    assert shlex.split("a b") == ["a", "b"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from console.errors import RolldeckError
 from console.simfleet import SimFleet, start_fleet_process
 from console.simfleet.process import FleetStartError, _read_line
 from tests.fixtures.simfleet import FleetFactory
@@ -78,6 +79,21 @@ async def test_start_fleet_process_serves_over_ssh(tmp_path: Path) -> None:
         ) as conn:
             assert (await conn.run("svc install 2.4.1")).exit_status == 0
             assert (await conn.run("hostname")).stdout == "worker-01\n"
+        # the fleet in the child process, driven through its control user
+        states = await fleet.host_states()
+        assert list(states) == ["web-01", "api-01", "worker-01"]
+        assert states["worker-01"].installed == ("2.4.0", "2.4.1")
+        assert states["web-01"].installed == ("2.4.0",) and states["web-01"].reachable
+        await fleet.kill_host("web-01")  # goes through another host
+        assert not (await fleet.host_states("web-01"))["web-01"].reachable
+        with pytest.raises(OSError):
+            await asyncssh.connect("127.0.0.1", fleet.hosts["web-01"], config=[], agent_path=None)
+        await fleet.revive_host("web-01")
+        await fleet.set_disk_full("api-01")
+        states = await fleet.host_states()
+        assert states["web-01"].reachable and states["api-01"].disk_full
+        with pytest.raises(RolldeckError, match="no such host: db-01"):
+            await fleet.control("kill db-01")
     finally:
         code = fleet.stop()
     assert code == 0
@@ -125,8 +141,8 @@ async def test_inventory_yaml_loads_with_the_inventory_loader(sim_fleet: SimFlee
     web = inv.hosts["web-01"]
     assert (web.address, web.port, web.user) == ("127.0.0.1", sim_fleet.hosts["web-01"], "deploy")
     assert web.vars["rolldeck_kill"] == "signal"
-    assert Path(web.key or "").resolve() == sim_fleet.client_key_path
-    assert Path(web.known_hosts or "").resolve() == sim_fleet.known_hosts_path
+    assert web.key == str(sim_fleet.client_key_path)  # resolved against the inventory's dir
+    assert web.known_hosts == str(sim_fleet.known_hosts_path)
     assert set(inv.groups["eu"]) == {
         "web-01",
         "api-01",

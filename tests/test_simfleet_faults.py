@@ -4,6 +4,7 @@ strict host keys, public-key-only auth, seeded runs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -172,3 +173,22 @@ async def test_same_seed_same_install_times_over_ssh(sim_fleet_factory: FleetFac
 
     a, b, c = await install_times(3), await install_times(3), await install_times(4)
     assert a == b and a != c
+
+
+async def test_control_user_drives_the_fleet(sim_fleet: SimFleet) -> None:
+    async with sim_connect(sim_fleet, "web-01", username="simctl") as ctl:
+        lines = (await ctl.run("state", check=True)).stdout.splitlines()
+        states = [json.loads(line) for line in lines]
+        assert [s["name"] for s in states] == list(sim_fleet.hosts)
+        assert states[0]["active"] == "2.4.0" and states[0]["port"] == sim_fleet.hosts["web-01"]
+        assert (await ctl.run("kill api-01 worker-01")).exit_status == 0
+        assert await _refused(sim_fleet, "api-01") and await _refused(sim_fleet, "worker-01")
+        assert (await ctl.run("revive api-01")).exit_status == 0
+        assert (await ctl.run("disk-full web-02 on")).exit_status == 0
+        assert sim_fleet.host_state("web-02").disk_full
+        r = await ctl.run("kill db-01")
+        assert r.exit_status == 1 and "no such host: db-01" in r.stderr
+        assert (await ctl.run("svc version")).exit_status == 2  # not a host shell
+    async with sim_connect(sim_fleet, "api-01") as conn:
+        assert (await conn.run("true")).exit_status == 0
+        assert (await conn.run("state")).exit_status == 127  # the deploy user has no simctl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -183,5 +184,5 @@ def test_flapping_health_alternates() -> None:
     for _ in range(12):
         clock.now += 1.0
         results.append(host.health()[0])
-    transitions = sum(a != b for a, b in zip(results, results[1:], strict=False))
+    transitions = sum(a != b for a, b in itertools.pairwise(results))
     assert transitions >= 3 and any(results) and not all(results)

@@ -59,6 +59,19 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEPLOY_TOKEN", "tok-from-env-123")
 
 
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("rollout*.yaml")), ids=lambda p: p.name
+)
+def test_every_example_checks_without_warnings(
+    example: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, str(example), "--json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert data["hosts"] > 0
+    assert data["warnings"] == []
+
+
 def test_example_spec_checks(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, str(EXAMPLE))
     assert (code, err) == (0, "")
@@ -86,6 +99,7 @@ def test_plan_budget_and_rendered_commands(
         "(18 not shown) (20 at a time)"
     ) in lines
     assert "pauses at the third failed host, at the earliest in batch 2" in out
+    assert "rollback    1 step on the hosts that moved, in the rollout's own batches" in lines
     assert "  step install            install 2.0.0 --port 8080   [timeout 5m, once]" in lines
     assert "  step login              login --token *** --pw ***   [timeout 5m]" in lines
     assert "  health                  curl -f http://10.0.0.1:8080/   [timeout 10s]" in lines
@@ -155,6 +169,18 @@ def test_no_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         f"rolldeck: {spec}: inventory: no inventory: set inventory in the spec "
         "or pass --inventory FILE\n"
     )
+
+
+def test_missing_inventory_file_points_at_the_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write(tmp_path, SPEC.replace("inventory: hosts.ini", "inventory: nope/hosts.ini"))
+    code, _, err = run(capsys, str(spec))
+    assert code == 2
+    assert err.startswith(f"rolldeck: {spec}:3: inventory: inventory {tmp_path}/nope/hosts.ini")
+    code, _, err = run(capsys, str(spec), "--inventory", str(tmp_path / "other.ini"))
+    assert code == 2
+    assert err.startswith(f"rolldeck: {tmp_path / 'other.ini'}")
 
 
 def test_missing_var_on_some_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -216,6 +216,12 @@ def test_build_context_precedence_env_then_spec_then_host() -> None:
         ("key", False),
         ("ssh_key", False),
         ("tls_key_file", False),
+        ("ansible_ssh_pass", True),
+        ("ansible_become_pass", True),
+        ("db_pw", True),
+        ("PWD_FILE", True),
+        ("bypass", False),
+        ("passenger_count", False),
         ("region", False),
         ("http_port", False),
     ],
@@ -254,3 +260,25 @@ def test_redactor_for_spec_collects_host_spec_and_env_secrets() -> None:
     assert red.redact(text) == "*** *** *** /keys/id 8080 7 True"
     assert bool(red)
     assert not Redactor()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet="{}ab.v_ rs$", max_size=20))
+def test_parse_accepts_or_rejects_cleanly(template: str) -> None:
+    try:
+        parts = parse(template)
+    except TemplateError as exc:
+        assert 0 <= exc.offset < len(template)
+        return
+    rebuilt = "".join(
+        p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else f"{{{p.name}}}"
+        for p in parts
+    )
+    assert parse(rebuilt) == parts  # escaping the literal parts gives the same template
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=30))
+def test_escaped_text_renders_to_itself(text: str) -> None:
+    escaped = text.replace("{", "{{").replace("}", "}}")
+    assert render(escaped, context()) == text

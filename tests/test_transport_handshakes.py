@@ -86,19 +86,50 @@ async def test_a_failed_handshake_is_not_cached(sshd_fleet, tmp_path) -> None:
         await transport.close()
 
 
-async def test_connection_cap_waits_for_a_free_slot(sshd_fleet) -> None:
+async def test_connection_cap_evicts_the_idle_lru_and_reconnects_it(sshd_fleet) -> None:
     fleet = sshd_fleet(3)
     transport = SSHTransport(dataclasses.replace(fleet.options, max_connections=2))
     try:
-        first, _second = await asyncio.gather(*(transport.connect(h) for h in fleet.hosts[:2]))
+        first = await transport.connect(fleet.hosts[0])
+        second = await transport.connect(fleet.hosts[1])
+        assert (await second.run("true", timeout=10)).ok  # first is now the LRU
+        third = await transport.connect(fleet.hosts[2])
+        assert transport.open_connections == 2
+        assert first.state == "evicted" and not second.closed and not third.closed
+        # The engine still holds `first`: its next command reconnects transparently.
+        result = await first.run("echo back", timeout=10)
+        assert result.stdout_tail == ("back",)
+        assert first.connects == 2
+        assert transport.open_connections == 2
+        assert transport.evictions == 2  # first, then second (the LRU by then)
+        assert await transport.connect(fleet.hosts[0]) is first
+    finally:
+        await transport.close()
+
+
+async def test_connection_cap_waits_while_every_connection_is_busy(sshd_fleet, tmp_path) -> None:
+    fleet = sshd_fleet(3)
+    transport = SSHTransport(dataclasses.replace(fleet.options, max_connections=2))
+    flag = tmp_path / "release"
+    hold = f"echo holding; while [ ! -e {flag} ]; do sleep 0.02; done"
+    try:
+        busy = [await transport.connect(h) for h in fleet.hosts[:2]]
+        started = [asyncio.Event(), asyncio.Event()]
+        holders = [
+            asyncio.create_task(c.run(hold, timeout=30, on_line=lambda s, line, e=e: e.set()))
+            for c, e in zip(busy, started, strict=True)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 15)
         third = asyncio.create_task(transport.connect(fleet.hosts[2]))
         done, _ = await asyncio.wait([third], timeout=0.5)
-        assert not done, "a third connection opened past max_connections=2"
+        assert not done, "a third connection opened while both were busy"
         assert transport.open_connections == 2
-        await first.close()
+        flag.touch()
+        assert all(r.ok for r in await asyncio.gather(*holders))
         conn = await asyncio.wait_for(third, 10)
         assert (await conn.run("true", timeout=10)).ok
         assert transport.open_connections == 2
+        assert transport.evictions == 1
     finally:
         await transport.close()
 
@@ -111,3 +142,26 @@ async def test_closed_transport_refuses_new_connections(sshd_fleet) -> None:
     assert transport.open_connections == 0
     with pytest.raises(Exception, match="transport is closed"):
         await transport.connect(fleet.hosts[0])
+
+
+async def test_closing_the_transport_mid_handshake_is_a_transport_error(stock_sshd) -> None:
+    """A caller waiting on a handshake that close() cancels gets an error, not a
+    CancelledError it never asked for."""
+    from console.transport.base import TransportError
+
+    async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    server = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    fleet = make_fleet(stock_sshd, stock_sshd.workdir, 1)
+    host = dataclasses.replace(fleet.hosts[0], port=port)
+    transport = SSHTransport(fleet.options)
+    try:
+        waiter = asyncio.create_task(transport.connect(host))
+        await asyncio.sleep(0.2)
+        await transport.close()
+        with pytest.raises(TransportError, match="closed while connecting"):
+            await waiter
+    finally:
+        server.close()

@@ -112,6 +112,10 @@ async def test_timeout_sends_term_and_closes_the_channel(shell_less_server) -> N
     result = await (await transport.connect(host)).run("sleep 100", timeout=0.3)
     assert result.status == "timeout" and result.signal == "TERM"
     assert recorded.signals == ["TERM"]
+    for _ in range(100):  # the server sees our close reply a moment after we return
+        if recorded.closed:
+            break
+        await asyncio.sleep(0.01)
     assert recorded.closed == 1
 
 

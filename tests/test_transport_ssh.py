@@ -234,7 +234,57 @@ async def test_connection_lost_mid_command_is_unreachable(sshd_factory) -> None:
         with pytest.raises(HostUnreachable):
             await asyncio.wait_for(task, 30)
         assert transport.open_connections == 0
+        assert conn.state == "lost"
+        with pytest.raises(HostUnreachable, match="the connection was lost"):
+            await conn.run("true", timeout=5)
+        # Reconnecting is explicit (the engine decides to retry the host): same object.
+        assert await transport.connect(fleet.hosts[0]) is conn
+        assert (await conn.run("echo again", timeout=10)).stdout_tail == ("again",)
     finally:
         await transport.close()
         for proc in living_processes(sleep):
             proc.kill()
+
+
+async def test_a_closed_connection_refuses_commands_as_unreachable(sshd_fleet) -> None:
+    from console.transport.base import HostUnreachable
+
+    fleet = sshd_fleet(1)
+    transport = SSHTransport(fleet.options)
+    try:
+        conn = await transport.connect(fleet.hosts[0])
+        await transport.close_host("web-01")
+        assert conn.closed
+        with pytest.raises(HostUnreachable, match="cannot start a command"):
+            await conn.run("true", timeout=5)
+    finally:
+        await transport.close()
+
+
+async def test_a_failing_line_callback_surfaces_and_stops_the_command(fleet_conn) -> None:
+    _, _, conn = fleet_conn
+    sleep = unique_sleep()
+
+    def explode(stream: str, line: str) -> None:
+        raise RuntimeError(f"consumer bug on {line!r}")
+
+    with pytest.raises(RuntimeError, match="consumer bug on 'go'"):
+        await conn.run(f"echo go; {sleep}", timeout=30, on_line=explode)
+    assert living_processes(sleep) == []
+
+
+@pytest.mark.slow
+async def test_a_second_cancel_does_not_cut_the_kill_short(fleet_conn) -> None:
+    """TERM is ignored, so the stop lasts the grace period; a second cancel meanwhile
+    still returns only once the KILL is done."""
+    _, _, conn = fleet_conn
+    sleep = unique_sleep()
+    task = asyncio.create_task(conn.run(f"trap '' TERM; {sleep}", timeout=120))
+    await wait_for_processes(sleep)
+    task.cancel()
+    await asyncio.sleep(0.3)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert living_processes(sleep) == []

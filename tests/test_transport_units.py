@@ -102,3 +102,15 @@ def test_known_hosts_names_and_paths(monkeypatch) -> None:
     assert resolve_paths(None) == ("/home/op/.ssh/known_hosts",)
     assert resolve_paths(["none"]) == ("/home/op/.ssh/known_hosts",)
     assert resolve_paths(["~/kh", "/etc/kh"]) == ("/home/op/kh", "/etc/kh")
+
+
+def test_sshd_fixture_skips_without_sshd_and_fails_under_require(monkeypatch) -> None:
+    from tests.fixtures import sshd
+
+    monkeypatch.setattr(sshd, "SSHD", "/nonexistent/sshd")
+    monkeypatch.delenv("REQUIRE_SSHD", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="OpenSSH server not installed"):
+        sshd.require_sshd()
+    monkeypatch.setenv("REQUIRE_SSHD", "1")
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_SSHD=1"):
+        sshd.require_sshd()

@@ -48,9 +48,13 @@ class RecordingController:
         )
         state = _STATE_AFTER.get(command.name)
         if state is not None:
-            self.bus.publish(ev.RolloutStateChanged(state=state, reason=f"operator {command.operator}"))
+            self.bus.publish(
+                ev.RolloutStateChanged(state=state, reason=f"operator {command.operator}")
+            )
         if command.name == "skip":
-            self.bus.publish(ev.HostStateChanged(host=command.args["host"], state=HostState.SKIPPED))
+            self.bus.publish(
+                ev.HostStateChanged(host=command.args["host"], state=HostState.SKIPPED)
+            )
 
     def open_connections(self) -> int:
         return self.connections

@@ -36,6 +36,10 @@ class Control:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def next_change(self) -> None:
+        """Until the next wake()."""
+        await self._changed.wait()
+
     async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
         """Until ``predicate()`` holds (True) or ``timeout`` seconds pass (False)."""
         loop = asyncio.get_running_loop()

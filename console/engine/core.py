@@ -21,6 +21,7 @@ Where the engine stops and how it ends:
 from __future__ import annotations
 
 import asyncio
+import copy
 import secrets
 import time
 from collections import deque
@@ -32,7 +33,8 @@ from console.bus import EventBus, Subscription
 from console.commands import Command
 from console.engine.control import Budget, Control, HostRecord
 from console.engine.emitter import Emitter
-from console.engine.hostwork import HostWork, Probe
+from console.engine.gates import ANALYZE_EVERY, run_gate
+from console.engine.hostwork import HostWork, Probe, signals_spec
 from console.engine.preflight import run_preflight
 from console.events import HostState, Outcome, RolloutState
 from console.health import ErrorRateAnalyzer, probe_health
@@ -40,12 +42,11 @@ from console.journal import Journal
 from console.plan import Plan, make_plan
 from console.spec import ErrorRateSpec, RolloutSpec
 from console.state import RolloutView
-from console.templating import Redactor, is_secret_name
+from console.templating import Redactor, TemplateError, is_secret_name
 from console.transport.base import Connection, Transport
 from inventory.model import Host
 
 POLICY = "policy"  # the operator name of commands the engine's rules issue
-ANALYZE_EVERY = 1.0  # seconds between error-rate evaluations
 Verdict = tuple[Outcome, str]
 
 
@@ -79,7 +80,7 @@ class Engine:
         self.operator = operator
         self.allow_unreachable = allow_unreachable
         self.rollout_id = rollout_id or new_rollout_id(spec.service)
-        self.exit_when_paused = exit_when_paused
+        self._exit_when_paused = exit_when_paused
         self.inventory_path = inventory_path
         self.bus = EventBus()
         self.view = RolloutView()
@@ -119,12 +120,22 @@ class Engine:
 
     def attach(self) -> tuple[RolloutView, Subscription]:
         """A snapshot of the state so far and a subscription to everything after it."""
-        import copy
-
         sub = self.bus.subscribe()
         if self._bus_closed:
             sub.close()  # the rollout is over: the snapshot is all there is
         return copy.deepcopy(self.view), sub
+
+    @property
+    def exit_when_paused(self) -> bool:
+        """Once paused and nothing moves, end ``run()`` with PAUSED (headless; the
+        console sets it when the operator quits) instead of waiting for resume."""
+        return self._exit_when_paused
+
+    @exit_when_paused.setter
+    def exit_when_paused(self, value: bool) -> None:
+        self._exit_when_paused = value
+        self._work.exit_when_frozen = value
+        self.control.wake()  # whoever waits for resume re-checks
 
     def open_connections(self) -> int:
         return self.transport.open_connections
@@ -262,7 +273,7 @@ class Engine:
             if stop := await self._stop_check():
                 return stop
             if i + 1 < len(self._batches):
-                await self._gate(i)
+                await run_gate(self, i)
             else:
                 await c.wait_for(
                     lambda: not (c.paused or c.frozen) or c.stopping or self.exit_when_paused
@@ -352,8 +363,7 @@ class Engine:
                     stop_here = c.stopping and not rollback
                     if stop_here or self.exit_when_paused:
                         break
-                changed = c._changed
-                await changed.wait()
+                await c.next_change()
 
     async def _deploy_task(self, rec: HostRecord) -> None:
         result = await self._work.deploy(rec)
@@ -401,103 +411,6 @@ class Engine:
             self.control.abort_by_policy = True
         self.execute(Command(action, POLICY, reason))
 
-    # -- gates ----------------------------------------------------------------------
-
-    async def _gate(self, after: int) -> None:
-        c = self.control
-        g = self.spec.between_batches
-        if c.stopping:
-            return
-        if g.kind == "auto":
-            self._emit(ev.GatePassed(after_batch=after, by="auto"))
-            return
-        stop = lambda: c.stopping or ((c.paused or c.frozen) and self.exit_when_paused)  # noqa: E731
-        if g.kind == "bake":
-            c.gate_open = "bake"
-            self._emit(ev.GateWaiting(after_batch=after, gate="bake", until=time.time() + g.bake))
-            self._state(RolloutState.WAITING, f"baking {g.bake:g}s after batch {after + 1}")
-            watcher = None
-            if not self._monitors and self.spec.health is not None:
-                assert self._tg is not None
-                watcher = self._tg.create_task(self._bake_watch())
-            try:
-                stopped = await c.wait_for(stop, timeout=g.bake)
-            finally:
-                c.gate_open = None
-                if watcher is not None:
-                    watcher.cancel()
-            if not stopped:
-                self._emit(ev.GatePassed(after_batch=after, by="bake"))
-                self._state_after_gate()
-            return
-        c.gate_open, c.gate_continued_by = "manual", None
-        until = time.time() + g.timeout if g.timeout else None
-        self._emit(
-            ev.GateWaiting(
-                after_batch=after,
-                gate="manual",
-                until=until,
-                on_timeout=g.on_timeout if g.timeout else None,
-            )
-        )
-        self._state(RolloutState.WAITING, f"manual gate after batch {after + 1}")
-        try:
-            answered = await c.wait_for(
-                lambda: c.gate_continued_by is not None or stop(), timeout=g.timeout
-            )
-        finally:
-            c.gate_open = None
-        if c.gate_continued_by is not None:
-            self._emit(ev.GatePassed(after_batch=after, by=f"operator:{c.gate_continued_by}"))
-            self._state_after_gate()
-        elif not answered:
-            self._emit(
-                ev.Alert(
-                    level="warning",
-                    rule="gate.timeout",
-                    message=f"manual gate after batch {after + 1} unanswered for "
-                    f"{g.timeout:g}s: {g.on_timeout}",
-                    numbers={"timeout": g.timeout, "batch": after + 1},
-                    action=g.on_timeout,
-                )
-            )
-            if g.on_timeout == "continue":
-                self._emit(ev.GatePassed(after_batch=after, by="timeout"))
-                self._state_after_gate()
-            else:
-                self._policy(g.on_timeout, "manual gate timed out")
-
-    def _state_after_gate(self) -> None:
-        c = self.control
-        self._state(
-            RolloutState.FROZEN
-            if c.frozen
-            else RolloutState.PAUSED
-            if c.paused
-            else RolloutState.RUNNING
-        )
-
-    async def _bake_watch(self) -> None:
-        """Without monitors: probe every healthy host each ``health.every`` while baking."""
-        health = self.spec.health
-        assert health is not None
-        sem = asyncio.Semaphore(self.spec.max_parallel)
-
-        async def check(rec: HostRecord) -> None:
-            async with sem:
-                conn = await self.transport.connect(rec.host)
-                ok, detail = await self._work.probe(conn, health)
-            self._emit(ev.HealthSample(host=rec.name, ok=ok, detail=self._redactor.redact(detail)))
-            if not ok:
-                self._on_unhealthy(rec.name, detail)
-
-        while True:
-            healthy = [r for r in self.recs.values() if r.state == HostState.HEALTHY]
-            async with asyncio.TaskGroup() as tg:
-                for rec in healthy:
-                    tg.create_task(check(rec))
-            await asyncio.sleep(health.every)
-
     # -- monitors and the error-rate verdict --------------------------------------
 
     def _start_monitors(self, tg: asyncio.TaskGroup, background: list[asyncio.Task[Any]]) -> None:
@@ -509,8 +422,13 @@ class Engine:
             conn = self._work_conns.get(rec.name)
             if conn is None:
                 continue
+            try:
+                host_spec = signals_spec(self.spec, rec.host)
+            except TemplateError as exc:
+                self._emit(ev.Notice(message=f"no monitoring: {exc}", host=rec.name))
+                continue
             monitor = HostMonitor(
-                rec.name, conn, self.spec, self._emit, self._analyzer, self._on_unhealthy
+                rec.name, conn, host_spec, self._emit, self._analyzer, self._on_unhealthy
             )
             self._monitors[rec.name] = monitor
             self._analyzer.set_cohort(rec.name, "baseline")
@@ -539,6 +457,7 @@ class Engine:
         self._host_failed(rec)
 
     async def _analyze(self) -> None:
+        """Error-rate samples and the verdict, about once a second."""
         c = self.control
         while True:
             await asyncio.sleep(ANALYZE_EVERY)
@@ -547,23 +466,31 @@ class Engine:
             now = self._analyzer.clock()
             for sample in self._analyzer.samples(now):
                 self._emit(sample)
-            alert = self._analyzer.evaluate(now)
-            if alert is None or c.stopping or c.paused:
-                continue
-            action = self.spec.on_failure
-            if action == "rollback" and not self.spec.rollback.steps:
-                action = "pause"
-            self._emit(
-                ev.Alert(
-                    level="critical",
-                    rule=alert.rule,
-                    message=alert.message,
-                    host=alert.host,
-                    numbers=dict(alert.numbers),
-                    action=action,
-                )
+            self._judge_error_rate(now)
+
+    def _judge_error_rate(self, now: float | None = None) -> bool:
+        """Evaluate the analyzer; on an alert apply on_failure. True if it fired."""
+        c = self.control
+        if self.spec.error_rate is None or not self._monitors or c.stopping or c.paused:
+            return False
+        alert = self._analyzer.evaluate(now)
+        if alert is None:
+            return False
+        action = self.spec.on_failure
+        if action == "rollback" and not self.spec.rollback.steps:
+            action = "pause"
+        self._emit(
+            ev.Alert(
+                level="critical",
+                rule=alert.rule,
+                message=alert.message,
+                host=alert.host,
+                numbers=dict(alert.numbers),
+                action=action,
             )
-            self._policy(action, f"on_failure: {alert.rule}")
+        )
+        self._policy(action, f"on_failure: {alert.rule}")
+        return True
 
     # -- rollback -------------------------------------------------------------------
 
@@ -572,6 +499,9 @@ class Engine:
         if not c.rolling_back:
             c.rolling_back = True
             c.paused = c.frozen = False
+        for r in self.recs.values():  # stopped by a freeze before changing anything
+            if r.state == HostState.FROZEN and not r.changed:
+                self._work.set_state(r, HostState.PENDING, detail="not started (rollback)")
         targets = [
             r for r in self.recs.values() if r.changed and r.state not in (HostState.ROLLED_BACK,)
         ]

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from console import events as ev
 from console.engine.control import Control, HostRecord
@@ -20,10 +21,30 @@ from console.events import HostState
 from console.spec import HealthSpec, RolloutSpec, Step
 from console.templating import TemplateError, build_context, render
 from console.transport.base import Connection, RunResult, Transport, TransportError
+from inventory.model import Host
 
 Probe = Callable[[Connection, HealthSpec], Awaitable[tuple[bool, str]]]
 VERSION_TIMEOUT = 30.0
 DETAIL_MAX = 200
+
+
+def signals_spec(spec: RolloutSpec, host: Host) -> RolloutSpec:
+    """The spec with this host's health, logs, metrics and vitals commands rendered:
+    what a monitor (which runs commands verbatim) needs. Raises TemplateError."""
+    context = build_context(spec, host, None)
+
+    def fill(part: Any) -> Any:
+        if part is None or getattr(part, "run", None) is None:
+            return part
+        return dataclasses.replace(part, run=render(part.run, context))
+
+    return dataclasses.replace(
+        spec,
+        health=fill(spec.health),
+        logs=fill(spec.logs),
+        metrics=fill(spec.metrics),
+        vitals=fill(spec.vitals),
+    )
 
 
 class HostFailure(Exception):
@@ -174,11 +195,16 @@ class HostWork:
         rec.frozen_waiting = True
         try:
             await c.wait_for(
-                lambda: not c.frozen or c.aborted or (c.rollback_requested and not rollback)
+                lambda: (
+                    not c.frozen
+                    or c.aborted
+                    or (c.rollback_requested and not rollback)
+                    or self.exit_when_frozen
+                )
             )
         finally:
             rec.frozen_waiting = False
-        if c.aborted or (c.rollback_requested and not rollback):
+        if c.aborted or (c.rollback_requested and not rollback) or self.exit_when_frozen:
             return False
         self.set_state(rec, moving, detail="resumed")
         return True

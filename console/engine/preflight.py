@@ -48,7 +48,7 @@ async def run_preflight(engine: Engine) -> str | None:
         engine._emit(
             ev.Notice(message=f"accepted new host key {fingerprint} (first use)", host=host)
         )
-    _skew_notice(engine, versions)
+    _summary_notice(engine, versions, bad)
     if engine.control.aborted:
         return None
     if not bad:
@@ -149,13 +149,19 @@ def _render_all(engine: Engine, rec: HostRecord, version: str | None) -> None:
             raise TemplateError(f"rollback step {step.name}: {exc}") from exc
 
 
-def _skew_notice(engine: Engine, versions: dict[str, str | None]) -> None:
+def _summary_notice(engine: Engine, versions: dict[str, str | None], bad: dict[str, str]) -> None:
+    """One line for the timeline: how many hosts passed, and which versions run where
+    (a skew between hosts is worth seeing before anything changes)."""
+    total = len(engine.recs)
     seen = Counter(v for v in versions.values() if v is not None)
-    if len(seen) <= 1:
-        return
     parts = []
     for version, n in seen.most_common():
-        hosts = [h for h, v in versions.items() if v == version]
-        names = ", ".join(hosts[:SKEW_LISTED]) + (" ..." if len(hosts) > SKEW_LISTED else "")
-        parts.append(f"{version} on {n} ({names})")
-    engine._emit(ev.Notice(message="version skew before the rollout: " + "; ".join(parts)))
+        if len(seen) > 1:
+            hosts = [h for h, v in versions.items() if v == version]
+            names = ", ".join(hosts[:SKEW_LISTED]) + (" ..." if len(hosts) > SKEW_LISTED else "")
+            parts.append(f"{version} on {n} ({names})")
+        else:
+            parts.append(f"{version} on {n}")
+    running = ("; version skew: " if len(seen) > 1 else "; running ") + "; ".join(parts)
+    message = f"preflight: {total - len(bad)}/{total} hosts passed" + (running if parts else "")
+    engine._emit(ev.Notice(message=message))

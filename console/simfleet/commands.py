@@ -226,7 +226,9 @@ async def _svc_restart(args: list[str], ctx: Context) -> int:
     host.fire("restart", host.active)
     down = host.restart()
     await asyncio.sleep(down)
-    host.emit([host.log_line(host.started_wall, "INFO ", f"starting {host.service} {host.running}")])
+    host.emit(
+        [host.log_line(host.started_wall, "INFO ", f"starting {host.service} {host.running}")]
+    )
     ctx.out(f"restarted {host.service} {host.running} (pid {host.pid})\n")
     return 0
 
@@ -255,7 +257,7 @@ async def _svc_version(args: list[str], ctx: Context) -> int:
 
 async def _svc_status(args: list[str], ctx: Context) -> int:
     h = ctx.host
-    ok, detail = h.health()
+    _, detail = h.health()
     ctx.out(
         f"active {h.active}\nrunning {h.running}\ninstalled {' '.join(h.installed)}\n"
         f"drained {'yes' if h.drained else 'no'}\nrestarts {h.restarts}\nhealth {detail}\n"

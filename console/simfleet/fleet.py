@@ -7,7 +7,8 @@
 
 Starting writes DIR: ``inventory.yaml``, ``rollout.yaml``, ``known_hosts``, the client
 key ``id_ed25519`` (0600), the host keys (0600, reused on restart) and ``fleet.json``
-(ports, scenario, seed). A restarted fleet tries its previous ports first.
+(ports, scenario, seed). A restarted fleet tries its previous ports first. A fleet in
+another process is driven through the ``simctl`` user (:mod:`console.simfleet.control`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from types import TracebackType
 
 from console.simfleet import keys as keyfiles
+from console.simfleet.control import CONTROL_USER, controller
 from console.simfleet.host import HostState, SimHost
 from console.simfleet.layout import (
     FLEET_FILE,
@@ -33,6 +36,8 @@ from console.simfleet.layout import (
 from console.simfleet.logs import LogPump
 from console.simfleet.scenario import Scenario, Trigger, load_scenario
 from console.simfleet.server import Auth, HostServer, base_options
+
+log = logging.getLogger(__name__)
 
 DEFAULT_USER = "deploy"
 
@@ -131,12 +136,15 @@ class SimFleet:
         self._spawn(self._fault(host.name, kind, trigger, delay))
 
     async def _fault(self, name: str, kind: str, trigger: Trigger, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await self._set_fault(name, kind, True)
-        if trigger.recover_after is not None:
-            await asyncio.sleep(trigger.recover_after * self.time_scale)
-            await self._set_fault(name, kind, False)
+        try:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._set_fault(name, kind, True)
+            if trigger.recover_after is not None:
+                await asyncio.sleep(trigger.recover_after * self.time_scale)
+                await self._set_fault(name, kind, False)
+        except OSError as exc:  # e.g. the port was taken while the host was down
+            log.error("%s: scenario fault %s could not be applied: %s", name, kind, exc)
 
     async def _set_fault(self, name: str, kind: str, on: bool) -> None:
         if kind == "disk_full":
@@ -156,9 +164,19 @@ class SimFleet:
     async def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         slots = host_slots(self.n)
+        for rule in self.scenario.hosts:
+            if not any(rule.matches(s.name) for s in slots):
+                log.warning(
+                    "%s:%s: host rule %r matches none of the %d hosts",
+                    self.scenario.path,
+                    rule.line,
+                    rule.match,
+                    self.n,
+                )
         host_keys = await asyncio.to_thread(keyfiles.host_keys, self.directory, self.n)
         client = await asyncio.to_thread(keyfiles.client_key, self.directory)
-        auth = Auth(self.user, frozenset({client.public_data}))
+        auth = Auth(self.user, frozenset({client.public_data}), control_user=CONTROL_USER)
+        control = controller(self)
         previous = self._previous_ports()
         base = base_options(host_keys[0])
         try:
@@ -171,7 +189,7 @@ class SimFleet:
                     log_rate=self.log_rate,
                 )
                 host.on_trigger = self._on_trigger
-                server = HostServer(host, base, key, auth, self._pump, self.address)
+                server = HostServer(host, base, key, auth, self._pump, self.address, control)
                 await server.listen(previous.get(slot.name, 0))
                 self._servers[slot.name] = server
             await asyncio.to_thread(self._write_files, slots)
@@ -180,7 +198,10 @@ class SimFleet:
             raise
         for server in self._servers.values():
             for rule in server.host.rules:
-                for kind, trigger in (("unreachable", rule.unreachable), ("disk_full", rule.disk_full)):
+                for kind, trigger in (
+                    ("unreachable", rule.unreachable),
+                    ("disk_full", rule.disk_full),
+                ):
                     if trigger is None or trigger.on is not None:
                         continue
                     if trigger.at_start and kind == "unreachable":
@@ -225,7 +246,9 @@ class SimFleet:
         )
         ports = self.hosts
         entries = [(s.port, s.host_key) for s in self._servers.values()]
-        keyfiles.write_public(self.known_hosts_path, keyfiles.known_hosts_text(self.address, entries))
+        keyfiles.write_public(
+            self.known_hosts_path, keyfiles.known_hosts_text(self.address, entries)
+        )
         keyfiles.write_public(
             self.inventory_path,
             inventory_yaml(slots, ports, address=self.address, user=self.user, header=header),

@@ -73,7 +73,9 @@ def _latency_cdf(x: float, median: float) -> float:
 
 
 def _timestamp(wall: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall * 1000) % 1000:03d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall * 1000) % 1000:03d}Z"
+    )
 
 
 class SimHost:
@@ -256,7 +258,9 @@ class SimHost:
             "# TYPE http_request_duration_seconds histogram",
         ]
         for le, value in zip(LATENCY_BUCKETS, self.buckets, strict=True):
-            lines.append(f'http_request_duration_seconds_bucket{{le="{le}"}} {min(count, math.floor(value))}')
+            lines.append(
+                f'http_request_duration_seconds_bucket{{le="{le}"}} {min(count, math.floor(value))}'
+            )
         lines += [
             f'http_request_duration_seconds_bucket{{le="+Inf"}} {count}',
             f"http_request_duration_seconds_sum {self.latency_sum:.3f}",
@@ -277,7 +281,8 @@ class SimHost:
         base = 0.25 + 0.9 * self.installing + 0.4 * (self.slow - 1.0)
         loads = [max(0.0, base * f + r.uniform(-0.05, 0.08)) for f in (1.0, 0.85, 0.7)]
         procs = 110 + r.randrange(30)
-        return f"{loads[0]:.2f} {loads[1]:.2f} {loads[2]:.2f} {1 + self.installing}/{procs} {self.pid}\n"
+        load = " ".join(f"{x:.2f}" for x in loads)
+        return f"{load} {1 + self.installing}/{procs} {self.pid}\n"
 
     def meminfo(self) -> str:
         used = 2_400_000 + 350_000 * self.installing + self.vitals_rng.randrange(0, 120_000)
@@ -289,10 +294,7 @@ class SimHost:
         )
 
     def df(self) -> str:
-        if self.disk_full:
-            used = DISK_TOTAL_KB
-        else:
-            used = 18_874_368 + RELEASE_KB * len(self.installed)
+        used = DISK_TOTAL_KB if self.disk_full else 18_874_368 + RELEASE_KB * len(self.installed)
         avail = DISK_TOTAL_KB - used
         pct = math.ceil(100 * used / DISK_TOTAL_KB)
         return (
@@ -313,14 +315,18 @@ class SimHost:
         r = self.log_rng
         if not serving or self.drained:
             if r.random() < 0.1:
-                return self.log_line(wall, "INFO ", "idle: no traffic (drained)" if self.drained else "starting")
+                return self.log_line(
+                    wall, "INFO ", "idle: no traffic (drained)" if self.drained else "starting"
+                )
             return None
         if r.random() < 0.05:
             return self.log_line(wall, "INFO ", r.choice(_APP_LINES))
         b = self.behaviour()
         method, path = r.choice(_PATHS)
         path = path.replace("{id}", str(r.randrange(1, 5000)))
-        ms = max(1, int(1000 * (b.latency or 0.04) * self.slow * math.exp(r.gauss(0.0, LATENCY_SIGMA))))
+        ms = max(
+            1, int(1000 * (b.latency or 0.04) * self.slow * math.exp(r.gauss(0.0, LATENCY_SIGMA)))
+        )
         if r.random() < (b.error_rate or 0.0):
             error = r.choice(_ERRORS)
             return self.log_line(wall, "ERROR", f"{method} {path} 500 {ms}ms: {error}")

@@ -7,7 +7,7 @@ the zones as children. Scenario host rules name hosts this way (``api-02`` is th
 fifth host: in the second batch of ``[1, 25%, 50%, 100%]`` on 24 hosts).
 
 The rollout spec's timings follow the fleet's ``time_scale`` so a fast test fleet
-gets a fast, still consistent, rollout.
+gets a fast, still consistent, rollout; timeouts keep a floor of a few real seconds.
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ def rollout_yaml(scenario: Scenario, n: int, time_scale: float, header: str) -> 
     def t(seconds: float) -> str:
         return _seconds(seconds * time_scale)
 
+    def limit(seconds: float, floor: float) -> str:
+        """A timeout: scaled, but never under ``floor`` real seconds, because a timeout
+        guards against a loaded machine as much as against the simulated host."""
+        return _seconds(max(seconds * time_scale, floor))
+
     o = scenario.rollout
     batches = o.get("batches", [1, "25%", "50%", "100%"])
     settings = {
@@ -117,17 +122,17 @@ on_failure: {settings["on_failure"]}
 between_batches: {settings["between_batches"]}
 current_version: svc version
 steps:
-  - {{name: drain, run: svc drain, timeout: {t(30)}}}
-  - {{name: install, run: "svc install {{version}}", timeout: {t(60)}}}
-  - {{name: activate, run: "svc activate {{version}}", timeout: {t(30)}}}
-  - {{name: restart, run: svc restart, timeout: {t(30)}}}
-  - {{name: undrain, run: svc undrain, timeout: {t(30)}}}
+  - {{name: drain, run: svc drain, timeout: {limit(30, 5)}}}
+  - {{name: install, run: "svc install {{version}}", timeout: {limit(60, 5)}}}
+  - {{name: activate, run: "svc activate {{version}}", timeout: {limit(30, 5)}}}
+  - {{name: restart, run: svc restart, timeout: {limit(30, 5)}}}
+  - {{name: undrain, run: svc undrain, timeout: {limit(30, 5)}}}
 health:
   run: svc health
   every: {t(2)}
   healthy_after: 3
-  deadline: {t(60)}
-  timeout: {t(10)}
+  deadline: {limit(60, 5)}
+  timeout: {limit(10, 5)}
 logs:
   run: svc logs --follow
   error_pattern: '\\b(ERROR|CRITICAL)\\b'
@@ -136,17 +141,17 @@ metrics:
   requests: http_requests_total
   errors: 'http_requests_total{{code=~"5.."}}'
   every: {t(5)}
-  timeout: {t(10)}
+  timeout: {limit(10, 5)}
 vitals:
   run: svc vitals
   every: {t(5)}
-  timeout: {t(10)}
+  timeout: {limit(10, 5)}
 error_rate:
   window: {t(30)}
   max: 5%
   max_vs_baseline: 3.0
 rollback:
   steps:
-    - {{name: activate, run: "svc activate {{previous_version}}", timeout: {t(30)}}}
-    - {{name: restart, run: svc restart, timeout: {t(30)}}}
+    - {{name: activate, run: "svc activate {{previous_version}}", timeout: {limit(30, 5)}}}
+    - {{name: restart, run: svc restart, timeout: {limit(30, 5)}}}
 """

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from console.simfleet.host import LineSink, SimHost
+
+log = logging.getLogger(__name__)
 
 TICK = 0.2  # seconds between deliveries; lines are timestamped within the tick
 
@@ -43,7 +46,10 @@ class LogPump:
             for host in tuple(self._hosts):
                 lines = host.generate_logs()
                 self.lines_generated += len(lines)
-                host.emit(lines)
+                try:
+                    host.emit(lines)
+                except Exception:  # one bad follower must not silence the fleet
+                    log.exception("%s: delivering log lines failed", host.name)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -3,7 +3,8 @@
 ``rolldeck demo`` and ``rolldeck drill`` keep the fleet out of the console's process
 so its 1,000 servers never compete with the UI's event loop. The child prints one
 ready line; :func:`start_fleet_process` returns once it has, with the ports read from
-DIR/fleet.json. The child's stderr goes to DIR/sim-fleet.log.
+DIR/fleet.json. The child's stderr goes to DIR/sim-fleet.log. Faults and true host
+states go through the ``simctl`` control user (``await fleet.kill_host("api-02")``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import asyncssh
+
 from console.errors import RolldeckError
+from console.simfleet.control import CONTROL_USER, state_from_json
+from console.simfleet.host import HostState
+from console.simfleet.keys import CLIENT_KEY_FILE, KNOWN_HOSTS_FILE
 from console.simfleet.layout import FLEET_FILE, INVENTORY_FILE, SPEC_FILE
 
 LOG_FILE = "sim-fleet.log"
@@ -50,6 +56,50 @@ class FleetProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    async def control(self, command: str, *, avoid: tuple[str, ...] = ()) -> str:
+        """Run a ``simctl`` command (see :mod:`console.simfleet.control`) through the
+        first host that answers, other than ``avoid``; returns its stdout."""
+        key = self.directory / CLIENT_KEY_FILE
+        known = self.directory / KNOWN_HOSTS_FILE
+        last: Exception | None = None
+        for name, port in self.hosts.items():
+            if name in avoid:
+                continue
+            try:
+                async with asyncssh.connect(
+                    "127.0.0.1",
+                    port,
+                    username=CONTROL_USER,
+                    client_keys=[str(key)],
+                    known_hosts=str(known),
+                    config=[],
+                    agent_path=None,
+                    connect_timeout=10,
+                ) as conn:
+                    r = await conn.run(command, timeout=30)
+            except OSError as exc:
+                last = exc  # that host is down: try the next one
+                continue
+            if r.exit_status != 0:
+                raise RolldeckError(f"simctl {command}: {str(r.stderr).strip()}")
+            return str(r.stdout)
+        raise RolldeckError(f"simctl {command}: no simulated host answers ({last})")
+
+    async def host_states(self, *names: str) -> dict[str, HostState]:
+        """Every host's (or the named hosts') true state, read from the fleet."""
+        out = await self.control(" ".join(("state", *names)))
+        states = [state_from_json(line) for line in out.splitlines() if line.strip()]
+        return {s.name: s for s in states}
+
+    async def kill_host(self, name: str) -> None:
+        await self.control(f"kill {name}", avoid=(name,))
+
+    async def revive_host(self, name: str) -> None:
+        await self.control(f"revive {name}", avoid=(name,))
+
+    async def set_disk_full(self, name: str, full: bool = True) -> None:
+        await self.control(f"disk-full {name} {'on' if full else 'off'}")
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait, then SIGKILL if it will not go; returns the exit code."""

@@ -366,7 +366,9 @@ class _Loader:
         match = self.text(f, "match")
         if not match:
             raise InputError("missing key", file=self.path, line=f.line, field=f.field("match"))
-        versions = self.versions(f.items["versions"], f.field("versions")) if "versions" in f else {}
+        versions = (
+            self.versions(f.items["versions"], f.field("versions")) if "versions" in f else {}
+        )
         return HostRule(
             match=match,
             line=f.line,
@@ -431,7 +433,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     text_name = str(name_or_path)
     if text_name in builtin_names():
         res = resources.files("console.simfleet").joinpath("scenarios", f"{text_name}.yaml")
-        return parse_scenario(res.read_text(encoding="utf-8"), f"scenarios/{text_name}.yaml", text_name)
+        return parse_scenario(
+            res.read_text(encoding="utf-8"), f"scenarios/{text_name}.yaml", text_name
+        )
     path = Path(name_or_path)
     if not path.is_file():
         hint = did_you_mean(text_name, builtin_names())

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncssh
@@ -36,10 +37,15 @@ _STDIN_HIGH_WATER = 16  # queued stdin chunks before the channel stops reading
 
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """Who may log in: one user name and the public keys allowed for it."""
+    """Who may log in: the deploy user, and the control user (same keys) whose
+    commands drive the fleet itself (:mod:`console.simfleet.control`)."""
 
     user: str
     keys: frozenset[bytes]  # public_data of the allowed client keys
+    control_user: str | None = None
+
+
+Runner = Callable[[str, Context], Awaitable[int]]
 
 
 def base_options(any_host_key: asyncssh.SSHKey) -> asyncssh.SSHServerConnectionOptions:
@@ -77,8 +83,10 @@ class HostServer:
         auth: Auth,
         pump: LogPump,
         address: str = "127.0.0.1",
+        control: Runner | None = None,
     ) -> None:
         self.host = host
+        self.control = control
         self.auth = auth
         self.pump = pump
         self.address = address
@@ -151,6 +159,7 @@ class _Server(asyncssh.SSHServer):
     def __init__(self, hs: HostServer) -> None:
         self._hs = hs
         self._conn: asyncssh.SSHServerConnection | None = None
+        self._user = ""
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -161,23 +170,29 @@ class _Server(asyncssh.SSHServer):
             self._hs.connections.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
+        self._user = username
         return True
 
     def public_key_auth_supported(self) -> bool:
         return True
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        return username == self._hs.auth.user and key.public_data in self._hs.auth.keys
+        auth = self._hs.auth
+        return username in (auth.user, auth.control_user) and key.public_data in auth.keys
 
     def session_requested(self) -> asyncssh.SSHServerSession[str]:
-        return _ExecSession(self._hs)
+        control = self._hs.control
+        if self._user == self._hs.auth.control_user and control is not None:
+            return _ExecSession(self._hs, control)
+        return _ExecSession(self._hs, execute)
 
 
 class _ExecSession(asyncssh.SSHServerSession[str]):
     """One exec channel: runs the command as a task; signals and close cancel it."""
 
-    def __init__(self, hs: HostServer) -> None:
+    def __init__(self, hs: HostServer, runner: Runner) -> None:
         self._hs = hs
+        self._runner = runner
         self._chan: asyncssh.SSHServerChannel[str] | None = None
         self._command = ""
         self._task: asyncio.Task[None] | None = None
@@ -249,7 +264,7 @@ class _ExecSession(asyncssh.SSHServerSession[str]):
 
     async def _run(self, ctx: Context) -> None:
         try:
-            status = await execute(self._command, ctx)
+            status = await self._runner(self._command, ctx)
         except asyncio.CancelledError:
             return  # stopped by a signal or a closed channel; they end the channel
         except Exception:
@@ -269,12 +284,24 @@ class _ExecSession(asyncssh.SSHServerSession[str]):
         self._chan.exit_with_signal(signal)
 
     def _out(self, text: str) -> None:
-        if not self._done and self._chan is not None:
-            self._chan.write(text)
+        self._write(text, stderr=False)
 
     def _err(self, text: str) -> None:
-        if not self._done and self._chan is not None:
-            self._chan.write_stderr(text)
+        self._write(text, stderr=True)
+
+    def _write(self, text: str, *, stderr: bool) -> None:
+        """Output to a channel the client already closed is dropped, as a pipe would."""
+        if self._done or self._chan is None:
+            return
+        try:
+            if stderr:
+                self._chan.write_stderr(text)
+            else:
+                self._chan.write(text)
+        except (BrokenPipeError, ConnectionError):
+            self._done = True
+            if self._task is not None:
+                self._task.cancel()
 
     def _follow(self, text: str) -> None:
         """Log lines: dropped while the client is not reading, so nothing piles up."""

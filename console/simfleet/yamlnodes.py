@@ -56,7 +56,9 @@ class Fields:
             name = self.field(str(key))
             if key not in allowed:
                 hint = did_you_mean(str(key), allowed)
-                raise InputError(f"unknown key{hint}", file=path, line=line_of(key_node), field=name)
+                raise InputError(
+                    f"unknown key{hint}", file=path, line=line_of(key_node), field=name
+                )
             if key in self.items:
                 raise InputError("duplicate key", file=path, line=line_of(key_node), field=name)
             self.items[key] = value_node

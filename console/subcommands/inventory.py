@@ -35,6 +35,11 @@ patterns (Ansible's): web   web:api (union, also web,api)   web:&eu (intersectio
   web:!web-07 (exclusion)   web-0* (glob)   ~web-0[1-3] (regex)   web[0] (position)"""
 ORDER = 70
 
+COLUMNS = ("name", "address", "port", "user", "groups", "vars")
+# Rich lays a table out cell by cell (about 1 ms a row); past this many hosts the
+# table is printed as plain aligned columns instead.
+RICH_TABLE_MAX_ROWS = 500
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="inventory file")
@@ -58,29 +63,57 @@ def run(args: argparse.Namespace) -> int:
             for host in hosts
         )
         sys.stdout.write("[\n" + ",\n".join(lines) + "\n]\n")
+        return 0
+    title = f"{inv.path} ({inv.format}, {len(hosts)} hosts)"
+    rows = [_cells(host) for host in hosts]
+    if len(rows) <= RICH_TABLE_MAX_ROWS:
+        Console(file=sys.stdout, highlight=False).print(_rich_table(title, rows))
     else:
-        Console(file=sys.stdout, highlight=False).print(_table(inv.path, inv.format, hosts))
+        sys.stdout.write(_plain_table(title, rows))
     return 0
 
 
-def _table(path: str, fmt: str, hosts: list[Host]) -> Table:
-    title = Text(f"{path} ({fmt}, {len(hosts)} hosts)")
-    table = Table(title=title, title_justify="left")
-    for column in ("name", "address", "port", "user"):
-        table.add_column(column, no_wrap=True)  # names stay whole; vars wrap instead
+def _cells(host: Host) -> tuple[list[str], list[str]]:
+    """The first five columns, and the vars as ``key=value`` items.
+
+    json.dumps escapes control characters in values; names are validated on load.
+    """
+    fixed = [
+        host.name,
+        host.address,
+        "" if host.port is None else str(host.port),
+        host.user or "",
+        ",".join(host.groups),
+    ]
+    items = [f"{k}={json.dumps(v, default=str)}" for k, v in _masked(host.vars).items()]
+    return fixed, items
+
+
+def _rich_table(title: str, rows: list[tuple[list[str], list[str]]]) -> Table:
+    table = Table(title=Text(title), title_justify="left")
+    for column in COLUMNS[:4]:
+        table.add_column(column, no_wrap=True)  # names stay whole; groups and vars wrap
     table.add_column("groups", overflow="fold")
     table.add_column("vars", overflow="fold")
-    for host in hosts:
-        cells = (
-            host.name,
-            host.address,
-            "" if host.port is None else str(host.port),
-            host.user or "",
-            ", ".join(host.groups),
-            " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in _masked(host.vars).items()),
-        )
-        table.add_row(*(Text(cell) for cell in cells))  # Text: no markup in user data
+    for fixed, items in rows:
+        *head, groups = fixed
+        cells = [*head, groups.replace(",", ", "), "\n".join(items)]
+        table.add_row(*(Text(cell) for cell in cells))  # Text: no markup from user data
     return table
+
+
+def _plain_table(title: str, rows: list[tuple[list[str], list[str]]]) -> str:
+    """Aligned columns, one line per host, vars last and unwrapped (greppable)."""
+    lines = [[*fixed, " ".join(items)] for fixed, items in rows]
+    widths = [max(len(c), *(len(cells[i]) for cells in lines)) for i, c in enumerate(COLUMNS)]
+    widths[-1] = 0  # the last column is not padded
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    out = [title, line(list(COLUMNS)), line(["-" * max(w, 4) for w in widths])]
+    out += [line(cells) for cells in lines]
+    return "\n".join(out) + "\n"
 
 
 def _masked(value: Any) -> Any:

@@ -104,8 +104,11 @@ def run(args: argparse.Namespace) -> int:
                 "argv": sys.argv[1:],
             },
         )
+        # Monitors keep every targeted host's connection open for the whole rollout.
         options = TransportOptions(
-            accept_new_host_keys=args.accept_new_host_keys, max_handshakes=args.max_handshakes
+            accept_new_host_keys=args.accept_new_host_keys,
+            max_handshakes=args.max_handshakes,
+            max_connections=max(TransportOptions().max_connections, len(report.hosts) + 8),
         )
         engine = Engine(
             spec,
@@ -139,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _console() -> Callable[[Engine], int] | None:
     """The Textual console's entry point, or None (with a notice) when unavailable."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("rolldeck: not a terminal; running headless", file=sys.stderr)
+        return None
     try:
         from console.app import run_console
     except ImportError as exc:

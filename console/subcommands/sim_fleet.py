@@ -22,7 +22,11 @@ known_hosts, the client key id_ed25519 and fleet.json. Prints one line when read
 serves until SIGINT or SIGTERM.
 
 scenarios: healthy, bad-canary, host-dies-mid-batch, hung-install, flapping-health,
-slow-rollout, demo, or a scenario YAML file (format: pydoc console.simfleet.scenario)."""
+slow-rollout, demo, or a scenario YAML file (format: pydoc console.simfleet.scenario).
+
+Every host answers `ssh -i DIR/id_ed25519 -p PORT deploy@127.0.0.1 'svc status'`; the
+user simctl drives the whole fleet: state [HOST...], kill HOST, revive HOST,
+disk-full HOST on|off."""
 ORDER = 70
 
 

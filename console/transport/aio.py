@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-async def run_shielded(stop: Coroutine[Any, Any, object]) -> None:
-    """Run ``stop`` to completion even if the calling task is cancelled again meanwhile.
+async def run_shielded(stop: Coroutine[Any, Any, T]) -> T:
+    """Run ``stop`` to completion even if the calling task is cancelled meanwhile.
 
-    Used on the way out of a cancelled command: the caller's CancelledError is
-    re-raised afterwards, but the kill must still happen. ``stop`` bounds itself.
+    Used to stop remote work on the way out of a timeout or a cancellation: the
+    caller waits until the kill is done (``stop`` bounds itself), and a cancellation
+    that arrived meanwhile is re-raised afterwards rather than cutting the kill short.
     """
     task = asyncio.ensure_future(stop)
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(task)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
 
 
 async def first_error(awaitable: Awaitable[T]) -> T:

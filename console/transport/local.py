@@ -115,7 +115,7 @@ class LocalConnection:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            sent = await stop_group(process) if process is not None else None
+            sent = await run_shielded(stop_group(process)) if process is not None else None
             return sink.result("timeout", None, loop.time() - started, sent)
         except BaseException:
             if process is not None:

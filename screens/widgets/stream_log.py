@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from rich.highlighter import Highlighter
 from rich.style import Style
 from rich.text import Text
+from textual import events
+from textual.geometry import Size
 from textual.widgets import Log
 
 DEFAULT_ERROR_PATTERN = r"\b(ERROR|CRITICAL|FATAL|Traceback)\b"
@@ -53,6 +55,18 @@ class StreamLog(Log):
     ) -> None:
         super().__init__(highlight=True, max_lines=max_lines, id=id, classes=classes)
         self.highlighter = ErrorLineHighlighter(error_pattern)
+        self._pinned = True  # at the end: stays at the end when resized
+        self._last_size = Size(0, 0)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._pinned = new_value >= self.max_scroll_y
+
+    def on_resize(self, event: events.Resize) -> None:
+        # only a change of the widget's own size (not of its content) re-pins the end
+        if event.size != self._last_size and self._pinned:
+            self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
+        self._last_size = event.size
 
     @property
     def following(self) -> bool:
@@ -71,6 +85,8 @@ class StreamLog(Log):
         """Show exactly ``lines`` (switching source), following from the end."""
         self.clear()
         self.write_lines(list(lines)[-(self.max_lines or 2000) :], scroll_end=True)
+        # before the first layout the widget has no height to scroll by: again after it
+        self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
 
     def follow(self) -> None:
         self.scroll_end(animate=False)

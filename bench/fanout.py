@@ -1,0 +1,260 @@
+"""Fan-out overhead: rolldeck's engine vs a minimal hand-written asyncssh loop.
+
+The same rolling deploy on the same real OpenSSH fleet (one local sshd, N logical
+hosts each with its own deploy root): 4 short steps and one health check per host,
+batches of 50, at most 10 concurrent handshakes for both (OpenSSH's MaxStartups).
+Runs alternate (engine, loop, engine, loop, ...), each in a fresh child process that
+reports its wall time and its own peak RSS, so neither side inherits the other's
+memory. The engine runs as ``rolldeck run`` would, journal included (fsync'd to a
+temp dir), without monitors (the spec has no logs, metrics or vitals to follow).
+
+    python bench/fanout.py [--hosts 200] [--batch 50] [--rounds 3]
+
+Prints both medians, the ratio (target: within 1.3x) and the engine's peak RSS
+(target: under 150 MB at N=200).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inventory.model import Host
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+STEPS = [
+    "mkdir -p {root}/releases/{version}",
+    "printf '%s\\n' {version} > {root}/releases/{version}/VERSION",
+    "ln -sfn releases/{version} {root}/current",
+    "test -L {root}/current",
+]
+HEALTH = "test -f {root}/current/VERSION"
+HANDSHAKES = 10
+
+
+def spec_text(version: str, batch: int) -> str:
+    steps = "\n".join(
+        f'  - {{name: s{i}, run: "{s.replace("{root}", "{vars.root}")}", timeout: 30s}}'
+        for i, s in enumerate(STEPS)
+    )
+    return f"""service: bench
+version: "{version}"
+batches: [{batch}]
+max_parallel: {batch}
+max_failures: 0
+on_failure: abort
+between_batches: auto
+steps:
+{steps}
+health:
+  run: "{HEALTH.replace("{root}", "{vars.root}")}"
+  every: 0.05s
+  healthy_after: 1
+  deadline: 30s
+"""
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, float]:
+    from console.engine import Engine
+    from console.events import Outcome
+    from console.journal import Journal
+    from console.plan import make_plan
+    from console.spec import parse_spec
+    from console.transport import TransportOptions, make_transport
+
+    hosts = fleet_hosts(work, n)
+    options = TransportOptions(
+        ssh_config=[], max_connections=n + 8, max_handshakes=HANDSHAKES, connect_timeout=30
+    )
+    spec = parse_spec(spec_text(version, batch), str(work / "spec.yaml"))
+    plan = make_plan([h.name for h in hosts], spec.batches)
+    state = Path(tempfile.mkdtemp(dir=work))
+    journal = Journal.create(state, f"bench-{version}")
+    engine = Engine(
+        spec,
+        hosts,
+        plan,
+        make_transport(options),
+        journal=journal,
+        operator="bench",
+        monitors=False,
+    )
+    sub = engine.bus.subscribe()
+
+    async def drain() -> None:
+        async for _ in sub.batches():
+            pass
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(drain())
+        outcome = await engine.run()
+    elapsed = time.perf_counter() - start
+    if outcome != Outcome.SUCCEEDED:
+        raise SystemExit(f"engine run failed: {outcome}")
+    return {"seconds": elapsed, "rss_mb": peak_rss_mb(), "fsyncs": journal.commits}
+
+
+async def run_loop(work: Path, n: int, batch: int, version: str) -> dict[str, float]:
+    import asyncssh
+
+    gate = asyncio.Semaphore(HANDSHAKES)
+    conns: list[asyncssh.SSHClientConnection] = []
+
+    async def deploy(host: Host) -> None:
+        async with gate:
+            conn = await asyncssh.connect(
+                host.address,
+                host.port,
+                username=host.user,
+                client_keys=[host.key],
+                known_hosts=host.known_hosts,
+                agent_path=None,
+                config=[],
+            )
+        conns.append(conn)
+        root = host.vars["root"]
+        for step in STEPS:
+            await conn.run(step.format(root=root, version=version), check=True, timeout=30)
+        await conn.run(HEALTH.format(root=root), check=True, timeout=10)
+
+    hosts = fleet_hosts(work, n)
+    start = time.perf_counter()
+    for i in range(0, len(hosts), batch):
+        async with asyncio.TaskGroup() as tg:
+            for host in hosts[i : i + batch]:
+                tg.create_task(deploy(host))
+    elapsed = time.perf_counter() - start
+    for conn in conns:
+        conn.close()
+    return {"seconds": elapsed, "rss_mb": peak_rss_mb()}
+
+
+def fleet_hosts(work: Path, n: int) -> list[Host]:
+    """N logical hosts on the parent's sshd (described in work/server.json), each with
+    its own deploy root under work/hosts/."""
+    import getpass
+
+    from inventory.model import Host
+
+    server = json.loads((work / "server.json").read_text())
+    hosts = []
+    for i in range(1, n + 1):
+        name = f"web-{i:03d}"
+        root = work / "hosts" / name
+        root.mkdir(parents=True, exist_ok=True)
+        hosts.append(
+            Host(
+                name=name,
+                address="127.0.0.1",
+                port=server["port"],
+                user=getpass.getuser(),
+                key=server["client_key"],
+                known_hosts=server["known_hosts"],
+                vars={"root": str(root)},
+            )
+        )
+    return hosts
+
+
+def child(args: argparse.Namespace) -> None:
+    work = Path(args.work)
+    fn = run_engine if args.child == "engine" else run_loop
+    result = asyncio.run(fn(work, args.hosts, args.batch, args.version))
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", choices=("engine", "loop"), help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--version", default="1", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    from tests.fixtures.sshd import start_sshd
+
+    with tempfile.TemporaryDirectory(prefix="rolldeck-fanout-") as tmp:
+        work = Path(tmp)
+        server = start_sshd(work / "sshd", max_sessions=16)
+        try:
+            (work / "server.json").write_text(
+                json.dumps(
+                    {
+                        "workdir": str(server.workdir),
+                        "port": server.port,
+                        "host_key": str(server.host_key),
+                        "client_key": str(server.client_key),
+                        "known_hosts": str(server.known_hosts),
+                        "log": str(server.log),
+                    }
+                )
+            )
+            results: dict[str, list[dict[str, float]]] = {"engine": [], "loop": []}
+            for r in range(args.rounds):
+                for kind in ("engine", "loop"):
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            kind,
+                            "--work",
+                            str(work),
+                            "--hosts",
+                            str(args.hosts),
+                            "--batch",
+                            str(args.batch),
+                            "--version",
+                            f"{kind}-{r}",
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                        env={
+                            **os.environ,
+                            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                        },
+                    )
+                    if out.returncode != 0:
+                        raise SystemExit(f"{kind} run failed:\n{out.stderr[-3000:]}")
+                    res = json.loads(out.stdout.strip().splitlines()[-1])
+                    results[kind].append(res)
+                    secs, mb = res["seconds"], res["rss_mb"]
+                    print(f"round {r + 1} {kind:6}: {secs:.2f} s, peak RSS {mb:.0f} MB")
+        finally:
+            server.stop()
+    med = {k: statistics.median(x["seconds"] for x in v) for k, v in results.items()}
+    rss = max(x["rss_mb"] for x in results["engine"])
+    print(
+        f"N={args.hosts}, batches of {args.batch}, {len(STEPS)} steps + 1 health check per host, "
+        f"{args.rounds} alternating rounds"
+    )
+    print(f"median engine {med['engine']:.2f} s, minimal asyncssh loop {med['loop']:.2f} s")
+    print(f"ratio engine/loop: {med['engine'] / med['loop']:.2f}x (target <= 1.3x)")
+    print(f"engine peak RSS: {rss:.0f} MB (target < 150 MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Benchmark the health/vitals/logs/metrics monitors at fleet scale (prints figures).
+
+    python bench/health.py [--hosts 1000] [--seconds 20] [--canary 10]
+
+1. Starts ``rolldeck sim-fleet`` (scenario ``bad-canary``: the new version fails 15% of
+   requests) in a child process, so only the monitors' cost is measured here.
+2. Connects to every host with the engine's SSH transport and runs one
+   :class:`~console.monitor.HostMonitor` per host, as a rollout does: health every 2 s
+   (the watch enabled on every host), vitals every 5 s, metrics every 5 s, logs
+   followed; events go through an :class:`~console.bus.EventBus` drained every 100 ms
+   (a console's frame), the analyzer is sampled and evaluated every second.
+3. Steady state: prints this process's CPU (psutil: user + system time over wall time,
+   in cores) and the event and log-line rates.
+4. Deploys the new version to ``--canary`` hosts (install, activate, restart over
+   SSH), polls their health every 100 ms to learn when the new version started
+   serving (from then on the cohort's true error rate is 15%, over the threshold),
+   and prints the time from there to the analyzer's alert, and the alert itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import logging
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from console.bus import EventBus
+from console.events import Alert, LogLines
+from console.health import ErrorRateAnalyzer, probe_health
+from console.monitor import HostMonitor
+from console.simfleet import start_fleet_process
+from console.spec import RolloutSpec, load_spec
+from console.transport.base import Connection, TransportOptions
+from console.transport.ssh import SSHTransport
+from inventory.loader import load_inventory
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def bench_spec(path: Path) -> RolloutSpec:
+    """The fleet's generated spec with the issue's intervals."""
+    spec = load_spec(path)
+    assert spec.health and spec.vitals and spec.metrics and spec.logs and spec.error_rate
+    return dataclasses.replace(
+        spec,
+        health=dataclasses.replace(spec.health, every=2.0, timeout=10.0),
+        vitals=dataclasses.replace(spec.vitals, every=5.0),
+        metrics=dataclasses.replace(spec.metrics, every=5.0),
+    )
+
+
+async def deploy(conn: Connection, spec: RolloutSpec, analyzer: ErrorRateAnalyzer) -> float:
+    """Move a host to the new version; returns when it started serving (monotonic).
+    The host joins the new cohort once the new process runs, as the engine does."""
+    for command in (f"svc install {spec.version}", f"svc activate {spec.version}"):
+        result = await conn.run(command, timeout=60)
+        assert result.ok, (command, result)
+    result = await conn.run("svc restart", timeout=60)
+    assert result.ok, result
+    analyzer.set_cohort(conn.host.name, "new")
+    assert spec.health is not None
+    fast = dataclasses.replace(spec.health, timeout=5.0)
+    while True:
+        ok, _ = await probe_health(conn, fast)
+        if ok:
+            return time.monotonic()
+        await asyncio.sleep(0.1)
+
+
+async def run(fleet_dir: Path, args: argparse.Namespace) -> None:
+    spec = bench_spec(fleet_dir / "rollout.yaml")
+    assert spec.error_rate is not None
+    hosts = load_inventory(str(fleet_dir / "inventory.yaml")).hosts
+    options = TransportOptions(
+        ssh_config=[],
+        connect_timeout=60,
+        max_connections=len(hosts) + 10,
+        max_handshakes=args.handshakes,
+    )
+    transport = SSHTransport(options)
+    me = psutil.Process()
+    try:
+        t0 = time.perf_counter()
+        conns: dict[str, Connection] = {}
+
+        async def connect(name: str) -> None:
+            conns[name] = await transport.connect(hosts[name])
+
+        async with asyncio.TaskGroup() as tg:
+            for name in hosts:
+                tg.create_task(connect(name))
+        print(f"connected to {len(conns)} hosts in {time.perf_counter() - t0:.1f} s")
+
+        bus = EventBus()
+        sub = bus.subscribe()
+        analyzer = ErrorRateAnalyzer(spec.error_rate, has_metrics=True)
+        unhealthy: list[str] = []
+        monitors = {
+            name: HostMonitor(
+                name, conn, spec, bus.publish, analyzer, lambda h, d: unhealthy.append(h)
+            )
+            for name, conn in conns.items()
+        }
+        kinds: collections.Counter[str] = collections.Counter()
+        warned: collections.Counter[str] = collections.Counter()
+        log_lines = 0
+        alerts: list[tuple[float, Alert]] = []
+        alerted = asyncio.Event()
+
+        async def drain() -> None:  # what a console does once per frame
+            nonlocal log_lines
+            while True:
+                for event in sub.drain():
+                    kinds[event.kind] += 1
+                    if isinstance(event, LogLines):
+                        log_lines += len(event.lines)
+                    elif isinstance(event, Alert) and event.level == "warning":
+                        warned[event.rule] += 1
+                await asyncio.sleep(0.1)
+
+        async def evaluate() -> None:  # what the engine does about once a second
+            while True:
+                for sample in analyzer.samples():
+                    bus.publish(sample)
+                alert = analyzer.evaluate()
+                if alert is not None and not alerts:
+                    alerts.append((time.monotonic(), alert))
+                    alerted.set()
+                await asyncio.sleep(1.0)
+
+        for name in conns:
+            analyzer.set_cohort(name, "baseline")
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(m.run()) for m in monitors.values()]
+            tasks.append(tg.create_task(drain()))
+            tasks.append(tg.create_task(evaluate()))
+            for m in monitors.values():
+                m.watch_health(True)
+
+            await asyncio.sleep(args.warmup)  # jittered polls spread out, streams attached
+            cpu0, wall0, lines0 = cpu_seconds(me), time.monotonic(), log_lines
+            kinds0 = dict(kinds)
+            await asyncio.sleep(args.seconds)
+            wall = time.monotonic() - wall0
+            cores = (cpu_seconds(me) - cpu0) / wall
+            print(
+                f"steady state over {wall:.0f} s, {len(conns)} hosts: this process uses "
+                f"{cores:.2f} cores ({100 * cores:.0f}% of one core)"
+            )
+            rates = {k: (v - kinds0.get(k, 0)) / wall for k, v in kinds.items()}
+            print(
+                "  events/s: "
+                + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(rates.items()) if v)
+                + f"; log lines/s {(log_lines - lines0) / wall:,.0f}"
+                + f"; dropped by the bus {sub.dropped}"
+            )
+            print(
+                f"  signal warnings: {dict(warned) or 'none'}; hosts unhealthy: {len(unhealthy)}; "
+                f"RSS {me.memory_info().rss / 1e6:.0f} MB"
+            )
+
+            canary = list(conns)[: args.canary]
+            served = await asyncio.gather(*(deploy(conns[n], spec, analyzer) for n in canary))
+            crossed = min(served)
+            print(
+                f"canary: {len(canary)} hosts on {spec.version}; the first served at "
+                f"+0.0 s, the last at +{max(served) - crossed:.1f} s"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(alerted.wait(), args.alert_timeout)
+            if alerts:
+                at, alert = alerts[0]
+                print(
+                    f"alert {at - crossed:.1f} s after the new version's error rate crossed "
+                    f"the threshold (evaluated every 1 s, metrics every 5 s): {alert.rule}"
+                )
+                print(f"  {alert.message}")
+            else:
+                print(f"no alert within {args.alert_timeout:.0f} s")
+            for t in tasks:
+                t.cancel()
+    finally:
+        await transport.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="steady-state window")
+    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--canary", type=int, default=10, help="hosts in the first batch")
+    parser.add_argument("--log-rate", type=float, default=5.0, help="lines per second per host")
+    parser.add_argument("--handshakes", type=int, default=20, help="concurrent handshakes")
+    parser.add_argument("--alert-timeout", type=float, default=30.0)
+    args = parser.parse_args()
+    # Signal warnings are counted from the events; one log line each would flood.
+    logging.getLogger("console").setLevel(logging.ERROR)
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        fleet = start_fleet_process(
+            args.hosts, d, scenario="bad-canary", log_rate=args.log_rate, ready_timeout=180
+        )
+        try:
+            print(f"sim-fleet: {args.hosts} hosts ready in {time.perf_counter() - t0:.1f} s")
+            asyncio.run(run(Path(d), args))
+        finally:
+            fleet.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The attach wire format: JSON objects, one per line, over a Unix stream socket.
+
+Versioned hello both ways, then the server sends the snapshot (the events so far,
+framed by ``snapshot`` / ``snapshot_end``), then the live stream; the client sends
+commands. Every line is bounded (:data:`MAX_LINE`), so a peer cannot make the other
+buffer without limit.
+
+Client -> server::
+
+    {"type": "hello", "version": 1, "read_only": false, "mode": "attach" | "probe"}
+    {"type": "command", "command": {...console.commands.Command.to_json()...}}
+
+Server -> client::
+
+    {"type": "hello", "version": 1, "rollout_id": ..., "read_only": ..., "pid": ...,
+     "summary": {...}}                       # probe: the hello is all, then bye
+    {"type": "snapshot", "count": N}  N x {"type": "event", "event": {...}}
+    {"type": "snapshot_end"}
+    {"type": "event", "event": {...}}        # live
+    {"type": "stats", "open_connections": n, "clients": k, "dropped": d}
+    {"type": "refused", "command": name, "message": why}
+    {"type": "error", "message": why}        # then the server hangs up
+    {"type": "bye", "reason": "finished" | "overflow" | "shutdown" | "probe"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from console.errors import RolldeckError
+
+VERSION = 1
+MAX_LINE = 8 * 1024 * 1024  # server -> client: RolloutStarted carries the spec and hosts
+MAX_CLIENT_LINE = 64 * 1024  # client -> server: hellos and commands are small
+HELLO_TIMEOUT = 5.0
+SOCKET_SUFFIX = ".sock"
+SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes with the NUL; keep a margin
+
+
+class ProtocolError(RolldeckError):
+    """The peer sent something that is not this protocol (or too much of it)."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The next message, or None at end of stream."""
+    try:
+        line = await reader.readline()
+    except ValueError as exc:  # asyncio's limit overrun
+        raise ProtocolError("line too long") from exc
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return None
+    if not line:
+        return None
+    if not line.endswith(b"\n"):
+        return None  # torn by a hang-up
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError("not JSON") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise ProtocolError("not a message object")
+    return obj
+
+
+def check_hello(obj: dict[str, Any] | None) -> dict[str, Any]:
+    if obj is None:
+        raise ProtocolError("the peer hung up before its hello")
+    if obj.get("type") == "error":
+        raise ProtocolError(str(obj.get("message") or "refused"))
+    if obj.get("type") != "hello":
+        raise ProtocolError(f"expected a hello, got {obj.get('type')!r}")
+    if obj.get("version") != VERSION:
+        raise ProtocolError(
+            f"protocol version {obj.get('version')!r} is not supported (this is {VERSION})"
+        )
+    return obj
+
+
+def socket_path_for(state_dir: str | os.PathLike[str], rollout_id: str) -> Path:
+    """``<state_dir>/<rollout_id>.sock``."""
+    return Path(state_dir) / f"{rollout_id}{SOCKET_SUFFIX}"
+
+
+@contextlib.contextmanager
+def addressable(path: Path) -> Iterator[str]:
+    """A name for ``path`` that fits in a ``sockaddr_un`` (108 bytes on Linux): the
+    path itself when short, else ``/proc/self/fd/N/<name>`` through an open handle on
+    its directory (deep pytest or XDG state directories exceed the limit)."""
+    text = str(path)
+    if len(os.fsencode(text)) < SUN_PATH_MAX:
+        yield text
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)

@@ -1,0 +1,519 @@
+"""The decision audit: summaries and timelines of past rollouts, from their journals.
+
+Everything here is a fold of the journal through :class:`console.state.RolloutView`,
+the same reducer the console draws from, so the counts an audit shows for a moment
+are the counts the operator saw on screen at that moment.
+
+Whether an unfinished rollout is still *running* is a question about this machine:
+its attach socket answers, or a lock file names it with a live pid, or the journal
+header's pid is alive here. Otherwise it is *interrupted* (the owner died).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from console import events as ev
+from console.errors import InputError
+from console.events import Event, HostState
+from console.journal import JournalError, list_journals, read_lines
+from console.lock import LockInfo, _pid_alive, read_lock
+from console.state import RolloutView
+
+SOCKET_SUFFIX = ".sock"
+RUNNING = "running"
+INTERRUPTED = "interrupted"
+_BAD = (HostState.FAILED, HostState.ROLLBACK_FAILED, HostState.INTERRUPTED)
+
+
+@dataclass(slots=True)
+class RolloutSummary:
+    """One line of ``rolldeck history``."""
+
+    rollout_id: str
+    service: str
+    version: str
+    previous_versions: list[str]
+    operator: str
+    started: float | None
+    finished: float | None
+    outcome: str  # an Outcome value, or 'running' / 'interrupted'
+    state: str  # the rollout state last journaled
+    reason: str
+    duration: float | None
+    hosts: int
+    hosts_changed: int
+    failures: list[str]
+    batch: int | None  # 1-based batch running or last run
+    batches: int
+    pid: int | None
+    journal: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class TimelineEntry:
+    """One moment of ``rolldeck show``: what happened, who, why, and the counts then."""
+
+    ts: float
+    offset: float  # seconds since the rollout started
+    kind: str
+    text: str
+    operator: str | None = None
+    reason: str | None = None
+    numbers: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # healthy/failed/pending/...
+    state: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Timeline:
+    summary: RolloutSummary
+    entries: list[TimelineEntry]
+    stopped: dict[str, Any]  # outcome, reason, rules that fired (with numbers), decisions
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rollout": self.summary.to_json(),
+            "timeline": [e.to_json() for e in self.entries],
+            "stopped": self.stopped,
+        }
+
+
+# -- loading ------------------------------------------------------------------------
+
+
+def load_events(path: Path) -> tuple[dict[str, Any], list[Event]]:
+    """The journal's header and its events (unknown kinds skipped)."""
+    lines = read_lines(path)
+    if not lines or lines[0].get("kind") != "journal":
+        raise JournalError(f"{path}: not a rolldeck journal")
+    events = [ev.from_json(obj) for obj in lines[1:] if obj["kind"] in ev.EVENT_TYPES]
+    return lines[0], events
+
+
+def live_owners(state_dir: Path) -> dict[str, int]:
+    """rollout id -> pid of every lock file on this machine whose pid is alive."""
+    here = socket.gethostname()
+    out: dict[str, int] = {}
+    for path in state_dir.glob("lock-*.lock"):
+        info: LockInfo | None = read_lock(path)
+        if info is not None and info.host == here and _pid_alive(info.pid):
+            out[info.rollout_id] = info.pid
+    return out
+
+
+def socket_alive(path: Path, timeout: float = 0.5) -> bool:
+    """Something accepts connections on this Unix socket right now."""
+    if not path.exists():
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def is_running(
+    state_dir: Path, rollout_id: str, header: dict[str, Any], owners: dict[str, int]
+) -> tuple[bool, int | None]:
+    """(running, pid) for an unfinished rollout."""
+    if rollout_id in owners:
+        return True, owners[rollout_id]
+    pid = header.get("pid")
+    if socket_alive(state_dir / f"{rollout_id}{SOCKET_SUFFIX}"):
+        return True, pid if isinstance(pid, int) else None
+    if isinstance(pid, int) and header.get("machine") == socket.gethostname():
+        return _pid_alive(pid), pid
+    return False, pid if isinstance(pid, int) else None
+
+
+def summarize(
+    view: RolloutView,
+    header: dict[str, Any],
+    path: Path,
+    *,
+    running: bool = False,
+    pid: int | None = None,
+    ever_failed: set[str] | None = None,
+    finish_reason: str | None = None,
+) -> RolloutSummary:
+    """``ever_failed``: hosts that failed at any point (a rolled-back host that had
+    failed still counts as a failure of this rollout)."""
+    if view.outcome is not None:
+        outcome = view.outcome.value
+    else:
+        outcome = RUNNING if running else INTERRUPTED
+    end = view.finished
+    duration = (end - view.started) if (end and view.started) else None
+    if duration is None and running and view.started:
+        duration = time.time() - view.started
+    return RolloutSummary(
+        rollout_id=view.rollout_id or str(header.get("rollout_id") or path.stem),
+        service=view.service,
+        version=view.version,
+        previous_versions=sorted(view.previous_versions()),
+        operator=view.operator or str(header.get("who") or ""),
+        started=view.started or header.get("created"),
+        finished=end,
+        outcome=outcome,
+        state=view.state.value,
+        reason=finish_reason if finish_reason is not None else view.state_reason,
+        duration=duration,
+        hosts=len(view.hosts),
+        hosts_changed=len(view.changed_hosts()),
+        failures=sorted(set(view.failed_hosts()) | (ever_failed or set())),
+        batch=view.batch_index + 1 if view.batch_index is not None else None,
+        batches=len(view.batches),
+        pid=pid if isinstance(pid, int) else None,
+        journal=str(path),
+    )
+
+
+def _ever_failed(events: Iterable[Event]) -> set[str]:
+    return {e.host for e in events if isinstance(e, ev.HostStateChanged) and e.state in _BAD}
+
+
+def _finish_reason(events: list[Event]) -> str | None:
+    for e in reversed(events):
+        if isinstance(e, ev.RolloutFinished):
+            return e.reason
+    return None
+
+
+def summary_of(path: Path, owners: dict[str, int] | None = None) -> RolloutSummary:
+    header, events = load_events(path)
+    view = RolloutView()
+    for e in events:
+        view.apply(e)
+    rid = view.rollout_id or str(header.get("rollout_id") or path.stem)
+    running, pid = False, header.get("pid")
+    if view.outcome is None:
+        running, pid = is_running(path.parent, rid, header, owners or {})
+    return summarize(
+        view,
+        header,
+        path,
+        running=running,
+        pid=pid,
+        ever_failed=_ever_failed(events),
+        finish_reason=_finish_reason(events),
+    )
+
+
+def history(
+    state_dir: Path, *, service: str | None = None, limit: int | None = None
+) -> list[RolloutSummary]:
+    """Past (and running) rollouts, newest first. Unreadable journals are skipped."""
+    owners = live_owners(state_dir)
+    out: list[RolloutSummary] = []
+    for path in list_journals(state_dir):
+        try:
+            s = summary_of(path, owners)
+        except (JournalError, KeyError, TypeError, ValueError):
+            continue
+        if service is not None and s.service != service:
+            continue
+        out.append(s)
+    out.sort(key=lambda s: (s.started or 0.0, s.rollout_id), reverse=True)
+    return out[:limit] if limit is not None else out
+
+
+def resolve_id(state_dir: Path, prefix: str) -> Path:
+    """The journal of the rollout whose id is ``prefix`` or uniquely starts with it."""
+    paths = list_journals(state_dir)
+    ids = {p.stem: p for p in paths}
+    if prefix in ids:
+        return ids[prefix]
+    matches = sorted(i for i in ids if i.startswith(prefix))
+    if not matches:
+        raise InputError(f"no rollout {prefix!r} in {state_dir}", field="ID")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise InputError(f"{prefix!r} is ambiguous: {shown}", field="ID")
+    return ids[matches[0]]
+
+
+# -- the timeline ----------------------------------------------------------------------
+
+COUNTED = (
+    HostState.HEALTHY,
+    HostState.FAILED,
+    HostState.PENDING,
+    HostState.RUNNING,
+    HostState.VERIFYING,
+    HostState.SKIPPED,
+    HostState.ROLLED_BACK,
+    HostState.ROLLBACK_FAILED,
+    HostState.INTERRUPTED,
+)
+
+
+def _counts(view: RolloutView) -> dict[str, int]:
+    counts = view.counts()
+    out = {s.value: counts[s.value] for s in COUNTED if counts[s.value]}
+    out.setdefault("healthy", 0)
+    out.setdefault("failed", 0)
+    out.setdefault("pending", 0)
+    return out
+
+
+def _entry_text(event: Event) -> str | None:
+    """The audit's sentence for an event, or None when it is not a decision point."""
+    match event:
+        case ev.RolloutStarted():
+            return (
+                f"started {event.service} {event.version} on {len(event.hosts)} hosts "
+                f"in {len(event.batches)} batches by {event.operator}"
+            )
+        case ev.RolloutStateChanged():
+            why = f" ({event.reason})" if event.reason else ""
+            return f"state {event.state.value}{why}"
+        case ev.BatchStarted():
+            kind = "rollback batch" if event.rollback else "batch"
+            return f"{kind} {event.index + 1}/{event.total} started: {', '.join(event.hosts)}"
+        case ev.BatchFinished():
+            kind = "rollback batch" if event.rollback else "batch"
+            bad = f", {len(event.failed)} failed: {', '.join(event.failed)}" if event.failed else ""
+            return f"{kind} {event.index + 1} finished: {len(event.succeeded)} ok{bad}"
+        case ev.GateWaiting():
+            until = ""
+            if event.until:
+                until = " until " + time.strftime("%H:%M:%S", time.gmtime(event.until)) + " UTC"
+            return f"gate after batch {event.after_batch + 1}: {event.gate}{until}"
+        case ev.GatePassed():
+            return f"gate after batch {event.after_batch + 1} passed by {event.by}"
+        case ev.HostStateChanged() if event.state in _BAD:
+            detail = f": {event.detail}" if event.detail else ""
+            return f"{event.host} {event.state.value}{detail}"
+        case ev.PreflightResult() if not event.ok:
+            return f"preflight {event.host} refused: {event.error}"
+        case ev.Alert():
+            action = f" -> {event.action}" if event.action else ""
+            return f"ALERT [{event.level}] {event.rule}: {event.message}{action}"
+        case ev.CanaryAnalysis():
+            p = f", p={event.p_value:.3g}" if event.p_value is not None else ""
+            return f"canary analysis: {event.verdict} ({event.test}{p})"
+        case ev.OperatorCommand():
+            verdict = "" if event.accepted else " REFUSED"
+            args = " ".join(f"{k}={v}" for k, v in event.args.items())
+            detail = f": {event.detail}" if event.detail else ""
+            return (
+                f"{event.command}{' ' + args if args else ''}{verdict} by {event.operator}{detail}"
+            )
+        case ev.PlanChanged():
+            return f"plan changed: batch sizes {[len(b) for b in event.batches]}"
+        case ev.Notice():
+            where = f"{event.host}: " if event.host else ""
+            return f"notice: {where}{event.message}"
+        case ev.RolloutFinished():
+            return f"finished: {event.outcome.value} (exit {event.exit_code}): {event.reason}"
+    return None
+
+
+def _entry(event: Event, view: RolloutView, start: float) -> TimelineEntry | None:
+    text = _entry_text(event)
+    if text is None:
+        return None
+    entry = TimelineEntry(
+        ts=event.ts,
+        offset=round(event.ts - start, 3) if start else 0.0,
+        kind=event.kind,
+        text=text,
+        counts=_counts(view),
+        state=view.state.value,
+    )
+    match event:
+        case ev.OperatorCommand():
+            entry.operator = event.operator
+            entry.reason = event.reason
+            entry.numbers = {"accepted": event.accepted, **dict(event.args)}
+        case ev.Alert():
+            entry.numbers = dict(event.numbers)
+            entry.reason = event.rule
+        case ev.CanaryAnalysis():
+            entry.numbers = {"p_value": event.p_value, **dict(event.numbers)}
+        case ev.RolloutStarted():
+            entry.operator = event.operator
+        case ev.RolloutStateChanged() | ev.PlanChanged() | ev.RolloutFinished():
+            entry.reason = event.reason or None
+        case ev.GatePassed():
+            if event.by.startswith("operator:"):
+                entry.operator = event.by.split(":", 1)[1]
+    return entry
+
+
+STOPPING_COMMANDS = frozenset({"pause", "freeze", "abort", "rollback"})
+
+
+def timeline(path: Path, owners: dict[str, int] | None = None) -> Timeline:
+    """Every batch, gate, alert and decision of one rollout, with the counts at each."""
+    header, events = load_events(path)
+    view = RolloutView()
+    entries: list[TimelineEntry] = []
+    start = 0.0
+    for e in events:
+        view.apply(e)  # the state *after* the event: what the console showed then
+        if isinstance(e, ev.RolloutStarted):
+            start = e.ts
+        entry = _entry(e, view, start)
+        if entry is not None:
+            entries.append(entry)
+    rid = view.rollout_id or str(header.get("rollout_id") or path.stem)
+    running, pid = False, header.get("pid")
+    if view.outcome is None:
+        running, pid = is_running(path.parent, rid, header, owners or live_owners(path.parent))
+    summary = summarize(
+        view,
+        header,
+        path,
+        running=running,
+        pid=pid,
+        ever_failed=_ever_failed(events),
+        finish_reason=_finish_reason(events),
+    )
+    return Timeline(summary, entries, _why_stopped(events, summary))
+
+
+def _why_stopped(events: Iterable[Event], summary: RolloutSummary) -> dict[str, Any]:
+    fired: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = []
+    reason = summary.reason
+    for e in events:
+        if isinstance(e, ev.Alert) and e.action:
+            fired.append(
+                {
+                    "rule": e.rule,
+                    "message": e.message,
+                    "numbers": dict(e.numbers),
+                    "action": e.action,
+                    "host": e.host,
+                    "ts": e.ts,
+                }
+            )
+        elif isinstance(e, ev.OperatorCommand) and e.accepted and e.command in STOPPING_COMMANDS:
+            decisions.append(
+                {"command": e.command, "operator": e.operator, "reason": e.reason, "ts": e.ts}
+            )
+        elif isinstance(e, ev.RolloutFinished):
+            reason = e.reason
+    return {"outcome": summary.outcome, "reason": reason, "rules": fired, "decisions": decisions}
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def versions(s: RolloutSummary) -> str:
+    before = ",".join(s.previous_versions) or "?"
+    return f"{before} -> {s.version}"
+
+
+def render_history(rows: list[RolloutSummary]) -> str:
+    if not rows:
+        return "no rollouts"
+    head = ("ID", "SERVICE", "VERSIONS", "WHO", "STARTED", "OUTCOME", "TOOK", "CHANGED", "FAILED")
+    table = [head]
+    for s in rows:
+        table.append(
+            (
+                s.rollout_id,
+                s.service,
+                versions(s),
+                s.operator,
+                fmt_time(s.started),
+                s.outcome,
+                fmt_duration(s.duration),
+                f"{s.hosts_changed}/{s.hosts}",
+                str(len(s.failures)) + (f" ({', '.join(s.failures[:3])})" if s.failures else ""),
+            )
+        )
+    return _columns(table)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt_counts(counts: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in counts.items())
+
+
+def render_timeline(t: Timeline) -> str:
+    s = t.summary
+    out = [
+        f"rollout {s.rollout_id}: {s.service} {versions(s)}",
+        f"  by {s.operator}, started {fmt_time(s.started)}, took {fmt_duration(s.duration)}",
+        f"  outcome: {s.outcome}; {s.hosts_changed} of {s.hosts} hosts changed; "
+        f"failed: {', '.join(s.failures) or 'none'}",
+        "",
+    ]
+    for e in t.entries:
+        out.append(f"+{fmt_duration(e.offset):>7}  {e.text}")
+        extra = []
+        if e.reason and e.kind == "operator_command":
+            extra.append(f"reason: {e.reason}")
+        if e.numbers and e.kind in ("alert", "canary_analysis"):
+            extra.append("numbers: " + json.dumps(e.numbers, sort_keys=True, default=str))
+        extra.append(f"[{e.state}] {_fmt_counts(e.counts)}")
+        out.extend(f"{'':10}{x}" for x in extra)
+    stopped = t.stopped
+    out.append("")
+    out.append(f"why it stopped: {stopped['outcome']}: {stopped['reason'] or '-'}")
+    for rule in stopped["rules"]:
+        nums = json.dumps(rule["numbers"], sort_keys=True, default=str)
+        out.append(f"  rule {rule['rule']} fired -> {rule['action']}: {rule['message']} {nums}")
+    for d in stopped["decisions"]:
+        why = f" ({d['reason']})" if d["reason"] else ""
+        out.append(f"  {d['command']} by {d['operator']}{why} at {fmt_time(d['ts'])}")
+    return "\n".join(out)
+
+
+__all__ = [
+    "RolloutSummary",
+    "Timeline",
+    "TimelineEntry",
+    "history",
+    "live_owners",
+    "render_history",
+    "render_timeline",
+    "resolve_id",
+    "socket_alive",
+    "summary_of",
+    "timeline",
+]

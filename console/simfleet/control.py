@@ -1,0 +1,77 @@
+"""Driving a fleet that runs in another process: the ``simctl`` control user.
+
+Any simulated host accepts the fleet's client key for a second user, ``simctl``,
+whose exec requests act on the whole fleet instead of one host. That is how a drill
+or a test, with the fleet in a child process (:class:`~console.simfleet.process.FleetProcess`),
+injects faults and reads every host's true state without a side channel:
+
+    state [HOST...]          one JSON object per host (HostState fields)
+    kill HOST...             drop the hosts' connections, refuse new ones
+    revive HOST...           listen again, same port and key
+    disk-full HOST on|off    fill or free the host's disk
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from console.simfleet.commands import Context
+from console.simfleet.host import HostState
+
+if TYPE_CHECKING:
+    from console.simfleet.fleet import SimFleet
+
+CONTROL_USER = "simctl"
+USAGE = "usage: state [HOST...] | kill HOST... | revive HOST... | disk-full HOST on|off\n"
+
+
+def state_to_json(state: HostState) -> str:
+    return json.dumps(dataclasses.asdict(state), separators=(",", ":"))
+
+
+def state_from_json(line: str) -> HostState:
+    data = json.loads(line)
+    data["installed"] = tuple(data["installed"])
+    return HostState(**data)
+
+
+def controller(fleet: SimFleet) -> Callable[[str, Context], Awaitable[int]]:
+    """The exec handler for the control user of ``fleet``."""
+
+    async def run(line: str, ctx: Context) -> int:
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            ctx.err(f"simctl: {exc}\n")
+            return 2
+        if not argv:
+            ctx.err(USAGE)
+            return 2
+        verb, names = argv[0], argv[1:]
+        if verb not in ("state", "kill", "revive", "disk-full") or (verb != "state" and not names):
+            ctx.err(USAGE)
+            return 2
+        if verb == "disk-full":
+            if len(names) != 2 or names[1] not in ("on", "off"):
+                ctx.err(USAGE)
+                return 2
+            names, flag = names[:1], names[1] == "on"
+        unknown = [n for n in names if n not in fleet.hosts]
+        if unknown:
+            ctx.err(f"simctl: no such host: {', '.join(unknown)}\n")
+            return 1
+        if verb == "state":
+            for name in names or list(fleet.hosts):
+                ctx.out(state_to_json(fleet.host_state(name)) + "\n")
+        elif verb == "disk-full":
+            fleet.set_disk_full(names[0], flag)
+        else:
+            for name in names:
+                await (fleet.kill_host(name) if verb == "kill" else fleet.revive_host(name))
+        return 0
+
+    return run

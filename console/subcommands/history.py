@@ -1,0 +1,40 @@
+"""``rolldeck history``: past rollouts from the journals in the state directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from console.errors import InputError
+from console.history import history, render_history
+from console.journal import resolve_state_dir
+
+NAME = "history"
+HELP = "list past rollouts (who, when, versions, outcome, failures), newest first"
+DESCRIPTION = """\
+List the rollouts journaled in the state directory, newest first: id, service,
+previous -> new version, who ran it, when, outcome, how long it took, hosts changed
+and failures. A rollout without an end is 'running' when its owner is alive on this
+machine, else 'interrupted'. See one in full with `rolldeck show ID`."""
+ORDER = 40
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--service", metavar="S", help="only this service")
+    parser.add_argument("--state-dir", metavar="DIR", help="journal directory")
+    parser.add_argument("--limit", metavar="N", type=int, help="at most N rollouts")
+    parser.add_argument("--json", action="store_true", help="JSON-lines: one rollout a line")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise InputError("must be at least 1", field="--limit")
+    rows = history(resolve_state_dir(args.state_dir), service=args.service, limit=args.limit)
+    out = sys.stdout
+    if args.json:
+        for row in rows:
+            out.write(json.dumps(row.to_json(), default=str) + "\n")
+    else:
+        out.write(render_history(rows) + "\n")
+    return 0

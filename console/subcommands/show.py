@@ -1,0 +1,40 @@
+"""``rolldeck show``: the decision timeline of one rollout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from console.history import render_timeline, resolve_id, timeline
+from console.journal import JournalError, resolve_state_dir
+
+NAME = "show"
+HELP = "the timeline of one rollout: batches, alerts, gates, decisions and why it stopped"
+DESCRIPTION = """\
+Print the timeline of one rollout from its journal: every batch, gate, alert and
+operator decision (who, why), each with the rollout state and the host counts at that
+moment, then why it stopped: the outcome, and the rules that fired with their numbers.
+ID may be any unique prefix of a rollout id (see `rolldeck history`)."""
+ORDER = 41
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID", help="rollout id, or a unique prefix of one")
+    parser.add_argument("--state-dir", metavar="DIR", help="journal directory")
+    parser.add_argument("--json", action="store_true", help="one JSON document")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_id(resolve_state_dir(args.state_dir), args.id)
+    try:
+        t = timeline(path)
+    except JournalError as exc:
+        print(f"rolldeck: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        json.dump(t.to_json(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_timeline(t) + "\n")
+    return 0

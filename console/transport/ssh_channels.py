@@ -1,0 +1,358 @@
+"""One host's SSH connection: every command a channel, every stop a real kill.
+
+An :class:`SSHConnection` outlives the TCP connections under it. When the transport
+closes an idle connection to make room under ``max_connections`` (``evicted``), the
+host's next command reconnects transparently; when the server drops it (``lost``),
+commands raise :class:`HostUnreachable` until ``transport.connect(host)`` reconnects.
+
+How a timed-out or cancelled command is stopped: :mod:`console.transport.remote_kill`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from console.transport.aio import first_error, run_shielded
+from console.transport.base import HostUnreachable, LineCallback, RunResult, TransportError
+from console.transport.output import READ_CHUNK, LineSplitter, OutputSink, pump
+from console.transport.remote_kill import KILL_GRACE, kill_script, parse_pid, wrap_pgroup
+from inventory.model import Host
+
+if TYPE_CHECKING:
+    from console.transport.ssh import SSHTransport
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SESSIONS = 10  # OpenSSH's MaxSessions: channels open at once on one connection
+STOP_BUDGET = KILL_GRACE + 5.0  # the most a stop may take, kill exec included
+CHANNEL_OPEN_ATTEMPTS = 6  # ~2.5 s of backoff in all
+# OpenSSH answers "no more sessions" (MaxSessions) with CONNECT_FAILED.
+_SESSION_REFUSED = (
+    asyncssh.OPEN_CONNECT_FAILED,
+    asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+    asyncssh.OPEN_RESOURCE_SHORTAGE,
+)
+
+
+def reason(exc: BaseException) -> str:
+    """A one-line reason for an asyncssh or socket error."""
+    if isinstance(exc, asyncssh.DisconnectError):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class _Running:
+    """One command on one channel: its pumps and, in ``pgroup`` mode, its remote pid."""
+
+    def __init__(
+        self,
+        raw: asyncssh.SSHClientConnection,
+        process: asyncssh.SSHClientProcess[bytes],
+        expect_pid: bool,
+    ) -> None:
+        self.raw = raw
+        self.process = process
+        self.pid: int | None = None
+        self.pid_known = asyncio.Event()
+        self.finished = False
+        self._expect_pid = expect_pid
+
+    def stdout_line(self, line: str) -> str | None:
+        """``line`` unless it is the pid marker (the first line in pgroup mode)."""
+        if self._expect_pid:
+            self._expect_pid = False
+            pid = parse_pid(line)
+            if pid is not None:
+                self.pid = pid
+                self.pid_known.set()
+                return None
+        return line
+
+    async def _pumps(self, out: Callable[[str], None], err: Callable[[str], None]) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(pump(self.process.stdout.read, out))
+            group.create_task(pump(self.process.stderr.read, err))
+
+    async def wait(self, sink: OutputSink) -> None:
+        def out(line: str) -> None:
+            kept = self.stdout_line(line)
+            if kept is not None:
+                sink.emit("stdout", kept)
+
+        await first_error(self._pumps(out, partial(sink.emit, "stderr")))
+        await self.process.wait_closed()
+        self.finished = True
+
+
+class SSHConnection:
+    """One host's connection; many commands may run on it at once (one channel each)."""
+
+    def __init__(
+        self,
+        transport: SSHTransport,
+        host: Host,
+        *,
+        mode: str,
+        tail_lines: int,
+        max_sessions: int,
+    ) -> None:
+        self.host = host
+        self.mode = mode
+        self.state = "new"  # open | evicted (reopens by itself) | lost | closed
+        self.busy = 0  # commands and streams in flight: a busy connection is never evicted
+        self.last_used = 0.0
+        self.connects = 0  # TCP connections opened for this host so far
+        self._transport = transport
+        self._raw: asyncssh.SSHClientConnection | None = None
+        self._tail_lines = tail_lines
+        # One channel stays free for the kill exec, so a stop never waits on a busy host.
+        self._sessions = asyncio.Semaphore(max(1, max_sessions - 1))
+        self._kill_slot = asyncio.Semaphore(1)
+
+    @property
+    def closed(self) -> bool:
+        """No live TCP connection under this object right now."""
+        return self.state != "open" or self._raw is None or self._raw.is_closed()
+
+    @property
+    def local_port(self) -> int | None:
+        """The client-side TCP port: tells connections apart in tests and diagnostics."""
+        sockname = self._raw.get_extra_info("sockname") if self._raw is not None else None
+        return int(sockname[1]) if sockname else None
+
+    def attach(self, raw: asyncssh.SSHClientConnection, host: Host) -> None:
+        self._raw = raw
+        self.host = host
+        self.state = "open"
+        self.connects += 1
+
+    def detach(self, state: str) -> asyncssh.SSHClientConnection | None:
+        """Drop the TCP connection (returned, for the caller to close); enter ``state``."""
+        raw, self._raw = self._raw, None
+        self.state = state
+        return raw
+
+    def owns(self, raw: asyncssh.SSHClientConnection) -> bool:
+        return self._raw is raw
+
+    async def _live(self) -> asyncssh.SSHClientConnection:
+        """The TCP connection to open a channel on; an evicted one is reopened first."""
+        if self.state == "evicted":
+            await self._transport.connect(self.host)
+        if self.state == "open" and self._raw is not None:
+            return self._raw
+        why = "it was closed" if self.state == "closed" else "the connection was lost"
+        raise HostUnreachable(self.host.name, f"cannot start a command: {why}")
+
+    def _begin(self) -> None:
+        self.busy += 1
+
+    def _end(self) -> None:
+        self.busy -= 1
+        self.last_used = asyncio.get_running_loop().time()
+        if self.busy == 0:
+            self._transport.capacity_changed()
+
+    async def run(
+        self, command: str, *, timeout: float, on_line: LineCallback | None = None
+    ) -> RunResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sink = OutputSink(self._tail_lines, on_line)
+        self._begin()
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._sessions.acquire()
+            except TimeoutError:
+                return sink.result("timeout", None, loop.time() - started, None)
+            try:
+                remaining = max(0.0, timeout - (loop.time() - started))
+                return await self._run_on_channel(command, remaining, sink, started)
+            finally:
+                self._sessions.release()
+        finally:
+            self._end()
+
+    async def _run_on_channel(
+        self, command: str, timeout: float, sink: OutputSink, started: float
+    ) -> RunResult:
+        loop = asyncio.get_running_loop()
+        running: _Running | None = None
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                running = await self._start(command)
+                await running.wait(sink)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            signal = await run_shielded(self._stop(running)) if running is not None else None
+            return sink.result("timeout", None, loop.time() - started, signal)
+        except asyncio.CancelledError:
+            if running is not None:
+                await run_shielded(self._stop(running))
+            raise
+        except (asyncssh.Error, OSError) as exc:
+            if running is not None:
+                await run_shielded(self._stop(running))
+            raise HostUnreachable(self.host.name, f"connection lost: {reason(exc)}") from exc
+        except BaseException:
+            if running is not None:
+                await run_shielded(self._stop(running))
+            raise
+        process = running.process
+        exit_code = process.exit_status
+        exit_signal = process.exit_signal
+        if exit_code is None and exit_signal is None and running.raw.is_closed():
+            raise HostUnreachable(self.host.name, "connection lost while a command was running")
+        signal = exit_signal[0] if exit_signal else None
+        if exit_code is not None and exit_code < 0:
+            exit_code = None
+        status = "ok" if exit_code == 0 else "failed"
+        return sink.result(status, exit_code, loop.time() - started, signal)
+
+    async def _start(self, command: str) -> _Running:
+        raw = await self._live()
+        wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
+        process = await self._exec(raw, wrapped)
+        return _Running(raw, process, expect_pid=self.mode == "pgroup")
+
+    async def _exec(
+        self, raw: asyncssh.SSHClientConnection, command: str
+    ) -> asyncssh.SSHClientProcess[bytes]:
+        """Open a channel, exec ``command`` and close its stdin.
+
+        sshd frees a closed session's MaxSessions slot only when it garbage-collects the
+        channel, a moment after the close handshake ("no more sessions" in its log), so
+        a refused open is retried briefly before the host is given up on.
+        """
+        for attempt in range(1, CHANNEL_OPEN_ATTEMPTS + 1):
+            try:
+                process = await raw.create_process(command, encoding=None)
+                process.stdin.write_eof()
+                return process
+            except asyncssh.ChannelOpenError as exc:
+                refused = exc.code in _SESSION_REFUSED
+                if not refused or attempt == CHANNEL_OPEN_ATTEMPTS or raw.is_closed():
+                    raise HostUnreachable(
+                        self.host.name, f"cannot start a command: {reason(exc)}"
+                    ) from exc
+                await asyncio.sleep(0.02 * 2**attempt)
+            except (asyncssh.Error, OSError) as exc:
+                raise HostUnreachable(
+                    self.host.name, f"cannot start a command: {reason(exc)}"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    async def _stop(self, running: _Running) -> str | None:
+        """Stop the command's remote processes; bounded by STOP_BUDGET, never raises.
+
+        Returns the signal that ended it (``TERM``/``KILL``), when known.
+        """
+        signal: str | None = None
+        if running.raw.is_closed():
+            log.warning(
+                "%s: connection lost; the remote command may still be running", self.host.name
+            )
+            return None
+        try:
+            async with asyncio.timeout(STOP_BUDGET):
+                if self.mode == "pgroup" and running.pid is None and not running.finished:
+                    # The marker is the command's first output: it is at most one RTT away.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await running.pid_known.wait()
+                if running.finished:
+                    return None
+                if running.pid is not None:
+                    signal = await self._kill_group(running)
+                else:
+                    signal = await self._signal_and_wait(running)
+        except (TimeoutError, TransportError, asyncssh.Error, OSError) as exc:
+            log.warning("%s: could not confirm the remote command stopped: %s", self.host.name, exc)
+        finally:
+            # Closing the channel is the last resort of signal mode, and waiting for the
+            # server's close reply means it has processed every request sent before.
+            running.process.close()
+            with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+                async with asyncio.timeout(1.0):
+                    await running.process.wait_closed()
+        return signal
+
+    async def _kill_group(self, running: _Running) -> str | None:
+        assert running.pid is not None
+        async with self._kill_slot:
+            killer = await self._exec(running.raw, kill_script(running.pid))
+            try:
+                said = (await killer.stdout.read()).decode(errors="replace").strip()
+                await killer.wait_closed()
+            finally:
+                killer.close()
+        return said if said in ("TERM", "KILL") else None
+
+    async def _signal_and_wait(self, running: _Running) -> str:
+        """For servers without a shell: the SSH ``signal`` request, then channel close."""
+        process = running.process
+        with contextlib.suppress(asyncssh.Error, OSError):
+            process.send_signal("TERM")
+        try:
+            async with asyncio.timeout(KILL_GRACE):
+                await process.wait_closed()
+        except TimeoutError:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                process.send_signal("KILL")
+            return "KILL"
+        return "TERM"
+
+    async def stream(self, command: str) -> AsyncIterator[str]:
+        """Stdout lines of a long-running command; closing the iterator stops it."""
+        self._begin()
+        running: _Running | None = None
+        drain: asyncio.Task[None] | None = None
+        try:
+            async with self._sessions:
+                try:
+                    running = await self._start(command)
+                    stderr_tail = OutputSink(self._tail_lines, None)
+                    drain = asyncio.create_task(
+                        pump(running.process.stderr.read, partial(stderr_tail.emit, "stderr"))
+                    )
+                    async with contextlib.aclosing(self._follow(running)) as lines:
+                        async for line in lines:
+                            yield line
+                finally:
+                    if drain is not None:
+                        drain.cancel()
+                    if running is not None and not running.finished:
+                        await run_shielded(self._stop(running))
+        finally:
+            self._end()
+
+    async def _follow(self, running: _Running) -> AsyncIterator[str]:
+        splitter = LineSplitter()
+        while True:
+            try:
+                chunk = await running.process.stdout.read(READ_CHUNK)
+            except (asyncssh.Error, OSError) as exc:
+                raise HostUnreachable(self.host.name, f"connection lost: {reason(exc)}") from exc
+            for line in splitter.feed(chunk) if chunk else splitter.flush():
+                kept = running.stdout_line(line)
+                if kept is not None:
+                    yield kept
+            if not chunk:
+                break
+        await running.process.wait_closed()
+        running.finished = True
+
+    async def close(self) -> None:
+        await self._transport.close_host(self.host.name)

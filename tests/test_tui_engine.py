@@ -1,0 +1,108 @@
+"""The console driving the real engine on the embedded simulated fleet, over real SSH:
+``p`` really stops new hosts, ``r`` really restores versions (read back over SSH),
+and quitting a running rollout leaves it paused, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from console.app import RolldeckApp, exit_code, make_console
+from console.engine import Engine
+from console.events import HostState, Outcome, RolloutState
+from console.plan import make_plan
+from console.spec import load_spec
+from console.transport import TransportOptions, make_transport
+from inventory import load_inventory, select
+from screens.confirm import ConfirmScreen
+from tests.fixtures.simfleet import sim_connect
+from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+SLOW = 0.15  # simulated durations x0.15: slow enough to press keys mid-rollout
+
+
+def engine_on(fleet) -> Engine:
+    spec = load_spec(fleet.spec_path)
+    hosts = select(load_inventory(spec.inventory or fleet.inventory_path), spec.targets)
+    plan = make_plan([h.name for h in hosts], spec.batches, order=spec.order, seed=spec.seed)
+    return Engine(
+        spec,
+        hosts,
+        plan,
+        make_transport(TransportOptions(ssh_config=[])),
+        journal=None,
+        operator="console-test",
+    )
+
+
+async def until(app: RolldeckApp, cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll the app's own view (it is folded on the app's frame tick)."""
+    async with asyncio.timeout(timeout):
+        while not cond():  # noqa: ASYNC110 - the condition is a view query, not an event
+            await asyncio.sleep(0.05)
+
+
+async def version_over_ssh(fleet, host: str) -> str:
+    async with sim_connect(fleet, host) as conn:
+        result = await conn.run("svc version", check=True)
+    return str(result.stdout).strip()
+
+
+def started(app: RolldeckApp) -> set[str]:
+    return set(app.view.changed_hosts())
+
+
+async def test_pause_stops_new_hosts_and_quit_leaves_it_paused(sim_fleet_factory) -> None:
+    fleet = await sim_fleet_factory(n=6, time_scale=SLOW)
+    engine = engine_on(fleet)
+    app = make_console(engine, remember_theme=False, process_stats=lambda: (0.0, 0.0))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(app, lambda: bool(started(app)))
+        await pilot.press("p")
+        await until(app, lambda: app.view.state == RolloutState.PAUSED)
+        moving = {"running", "verifying"}
+        await until(
+            app, lambda: not [h for h in app.view.hosts.values() if h.state.value in moving]
+        )
+        at_pause = started(app)
+        await asyncio.sleep(1.0)
+        assert started(app) == at_pause, "no new host may start while paused"
+        pending = [n for n, h in app.view.hosts.items() if h.state == HostState.PENDING]
+        assert pending, "the rollout was paused before it finished"
+        before = {n: app.view.hosts[n].version for n in pending}  # read in preflight
+        assert all(before.values())
+        await pilot.press("q")  # paused with nothing moving: quits without asking
+        await until(app, lambda: not app.is_running, timeout=15)
+    assert engine.outcome == Outcome.PAUSED and exit_code(app) == 6
+    for name in pending:
+        assert await version_over_ssh(fleet, name) == before[name]
+
+
+async def test_rollback_restores_versions_read_back_over_ssh(sim_fleet_factory) -> None:
+    fleet = await sim_fleet_factory(n=6, time_scale=SLOW)
+    engine = engine_on(fleet)
+    app = make_console(engine, remember_theme=False, process_stats=lambda: (0.0, 0.0))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(
+            app,
+            lambda: sum(h.state == HostState.HEALTHY for h in app.view.hosts.values()) >= 2,
+            timeout=60,
+        )
+        await pilot.press("r")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await until(app, lambda: app.engine_outcome is not None, timeout=60)
+        await pilot.pause(0.3)
+        changed = app.view.changed_hosts()
+        previous = {n: app.view.hosts[n].previous_version for n in changed}
+        assert app.view.state == RolloutState.DONE
+        await pilot.press("q")
+    assert engine.outcome == Outcome.ROLLED_BACK and exit_code(app) == 4
+    assert changed
+    for name in changed:
+        assert previous[name] and previous[name] != engine.spec.version
+        assert await version_over_ssh(fleet, name) == previous[name]
