@@ -70,6 +70,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time: steadier than wall time on a busy machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, float]:
     from console.engine import Engine
     from console.events import Outcome
@@ -101,14 +107,19 @@ async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, 
         async for _ in sub.batches():
             pass
 
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(drain())
         outcome = await engine.run()
     elapsed = time.perf_counter() - start
     if outcome != Outcome.SUCCEEDED:
         raise SystemExit(f"engine run failed: {outcome}")
-    return {"seconds": elapsed, "rss_mb": peak_rss_mb(), "fsyncs": journal.commits}
+    return {
+        "seconds": elapsed,
+        "cpu": cpu_seconds() - cpu0,
+        "rss_mb": peak_rss_mb(),
+        "fsyncs": journal.commits,
+    }
 
 
 async def run_loop(work: Path, n: int, batch: int, version: str) -> dict[str, float]:
@@ -135,7 +146,7 @@ async def run_loop(work: Path, n: int, batch: int, version: str) -> dict[str, fl
         await conn.run(HEALTH.format(root=root), check=True, timeout=10)
 
     hosts = fleet_hosts(work, n)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     for i in range(0, len(hosts), batch):
         async with asyncio.TaskGroup() as tg:
             for host in hosts[i : i + batch]:
@@ -143,7 +154,7 @@ async def run_loop(work: Path, n: int, batch: int, version: str) -> dict[str, fl
     elapsed = time.perf_counter() - start
     for conn in conns:
         conn.close()
-    return {"seconds": elapsed, "rss_mb": peak_rss_mb()}
+    return {"seconds": elapsed, "cpu": cpu_seconds() - cpu0, "rss_mb": peak_rss_mb()}
 
 
 def fleet_hosts(work: Path, n: int) -> list[Host]:
@@ -241,11 +252,15 @@ def main() -> None:
                         raise SystemExit(f"{kind} run failed:\n{out.stderr[-3000:]}")
                     res = json.loads(out.stdout.strip().splitlines()[-1])
                     results[kind].append(res)
-                    secs, mb = res["seconds"], res["rss_mb"]
-                    print(f"round {r + 1} {kind:6}: {secs:.2f} s, peak RSS {mb:.0f} MB")
+                    secs, cpu, mb = res["seconds"], res["cpu"], res["rss_mb"]
+                    print(
+                        f"round {r + 1} {kind:6}: {secs:.2f} s wall, {cpu:.2f} s CPU, "
+                        f"peak RSS {mb:.0f} MB"
+                    )
         finally:
             server.stop()
     med = {k: statistics.median(x["seconds"] for x in v) for k, v in results.items()}
+    cpu = {k: statistics.median(x["cpu"] for x in v) for k, v in results.items()}
     rss = max(x["rss_mb"] for x in results["engine"])
     print(
         f"N={args.hosts}, batches of {args.batch}, {len(STEPS)} steps + 1 health check per host, "
@@ -253,6 +268,10 @@ def main() -> None:
     )
     print(f"median engine {med['engine']:.2f} s, minimal asyncssh loop {med['loop']:.2f} s")
     print(f"ratio engine/loop: {med['engine'] / med['loop']:.2f}x (target <= 1.3x)")
+    print(
+        f"client CPU (median): engine {cpu['engine']:.2f} s, loop {cpu['loop']:.2f} s "
+        f"({cpu['engine'] / cpu['loop']:.2f}x)"
+    )
     print(f"engine peak RSS: {rss:.0f} MB (target < 150 MB)")
 
 

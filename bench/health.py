@@ -1,16 +1,19 @@
 """Benchmark the health/vitals/logs/metrics monitors at fleet scale (prints figures).
 
-    python bench/health.py [--hosts 1000] [--seconds 20] [--canary 10]
+    python bench/health.py [--hosts 1000] [--seconds 20] [--canary 10] [--metrics]
 
 1. Starts ``rolldeck sim-fleet`` (scenario ``bad-canary``: the new version fails 15% of
    requests) in a child process, so only the monitors' cost is measured here.
 2. Connects to every host with the engine's SSH transport and runs one
    :class:`~console.monitor.HostMonitor` per host, as a rollout does: health every 2 s
-   (the watch enabled on every host), vitals every 5 s, metrics every 5 s, logs
-   followed; events go through an :class:`~console.bus.EventBus` drained every 100 ms
-   (a console's frame), the analyzer is sampled and evaluated every second.
+   (the watch enabled on every host), vitals every 5 s, logs followed, and with
+   ``--metrics`` the Prometheus page every 5 s too (the error rate is then errors per
+   request; without it, error log lines per host-minute). Events go through an
+   :class:`~console.bus.EventBus` drained every 100 ms (a console's frame); the
+   analyzer is sampled and evaluated every second, as the engine does.
 3. Steady state: prints this process's CPU (psutil: user + system time over wall time,
-   in cores) and the event and log-line rates.
+   in cores), the event and log-line rates, the event loop's lag, and the fleet's and
+   the machine's load, since a starved process does less work than it was asked to.
 4. Deploys the new version to ``--canary`` hosts (install, activate, restart over
    SSH), polls their health every 100 ms to learn when the new version started
    serving (from then on the cohort's true error rate is 15%, over the threshold),
@@ -23,8 +26,9 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import logging
 import dataclasses
+import logging
+import signal
 import sys
 import tempfile
 import time
@@ -50,7 +54,7 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def bench_spec(path: Path) -> RolloutSpec:
+def bench_spec(path: Path, *, metrics: bool) -> RolloutSpec:
     """The fleet's generated spec with the issue's intervals."""
     spec = load_spec(path)
     assert spec.health and spec.vitals and spec.metrics and spec.logs and spec.error_rate
@@ -58,7 +62,7 @@ def bench_spec(path: Path) -> RolloutSpec:
         spec,
         health=dataclasses.replace(spec.health, every=2.0, timeout=10.0),
         vitals=dataclasses.replace(spec.vitals, every=5.0),
-        metrics=dataclasses.replace(spec.metrics, every=5.0),
+        metrics=dataclasses.replace(spec.metrics, every=5.0) if metrics else None,
     )
 
 
@@ -80,8 +84,8 @@ async def deploy(conn: Connection, spec: RolloutSpec, analyzer: ErrorRateAnalyze
         await asyncio.sleep(0.1)
 
 
-async def run(fleet_dir: Path, args: argparse.Namespace) -> None:
-    spec = bench_spec(fleet_dir / "rollout.yaml")
+async def run(fleet_dir: Path, fleet_pid: int, args: argparse.Namespace) -> None:
+    spec = bench_spec(fleet_dir / "rollout.yaml", metrics=args.metrics)
     assert spec.error_rate is not None
     hosts = load_inventory(str(fleet_dir / "inventory.yaml")).hosts
     options = TransportOptions(
@@ -92,6 +96,7 @@ async def run(fleet_dir: Path, args: argparse.Namespace) -> None:
     )
     transport = SSHTransport(options)
     me = psutil.Process()
+    fleet = psutil.Process(fleet_pid)
     try:
         t0 = time.perf_counter()
         conns: dict[str, Connection] = {}
@@ -106,7 +111,7 @@ async def run(fleet_dir: Path, args: argparse.Namespace) -> None:
 
         bus = EventBus()
         sub = bus.subscribe()
-        analyzer = ErrorRateAnalyzer(spec.error_rate, has_metrics=True)
+        analyzer = ErrorRateAnalyzer(spec.error_rate, has_metrics=args.metrics)
         unhealthy: list[str] = []
         monitors = {
             name: HostMonitor(
@@ -131,6 +136,15 @@ async def run(fleet_dir: Path, args: argparse.Namespace) -> None:
                         warned[event.rule] += 1
                 await asyncio.sleep(0.1)
 
+        lag: collections.deque[float] = collections.deque(maxlen=10_000)
+
+        async def ticker() -> None:  # how late a 50 ms timer fires: event-loop lag
+            loop = asyncio.get_running_loop()
+            while True:
+                t = loop.time()
+                await asyncio.sleep(0.05)
+                lag.append(loop.time() - t - 0.05)
+
         async def evaluate() -> None:  # what the engine does about once a second
             while True:
                 for sample in analyzer.samples():
@@ -147,15 +161,20 @@ async def run(fleet_dir: Path, args: argparse.Namespace) -> None:
             tasks = [tg.create_task(m.run()) for m in monitors.values()]
             tasks.append(tg.create_task(drain()))
             tasks.append(tg.create_task(evaluate()))
+            tasks.append(tg.create_task(ticker()))
             for m in monitors.values():
                 m.watch_health(True)
 
             await asyncio.sleep(args.warmup)  # jittered polls spread out, streams attached
             cpu0, wall0, lines0 = cpu_seconds(me), time.monotonic(), log_lines
+            fleet_cpu0 = cpu_seconds(fleet)
+            lag.clear()
             kinds0 = dict(kinds)
             await asyncio.sleep(args.seconds)
             wall = time.monotonic() - wall0
             cores = (cpu_seconds(me) - cpu0) / wall
+            fleet_cores = (cpu_seconds(fleet) - fleet_cpu0) / wall
+            load1 = psutil.getloadavg()[0]
             print(
                 f"steady state over {wall:.0f} s, {len(conns)} hosts: this process uses "
                 f"{cores:.2f} cores ({100 * cores:.0f}% of one core)"
@@ -167,13 +186,20 @@ async def run(fleet_dir: Path, args: argparse.Namespace) -> None:
                 + f"; log lines/s {(log_lines - lines0) / wall:,.0f}"
                 + f"; dropped by the bus {sub.dropped}"
             )
+            lags = sorted(lag) or [0.0]
+            print(
+                f"  event-loop lag: median {1000 * lags[len(lags) // 2]:.0f} ms, max "
+                f"{1000 * lags[-1]:.0f} ms; the fleet process uses {fleet_cores:.2f} cores; "
+                f"machine load average {load1:.1f} on {psutil.cpu_count()} CPUs"
+            )
             print(
                 f"  signal warnings: {dict(warned) or 'none'}; hosts unhealthy: {len(unhealthy)}; "
                 f"RSS {me.memory_info().rss / 1e6:.0f} MB"
             )
 
             canary = list(conns)[: args.canary]
-            served = await asyncio.gather(*(deploy(conns[n], spec, analyzer) for n in canary))
+            async with asyncio.timeout(args.alert_timeout):
+                served = await asyncio.gather(*(deploy(conns[n], spec, analyzer) for n in canary))
             crossed = min(served)
             print(
                 f"canary: {len(canary)} hosts on {spec.version}; the first served at "
@@ -181,11 +207,12 @@ async def run(fleet_dir: Path, args: argparse.Namespace) -> None:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(alerted.wait(), args.alert_timeout)
+            source = "metrics every 5 s" if args.metrics else "error log lines"
             if alerts:
                 at, alert = alerts[0]
                 print(
                     f"alert {at - crossed:.1f} s after the new version's error rate crossed "
-                    f"the threshold (evaluated every 1 s, metrics every 5 s): {alert.rule}"
+                    f"the threshold (evaluated every 1 s, {source}): {alert.rule}"
                 )
                 print(f"  {alert.message}")
             else:
@@ -207,10 +234,13 @@ def main() -> None:
     parser.add_argument("--log-rate", type=float, default=5.0, help="lines per second per host")
     parser.add_argument("--handshakes", type=int, default=20, help="concurrent handshakes")
     parser.add_argument("--alert-timeout", type=float, default=30.0)
+    parser.add_argument("--metrics", action="store_true", help="also scrape svc metrics every 5 s")
     args = parser.parse_args()
     # Signal warnings are counted from the events; one log line each would flood.
     logging.getLogger("console").setLevel(logging.ERROR)
 
+    # A SIGTERM (e.g. from `timeout`) must still stop the fleet child: run the finally.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         fleet = start_fleet_process(
@@ -218,7 +248,7 @@ def main() -> None:
         )
         try:
             print(f"sim-fleet: {args.hosts} hosts ready in {time.perf_counter() - t0:.1f} s")
-            asyncio.run(run(Path(d), args))
+            asyncio.run(run(Path(d), fleet.pid, args))
         finally:
             fleet.stop()
 

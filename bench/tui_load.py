@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import pstats
 import resource
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -44,6 +49,9 @@ ACTIONS = {
 }
 
 
+Feeder = Callable[[float], int] | None  # publishes dt seconds of events; returns how many
+
+
 class NullController:
     """Accepts commands and ignores them (the bench measures the console only)."""
 
@@ -62,19 +70,78 @@ def percentile(values: list[float], p: float) -> float:
     return values[k]
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+def synthetic_app(args: argparse.Namespace) -> tuple[RolldeckApp, Feeder]:
     bus = EventBus()
-    sub = bus.subscribe()
     rollout = SyntheticRollout(args.hosts, seed=1, start=time.time() - 60)
-    view = fold(rollout.started())
     stream = LoadStream(rollout, lines_per_s=args.lines)
     app = RolldeckApp(
-        sub,
+        bus.subscribe(),
         NullController(),
-        initial_view=view,
+        initial_view=fold(rollout.started()),
         theme="rolldeck-dark",
         remember_theme=False,
     )
+
+    def feed(dt: float) -> int:
+        events = stream.step(dt)
+        for e in events:
+            bus.publish(e)
+        return len(events)
+
+    return app, feed
+
+
+@contextlib.contextmanager
+def sim_fleet(args: argparse.Namespace) -> Iterator[Path]:
+    """``rolldeck sim-fleet`` in a child process (as ``rolldeck demo`` runs it)."""
+    with tempfile.TemporaryDirectory(prefix="tui-load-") as tmp:
+        cmd = [
+            sys.executable, "-m", "console", "sim-fleet",
+            "--hosts", str(args.hosts), "--dir", tmp,
+            "--log-rate", str(args.lines / args.hosts), "--time-scale", str(args.time_scale),
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if "ready" not in line:
+                raise SystemExit(f"sim-fleet did not start: {line!r}")
+            print(line.strip(), file=sys.stderr)
+            yield Path(tmp)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def fleet_app(directory: Path, hosts: int, threaded: bool) -> tuple[RolldeckApp, None]:
+    """The real engine, over SSH, on the simulated fleet; the console runs it."""
+    from console.app import make_console
+    from console.engine import Engine
+    from console.plan import make_plan
+    from console.spec import load_spec
+    from console.transport import TransportOptions, make_transport
+    from inventory import load_inventory, select
+
+    spec = load_spec(str(directory / "rollout.yaml"))
+    inv = load_inventory(spec.inventory or str(directory / "inventory.yaml"))
+    targets = select(inv, spec.targets)
+    plan = make_plan([h.name for h in targets], spec.batches, order=spec.order, seed=spec.seed)
+    options = TransportOptions(ssh_config=[], max_connections=hosts + 8)
+    engine = Engine(spec, targets, plan, make_transport(options), journal=None, operator="bench")
+    app = make_console(engine, threaded=threaded, theme="rolldeck-dark", remember_theme=False)
+    return app, None
+
+
+async def run(args: argparse.Namespace, directory: Path | None = None) -> dict[str, Any]:
+    if directory is None:
+        app, feed = synthetic_app(args)
+    else:
+        app, feed = fleet_app(directory, args.hosts, threaded=not args.in_loop)
+    sub = app.subscription
     latencies: list[float] = []
     cpu_latencies: list[float] = []  # main-thread CPU time between key and action end
     published = 0
@@ -117,25 +184,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         table.action_cursor_down = cursor("down", original_cursor[0])
         table.action_cursor_up = cursor("up", original_cursor[1])
 
-        async def feed(stop: asyncio.Event) -> None:
+        async def pump(stop: asyncio.Event) -> None:
             nonlocal published
             last = time.perf_counter()
-            while not stop.is_set():
+            while feed is not None and not stop.is_set():
                 await asyncio.sleep(0.02)
                 now = time.perf_counter()
-                for e in stream.step(now - last):  # wall-clock paced, even when starved
-                    bus.publish(e)
-                    published += 1
+                published += feed(now - last)  # wall-clock paced, even when starved
                 last = now
 
         stop = asyncio.Event()
-        feeder = asyncio.create_task(feed(stop))
-        await asyncio.sleep(1.0)  # warm up: let the backlog settle
+        feeder = asyncio.create_task(pump(stop))
+        if directory is not None:  # wait for preflight over SSH, then for the logs
+            async with asyncio.timeout(args.warmup):
+                preflight = ("preflight",)
+                while app.view.state.value in preflight or not app.events_applied:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)  # polling the app's own view
+        await asyncio.sleep(args.settle)  # let the backlog settle
         frames0 = app.frames
         applied0 = app.events_applied
         cpu0 = proc.cpu_times()
         t_start = time.perf_counter()
-        profiler = cProfile.Profile(time.process_time) if args.profile else None
+        profiler = cProfile.Profile(time.thread_time) if args.profile else None
         if profiler:
             profiler.enable()
         i = 0
@@ -179,7 +249,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "mean_ms": (statistics.fmean(latencies) * 1000) if latencies else float("nan"),
         "fps": frames / wall,
         "events_per_s": applied / wall,
-        "events_published": published,
+        "events_published": published if feed is not None else app.events_applied,
         "events_dropped": dropped,
         "cpu_cores": cpu,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -194,12 +264,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key-interval", type=float, default=0.2)
     ap.add_argument("--width", type=int, default=160)
     ap.add_argument("--height", type=int, default=50)
+    ap.add_argument("--fleet", action="store_true", help="real engine on a simulated fleet")
+    ap.add_argument("--in-loop", action="store_true", help="fleet: engine on the UI's loop")
+    ap.add_argument("--time-scale", type=float, default=1.0, help="fleet: simulated time x")
+    ap.add_argument("--warmup", type=float, default=300.0, help="fleet: preflight timeout (s)")
+    ap.add_argument("--settle", type=float, default=1.0, help="seconds before measuring")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--sort", default="cumulative", help="profile sort order")
     args = ap.parse_args(argv)
-    r = asyncio.run(run(args))
+    if args.fleet:
+        with sim_fleet(args) as directory:
+            r = asyncio.run(run(args, directory))
+    else:
+        r = asyncio.run(run(args))
+    source = "synthetic stream"
+    if args.fleet:
+        where = "UI loop" if args.in_loop else "its own thread"
+        source = f"engine on {where}, simulated fleet over SSH"
     print(
-        f"tui_load: {r['hosts']} hosts, {r['lines_per_s_target']:.0f} log lines/s target, "
+        f"tui_load ({source}): {r['hosts']} hosts, "
+        f"{r['lines_per_s_target']:.0f} log lines/s target, "
         f"{r['seconds']} s, {r['keys']} keys ({r['keys_lost']} unmeasured)"
     )
     print(

@@ -12,10 +12,13 @@ in-process, or a socket client when attached).
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 from textual.app import App
@@ -23,9 +26,8 @@ from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
-from console.bus import Subscription
 from console.commands import Command, Controller
-from console.events import OUTCOME_EXIT_CODES, Outcome, RolloutState
+from console.events import OUTCOME_EXIT_CODES, Event, Outcome, RolloutState
 from console.spec import RolloutSpec
 from console.state import MOVING_STATES, RolloutView
 from screens.changes import Changes, collect
@@ -52,6 +54,14 @@ MAX_EVENTS_PER_FRAME = 20_000  # the bus holds at most this many ephemeral event
 
 CONTROL_ACTIONS = frozenset({"pause_resume", "continue_gate", "rollback", "abort", "retry", "skip"})
 ProcessStats = Callable[[], tuple[float, float]]  # (cpu percent, rss MB)
+
+
+class EventSource(Protocol):
+    """What the app drains each frame: a bus Subscription, or an EngineThread."""
+
+    dropped: int
+
+    def drain(self, max_items: int | None = None) -> list[Event]: ...
 
 
 def _psutil_stats() -> ProcessStats:
@@ -92,7 +102,7 @@ class RolldeckApp(App[int | None]):
 
     def __init__(
         self,
-        subscription: Subscription,
+        subscription: EventSource,
         controller: Controller,
         *,
         spec: RolloutSpec | None = None,
@@ -131,6 +141,8 @@ class RolldeckApp(App[int | None]):
         self._quit_pending = False
         self._last_header = 0.0
         self._last_status = (0.0, 0)
+        self._last_ui = (0.0, 0.0)
+        self._stats_live = process_stats is None  # fixed figures: no live UI share either
         self._keymap_overrides: dict[str, str] = {}
         self._dashboard: DashboardScreen | None = None
         self._theme_problem: str | None = None
@@ -216,8 +228,8 @@ class RolldeckApp(App[int | None]):
             self.events_applied += len(events)
             changes = collect(events)
         dash = self._dashboard
-        if dash is None or not dash.ready:
-            return
+        if dash is None or not dash.ready or not self.is_running:
+            return  # not composed yet, or shutting down (widgets are being removed)
         redrew = False
         if changes:
             dash.apply(changes)
@@ -236,7 +248,7 @@ class RolldeckApp(App[int | None]):
 
     def _status(self) -> None:
         dash = self._dashboard
-        if dash is None or not dash.ready or self._stats is None:
+        if dash is None or not dash.ready or not self.is_running or self._stats is None:
             return
         cpu, rss = self._stats()
         now = self.clock()
@@ -244,6 +256,11 @@ class RolldeckApp(App[int | None]):
         dt = now - t0
         rate = (self.events_applied - n0) / dt if t0 and dt > 0 else 0.0
         self._last_status = (now, self.events_applied)
+        # the UI thread's own share: is the console, rather than the engine, the cost?
+        wall, ui = time.perf_counter(), time.thread_time()
+        w0, u0 = self._last_ui
+        ui_cpu = (ui - u0) / (wall - w0) * 100 if w0 and wall > w0 else 0.0
+        self._last_ui = (wall, ui)
         try:
             conns: int | None = self.controller.open_connections()
         except Exception:  # a detached controller may not know
@@ -253,6 +270,7 @@ class RolldeckApp(App[int | None]):
             hint = "pausing to quit · q again quits now"
         dash.status(
             cpu=cpu,
+            ui_cpu=ui_cpu if self._stats_live else 0.0,
             rss_mb=rss,
             connections=conns,
             events_per_s=rate,
@@ -425,8 +443,117 @@ def exit_code(app: RolldeckApp) -> int:
     return OUTCOME_EXIT_CODES[Outcome.PAUSED]
 
 
-def make_console(engine: Any, **kw: Any) -> RolldeckApp:
-    """The console over an in-process engine (``engine.run()`` runs as a worker)."""
+class EngineThread:
+    """Runs an in-process engine on its own thread and event loop.
+
+    Why: with 1,000 hosts the engine's SSH traffic (a few thousand packets a second,
+    each decrypted in Python by asyncssh) would share the UI's event loop, and a key
+    press would wait in line behind it. On its own thread the engine keeps its
+    single-loop design, the UI thread gets the interpreter every switch interval, and
+    the only crossings are explicit: commands go in with ``call_soon_threadsafe``,
+    event batches come out through a deque (append/popleft are atomic), drained by
+    the app's frame tick. It is both the app's event source and its controller.
+    """
+
+    MAX_QUEUED_BATCHES = 200  # back-pressure: past this the forwarder waits for the UI
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.view, self._sub = engine.attach()  # before the thread starts: no race
+        self._out: deque[list[Event]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Outcome] | None = None
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def dropped(self) -> int:
+        return int(self._sub.dropped)
+
+    def drain(self, max_items: int | None = None) -> list[Event]:
+        out: list[Event] = []
+        pop = self._out.popleft
+        while self._out and (max_items is None or len(out) < max_items):
+            out.extend(pop())
+        return out
+
+    def execute(self, command: Command) -> None:
+        self._call(self.engine.execute, command)
+
+    def open_connections(self) -> int:
+        return int(self.engine.open_connections())
+
+    def stop_when_paused(self) -> None:
+        self._call(setattr, self.engine, "exit_when_paused", True)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        if not self._started.wait(10) or self._loop is None:
+            raise RuntimeError("the engine thread is not running")
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    async def run(self) -> Outcome:
+        """Start the engine thread and wait for its outcome (the app's worker awaits
+        this). Cancelled (the console is going away): cancel the engine in its own
+        loop, so in-flight remote commands are really stopped, and wait for it."""
+        ui_loop = asyncio.get_running_loop()
+        done: asyncio.Future[Outcome] = ui_loop.create_future()
+
+        def report(outcome: Outcome | None, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if isinstance(error, asyncio.CancelledError):
+                done.cancel()  # we cancelled it: nothing to report
+            elif error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(outcome)  # type: ignore[arg-type]
+
+        def main() -> None:
+            try:
+                outcome = asyncio.run(self._serve())
+            except BaseException as exc:  # handed to the UI thread, not lost
+                ui_loop.call_soon_threadsafe(report, None, exc)
+            else:
+                ui_loop.call_soon_threadsafe(report, outcome, None)
+
+        self._thread = threading.Thread(target=main, name="rolldeck-engine", daemon=True)
+        self._thread.start()
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if self._loop is not None and self._task is not None:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            await asyncio.to_thread(self._thread.join, 60)
+            raise
+
+    async def _serve(self) -> Outcome:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()  # type: ignore[assignment]
+        self._started.set()
+        forward = asyncio.create_task(self._forward())
+        try:
+            return await self.engine.run()  # type: ignore[no-any-return]
+        finally:
+            self._sub.close()
+            await forward
+
+    async def _forward(self) -> None:
+        async for batch in self._sub.batches():
+            self._out.append(batch)
+            while len(self._out) > self.MAX_QUEUED_BATCHES:  # noqa: ASYNC110 - drained by another thread
+                await asyncio.sleep(0.02)  # the UI is behind: let the bus bound apply
+
+
+def make_console(engine: Any, *, threaded: bool = True, **kw: Any) -> RolldeckApp:
+    """The console over an in-process engine. ``threaded``: the engine runs on its own
+    thread (:class:`EngineThread`); otherwise ``engine.run()`` is an async worker on
+    the UI's loop (fine for a few dozen hosts)."""
+    if threaded:
+        bridge = EngineThread(engine)
+        kw.setdefault("stop_when_paused", bridge.stop_when_paused)
+        return RolldeckApp(
+            bridge, bridge, spec=engine.spec, initial_view=bridge.view, runner=bridge.run, **kw
+        )
     if hasattr(engine, "attach"):
         initial, sub = engine.attach()
     else:
@@ -447,9 +574,7 @@ def run_console(engine: Any, **kw: Any) -> int:
     prints how to resume.
     """
     app = make_console(engine, **kw)
-    sub = app.subscription
     app.run()
-    sub.close()
     code = exit_code(app)
     if code == OUTCOME_EXIT_CODES[Outcome.PAUSED]:
         rid = app.view.rollout_id or "<id>"

@@ -322,6 +322,40 @@ class Notice(Event):
     host: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrillScorecard(Event):
+    """How a rehearsal drill went (``rolldeck drill``), appended to the rollout's
+    journal once the run is over. Times are seconds; None where the thing never
+    happened. ``fault_at`` is when the scenario's fault could first show: the bad
+    version going live on a bad host, or, where it never went live there, the start
+    of that host's deploy."""
+
+    kind: ClassVar[str] = "drill_scorecard"
+    scenario: str
+    seed: int
+    policy: str  # 'auto' (the engine's thresholds act) | 'operator'
+    outcome: Outcome
+    exit_code: int
+    target_version: str
+    fault_at: float | None = None
+    first_alert_at: float | None = None
+    first_alert: str = ""  # "rule: message" of the first alert or host failure after the fault
+    time_to_alert: float | None = None
+    first_action_at: float | None = None
+    first_action: str = ""  # "rollback by policy", "pause by alice"
+    action_by_policy: bool = False
+    time_to_act: float | None = None  # from the first alert to the first pause/rollback/abort
+    bad_hosts: dict[str, str] = field(default_factory=dict)  # host -> the scenario's fault
+    new_version_hosts: tuple[str, ...] = ()  # had the target version active at any time
+    blast_radius: tuple[str, ...] = ()  # bad hosts that ran the bad version
+    rollback: str = "not_requested"  # 'not_requested' | 'completed' | 'incomplete'
+    not_rolled_back: tuple[str, ...] = ()
+    final_versions: dict[str, str] = field(default_factory=dict)  # read back from the fleet
+    unknown_version_hosts: tuple[str, ...] = ()  # active version neither target nor previous
+    timed_out_steps: tuple[tuple[str, str], ...] = ()  # (host, step)
+    alerts: int = 0  # critical alerts over the whole run
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -347,6 +381,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CanaryAnalysis,
         OperatorCommand,
         Notice,
+        DrillScorecard,
     )
 }
 

@@ -19,7 +19,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Literal
 
 from console import events as ev
@@ -91,7 +91,10 @@ async def run_headless(
                 printer.event(event)
                 gates.event(event)
 
-    with _signals(engine, err, enabled=handle_signals), printer.live(view):
+    def note(message: str) -> None:
+        printer.note(message, err)
+
+    with printer.live(view), _signals(engine, note, enabled=handle_signals):
         async with asyncio.TaskGroup() as tg:
             consumer = tg.create_task(consume())
             outcome = await engine.run()
@@ -119,7 +122,7 @@ class _GatePolicy:
 
 
 @contextlib.contextmanager
-def _signals(engine: Engine, err: IO[str], *, enabled: bool) -> Iterator[None]:
+def _signals(engine: Engine, note: Callable[[str], None], *, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
@@ -129,14 +132,13 @@ def _signals(engine: Engine, err: IO[str], *, enabled: bool) -> Iterator[None]:
     def on_int() -> None:
         count["int"] += 1
         if count["int"] == 1:
-            print(
-                "\nSIGINT: pausing; moving hosts finish their steps and health gating "
-                "(press Ctrl-C again to abort)",
-                file=err,
+            note(
+                "SIGINT: pausing; moving hosts finish their steps and health gating "
+                "(press Ctrl-C again to abort)"
             )
             engine.pause(reason="SIGINT (Ctrl-C)")
         else:
-            print("\nSIGINT again: aborting; in-flight commands are stopped", file=err)
+            note("SIGINT again: aborting; in-flight commands are stopped")
             engine.abort(reason="second SIGINT (Ctrl-C)")
 
     def on_hup() -> None:
@@ -178,6 +180,13 @@ class _Printer:
             self.out.flush()
         elif self._live is not None and _notable(event):
             self._live.console.print(line, markup=False, highlight=False)
+
+    def note(self, message: str, err: IO[str]) -> None:
+        """A message for the operator: above the live table, else on stderr."""
+        if self._live is not None:
+            self._live.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=err, flush=True)
 
     # -- rich live table ------------------------------------------------------------
 
@@ -237,8 +246,12 @@ def describe(event: Event) -> str | None:
         case ev.RolloutStateChanged():
             reason = f" ({event.reason})" if event.reason else ""
             return f"state {event.state.value}{reason}"
-        case ev.PreflightResult() if not event.ok:
-            return f"preflight {event.host}: FAILED {event.error}"
+        case ev.PreflightResult():
+            version = f"version {event.version}" if event.version else "version unknown"
+            if event.ok:
+                return f"preflight {event.host}: ok, {version}"
+            reach = "" if event.reachable else "unreachable, "
+            return f"preflight {event.host}: FAILED ({reach}{version}) {event.error}"
         case ev.BatchStarted():
             kind = "rollback batch" if event.rollback else "batch"
             return f"{kind} {event.index + 1}/{event.total}: {', '.join(event.hosts)}"
@@ -293,7 +306,7 @@ def render_view(view: RolloutView) -> RenderableType:
         ", ".join(f"{v} {k}" for k, v in counts.items()),
     )
     table = Table(expand=False, show_edge=False, pad_edge=False)
-    for col in ("", "host", "batch", "state", "step", "detail"):
+    for col in ("", "host", "batch", "version", "state", "step", "detail"):
         table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=60)
     current = view.batch_index
     hosts = sorted(
@@ -311,6 +324,7 @@ def render_view(view: RolloutView) -> RenderableType:
             SYMBOLS.get(h.state, "?"),
             h.name,
             str(h.batch + 1) if h.batch is not None else "",
+            h.version or "",
             Text(h.state.value, style=style),
             h.step or "",
             h.detail,

@@ -598,13 +598,28 @@ class ErrorRateAnalyzer:
                     )
         return None
 
-    def canary(self, now: float | None = None, *, alpha: float = 0.05) -> CanaryAnalysis | None:
-        """Two-proportion test of the new cohort against the baseline (metrics mode),
-        as a :class:`~console.events.CanaryAnalysis` for the operator; None without
-        metrics."""
-        if not self.has_metrics:
-            return None
+    def host_rates(self, cohort: str, now: float | None = None) -> list[float]:
+        """Current rates of the cohort's hosts that have one (for rank tests)."""
         now = self.clock() if now is None else now
+        rates = []
+        for w in self._hosts.values():
+            if w.cohort == cohort and w.since is not None:
+                rate = self._host_rate(*self._host_numbers(w, now))
+                if rate is not None:
+                    rates.append(rate)
+        return rates
+
+    def canary(self, now: float | None = None, *, alpha: float = 0.05) -> CanaryAnalysis:
+        """The statistical comparison shown to the operator (automated canary analysis):
+        with metrics, a two-proportion z-test of the new cohort's pooled errors against
+        the baseline's; with logs only, a Mann-Whitney U test of the new hosts' error
+        lines per minute against the baseline hosts'. Informative, not a trigger: the
+        automated decision is :meth:`evaluate`."""
+        now = self.clock() if now is None else now
+        if not self.has_metrics:
+            return canary_rank_analysis(
+                self.host_rates("new", now), self.host_rates("baseline", now), alpha=alpha
+            )
         new = self._cohort("new", now)
         base, _ = self._baseline(now)
         if base is None:

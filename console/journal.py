@@ -68,6 +68,9 @@ class Journal:
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self.on_commit: Callable[[list[Event]], None] | None = None
+        # Called once when a write fails; later events are handed on but not written.
+        self.on_error: Callable[[Exception], None] | None = None
+        self.error: Exception | None = None
         self.max_pending = 20_000  # ephemeral events beyond this wait are dropped
         self.dropped = 0
         self.commits = 0  # fsync calls (group commits), for tests and benchmarks
@@ -137,11 +140,17 @@ class Journal:
             if self._pending:
                 batch = list(self._pending)
                 self._pending.clear()
-                lines = [_dumps(e) for e in batch if e.durable]
-                if lines:
-                    await asyncio.to_thread(_write_all, self._fd, lines)
-                    self.commits += 1
-                    self.events_written += len(lines)
+                if self.error is None:
+                    try:
+                        lines = [_dumps(e) for e in batch if e.durable]
+                        if lines:
+                            await asyncio.to_thread(_write_all, self._fd, lines)
+                            self.commits += 1
+                            self.events_written += len(lines)
+                    except Exception as exc:  # disk full, I/O error: say so, keep going
+                        self.error = exc
+                        if self.on_error is not None:
+                            self.on_error(exc)
                 if self.on_commit is not None:
                     self.on_commit(batch)
             if not self._pending:
@@ -173,6 +182,22 @@ def _write_all(fd: int, lines: list[str]) -> None:
         n = os.write(fd, view)
         view = view[n:]
     os.fsync(fd)
+
+
+def append_to(path: str | os.PathLike[str], events: list[Event]) -> None:
+    """Append durable events to a closed journal (a drill's scorecard after the run),
+    fsync'd. Blocking: call it off the event loop (``asyncio.to_thread``)."""
+    lines = [_dumps(e) for e in events if e.durable]
+    if not lines:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except OSError as exc:
+        raise JournalError(f"cannot append to journal {path}: {exc.strerror}") from exc
+    try:
+        _write_all(fd, lines)
+    finally:
+        os.close(fd)
 
 
 # -- reading ----------------------------------------------------------------------

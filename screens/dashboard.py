@@ -183,6 +183,8 @@ class DashboardScreen(Screen[None]):
         self.query_one(Timeline).set_styles(st["host-failed"], st["muted"])
 
     def _on_theme(self) -> None:
+        if not self.ready:
+            return
         self._apply_styles()
         self.table.rebuild()
         self.query_one(ErrorRatePanel).refresh_chart()
@@ -202,6 +204,9 @@ class DashboardScreen(Screen[None]):
     def on_host_table_highlighted(self, event: HostTable.Highlighted) -> None:
         if self.log_host is not None:
             self.set_log_host(event.host)
+
+    def on_host_table_sort_changed(self, event: HostTable.SortChanged) -> None:
+        self._titles()
 
     def action_toggle_log(self) -> None:
         if self.log_host is None:

@@ -56,6 +56,7 @@ _HEALTH = {
 }
 
 SORT_MODES = ("batch", "name", "state", "error")
+SORT_COLUMNS = {"batch": "batch", "host": "name", "state": "state", "err": "error"}
 
 _STATE_RANK = {
     HostState.FAILED: 0,
@@ -74,9 +75,13 @@ _STATE_RANK = {
 
 
 def host_cells(
-    h: HostView, target_version: str, ceiling: float | None, log_width: int = 40
+    h: HostView,
+    target_version: str,
+    ceiling: float | None,
+    log_width: int = 40,
+    active_batch: int | None = None,
 ) -> tuple[Cell, ...]:
-    """One row, in :data:`COLUMNS` order."""
+    """One row, in :data:`COLUMNS` order; the running batch's number is highlighted."""
     symbol, word, var = HOST_STATE_STYLE[h.state]
     if h.health_ok is None:
         health: Cell = ("-", "muted")
@@ -104,7 +109,10 @@ def host_cells(
     else:
         last = (truncate(_LEADING_TIMESTAMP.sub("", h.last_log), log_width), "muted")
     return (
-        (str(h.batch + 1) if h.batch is not None else "-", "muted"),
+        (
+            str(h.batch + 1) if h.batch is not None else "-",
+            "batch-active" if h.batch is not None and h.batch == active_batch else "muted",
+        ),
         (f"{symbol} {word}", var),
         (h.name, None),
         (",".join(h.groups) or "-", "muted"),

@@ -39,7 +39,7 @@ def slow_run(tmp: Path, rid: str = "shop-r1", n: int = 6, delay: float = 0.15) -
 
 async def until(pred: Any, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
-        while not pred():
+        while not pred():  # noqa: ASYNC110 (a predicate over several objects)
             await asyncio.sleep(0.01)
 
 
@@ -238,7 +238,7 @@ async def test_slow_client_is_disconnected_not_the_engine(tmp_path: Path) -> Non
     )
     server.start()
     # A client that says hello and then never reads.
-    reader, writer = await asyncio.open_unix_connection(str(sock))
+    _, writer = await asyncio.open_unix_connection(str(sock))
     writer.write(b'{"type": "hello", "version": 1}\n')
     await writer.drain()
     async with asyncio.timeout(20):

@@ -357,3 +357,51 @@ async def test_console_quit_while_frozen_ends_the_run_paused() -> None:
     await run_engine(run, when(step_started("h01", "install"), act))
     assert run.outcome == Outcome.PAUSED
     assert run.final("h01") == HostState.FROZEN
+
+
+async def test_rollback_while_frozen_rolls_back_changed_hosts_only() -> None:
+    run = make_engine(spec_from("batches: [100%]\n"), 2)
+    run.fake.on(r"^install", delay=0.1, hosts=["h01"])
+    run.fake.on(r"^version$", delay=0.15, lines=["1.0"], hosts=["h02"])
+
+    def act(r: Run) -> None:
+        r.engine.freeze()
+        later(0.3, lambda: r.engine.rollback(reason="bad build"))
+
+    await run_engine(run, when(step_started("h01", "install"), act))
+    assert run.outcome == Outcome.ROLLED_BACK
+    assert run.final("h01") == HostState.ROLLED_BACK
+    assert HostState.FROZEN in run.states("h01")
+    assert "activate 1.0" in run.commands("h01")
+    assert "activate 2.0" not in run.commands("h01")  # frozen after install: never activated
+    assert run.final("h02") == HostState.PENDING
+    assert not run.deploy_commands("h02")
+
+
+async def test_abort_during_health_gating_says_so() -> None:
+    run = make_engine(spec_from("batches: [100%]\n"), 1)
+    run.fake.on(r"^check$", exit_code=1)  # never healthy: gating goes on until the deadline
+
+    def gating(e: Event) -> bool:
+        return isinstance(e, ev.HealthSample) and e.host == "h01"
+
+    await run_engine(run, when(gating, lambda r: r.engine.abort()))
+    assert run.outcome == Outcome.ABORTED
+    rec = run.engine.recs["h01"]
+    assert (rec.state, rec.detail) == (HostState.INTERRUPTED, "aborted during health gating")
+
+
+async def test_abort_and_pause_during_preflight() -> None:
+    run = make_engine(spec_from(), 4)
+    run.fake.on(r"^version$", delay=5.0, lines=["1.0"], hosts=["h04"])
+    preflighting = lambda e: isinstance(e, ev.PreflightResult) and e.host == "h01"  # noqa: E731
+    await run_engine(run, when(preflighting, lambda r: r.engine.abort(reason="wrong fleet")))
+    assert run.outcome == Outcome.ABORTED
+    assert ("h04", "version", "cancelled") in run.fake.cancellations
+    assert all(not run.deploy_commands(n) for n in run.engine.recs)
+
+    run = make_engine(spec_from(), 4, exit_when_paused=True)
+    run.fake.on(r"^version$", delay=0.2, lines=["1.0"], hosts=["h04"])
+    await run_engine(run, when(preflighting, lambda r: r.engine.pause()))
+    assert run.outcome == Outcome.PAUSED
+    assert all(not run.deploy_commands(n) for n in run.engine.recs)

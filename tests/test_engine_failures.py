@@ -211,3 +211,21 @@ async def test_version_read_failure_fails_host_before_any_change() -> None:
     assert run.final("h01") == HostState.FAILED
     assert not run.deploy_commands("h01")
     assert not run.engine.recs["h01"].changed
+
+
+async def test_failure_details_are_redacted() -> None:
+    from tests.test_engine_helpers import hosts
+
+    spec = spec_from(
+        "secrets: [token]\nmax_failures: 5\n"
+        "preflight:\n  - {name: auth, run: 'auth {vars.token}'}\n"
+    )
+    run = make_engine(
+        spec, host_list=hosts(2, token="tok-123456"), allow_unreachable=True, exit_when_paused=True
+    )
+    run.fake.on(r"^auth", exit_code=1, lines=["bad token tok-123456"], hosts=["h01"])
+    run.fake.on(r"^install", exit_code=1, lines=["denied for tok-123456"], hosts=["h02"])
+    await run_engine(run)
+    blob = repr([ev.to_json(e) for e in run.events])
+    assert "tok-123456" not in blob
+    assert run.engine.recs["h02"].detail == "exit 1 in install: denied for ***"

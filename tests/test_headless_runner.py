@@ -16,7 +16,7 @@ from console import events as ev
 from console.cli import main
 from console.events import Outcome
 from console.headless import choose_mode, describe, run_headless
-from tests.test_engine_helpers import make_engine, spec_from
+from tests.test_engine_helpers import Run, make_engine, spec_from
 
 
 async def test_plain_lines_for_notable_events() -> None:
@@ -27,6 +27,7 @@ async def test_plain_lines_for_notable_events() -> None:
     text = out.getvalue()
     assert "batch 1/2: h01" in text and "batch 2/2: h02, h03" in text
     assert "h02 healthy" in text
+    assert "preflight h01: ok, version 1.0" in text
     assert "finished: succeeded (exit 0)" in text
     assert text.rstrip().endswith("succeeded (3 healthy)")
     assert "step_output" not in text and "health_sample" not in text
@@ -53,7 +54,7 @@ async def test_manual_gate_without_yes_stops_paused() -> None:
     assert outcome == Outcome.PAUSED
     assert "pass --yes" in out.getvalue()
     assert not run.deploy_commands("h02")
-    pause = [e for e in run.engine.view.timeline if isinstance(e, ev.OperatorCommand)][0]
+    pause = next(e for e in run.engine.view.timeline if isinstance(e, ev.OperatorCommand))
     assert pause.command == "pause" and "without --yes" in pause.reason
 
 
@@ -62,11 +63,11 @@ async def test_manual_gate_with_yes_continues_journaled() -> None:
     out = io.StringIO()
     outcome = await run_headless(run.engine, mode="plain", yes=True, out=out, handle_signals=False)
     assert outcome == Outcome.SUCCEEDED
-    cmd = [e for e in run.engine.view.timeline if isinstance(e, ev.OperatorCommand)][0]
+    cmd = next(e for e in run.engine.view.timeline if isinstance(e, ev.OperatorCommand))
     assert (cmd.command, cmd.reason, cmd.operator) == ("continue", "--yes (headless)", "tester")
 
 
-async def _signal_when_installing(run, sigs: list[signal.Signals]) -> Outcome:  # noqa: ANN001
+async def _signal_when_installing(run: Run, sigs: list[signal.Signals]) -> Outcome:
     out, err = io.StringIO(), io.StringIO()
     sub = run.engine.bus.subscribe()
 

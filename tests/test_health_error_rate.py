@@ -288,3 +288,33 @@ def test_evaluate_does_not_latch_and_recovers():
     assert a.evaluate(1.0) is not None
     assert a.evaluate(1.5) is not None
     assert a.evaluate(12.0) is None  # the bad second left the window
+
+
+def test_canary_analysis_from_the_analyzer_metrics_mode():
+    a = analyzer(window=60, max=0.5)
+    a.set_cohort("c", "new")
+    a.set_cohort("b", "baseline")
+    feed(a, "b", 5.0, 10_000, 100)  # 1%
+    feed(a, "c", 5.0, 1_000, 150)  # 15%
+    result = a.canary(5.0)
+    assert result.verdict == "fail" and result.test == "two_proportion_z"
+    assert result.numbers["canary_errors"] == 150 and result.numbers["baseline_requests"] == 10_000
+    feed(a, "c", 70.0, 1_000, 10)  # the bad minute left the window: 1% now
+    feed(a, "b", 70.0, 10_000, 100)
+    assert a.canary(70.0).verdict == "pass"
+
+
+def test_canary_analysis_from_the_analyzer_log_mode_ranks_hosts():
+    a = analyzer(window=60, has_metrics=False)
+    for i in range(8):
+        a.set_cohort(f"b{i}", "baseline")
+        a.observe_log(f"b{i}", 0, 0, now=0.0)
+        a.observe_log(f"b{i}", 300, i % 3, now=60.0)  # 0-2 error lines a minute
+    for i in range(4):
+        a.set_cohort(f"n{i}", "new")
+        a.observe_log(f"n{i}", 0, 0, now=0.0)
+        a.observe_log(f"n{i}", 300, 20 + i, now=60.0)
+    assert sorted(a.host_rates("new", 60.0)) == [20.0, 21.0, 22.0, 23.0]
+    result = a.canary(60.0)
+    assert result.test == "mann_whitney_u" and result.verdict == "fail"
+    assert result.numbers["u"] == 32.0  # every new host above every baseline host

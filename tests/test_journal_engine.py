@@ -162,3 +162,45 @@ def test_journal_lines_are_json_with_kind(tmp_path: Path) -> None:
     asyncio.run(j.close())
     rows = [json.loads(x) for x in j.path.read_text().splitlines()]
     assert [r["kind"] for r in rows] == ["journal", "notice"]
+
+
+async def test_failing_journal_pauses_the_rollout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import console.journal as jmod
+
+    journal = journal_in(tmp_path)
+    real = jmod._write_all
+    calls = {"n": 0}
+
+    def flaky(fd: int, lines: list[str]) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, lines)
+
+    monkeypatch.setattr(jmod, "_write_all", flaky)
+    run = make_engine(spec_from("batches: [1, 2]\n"), 5, journal=journal, exit_when_paused=True)
+    run.fake.on(r"^install", delay=0.05)
+    await run_engine(run)
+    assert run.outcome == Outcome.PAUSED
+    alert = next(e for e in run.events if isinstance(e, ev.Alert))
+    assert alert.rule == "journal" and "No space left" in alert.message
+    assert isinstance(run.events[-1], ev.RolloutFinished)  # consumers still saw the end
+    assert run.final("h05") == HostState.PENDING
+
+
+def test_append_to_a_closed_journal(tmp_path: Path) -> None:
+    from console.journal import append_to
+
+    j = Journal.create(tmp_path, "d")
+    import asyncio
+
+    asyncio.run(j.close())
+    append_to(
+        j.path, [ev.Notice(message="scorecard"), ev.StepOutput(host="h", step="s", lines=("x",))]
+    )
+    assert [type(e).__name__ for e in read_journal(j.path)] == ["Notice"]
+    assert stat.S_IMODE(os.stat(j.path).st_mode) == 0o600

@@ -14,13 +14,14 @@ from console.cli import main
 from console.engine import Engine
 from console.events import Event, HostState, Outcome
 from console.plan import make_plan
+from console.simfleet import SimFleet
 from console.spec import load_spec
 from console.transport import TransportOptions, make_transport
 from inventory import load_inventory, select
-from tests.fixtures.simfleet import sim_connect
+from tests.fixtures.simfleet import FleetFactory, sim_connect
 
 
-def engine_on(fleet, **kw: object) -> Engine:  # noqa: ANN001
+def engine_on(fleet: SimFleet, **kw: object) -> Engine:
     spec = load_spec(fleet.spec_path)
     inv = load_inventory(spec.inventory or fleet.inventory_path)
     hosts = select(inv, spec.targets)
@@ -51,13 +52,13 @@ async def drive(engine: Engine, timeout: float = 60.0) -> list[Event]:
     return seen
 
 
-async def version_over_ssh(fleet, host: str) -> str:  # noqa: ANN001
+async def version_over_ssh(fleet: SimFleet, host: str) -> str:
     async with sim_connect(fleet, host) as conn:
         result = await conn.run("svc version", check=True)
     return str(result.stdout).strip()
 
 
-async def test_healthy_fleet_rollout_succeeds(sim_fleet) -> None:  # noqa: ANN001
+async def test_healthy_fleet_rollout_succeeds(sim_fleet: SimFleet) -> None:
     engine = engine_on(sim_fleet)
     events = await drive(engine)
     assert engine.outcome == Outcome.SUCCEEDED, events[-1]
@@ -71,7 +72,9 @@ async def test_healthy_fleet_rollout_succeeds(sim_fleet) -> None:  # noqa: ANN00
     assert not [a for a in events if isinstance(a, ev.Alert) and a.level == "critical"]
 
 
-async def test_cli_run_on_the_simulated_fleet(sim_fleet, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+async def test_cli_run_on_the_simulated_fleet(
+    sim_fleet: SimFleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = [
         "run",
         str(sim_fleet.spec_path),
@@ -89,12 +92,18 @@ async def test_cli_run_on_the_simulated_fleet(sim_fleet, tmp_path: Path, capsys)
     assert rows[0]["kind"] == "rollout_started" and rows[0]["operator"] == "ci-bot"
     assert rows[-1]["outcome"] == "succeeded"
     assert "journal: " in err
+    from console.journal import read_header
+
+    journal = Path(err.split("journal: ", 1)[1].split()[0])
+    head = read_header(journal)
+    assert (head["who"], head["service"]) == ("ci-bot", rows[0]["service"])
+    assert head["spec_hash"] == rows[0]["spec_hash"] and head["pid"] > 0
     version = load_spec(sim_fleet.spec_path).version
     for name in sim_fleet.hosts:
         assert await version_over_ssh(sim_fleet, name) == version
 
 
-async def test_host_dying_mid_rollout_fails_only_that_host(sim_fleet_factory) -> None:  # noqa: ANN001
+async def test_host_dying_mid_rollout_fails_only_that_host(sim_fleet_factory: FleetFactory) -> None:
     fleet = await sim_fleet_factory(n=4, scenario="healthy")
     engine = engine_on(fleet)
     victim = list(fleet.hosts)[1]
@@ -122,7 +131,9 @@ async def test_host_dying_mid_rollout_fails_only_that_host(sim_fleet_factory) ->
 
 
 @pytest.mark.slow
-async def test_bad_canary_is_rolled_back_before_the_second_batch(sim_fleet_factory) -> None:  # noqa: ANN001
+async def test_bad_canary_is_rolled_back_before_the_second_batch(
+    sim_fleet_factory: FleetFactory,
+) -> None:
     fleet = await sim_fleet_factory(n=8, scenario="bad-canary", time_scale=0.2)
     engine = engine_on(fleet)
     events = await drive(engine, timeout=90)

@@ -22,6 +22,7 @@ from inventory.model import Host
 from tests.fixtures.sshd import SSHFleet, free_port, living_processes, unique_sleep, write_keypair
 
 pytestmark = pytest.mark.sshd
+FleetMaker = Callable[..., SSHFleet]
 
 SPEC = """
 service: shop
@@ -151,7 +152,7 @@ def on_step(
 
 
 @pytest.mark.slow
-async def test_full_rollout_of_20_hosts_in_a_ramp(sshd_fleet, tmp_path: Path) -> None:
+async def test_full_rollout_of_20_hosts_in_a_ramp(sshd_fleet: FleetMaker, tmp_path: Path) -> None:
     fleet = sshd_fleet(20)
     seed(fleet)
     journal = Journal.create(tmp_path, "full")
@@ -171,7 +172,7 @@ async def test_full_rollout_of_20_hosts_in_a_ramp(sshd_fleet, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("on_failure", ["pause", "rollback", "abort"])
-async def test_failing_step_on_one_host(sshd_fleet, on_failure: str) -> None:
+async def test_failing_step_on_one_host(sshd_fleet: FleetMaker, on_failure: str) -> None:
     fleet = sshd_fleet(8)
     seed(fleet)
     (fleet.root("web-03") / "FAIL").touch()  # batch 2 is web-02, web-03
@@ -209,7 +210,7 @@ async def test_failing_step_on_one_host(sshd_fleet, on_failure: str) -> None:
     assert any(isinstance(e, ev.Alert) and e.rule == "max_failures" for e in events)
 
 
-async def test_hung_step_times_out_and_the_remote_process_is_gone(sshd_fleet) -> None:
+async def test_hung_step_times_out_and_the_remote_process_is_gone(sshd_fleet: FleetMaker) -> None:
     fleet = sshd_fleet(2)
     seed(fleet)
     (fleet.root("web-01") / "HANG").touch()
@@ -227,7 +228,7 @@ async def test_hung_step_times_out_and_the_remote_process_is_gone(sshd_fleet) ->
     assert not living_processes(sleep)
 
 
-async def test_unreachable_host_refuses_then_allowed(sshd_fleet) -> None:
+async def test_unreachable_host_refuses_then_allowed(sshd_fleet: FleetMaker) -> None:
     fleet = sshd_fleet(3)
     seed(fleet)
     dead = Host(
@@ -254,7 +255,7 @@ async def test_unreachable_host_refuses_then_allowed(sshd_fleet) -> None:
     assert all(active(fleet, h.name) == "2.0" for h in fleet.hosts)
 
 
-async def test_changed_host_key_is_refused(sshd_fleet, tmp_path: Path) -> None:
+async def test_changed_host_key_is_refused(sshd_fleet: FleetMaker, tmp_path: Path) -> None:
     fleet = sshd_fleet(2)
     seed(fleet)
     other = write_keypair(tmp_path / "impostor")
@@ -279,7 +280,7 @@ async def test_changed_host_key_is_refused(sshd_fleet, tmp_path: Path) -> None:
     assert active(fleet, "web-01") == "1.0" and active(fleet, "web-02") == "1.0"
 
 
-async def test_hostile_values_are_never_executed(sshd_fleet, tmp_path: Path) -> None:
+async def test_hostile_values_are_never_executed(sshd_fleet: FleetMaker, tmp_path: Path) -> None:
     canary = tmp_path / "pwned"
     hostile_var = f"$(touch {canary}); touch {canary}; rm -rf {tmp_path}/keep 'q\" `touch {canary}`"
     fleet = sshd_fleet(2, extra_vars={"note": hostile_var})
@@ -300,7 +301,7 @@ async def test_hostile_values_are_never_executed(sshd_fleet, tmp_path: Path) -> 
         assert (fleet.root(host.name) / "current" / "VERSION").read_text() == hostile_version + "\n"
 
 
-async def test_pause_then_resume(sshd_fleet) -> None:
+async def test_pause_then_resume(sshd_fleet: FleetMaker) -> None:
     fleet = sshd_fleet(6)
     seed(fleet)
     spec = make_spec(batches="[1, 2]")
@@ -322,7 +323,7 @@ async def test_pause_then_resume(sshd_fleet) -> None:
     assert all(active(fleet, h.name) == "2.0" for h in fleet.hosts)
 
 
-async def test_abort_mid_batch_stops_in_flight_commands(sshd_fleet) -> None:
+async def test_abort_mid_batch_stops_in_flight_commands(sshd_fleet: FleetMaker) -> None:
     fleet = sshd_fleet(6)
     seed(fleet)
     for name in ("web-02", "web-03"):
@@ -351,7 +352,9 @@ async def test_abort_mid_batch_stops_in_flight_commands(sshd_fleet) -> None:
     assert cancelled == {"web-02", "web-03"}
 
 
-async def test_rollback_restores_each_host_to_its_recorded_previous_version(sshd_fleet) -> None:
+async def test_rollback_restores_each_host_to_its_recorded_previous_version(
+    sshd_fleet: FleetMaker,
+) -> None:
     fleet = sshd_fleet(6)
     before = {
         "web-01": "1.0",
@@ -378,7 +381,9 @@ async def test_rollback_restores_each_host_to_its_recorded_previous_version(sshd
     assert [set(o) for o in order] == [{"web-04", "web-05"}, {"web-02", "web-03"}, {"web-01"}]
 
 
-async def test_cli_run_headless_json_and_the_lock(sshd_fleet, tmp_path: Path, capsys) -> None:
+async def test_cli_run_headless_json_and_the_lock(
+    sshd_fleet: FleetMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     from console.cli import main
@@ -428,3 +433,33 @@ async def test_cli_run_headless_json_and_the_lock(sshd_fleet, tmp_path: Path, ca
     assert not list(state.glob("*.lock"))  # released
     journals = list(state.glob("*.jsonl"))
     assert len(journals) == 1 and oct(journals[0].stat().st_mode & 0o777) == "0o600"
+
+
+async def test_accept_new_host_keys_is_journaled(sshd_fleet: FleetMaker, tmp_path: Path) -> None:
+    fleet = sshd_fleet(2)
+    seed(fleet)
+    empty = tmp_path / "known_hosts_new"
+    empty.write_text("")
+    hosts = [
+        Host(
+            name=h.name,
+            address=h.address,
+            port=h.port,
+            user=h.user,
+            key=h.key,
+            known_hosts=str(empty),
+            vars=h.vars,
+        )
+        for h in fleet.hosts
+    ]
+    fleet.options.known_hosts = None
+    outcome, _ = await drive(engine_for(fleet, make_spec(), hosts=hosts))
+    assert outcome == Outcome.FAILED  # strict by default: unknown keys refuse the start
+
+    fleet.options.accept_new_host_keys = True
+    journal = Journal.create(tmp_path, "tofu")
+    outcome, _ = await drive(engine_for(fleet, make_spec(), hosts=hosts, journal=journal))
+    assert outcome == Outcome.SUCCEEDED
+    notes = [e for e in read_journal(journal.path) if isinstance(e, ev.Notice) and e.host]
+    assert {n.host for n in notes if "accepted new host key" in n.message} == {"web-01", "web-02"}
+    assert str(fleet.server.port) in empty.read_text()

@@ -152,3 +152,14 @@ async def test_inventory_yaml_loads_with_the_inventory_loader(sim_fleet: SimFlee
         "worker-02",
     }
     assert set(inv.groups["web"]) == {"web-01", "web-02"}
+
+
+def test_cli_unwritable_dir_is_one_line_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = [sys.executable, "-m", "console", "sim-fleet", "--dir", str(blocker / "sub")]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"rolldeck: {blocker / 'sub'}: --dir: cannot write there: Not a directory"
+    ]

@@ -33,6 +33,9 @@ async def test_shell_utilities(sim_fleet: SimFleet) -> None:
         r = await conn.run("cat", input="line one\nline two\n")
         assert (r.exit_status, r.stdout) == (0, "line one\nline two\n")
         assert (await conn.run("hostname")).stdout == "web-01\n"
+        big = "".join(f"{i:07d}\n" for i in range(400_000))  # 3.2 MB > the SSH window
+        r = await conn.run("cat -", input=big)
+        assert r.exit_status == 0 and r.stdout == big
 
 
 async def test_unknown_command_is_127_on_stderr(sim_fleet: SimFleet) -> None:

@@ -59,19 +59,23 @@ async def test_unreachable_after_a_time_and_recovery(sim_fleet_factory: FleetFac
     scenario = parse_scenario(
         "hosts:\n  - match: web-01\n    unreachable: {after: 2s, recover_after: 4s}\n"
         "  - match: api-01\n    unreachable: true\n"
+        "  - match: worker-01\n    unreachable: {recover_after: 6s}\n"
     )
     fleet = await sim_fleet_factory(n=3, scenario=scenario)  # x0.05: 100 ms, then 200 ms
     assert await _refused(fleet, "api-01")
+    assert await _refused(fleet, "worker-01")  # down from the start, back after 300 ms
     async with sim_connect(fleet, "web-01") as conn:
         assert (await conn.run("true")).exit_status == 0
     await asyncio.sleep(0.15)
     assert await _refused(fleet, "web-01")
     for _ in range(100):
-        if fleet.host_state("web-01").reachable:
+        if fleet.host_state("web-01").reachable and fleet.host_state("worker-01").reachable:
             break
         await asyncio.sleep(0.02)
-    async with sim_connect(fleet, "web-01") as conn:
-        assert (await conn.run("true")).exit_status == 0
+    for name in ("web-01", "worker-01"):
+        async with sim_connect(fleet, name) as conn:
+            assert (await conn.run("true")).exit_status == 0
+    assert await _refused(fleet, "api-01")  # no recover_after: down for good
 
 
 async def test_full_disk_shows_in_vitals_and_fails_install(sim_fleet_factory: FleetFactory) -> None:

@@ -75,7 +75,9 @@ async def test_pause_stops_new_hosts_and_quit_leaves_it_paused(sim_fleet_factory
         assert pending, "the rollout was paused before it finished"
         before = {n: app.view.hosts[n].version for n in pending}  # read in preflight
         assert all(before.values())
-        await pilot.press("q")  # paused with nothing moving: quits without asking
+        await pilot.press("q")
+        if isinstance(app.screen, ConfirmScreen):  # the engine was baking a gate: it asks
+            await pilot.press("y")
         await until(app, lambda: not app.is_running, timeout=15)
     assert engine.outcome == Outcome.PAUSED and exit_code(app) == 6
     for name in pending:
@@ -85,7 +87,10 @@ async def test_pause_stops_new_hosts_and_quit_leaves_it_paused(sim_fleet_factory
 async def test_rollback_restores_versions_read_back_over_ssh(sim_fleet_factory) -> None:
     fleet = await sim_fleet_factory(n=6, time_scale=SLOW)
     engine = engine_on(fleet)
-    app = make_console(engine, remember_theme=False, process_stats=lambda: (0.0, 0.0))
+    # the engine on the UI's own loop here (the other tests: on its own thread)
+    app = make_console(
+        engine, threaded=False, remember_theme=False, process_stats=lambda: (0.0, 0.0)
+    )
     async with app.run_test(size=SIZE) as pilot:
         await until(
             app,
@@ -106,3 +111,23 @@ async def test_rollback_restores_versions_read_back_over_ssh(sim_fleet_factory) 
     for name in changed:
         assert previous[name] and previous[name] != engine.spec.version
         assert await version_over_ssh(fleet, name) == previous[name]
+
+
+async def test_quitting_now_cancels_the_engine_thread_cleanly(sim_fleet_factory) -> None:
+    """q, y (pause and quit), then q again (quit now): the engine, on its own thread,
+    is cancelled in its own loop and recorded as aborted; the thread ends."""
+    fleet = await sim_fleet_factory(n=4, time_scale=1.0)  # installs take seconds
+    engine = engine_on(fleet)
+    app = make_console(engine, remember_theme=False, process_stats=lambda: (0.0, 0.0))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(app, lambda: any(h.step == "install" for h in app.view.hosts.values()))
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause(0.2)
+        assert app.is_running, "a host is mid-install: the console waits for it"
+        await pilot.press("q")
+        await until(app, lambda: not app.is_running, timeout=60)
+    assert engine.finished and engine.outcome == Outcome.ABORTED
+    assert app.subscription._thread is not None
+    assert not app.subscription._thread.is_alive()

@@ -350,3 +350,16 @@ class _Null:
 
     def open_connections(self) -> int:
         return 0
+
+
+async def test_mouse_header_sorts_and_double_click_opens_detail() -> None:
+    app, _ctl, _bus, _r = make_app("running")
+    async with app.run_test(size=SIZE) as pilot:
+        t = table(app)
+        host_x = 1 + sum(w + 2 for w in t._widths[:2]) + 1  # inside the Host header
+        await pilot.click(HostTable, offset=(1 + host_x, 1))  # +1: the border
+        assert t.sort_mode == "name"
+        assert "sort: name" in str(t.border_title)
+        await pilot.click(HostTable, offset=(5, 4), times=2)  # third row
+        assert isinstance(app.screen, HostDetailScreen)
+        assert app.screen.host == t.shown_hosts[2]

@@ -30,10 +30,18 @@ async def _probe(path: Path) -> dict[str, Any] | None:
 async def running_rollouts(state_dir: Path) -> list[dict[str, Any]]:
     """One dict per running rollout (newest first): the owner's own summary when it
     serves a socket, else what its journal says (for a live lock without a socket)."""
-    socks = sorted(p for p in state_dir.glob(f"*{SOCKET_SUFFIX}"))
+    socks = await asyncio.to_thread(lambda: sorted(state_dir.glob(f"*{SOCKET_SUFFIX}")))
     probed = await asyncio.gather(*(_probe(p) for p in socks))
     rows = [r for r in probed if r is not None]
     seen = {r["rollout_id"] for r in rows}
+    rows += await asyncio.to_thread(_locked_without_socket, state_dir, seen)
+    rows.sort(key=lambda r: r.get("started") or 0.0, reverse=True)
+    return rows
+
+
+def _locked_without_socket(state_dir: Path, seen: set[str]) -> list[dict[str, Any]]:
+    """Rollouts holding a live lock but serving no socket, as their journals say."""
+    rows: list[dict[str, Any]] = []
     for rid, pid in live_owners(state_dir).items():
         if rid in seen:
             continue
@@ -54,7 +62,6 @@ async def running_rollouts(state_dir: Path) -> list[dict[str, Any]]:
                 batches=s.batches,
             )
         rows.append(row)
-    rows.sort(key=lambda r: r.get("started") or 0.0, reverse=True)
     return rows
 
 
@@ -70,12 +77,14 @@ async def find_socket(state_dir: Path, rollout_id: str | None) -> Path:
     matches = exact or [r for r in rows if str(r["rollout_id"]).startswith(rollout_id)]
     if not matches:
         hint = ""
-        if journal_path(state_dir, rollout_id).exists() or any(
-            p.stem.startswith(rollout_id) for p in state_dir.glob("*.jsonl")
-        ):
+        if await asyncio.to_thread(_journaled, state_dir, rollout_id):
             hint = " (it is not running: see `rolldeck show` or `rolldeck resume`)"
         raise InputError(f"no running rollout {rollout_id!r} to attach to{hint}", field="ID")
     if len(matches) > 1:
         ids = ", ".join(str(r["rollout_id"]) for r in matches)
         raise InputError(f"{rollout_id!r} is ambiguous: {ids}", field="ID")
     return Path(matches[0]["socket"])
+
+
+def _journaled(state_dir: Path, prefix: str) -> bool:
+    return any(p.stem.startswith(prefix) for p in state_dir.glob("*.jsonl"))

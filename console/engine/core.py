@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import secrets
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from typing import Any
 from console import events as ev
 from console.bus import EventBus, Subscription
 from console.commands import Command
+from console.engine.commands import decide
 from console.engine.control import Budget, Control, HostRecord
 from console.engine.emitter import Emitter
 from console.engine.gates import ANALYZE_EVERY, run_gate
@@ -46,6 +48,7 @@ from console.templating import Redactor, TemplateError, is_secret_name
 from console.transport.base import Connection, Transport
 from inventory.model import Host
 
+log = logging.getLogger(__name__)
 POLICY = "policy"  # the operator name of commands the engine's rules issue
 Verdict = tuple[Outcome, str]
 
@@ -96,6 +99,8 @@ class Engine:
         self._queue: deque[str] | None = None  # the running batch's not-started hosts
         self._redactor = Redactor.for_spec(spec, hosts)
         self._emitter = Emitter(self.bus, self.view, journal)
+        if journal is not None:
+            journal.on_error = self._journal_failed
         self._emitter.set_redactor(self._redactor.redact)
         self._work = HostWork(
             spec, transport, self._emitter, self.control, probe, self._redactor.redact
@@ -180,8 +185,6 @@ class Engine:
         """Apply a command now (never blocks); journaled, refused ones with why."""
         if self.finished:
             return
-        from console.engine.commands import decide
-
         accepted, detail, effect = decide(self, command)
         self._emit(
             ev.OperatorCommand(
@@ -366,12 +369,21 @@ class Engine:
                 await c.next_change()
 
     async def _deploy_task(self, rec: HostRecord) -> None:
-        result = await self._work.deploy(rec)
+        try:
+            result = await self._work.deploy(rec)
+        except Exception as exc:  # a bug on one host must not take the fleet down
+            log.exception("deploying %s", rec.name)
+            self._work.set_state(rec, HostState.FAILED, detail=f"internal error: {exc!r}")
+            result = False
         if result is False:
             self._host_failed(rec)
 
     async def _rollback_task(self, rec: HostRecord) -> None:
-        await self._work.rollback(rec)
+        try:
+            await self._work.rollback(rec)
+        except Exception as exc:
+            log.exception("rolling back %s", rec.name)
+            self._work.set_state(rec, HostState.ROLLBACK_FAILED, detail=f"internal error: {exc!r}")
 
     def _host_failed(self, rec: HostRecord) -> None:
         rec.failed = True
@@ -405,6 +417,17 @@ class Engine:
             )
         )
         self._policy(action, f"on_failure: {rule}")
+
+    def _journal_failed(self, exc: Exception) -> None:
+        self._emit(
+            ev.Alert(
+                level="critical",
+                rule="journal",
+                message=f"journal write failed ({exc}): events are no longer durable; pausing",
+                action="pause",
+            )
+        )
+        self._policy("pause", "journal write failed")
 
     def _policy(self, action: str, reason: str) -> None:
         if action == "abort" and not self.control.aborted:

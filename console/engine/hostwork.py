@@ -96,7 +96,7 @@ class HostWork:
         rec.state = state
         if step is not None:
             rec.step = step
-        rec.detail = detail
+        rec.detail = detail = self.redact(detail)  # details quote command output
         self.emitter.emit(
             ev.HostStateChanged(host=rec.name, state=state, step=rec.step, detail=detail)
         )
@@ -116,9 +116,11 @@ class HostWork:
         if not self.spec.current_version:
             self.emitter.emit(ev.VersionRead(host=rec.name, version=None, role=role))
             return None
-        command = self.render(rec, self.spec.current_version)
         try:
+            command = self.render(rec, self.spec.current_version)
             result = await conn.run(command, timeout=VERSION_TIMEOUT)
+        except TemplateError as exc:
+            raise HostFailure(_short(f"current_version: {exc}")) from exc
         except TransportError as exc:
             raise HostFailure(_short(f"unreachable: {exc.message}")) from exc
         if not result.ok or not result.first_line:
@@ -220,6 +222,7 @@ class HostWork:
         except TemplateError as exc:
             raise HostFailure(_short(f"health: {exc}")) from exc
         rec.gating = True
+        cancelled = False
         try:
             deadline = time.monotonic() + health.deadline
             passes = fails = 0
@@ -245,8 +248,12 @@ class HostWork:
                         )
                     )
                 await asyncio.sleep(health.every)
+        except asyncio.CancelledError:
+            cancelled = True  # stays recorded for _interrupted
+            raise
         finally:
-            rec.gating = False
+            if not cancelled:
+                rec.gating = False
 
     # -- the two journeys ---------------------------------------------------------
 
@@ -254,6 +261,7 @@ class HostWork:
         """True: healthy. False: failed (state FAILED set). None: stopped between steps
         by a freeze that ended in abort or rollback."""
         rec.attempts += 1
+        rec.retry = False
         self.set_state(rec, HostState.RUNNING, detail="retry" if rec.attempts > 1 else "")
         try:
             conn = await self.connect(rec)

@@ -10,6 +10,8 @@ SKIPPED and count against the failure budget.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from console.engine.control import HostRecord
     from console.engine.core import Engine
 
+log = logging.getLogger(__name__)
 CONCURRENCY = 50  # hosts checked at once (handshakes are capped by the transport too)
 SKEW_LISTED = 5
 
@@ -35,7 +38,14 @@ async def run_preflight(engine: Engine) -> str | None:
 
     async def one(rec: HostRecord) -> None:
         async with sem:
-            result = await _check(engine, rec)
+            try:
+                result = await _check(engine, rec)
+            except Exception as exc:  # one host's surprise must not crash the preflight
+                log.exception("preflight of %s", rec.name)
+                error = _short(f"internal error: {exc!r}")
+                result = ev.PreflightResult(host=rec.name, reachable=False, ok=False, error=error)
+        if result.error:  # errors quote command output
+            result = dataclasses.replace(result, error=engine._redactor.redact(result.error))
         engine._emit(result)
         versions[rec.name] = result.version
         if not result.ok:

@@ -202,7 +202,8 @@ async def _svc_install(args: list[str], ctx: Context) -> int:
             return 1
     finally:
         host.installing -= 1
-    host.installed.append(version)
+    if version not in host.installed:  # a concurrent install of it may have finished first
+        host.installed.append(version)
     ctx.out(f"installed {service} {version} in {duration:.3f}s\n")
     return 0
 
@@ -251,6 +252,7 @@ async def _svc_undrain(args: list[str], ctx: Context) -> int:
 
 
 async def _svc_version(args: list[str], ctx: Context) -> int:
+    ctx.host.fire("version", ctx.host.active)
     ctx.out(f"{ctx.host.active}\n")
     return 0
 

@@ -19,8 +19,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from console.simfleet import keys as keyfiles
 from console.simfleet.control import CONTROL_USER, controller
@@ -135,11 +137,14 @@ class SimFleet:
         delay = host.scaled(trigger.delay) if trigger.on else self.time_scale * (trigger.after or 0)
         self._spawn(self._fault(host.name, kind, trigger, delay))
 
-    async def _fault(self, name: str, kind: str, trigger: Trigger, delay: float) -> None:
+    async def _fault(
+        self, name: str, kind: str, trigger: Trigger, delay: float, applied: bool = False
+    ) -> None:
         try:
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self._set_fault(name, kind, True)
+            if not applied:
+                await self._set_fault(name, kind, True)
             if trigger.recover_after is not None:
                 await asyncio.sleep(trigger.recover_after * self.time_scale)
                 await self._set_fault(name, kind, False)
@@ -154,8 +159,8 @@ class SimFleet:
         else:
             await self.revive_host(name)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -177,7 +182,7 @@ class SimFleet:
         client = await asyncio.to_thread(keyfiles.client_key, self.directory)
         auth = Auth(self.user, frozenset({client.public_data}), control_user=CONTROL_USER)
         control = controller(self)
-        previous = self._previous_ports()
+        previous = await asyncio.to_thread(self._previous_ports)
         base = base_options(host_keys[0])
         try:
             for slot, key in zip(slots, host_keys, strict=True):
@@ -205,7 +210,8 @@ class SimFleet:
                     if trigger is None or trigger.on is not None:
                         continue
                     if trigger.at_start and kind == "unreachable":
-                        server.kill()
+                        server.kill()  # before the ready line: no client ever gets in
+                        self._spawn(self._fault(server.host.name, kind, trigger, 0.0, True))
                     elif trigger.after is not None:
                         self._on_trigger(server.host, kind, trigger)
 

@@ -7,7 +7,8 @@ the zones as children. Scenario host rules name hosts this way (``api-02`` is th
 fifth host: in the second batch of ``[1, 25%, 50%, 100%]`` on 24 hosts).
 
 The rollout spec's timings follow the fleet's ``time_scale`` so a fast test fleet
-gets a fast, still consistent, rollout; timeouts keep a floor of a few real seconds.
+gets a fast, still consistent, rollout; timeouts keep a floor of a few real seconds,
+and metrics/vitals polling slows down with the fleet's size.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ REGIONS = {"eu": ("eu-west", "eu-central"), "us": ("us-east", "us-west")}
 INVENTORY_FILE = "inventory.yaml"
 SPEC_FILE = "rollout.yaml"
 FLEET_FILE = "fleet.json"
+POLLS_PER_SECOND = 100  # metrics and vitals polls per second, each, across the fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,10 @@ def rollout_yaml(scenario: Scenario, n: int, time_scale: float, header: str) -> 
         guards against a loaded machine as much as against the simulated host."""
         return _seconds(max(seconds * time_scale, floor))
 
+    # The engine polls metrics and vitals on every host: keep the whole fleet's polls
+    # near POLLS_PER_SECOND, which one Python process serves with room to spare.
+    poll = max(5 * time_scale, n / POLLS_PER_SECOND)
+    window = max(30 * time_scale, 3 * poll)
     o = scenario.rollout
     batches = o.get("batches", [1, "25%", "50%", "100%"])
     settings = {
@@ -122,17 +128,17 @@ on_failure: {settings["on_failure"]}
 between_batches: {settings["between_batches"]}
 current_version: svc version
 steps:
-  - {{name: drain, run: svc drain, timeout: {limit(30, 5)}}}
+  - {{name: drain, run: svc drain, timeout: {limit(30, 10)}}}
   - {{name: install, run: "svc install {{version}}", timeout: {limit(60, 5)}}}
-  - {{name: activate, run: "svc activate {{version}}", timeout: {limit(30, 5)}}}
-  - {{name: restart, run: svc restart, timeout: {limit(30, 5)}}}
-  - {{name: undrain, run: svc undrain, timeout: {limit(30, 5)}}}
+  - {{name: activate, run: "svc activate {{version}}", timeout: {limit(30, 10)}}}
+  - {{name: restart, run: svc restart, timeout: {limit(30, 10)}}}
+  - {{name: undrain, run: svc undrain, timeout: {limit(30, 10)}}}
 health:
   run: svc health
   every: {t(2)}
   healthy_after: 3
-  deadline: {limit(60, 5)}
-  timeout: {limit(10, 5)}
+  deadline: {limit(60, 10)}
+  timeout: {limit(10, 10)}
 logs:
   run: svc logs --follow
   error_pattern: '\\b(ERROR|CRITICAL)\\b'
@@ -140,18 +146,18 @@ metrics:
   run: svc metrics
   requests: http_requests_total
   errors: 'http_requests_total{{code=~"5.."}}'
-  every: {t(5)}
-  timeout: {limit(10, 5)}
+  every: {_seconds(poll)}
+  timeout: {limit(10, 10)}
 vitals:
   run: svc vitals
-  every: {t(5)}
-  timeout: {limit(10, 5)}
+  every: {_seconds(poll)}
+  timeout: {limit(10, 10)}
 error_rate:
-  window: {t(30)}
+  window: {_seconds(window)}
   max: 5%
   max_vs_baseline: 3.0
 rollback:
   steps:
-    - {{name: activate, run: "svc activate {{previous_version}}", timeout: {limit(30, 5)}}}
-    - {{name: restart, run: svc restart, timeout: {limit(30, 5)}}}
+    - {{name: activate, run: "svc activate {{previous_version}}", timeout: {limit(30, 10)}}}
+    - {{name: restart, run: svc restart, timeout: {limit(30, 10)}}}
 """

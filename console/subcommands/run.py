@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import socket
 import sys
 from collections.abc import Callable
 
 from console.commands import default_operator
-from console.engine import Engine, new_rollout_id
+from console.engine import Engine, new_rollout_id, spec_hash
 from console.errors import EXIT_FAILED, InputError
 from console.events import OUTCOME_EXIT_CODES, Outcome
 from console.headless import choose_mode, run_headless
@@ -97,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
             rollout_id,
             {
                 "who": operator,
+                "service": spec.service,
+                "version": spec.version,
+                "spec_hash": spec_hash(spec.text),
                 "machine": socket.gethostname(),
                 "pid": os.getpid(),
                 "spec_path": os.path.abspath(spec.path),
@@ -129,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
         if run_console is not None:
             code = int(run_console(engine))
         else:
+            # Warnings (a signal that failed) already reach the output as Alert events;
+            # only errors (a bug) also go to stderr.
+            logging.basicConfig(level=logging.ERROR, format="rolldeck: %(name)s: %(message)s")
             mode = choose_mode(args.json, sys.stdout)
             outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))
             code = OUTCOME_EXIT_CODES[outcome]

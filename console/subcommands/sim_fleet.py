@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from console.errors import EXIT_OK, InputError
@@ -76,6 +77,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.hosts < 1:
         raise InputError("must be at least 1", field="--hosts")
+    directory = Path(args.dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".sim-fleet-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(
+            f"cannot write there: {exc.strerror}", file=args.dir, field="--dir"
+        ) from None
     from console.simfleet.fleet import SimFleet  # asyncssh loads only when needed
 
     fleet = SimFleet(

@@ -86,6 +86,16 @@ class LocalConnection:
         self._home = os.path.expanduser("~")  # where sshd would start the command
 
     async def _spawn(self, command: str) -> Process:
+        """Start ``command``; if cancelled while starting, stop it before re-raising."""
+        task = asyncio.ensure_future(self._spawn_unguarded(command))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await run_shielded(_stop_when_started(task))
+            raise
+
+    async def _spawn_unguarded(self, command: str) -> Process:
         try:
             return await asyncio.create_subprocess_exec(
                 self._shell,
@@ -152,6 +162,10 @@ class LocalConnection:
 
     async def close(self) -> None:
         await self._transport.close_host(self.host.name)
+
+
+async def _stop_when_started(task: asyncio.Future[Process]) -> None:
+    await stop_group(await task)
 
 
 async def _collect(process: Process, sink: OutputSink) -> None:

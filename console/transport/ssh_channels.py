@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SESSIONS = 10  # OpenSSH's MaxSessions: channels open at once on one connection
-STOP_BUDGET = KILL_GRACE + 5.0  # the most a stop may take, kill exec included
+STOP_BUDGET = KILL_GRACE + 13.0  # the most a stop may take (a loaded host is slow)
 CHANNEL_OPEN_ATTEMPTS = 6  # ~2.5 s of backoff in all
 # OpenSSH answers "no more sessions" (MaxSessions) with CONNECT_FAILED.
 _SESSION_REFUSED = (
@@ -222,6 +222,23 @@ class SSHConnection:
         return sink.result(status, exit_code, loop.time() - started, signal)
 
     async def _start(self, command: str) -> _Running:
+        """Start ``command``; if cancelled while starting, stop it before re-raising.
+
+        Without this, a cancellation landing between the exec request and our getting
+        the process back would leave the remote command running with nobody to stop it.
+        """
+        task = asyncio.ensure_future(self._start_unguarded(command))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await run_shielded(self._stop_when_started(task))
+            raise
+
+    async def _stop_when_started(self, task: asyncio.Future[_Running]) -> None:
+        await self._stop(await task)
+
+    async def _start_unguarded(self, command: str) -> _Running:
         raw = await self._live()
         wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
         process = await self._exec(raw, wrapped)

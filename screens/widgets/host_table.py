@@ -24,7 +24,15 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from console.state import HostView, RolloutView
-from screens.rows import COLUMNS, SORT_MODES, Cell, ColumnSpec, host_cells, matches
+from screens.rows import (
+    COLUMNS,
+    SORT_COLUMNS,
+    SORT_MODES,
+    Cell,
+    ColumnSpec,
+    host_cells,
+    matches,
+)
 from screens.rows import sort_inputs as _sort_inputs
 from screens.rows import sort_key as _sort_key
 from screens.widgets.palette_styles import theme_styles
@@ -71,6 +79,13 @@ class HostTable(ScrollView, can_focus=True):
         def __init__(self, host: str) -> None:
             super().__init__()
             self.host = host
+
+    class SortChanged(Message):
+        """The operator sorted by clicking a column header."""
+
+        def __init__(self, mode: str) -> None:
+            super().__init__()
+            self.mode = mode
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -217,7 +232,8 @@ class HostTable(ScrollView, can_focus=True):
 
     def _cells_for(self, h: HostView) -> tuple[Cell, ...]:
         assert self._view is not None
-        return host_cells(h, self._view.version, self._ceiling, max(1, self._log_width))
+        view = self._view
+        return host_cells(h, view.version, self._ceiling, max(1, self._log_width), view.batch_index)
 
     def _row_strip(self, name: str) -> Strip:
         strip = self._strips.get(name)
@@ -240,8 +256,7 @@ class HostTable(ScrollView, can_focus=True):
 
     def _header_strip(self) -> Strip:
         style = self.rich_style + self.get_component_rich_style("host-table--header")
-        marks = {"batch": "batch", "name": "host", "state": "state", "error": "err"}
-        sorted_col = marks[self.sort_mode]
+        sorted_col = {mode: col for col, mode in SORT_COLUMNS.items()}[self.sort_mode]
         segs = [Segment(" ", style)]
         for spec, width in zip(self._columns, self._widths, strict=True):
             label = spec.label + (" ▼" if spec.key == sorted_col else "")
@@ -331,9 +346,18 @@ class HostTable(ScrollView, can_focus=True):
         self._move(len(self._rows) - 1)
 
     def on_click(self, event: events.Click) -> None:
-        if event.y == 0:
+        offset = event.get_content_offset(self)
+        if offset is None:  # on the border or a scrollbar
             return
-        pos = int(self.scroll_y) + event.y - 1
+        if offset.y == 0:  # the header: sort by the clicked column, when it is sortable
+            x = 1
+            for spec, width in zip(self._columns, self._widths, strict=True):
+                if x <= offset.x < x + width + GAP and spec.key in SORT_COLUMNS:
+                    self.set_sort(SORT_COLUMNS[spec.key])
+                    self.post_message(self.SortChanged(self.sort_mode))
+                x += width + GAP
+            return
+        pos = int(self.scroll_y) + offset.y - 1
         if 0 <= pos < len(self._rows):
             if pos == self.cursor and event.chain >= 2:
                 self.post_message(self.Selected(self._rows[pos]))

@@ -65,8 +65,12 @@ class StreamLog(Log):
     def on_resize(self, event: events.Resize) -> None:
         # only a change of the widget's own size (not of its content) re-pins the end
         if event.size != self._last_size and self._pinned:
-            self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
+            self.call_after_refresh(self._to_end)
         self._last_size = event.size
+
+    def _to_end(self) -> None:
+        if self._pinned:  # still: the user may have scrolled since this was queued
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     @property
     def following(self) -> bool:
@@ -86,7 +90,9 @@ class StreamLog(Log):
         self.clear()
         self.write_lines(list(lines)[-(self.max_lines or 2000) :], scroll_end=True)
         # before the first layout the widget has no height to scroll by: again after it
-        self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
+        self._pinned = True
+        self.call_after_refresh(self._to_end)
 
     def follow(self) -> None:
-        self.scroll_end(animate=False)
+        self._pinned = True
+        self._to_end()

@@ -84,6 +84,7 @@ class StatusLine(Static):
         self,
         *,
         cpu: float,
+        ui_cpu: float,
         rss_mb: float,
         connections: int | None,
         events_per_s: float,
@@ -93,7 +94,7 @@ class StatusLine(Static):
     ) -> None:
         st = theme_styles(self.app)
         t = Text(no_wrap=True, overflow="ellipsis")
-        t.append(f" console cpu {cpu:4.0f}%  mem {rss_mb:5.0f} MB", st["muted"])
+        t.append(f" console cpu {cpu:3.0f}% (ui {ui_cpu:3.0f}%)  mem {rss_mb:4.0f} MB", st["muted"])
         conns = "-" if connections is None else str(connections)
         t.append(f"  ssh {conns} open", st["muted"])
         t.append(f"  {events_per_s:6.0f} ev/s", st["muted"])
