@@ -95,8 +95,11 @@ async def probe_health(conn: Connection, spec: HealthSpec) -> tuple[bool, str]:
     if result.status == "timeout":
         return False, f"timed out after {spec.timeout:g}s"
     if result.status == "failed":
-        code = result.exit_code if result.exit_code is not None else result.signal
-        return False, one_line(f"exit {code}" + (f": {first}" if first else ""))
+        if result.exit_code is not None:
+            how = f"exit {result.exit_code}"
+        else:
+            how = f"killed by {result.signal}" if result.signal else "failed"
+        return False, one_line(how + (f": {first}" if first else ""))
     return False, one_line(f"{result.status}" + (f": {first}" if first else ""))
 
 
@@ -130,7 +133,8 @@ class HealthTracker:
         return self.status
 
     def transitions(self, now: float | None = None) -> int:
-        """Pass/fail changes within the flap window ending at ``now``."""
+        """Pass/fail changes within the flap window ending at ``now``, counted up to
+        ``flap_transitions`` (all the rule needs; older ones are not kept)."""
         now = self.clock() if now is None else now
         cutoff = now - self.spec.flap_window
         return sum(1 for t in self._transitions if t > cutoff)

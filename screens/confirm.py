@@ -66,11 +66,16 @@ def abort_text(view: RolloutView) -> tuple[str, str]:
 def quit_text(view: RolloutView, rollout_id: str) -> tuple[str, str]:
     moving = sum(1 for h in view.hosts.values() if h.state in MOVING_STATES)
     rid = rollout_id or "<id>"
+    if moving:
+        flight = (
+            f"the {moving} host{'s' * (moving != 1)} in flight finish their steps and "
+            "health gating before the console exits"
+        )
+    else:
+        flight = "no host is in flight, so the console exits at once"
     body = (
-        "The rollout is still running. Quitting pauses it first: no new host starts, "
-        f"and the {moving} host{'s' * (moving != 1)} in flight finish their steps and "
-        "health gating before the console exits.\n\n"
-        f"Resume it later with:  rolldeck resume {rid}"
+        f"The rollout is still running. Quitting pauses it first: no new host starts; "
+        f"{flight}.\n\nResume it later with:  rolldeck resume {rid}"
     )
     return "Pause the rollout and quit?", body
 

@@ -52,6 +52,7 @@ SPEC = HealthSpec(run="curl -fsS http://127.0.0.1/healthz", timeout=3.0)
         ),
         (RunResult("failed", 1, 0.01), (False, "exit 1")),
         (RunResult("timeout", None, 3.0), (False, "timed out after 3s")),
+        (RunResult("failed", None, 0.1, signal="KILL"), (False, "killed by KILL")),
         (HostUnreachable("web-01", "connection lost"), (False, "unreachable: connection lost")),
         (ConnectionResetError("reset by peer"), (False, "connection error: reset by peer")),
         (RuntimeError("boom"), (False, "probe error: RuntimeError: boom")),

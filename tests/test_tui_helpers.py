@@ -16,10 +16,21 @@ from console.app import RolldeckApp
 from console.bus import EventBus
 from console.commands import Command
 from console.events import HostState, RolloutState
+from console.spec import ErrorRateSpec, LogsSpec, RolloutSpec
 from console.state import RolloutView, fold
 from screens.synthetic import SyntheticRollout
 
 SIZE = (120, 40)
+
+SPEC = RolloutSpec(
+    path="rollout.yaml",
+    text="",
+    service="checkout-api",
+    version="2.4.1",
+    inventory=None,
+    logs=LogsSpec(run="svc logs --follow", error_pattern=r"\b(ERROR|CRITICAL)\b"),
+    error_rate=ErrorRateSpec(window=60, max=0.02, max_vs_baseline=2.0),
+)
 
 _STATE_AFTER = {
     "pause": RolloutState.PAUSED,
@@ -79,6 +90,7 @@ def make_app(
     app = RolldeckApp(
         bus.subscribe(),
         ctl,
+        spec=SPEC,
         initial_view=view,
         read_only=read_only,
         clock=lambda: rollout.t + 5.0,

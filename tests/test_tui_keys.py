@@ -363,3 +363,12 @@ async def test_mouse_header_sorts_and_double_click_opens_detail() -> None:
         await pilot.click(HostTable, offset=(5, 4), times=2)  # third row
         assert isinstance(app.screen, HostDetailScreen)
         assert app.screen.host == t.shown_hosts[2]
+
+
+async def test_error_rate_panel_draws_the_threshold() -> None:
+    app, _ctl, _bus, _r = make_app("rolling_back")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = str(app.screen.query_one("#rates").render())
+        assert "─" * 10 in text and "max 2.0%" in text and "≤2x base" in text
+        assert "● new 3.1%" in text

@@ -137,6 +137,8 @@ def fleet_command(
 ) -> list[str]:
     argv = [sys.executable, "-m", "console", "sim-fleet", "--hosts", str(n)]
     argv += ["--dir", str(directory), "--scenario", str(scenario), "--seed", str(seed)]
+    # If the console is SIGKILLed it cannot stop us: the child notices and exits.
+    argv += ["--exit-with-parent", str(os.getpid())]
     if log_rate is not None:
         argv += ["--log-rate", str(log_rate)]
     if time_scale is not None:

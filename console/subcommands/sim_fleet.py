@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=1, help="same seed, same behaviour")
     parser.add_argument(
+        "--exit-with-parent",
+        type=int,
+        metavar="PID",
+        help=argparse.SUPPRESS,  # used by demo/drill: stop when that process is gone
+    )
+    parser.add_argument(
         "--log-rate",
         type=_rate,
         default=None,
@@ -97,16 +104,29 @@ def run(args: argparse.Namespace) -> int:
         log_rate=args.log_rate,
         time_scale=args.time_scale,
     )
-    return asyncio.run(_serve(fleet))
+    return asyncio.run(_serve(fleet, parent=args.exit_with_parent))
 
 
-async def _serve(fleet: SimFleet) -> int:
+async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
+    """Stop when the process that started us is gone (we were re-parented)."""
+    while not stop.is_set():
+        if os.getppid() != pid:
+            print("sim-fleet: parent process gone, stopping", file=sys.stderr, flush=True)
+            stop.set()
+            return
+        await asyncio.sleep(1.0)
+
+
+async def _serve(fleet: SimFleet, *, parent: int | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with fleet:
         print(fleet.ready_line(), flush=True)
+        watcher = asyncio.create_task(_watch_parent(parent, stop)) if parent else None
         await stop.wait()
+        if watcher is not None:
+            watcher.cancel()
     print(f"sim-fleet stopped: {fleet.n} hosts", file=sys.stderr, flush=True)
     return EXIT_OK

@@ -62,20 +62,28 @@ class _Running:
         self.raw = raw
         self.process = process
         self.pid: int | None = None
-        self.pid_known = asyncio.Event()
         self.finished = False
-        self._expect_pid = expect_pid
+        self.expect_pid = expect_pid  # the pid marker line has not been seen yet
 
     def stdout_line(self, line: str) -> str | None:
         """``line`` unless it is the pid marker (the first line in pgroup mode)."""
-        if self._expect_pid:
-            self._expect_pid = False
+        if self.expect_pid:
+            self.expect_pid = False
             pid = parse_pid(line)
             if pid is not None:
                 self.pid = pid
-                self.pid_known.set()
                 return None
         return line
+
+    async def read_pid(self) -> None:
+        """Read stdout up to the pid marker line, when no pump is reading it any more."""
+        splitter = LineSplitter()
+        while self.expect_pid:
+            chunk = await self.process.stdout.read(READ_CHUNK)
+            for line in splitter.feed(chunk) if chunk else splitter.flush():
+                self.stdout_line(line)
+            if not chunk:
+                return
 
     async def _pumps(self, out: Callable[[str], None], err: Callable[[str], None]) -> None:
         async with asyncio.TaskGroup() as group:
@@ -284,11 +292,12 @@ class SSHConnection:
             return None
         try:
             async with asyncio.timeout(STOP_BUDGET):
-                if self.mode == "pgroup" and running.pid is None and not running.finished:
-                    # The marker is the command's first output: it is at most one RTT away.
+                if running.expect_pid and not running.finished:
+                    # The marker is the command's first output, at most one RTT away. The
+                    # pumps are gone by now (or never started), so read it here.
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
-                            await running.pid_known.wait()
+                        async with asyncio.timeout(2.0):
+                            await running.read_pid()
                 if running.finished:
                     return None
                 if running.pid is not None:

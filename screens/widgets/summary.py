@@ -32,10 +32,10 @@ class RolloutHeader(Static):
         word, var = state_label(view)
         t.append(f" {word} ", st[var] + Style(bold=True, reverse=True))
         if view.gate is not None and view.gate.until is not None and view.outcome is None:
-            t.append(f" {format_duration(view.gate.until - now)} left in gate", st["batch-active"])
+            t.append(f" gate {format_duration(view.gate.until - now)}", st["batch-active"])
         if view.started is not None:
             end = view.finished if view.finished is not None else now
-            t.append(f"  {format_duration(end - view.started)} elapsed", st["muted"])
+            t.append(f"  ⏱ {format_duration(end - view.started)}", st["muted"])
         left = estimate_left(view, now)
         if left is not None:
             t.append(f"  ~{format_duration(left)} left", st["muted"])
