@@ -80,6 +80,7 @@ def synthetic_app(args: argparse.Namespace) -> tuple[RolldeckApp, Feeder]:
         initial_view=fold(rollout.started()),
         theme="rolldeck-dark",
         remember_theme=False,
+        freeze_gc=True,  # as run_console does
     )
 
     def feed(dt: float) -> int:
@@ -132,7 +133,9 @@ def fleet_app(directory: Path, hosts: int, threaded: bool) -> tuple[RolldeckApp,
     plan = make_plan([h.name for h in targets], spec.batches, order=spec.order, seed=spec.seed)
     options = TransportOptions(ssh_config=[], max_connections=hosts + 8)
     engine = Engine(spec, targets, plan, make_transport(options), journal=None, operator="bench")
-    app = make_console(engine, threaded=threaded, theme="rolldeck-dark", remember_theme=False)
+    app = make_console(
+        engine, threaded=threaded, theme="rolldeck-dark", remember_theme=False, freeze_gc=True
+    )
     return app, None
 
 

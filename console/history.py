@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from console import events as ev
+from console.attach.protocol import SOCKET_SUFFIX, addressable
 from console.errors import InputError
 from console.events import Event, HostState
 from console.journal import JournalError, list_journals, read_lines
 from console.lock import LockInfo, _pid_alive, read_lock
 from console.state import RolloutView
 
-SOCKET_SUFFIX = ".sock"
 RUNNING = "running"
 INTERRUPTED = "interrupted"
 _BAD = (HostState.FAILED, HostState.ROLLBACK_FAILED, HostState.INTERRUPTED)
@@ -121,7 +121,8 @@ def socket_alive(path: Path, timeout: float = 0.5) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(str(path))
+        with addressable(path) as name:
+            s.connect(name)
     except OSError:
         return False
     finally:
@@ -498,9 +499,11 @@ def render_timeline(t: Timeline) -> str:
     for rule in stopped["rules"]:
         nums = json.dumps(rule["numbers"], sort_keys=True, default=str)
         out.append(f"  rule {rule['rule']} fired -> {rule['action']}: {rule['message']} {nums}")
+    if stopped["decisions"]:
+        out.append("  operator decisions (pause, freeze, abort, rollback):")
     for d in stopped["decisions"]:
         why = f" ({d['reason']})" if d["reason"] else ""
-        out.append(f"  {d['command']} by {d['operator']}{why} at {fmt_time(d['ts'])}")
+        out.append(f"    {d['command']} by {d['operator']}{why} at {fmt_time(d['ts'])}")
     return "\n".join(out)
 
 

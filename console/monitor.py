@@ -40,9 +40,15 @@ log = logging.getLogger(__name__)
 
 ERROR_LINES_KEPT = 200  # matching log lines kept per host for display
 LOG_BATCH_MAX = 500  # lines per LogLines event; beyond, the oldest of a burst are dropped
+LOG_LINE_MAX = 2000  # characters of one log line kept (matched in full)
 VITALS_LINES_MAX = 200
 METRICS_LINES_MAX = 50_000  # a metrics page larger than this is cut (and reported)
 MAX_BACKOFF = 60.0
+WARN_AFTER = 2  # consecutive failed polls before a warning: one is normal during a restart
+
+
+class _SampleFailed(Exception):
+    """A poll that ran but gave nothing usable; the message is the operator's warning."""
 
 
 class HostMonitor:
@@ -52,6 +58,8 @@ class HostMonitor:
     ``Alert`` events. ``on_unhealthy(host, detail)`` is called once per episode when a
     watched host fails health (``fail_after`` consecutive failures); the episode ends
     when the host is healthy again for ``health.healthy_after`` consecutive probes.
+    Vitals are read even when the spec has no ``vitals`` section (``VITALS_COMMAND``,
+    every 5 s) unless ``vitals=False``.
     """
 
     def __init__(
@@ -165,34 +173,40 @@ class HostMonitor:
 
     # -- polling -------------------------------------------------------------------
 
-    async def _poll(self, signal: str, every: float, sample: Callable[[], Awaitable[bool]]) -> None:
+    async def _poll(self, signal: str, every: float, sample: Callable[[], Awaitable[None]]) -> None:
         """Call ``sample`` every ``every`` seconds (start-to-start, never overlapping),
-        backing off exponentially while it fails. Nothing but cancellation escapes."""
+        backing off exponentially while it fails, and warning once ``WARN_AFTER``
+        consecutive polls failed. Nothing but cancellation escapes."""
         loop = asyncio.get_running_loop()
         await asyncio.sleep(self._rng.uniform(0.0, every))
         failures = 0
         while True:
             started = loop.time()
+            failure: str | None = None
             try:
-                ok = await sample()
+                await sample()
+            except _SampleFailed as e:
+                failure = str(e)
             except TransportError as e:
-                self._warn(signal, f"{signal}: unreachable: {e.message}")
-                ok = False
+                failure = f"{signal}: unreachable: {e.message}"
             except Exception as e:
                 log.debug("%s: %s sample raised", self.host, signal, exc_info=True)
-                self._warn(signal, one_line(f"{signal}: {type(e).__name__}: {e}"))
-                ok = False
-            if ok:
+                failure = one_line(f"{signal}: {type(e).__name__}: {e}")
+            if failure is None:
                 failures = 0
                 self._recovered(signal)
                 delay = every - (loop.time() - started)
             else:
                 failures += 1
+                if failures >= WARN_AFTER:
+                    self._warn(signal, failure)
+                else:
+                    log.debug("%s: %s", self.host, failure)
                 delay = min(max(MAX_BACKOFF, every), every * 2 ** min(failures, 10))
                 delay *= self._rng.uniform(0.8, 1.0)
             await asyncio.sleep(max(0.0, delay))
 
-    async def _sample_vitals(self) -> bool:
+    async def _sample_vitals(self) -> None:
         assert self.vitals_spec is not None
         command = self.vitals_spec.run or VITALS_COMMAND
         lines: deque[str] = deque(maxlen=VITALS_LINES_MAX)
@@ -207,8 +221,7 @@ class HostMonitor:
         vitals = parse_vitals(lines)
         if vitals.empty:
             why = f"{result.status} (exit {result.exit_code})" if not result.ok else "no values"
-            self._warn("vitals", one_line(f"vitals: nothing readable from {command!r}: {why}"))
-            return False
+            raise _SampleFailed(one_line(f"vitals: nothing readable from {command!r}: {why}"))
         self.vitals = vitals
         self.emit(
             VitalsSample(
@@ -218,9 +231,8 @@ class HostMonitor:
                 disk_used_pct=vitals.disk_used_pct,
             )
         )
-        return True
 
-    async def _sample_metrics(self) -> bool:
+    async def _sample_metrics(self) -> None:
         ms = self.spec.metrics
         assert ms is not None
         lines: list[str] = []
@@ -239,21 +251,18 @@ class HostMonitor:
         result = await self.conn.run(ms.run, timeout=ms.timeout, on_line=collect)
         if not result.ok:
             detail = result.first_line
-            self._warn(
-                "metrics",
+            raise _SampleFailed(
                 one_line(
                     f"metrics: {ms.run!r} {result.status} (exit {result.exit_code})"
                     + (f": {detail}" if detail else "")
-                ),
+                )
             )
-            return False
         if cut:
             self._warn("metrics.size", f"metrics: output cut at {METRICS_LINES_MAX} lines")
         try:
             reading = read_counters("\n".join(lines) + "\n", self._requests, self._errors)
         except MetricsParseError as e:
-            self._warn("metrics", one_line(f"metrics: {e}"))
-            return False
+            raise _SampleFailed(one_line(f"metrics: {e}")) from None
         missing = [
             sel.text
             for sel, value in ((self._requests, reading.requests), (self._errors, reading.errors))
@@ -264,11 +273,10 @@ class HostMonitor:
                 "metrics.missing",
                 f"metrics: no series matches {' or '.join(missing)} in the output of {ms.run!r}",
             )
-            return True  # the command works; the page just lacks the metric: keep polling
+            return  # a spec problem, warned at once; the command works: keep polling
         self._recovered("metrics.missing")
         assert reading.requests is not None and reading.errors is not None
         self.analyzer.observe_counters(self.host, reading.requests, reading.errors, self.clock())
-        return True
 
     # -- logs ----------------------------------------------------------------------
 
@@ -305,9 +313,12 @@ class HostMonitor:
         # Hot path: one call per line of every host.
         self.lines_total += 1
         self._pending_lines += 1
-        self._pending.append(line)
         pattern = self._pattern
-        if pattern is not None and pattern.search(line):
+        error = pattern is not None and pattern.search(line) is not None
+        if len(line) > LOG_LINE_MAX:
+            line = line[: LOG_LINE_MAX - 1] + "…"
+        self._pending.append(line)
+        if error:
             self._pending_errors += 1
             self.error_lines_total += 1
             self.error_lines.append(line)
@@ -334,9 +345,17 @@ class HostMonitor:
         hs = self.spec.health
         assert hs is not None
         loop = asyncio.get_running_loop()
+        last_gen = -1
         while True:
             await self._watching.wait()
             gen = self._watch_gen
+            if gen != last_gen:
+                # A batch's hosts turn healthy together: without a random offset their
+                # probes would stay in lockstep, 1,000 channels opened at once.
+                last_gen = gen
+                await asyncio.sleep(self._rng.uniform(0.0, hs.every))
+                if gen != self._watch_gen:
+                    continue
             started = loop.time()
             ok, detail = await probe_health(self.conn, hs)
             if gen == self._watch_gen and self.tracker is not None:

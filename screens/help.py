@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -28,19 +29,20 @@ def key_text(binding: Binding, keymap: Mapping[str, str]) -> str:
     return " / ".join(dict.fromkeys(shown))
 
 
-def help_table(sections: Iterable[Section], keymap: Mapping[str, str]) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(justify="right", style="bold", no_wrap=True)
-    table.add_column(no_wrap=True)
-    table.add_column()
+def help_table(sections: Iterable[Section], keymap: Mapping[str, str]) -> Group:
+    """One titled key table per section (a table cell per key, so tests can read it)."""
+    parts: list[RenderableType] = []
     for title, bindings in sections:
-        table.add_row(Text(title, style="bold underline"), "", "")
+        table = Table.grid(padding=(0, 2))
+        table.add_column(justify="right", style="bold", no_wrap=True, min_width=7)
+        table.add_column(no_wrap=True, min_width=10)
+        table.add_column()
         for b in bindings:
             table.add_row(
                 key_text(b, keymap), b.description or b.action, Text(b.tooltip, style="dim")
             )
-        table.add_row("", "", "")
-    return table
+        parts += [Text(title, style="bold underline"), table, Text("")]
+    return Group(*parts)
 
 
 class HelpScreen(ModalScreen[None]):

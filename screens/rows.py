@@ -24,6 +24,8 @@ from screens.format import (
 Cell = tuple[str, str | None]
 
 # A leading timestamp says nothing in a one-line "last log" cell: drop it.
+# ... and so does the "service[pid]:" of a syslog-style line (the level is kept).
+_SYSLOG_TAG = re.compile(r"^(\w+\s+)?[\w.-]+\[\d+\]:\s*")
 _LEADING_TIMESTAMP = re.compile(r"^\[?\d{4}-\d\d-\d\d[T ][\d:.,]+(Z|[+-]\d\d:?\d\d)?\]?\s+")
 
 
@@ -107,7 +109,8 @@ def host_cells(
     if h.state in FAILING_STATES and h.detail:
         last: Cell = (truncate(h.detail, log_width), "host-failed")
     else:
-        last = (truncate(_LEADING_TIMESTAMP.sub("", h.last_log), log_width), "muted")
+        line = _SYSLOG_TAG.sub(r"\1", _LEADING_TIMESTAMP.sub("", h.last_log))
+        last = (truncate(line, log_width), "muted")
     return (
         (
             str(h.batch + 1) if h.batch is not None else "-",

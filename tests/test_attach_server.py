@@ -8,6 +8,7 @@ side, a late attacher's fold equal to the engine's own view, mode 0600, and ``ps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -94,71 +95,78 @@ async def test_two_consoles_pause_read_only_late_attach_and_ps(tmp_path: Path) -
     assert stat.S_ISSOCK(os.stat(sock).st_mode)
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     engine_task = asyncio.create_task(run.engine.run())
+    try:
+        await until(lambda: run.engine.view.batch_index == 0)
+        alice = Watcher(await connect(sock))
+        bob = Watcher(await connect(sock, read_only=True))
+        for w in (alice, bob):
+            assert w.remote.rollout_id == "shop-r1"
+            first = w.remote.snapshot[0]
+            assert isinstance(first, ev.RolloutStarted) and first.rollout_id == "shop-r1"
+            assert any(isinstance(e, ev.BatchStarted) for e in w.remote.snapshot)
+        assert bob.remote.read_only and not alice.remote.read_only
 
-    await until(lambda: run.engine.view.batch_index == 0)
-    alice = Watcher(await connect(sock))
-    bob = Watcher(await connect(sock, read_only=True))
-    for w in (alice, bob):
-        assert w.remote.rollout_id == "shop-r1"
-        first = w.remote.snapshot[0]
-        assert isinstance(first, ev.RolloutStarted) and first.rollout_id == "shop-r1"
-        assert any(isinstance(e, ev.BatchStarted) for e in w.remote.snapshot)
-    assert bob.remote.read_only and not alice.remote.read_only
+        # live events reach both; alice pauses and both see it, with her name and reason
+        await until(lambda: alice.of(ev.StepFinished) and bob.of(ev.StepFinished))
+        alice.remote.controller.execute(Command("pause", operator="alice", reason="looks bad"))
+        for w in (alice, bob):
+            await until(lambda w=w: any(c.command == "pause" for c in w.of(ev.OperatorCommand)))
+            cmd = next(c for c in w.of(ev.OperatorCommand) if c.command == "pause")
+            assert (cmd.operator, cmd.reason, cmd.accepted) == ("alice", "looks bad", True)
+            await until(
+                lambda w=w: any(
+                    s.state == RolloutState.PAUSED for s in w.of(ev.RolloutStateChanged)
+                )
+            )
 
-    # live events reach both; alice pauses and both see it, with her name and reason
-    await until(lambda: alice.of(ev.StepFinished) and bob.of(ev.StepFinished))
-    alice.remote.controller.execute(Command("pause", operator="alice", reason="looks bad"))
-    for w in (alice, bob):
-        await until(lambda w=w: any(c.command == "pause" for c in w.of(ev.OperatorCommand)))
-        cmd = next(c for c in w.of(ev.OperatorCommand) if c.command == "pause")
-        assert (cmd.operator, cmd.reason, cmd.accepted) == ("alice", "looks bad", True)
-        await until(
-            lambda w=w: any(s.state == RolloutState.PAUSED for s in w.of(ev.RolloutStateChanged))
+        # bob is read-only: refused by the server, nothing reaches the engine
+        bob.remote.controller.execute(Command("resume", operator="bob"))
+        await until(lambda: bob.remote.refusals)
+        assert "read-only" in bob.remote.refusals[0]
+        await until(lambda: any(isinstance(n, ev.Notice) for n in bob.of(ev.Notice)))
+        await quiet(run)
+        assert run.engine.control.paused
+        assert not any(
+            isinstance(e, ev.OperatorCommand) and e.operator == "bob"
+            for e in run.engine.view.timeline
         )
 
-    # bob is read-only: refused by the server, nothing reaches the engine
-    bob.remote.controller.execute(Command("resume", operator="bob"))
-    await until(lambda: bob.remote.refusals)
-    assert "read-only" in bob.remote.refusals[0]
-    await until(lambda: any(isinstance(n, ev.Notice) for n in bob.of(ev.Notice)))
-    await quiet(run)
-    assert run.engine.control.paused
-    assert not any(
-        isinstance(e, ev.OperatorCommand) and e.operator == "bob" for e in run.engine.view.timeline
-    )
+        # a late attacher folds exactly the engine's state
+        carol = await connect(sock)
+        assert projection(carol.view()) == projection(run.engine.view)
+        assert carol.view().seq == run.engine.view.seq
 
-    # a late attacher folds exactly the engine's state
-    carol = await connect(sock)
-    assert projection(carol.view()) == projection(run.engine.view)
-    assert carol.view().seq == run.engine.view.seq
+        # ps sees it, with its state and owner
+        out = io.StringIO()
+        with redirect_stdout(out):
+            code = await asyncio.to_thread(cli_main, ["ps", "--state-dir", str(tmp_path), "--json"])
+        assert code == 0
+        rows = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [r["rollout_id"] for r in rows] == ["shop-r1"]
+        assert rows[0]["state"] == "paused" and rows[0]["operator"] == "tester"
+        assert rows[0]["pid"] == os.getpid() and rows[0]["clients"] == 3
 
-    # ps sees it, with its state and owner
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert cli_main(["ps", "--state-dir", str(tmp_path), "--json"]) == 0
-    rows = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [r["rollout_id"] for r in rows] == ["shop-r1"]
-    assert rows[0]["state"] == "paused" and rows[0]["operator"] == "tester"
-    assert rows[0]["pid"] == os.getpid() and rows[0]["clients"] == 3
-
-    # alice resumes; everyone follows to the end; the socket goes away
-    alice.remote.controller.execute(Command("resume", operator="alice"))
-    async with asyncio.timeout(20):
-        outcome = await engine_task
-    assert outcome == Outcome.SUCCEEDED
-    carol_w = Watcher(carol)
-    for w in (alice, bob, carol_w):
-        async with asyncio.timeout(10):
-            await w.remote.wait()
-            await w.task
-        assert w.remote.bye == "finished"
-        assert isinstance(w.events[-1], ev.RolloutFinished)
-    await until(lambda: not sock.exists())
-    await server.wait_closed()
-    final = alice.remote.view()
-    for e in alice.events:
-        final.apply(e)
-    assert projection(final) == projection(run.engine.view)
+        # alice resumes; everyone follows to the end; the socket goes away
+        alice.remote.controller.execute(Command("resume", operator="alice"))
+        async with asyncio.timeout(20):
+            outcome = await engine_task
+        assert outcome == Outcome.SUCCEEDED
+        carol_w = Watcher(carol)
+        for w in (alice, bob, carol_w):
+            async with asyncio.timeout(10):
+                await w.remote.wait()
+                await w.task
+            assert w.remote.bye == "finished"
+            assert isinstance(w.events[-1], ev.RolloutFinished)
+        await until(lambda: not sock.exists())
+        await server.wait_closed()
+        final = alice.remote.view()
+        for e in alice.events:
+            final.apply(e)
+        assert projection(final) == projection(run.engine.view)
+    finally:
+        engine_task.cancel()
+        await server.close()
 
 
 async def test_bad_hello_and_bad_commands_are_refused(tmp_path: Path) -> None:
@@ -263,3 +271,108 @@ async def test_client_refused_when_not_speaking_protocol(tmp_path: Path) -> None
             await connect(sock)
     finally:
         srv.close()
+
+
+async def test_group_socket_is_0660_and_unknown_group_refused(tmp_path: Path) -> None:
+    import grp
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    run = slow_run(tmp_path, "shop-g1", n=2, delay=0.0)
+    sock = socket_path_for(tmp_path, "shop-g1")
+    server = AttachServer(run.engine, sock, group=group)
+    server.start()
+    try:
+        st = os.stat(sock)
+        assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == os.getgid()
+    finally:
+        await server.close()
+    other = make_engine(spec_from(SLOW), 2, rollout_id="shop-g2")
+    with pytest.raises(AttachError, match="no group"):
+        AttachServer(other.engine, tmp_path / "g2.sock", group="no-such-group-xyz").start()
+    assert not (tmp_path / "g2.sock").exists()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".attach-")]  # no bind dir left
+
+
+async def test_oversized_client_line_is_cut_off(tmp_path: Path) -> None:
+    run = slow_run(tmp_path, "shop-big", n=2, delay=0.0)
+    server = serve_engine(run.engine, tmp_path)
+    sock = socket_path_for(tmp_path, "shop-big")
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        writer.write(b'{"type": "hello", "version": 1, "pad": "' + b"x" * 200_000 + b'"}\n')
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        assert reply["type"] == "error" and "too long" in reply["message"]
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # and hung up
+        writer.close()
+    finally:
+        await server.close()
+
+
+def test_ps_lists_a_locked_rollout_without_a_socket(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from console.lock import RolloutLock
+    from tests.test_history_audit import write_unfinished
+
+    write_unfinished(tmp_path, "shop-l1", os.getpid())
+    lock = RolloutLock.acquire(tmp_path, service="shop", inventory="", rollout_id="shop-l1")
+    try:
+        assert cli_main(["ps", "--state-dir", str(tmp_path), "--json"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert cli_main(["ps", "--state-dir", str(tmp_path)]) == 0
+        text = capsys.readouterr().out
+    finally:
+        lock.release()
+    assert [(r["rollout_id"], r["socket"], r["pid"]) for r in rows] == [
+        ("shop-l1", None, os.getpid())
+    ]
+    assert rows[0]["operator"] == "dave" and rows[0]["batch"] == 1
+    assert "shop-l1" in text and "no socket" in text
+    assert cli_main(["ps", "--state-dir", str(tmp_path)]) == 0
+    assert "no rollouts running" in capsys.readouterr().out
+
+
+async def test_client_is_told_when_the_owner_stops_serving(tmp_path: Path) -> None:
+    run = slow_run(tmp_path, "shop-s1", n=3, delay=0.3)
+    server = serve_engine(run.engine, tmp_path)
+    task = asyncio.create_task(run.engine.run())
+    try:
+        await until(lambda: run.engine.view.batch_index == 0)
+        w = Watcher(await connect(socket_path_for(tmp_path, "shop-s1")))
+        await server.close()
+        async with asyncio.timeout(5):
+            await w.remote.wait()
+            await w.task
+        assert w.remote.bye == "shutdown"
+        lost = w.of(ev.Notice)[-1]
+        assert "lost the rollout" in lost.message and "stopped serving" in lost.message
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_state_dir_deeper_than_a_socket_address_allows(tmp_path: Path) -> None:
+    from console.attach.detach import probe_sync
+    from console.history import socket_alive
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    sock = socket_path_for(deep, "shop-deep")
+    assert len(str(sock)) > 108  # sockaddr_un cannot name it directly
+    run = slow_run(deep, "shop-deep", n=2, delay=0.0)
+    server = serve_engine(run.engine, deep)
+    try:
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        assert (await probe(sock))["rollout_id"] == "shop-deep"
+        hello = await asyncio.to_thread(probe_sync, sock)
+        assert hello is not None and hello["rollout_id"] == "shop-deep"
+        assert await asyncio.to_thread(socket_alive, sock)
+        remote = await connect(sock)
+        assert remote.rollout_id == "shop-deep"
+        await remote.close()
+    finally:
+        await server.close()
+    assert not await asyncio.to_thread(socket_alive, sock)

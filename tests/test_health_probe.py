@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from collections.abc import AsyncIterator
 
 import pytest
 
-from console.health import HealthTracker, Vitals, parse_vitals, probe_health
+from console.health import VITALS_COMMAND, HealthTracker, Vitals, parse_vitals, probe_health
 from console.spec import HealthSpec
 from console.transport.base import HostUnreachable, LineCallback, RunResult
 from inventory.model import Host
@@ -162,3 +164,14 @@ def test_parse_vitals_old_kernel_any_order_and_garbage():
     assert v.disk_used_pct == pytest.approx(90.0)
     assert parse_vitals(["command not found", ""]).empty
     assert parse_vitals(["/dev/x 0 0 0 100% /"]).disk_used_pct == 100.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux /proc")
+def test_default_vitals_command_reads_this_machine():
+    out = subprocess.run(
+        ["sh", "-c", VITALS_COMMAND], capture_output=True, text=True, timeout=10, check=True
+    )
+    v = parse_vitals(out.stdout.splitlines())
+    assert v.load1 is not None and v.load1 >= 0
+    assert v.mem_used_pct is not None and 0 < v.mem_used_pct < 100
+    assert v.disk_used_pct is not None and 0 < v.disk_used_pct <= 100

@@ -231,3 +231,47 @@ async def test_proxyjump_from_ssh_config(sshd_fleet, tmp_path) -> None:
     assert address == "127.0.0.1"
     assert int(source_port) not in ours
     await transport.close()
+
+
+@pytest.fixture
+def ssh_agent(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A private ssh-agent: (socket path, a function that adds a key to it)."""
+    import shutil
+    import subprocess
+    import time
+
+    if not (shutil.which("ssh-agent") and shutil.which("ssh-add")):
+        pytest.skip("ssh-agent is not installed")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    for _ in range(250):
+        if sock.exists():
+            break
+        time.sleep(0.02)
+
+    def add(key: Path) -> None:
+        env = {"SSH_AUTH_SOCK": str(sock), "PATH": "/usr/bin:/bin"}
+        subprocess.run(["ssh-add", "-q", str(key)], check=True, env=env)
+
+    yield sock, add
+    agent.terminate()
+    agent.wait()
+
+
+async def test_the_ssh_agent_supplies_the_key(sshd_fleet, tmp_path, monkeypatch, ssh_agent) -> None:
+    """No key anywhere in the inventory or options: the agent (SSH_AUTH_SOCK) has it."""
+    fleet = sshd_fleet(1)
+    sock, add = ssh_agent
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    options = dataclasses.replace(fleet.options, client_keys=None)
+    host = dataclasses.replace(fleet.hosts[0], key=None)
+    empty_agent = SSHTransport(options)
+    with pytest.raises(HostUnreachable, match="authentication failed"):
+        await empty_agent.connect(host)
+    await empty_agent.close()
+    add(fleet.server.client_key)
+    transport = SSHTransport(options)
+    conn = await transport.connect(host)
+    assert (await conn.run("echo agent", timeout=10)).stdout_tail == ("agent",)
+    await transport.close()

@@ -138,3 +138,14 @@ async def test_make_transport_routes_local_and_ssh_hosts(sshd_fleet) -> None:
     finally:
         await transport.close()
     assert transport.open_connections == 0
+
+
+async def test_cancelling_at_any_moment_of_the_spawn_leaves_nothing_running(local_conn) -> None:
+    for delay in (0, 0.001, 0.003, 0.006, 0.01, 0.02, 0.05):
+        sleep = unique_sleep()
+        task = asyncio.create_task(local_conn.run(f"{sleep} & {sleep}", timeout=60))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert living_processes(sleep) == [], f"survived a cancel after {delay}s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -288,3 +289,51 @@ async def test_a_second_cancel_does_not_cut_the_kill_short(fleet_conn) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert living_processes(sleep) == []
+
+
+async def test_cancelling_at_any_moment_of_the_start_leaves_nothing_running(fleet_conn) -> None:
+    """Whether the cancel lands before the channel opens, between the exec request and
+    the reply, or after the command started, nothing may survive it."""
+    _, _, conn = fleet_conn
+    for delay in (0, 0.001, 0.003, 0.006, 0.01, 0.02, 0.05):
+        sleep = unique_sleep()
+        task = asyncio.create_task(conn.run(f"{sleep} & {sleep}", timeout=60))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert living_processes(sleep) == [], f"survived a cancel after {delay}s"
+
+
+@pytest.mark.slow
+async def test_many_stops_at_once_on_one_host_all_complete(fleet_conn) -> None:
+    """Nine commands ignoring TERM time out together (an abort on a busy host): every
+    one is killed, none waits behind another's grace period."""
+    _, _, conn = fleet_conn
+    sleep = unique_sleep()
+    results = await asyncio.gather(
+        *(conn.run(f"trap '' TERM; {sleep}", timeout=1) for _ in range(9))
+    )
+    assert [r.signal for r in results] == ["KILL"] * 9  # None would mean a stop gave up
+    assert living_processes(sleep) == []
+
+
+@pytest.mark.slow
+async def test_signal_mode_on_openssh_never_claims_a_stop_it_did_not_make(sshd_fleet) -> None:
+    """OpenSSH 9.2 refuses the SSH signal request ("session signalling requires
+    privilege separation"), which is why ``pgroup`` is the default. Whatever the sshd
+    version, a reported signal must mean the command really ended."""
+    fleet = sshd_fleet(1)
+    host = dataclasses.replace(fleet.hosts[0], vars={"rolldeck_kill": "signal"})
+    transport = SSHTransport(fleet.options)
+    sleep = unique_sleep()
+    try:
+        conn = await transport.connect(host)
+        result = await conn.run(sleep, timeout=0.5)
+        assert result.status == "timeout"
+        survivors = living_processes(sleep)
+        assert (result.signal is None) == bool(survivors)
+    finally:
+        await transport.close()
+        for proc in living_processes(sleep):
+            proc.kill()

@@ -114,3 +114,11 @@ def test_sshd_fixture_skips_without_sshd_and_fails_under_require(monkeypatch) ->
     monkeypatch.setenv("REQUIRE_SSHD", "1")
     with pytest.raises(pytest.fail.Exception, match="REQUIRE_SSHD=1"):
         sshd.require_sshd()
+
+
+def test_the_real_transports_implement_the_protocol() -> None:
+    from console.transport import LocalTransport, SSHTransport, Transport, make_transport
+
+    for transport in (SSHTransport(), LocalTransport(), make_transport()):
+        assert isinstance(transport, Transport)
+        assert transport.open_connections == 0

@@ -5,15 +5,20 @@ and quitting a running rollout leaves it paused, resumable."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 import pytest
 
+from console import events as ev
 from console.app import RolldeckApp, exit_code, make_console
+from console.bus import EventBus, Subscription
+from console.commands import Command
 from console.engine import Engine
 from console.events import HostState, Outcome, RolloutState
 from console.plan import make_plan
 from console.spec import load_spec
+from console.state import RolloutView
 from console.transport import TransportOptions, make_transport
 from inventory import load_inventory, select
 from screens.confirm import ConfirmScreen
@@ -131,3 +136,61 @@ async def test_quitting_now_cancels_the_engine_thread_cleanly(sim_fleet_factory)
     assert engine.finished and engine.outcome == Outcome.ABORTED
     assert app.subscription._thread is not None
     assert not app.subscription._thread.is_alive()
+
+
+class _ThreadProbeEngine:
+    """Just enough engine to check the thread bridge: it waits for a pause command
+    and records which thread every call ran on."""
+
+    def __init__(self) -> None:
+        self.bus = EventBus()
+        self.view = RolloutView()
+        self.spec = None
+        self.exit_when_paused = False
+        self.calls: list[tuple[str, int]] = []
+        self._paused: asyncio.Event | None = None
+
+    def attach(self) -> tuple[RolloutView, Subscription]:
+        return self.view, self.bus.subscribe()
+
+    def open_connections(self) -> int:
+        return 3
+
+    def execute(self, command: Command) -> None:
+        self.calls.append((command.name, threading.get_ident()))
+        if command.name == "pause" and self._paused is not None:
+            self._paused.set()
+
+    async def run(self) -> Outcome:
+        self.calls.append(("run", threading.get_ident()))
+        self._paused = asyncio.Event()
+        self.bus.publish(
+            ev.RolloutStarted(
+                rollout_id="r1", service="svc", version="2", operator="t", spec_path="",
+                spec_hash="", spec_text="", inventory_path="", batches=(("a",),),
+                hosts={"a": {"groups": ["web"]}},
+            )
+        )  # fmt: skip
+        self.bus.publish(ev.RolloutStateChanged(state=RolloutState.RUNNING))
+        await self._paused.wait()
+        self.bus.publish(ev.RolloutStateChanged(state=RolloutState.PAUSED))
+        self.bus.publish(ev.RolloutFinished(outcome=Outcome.PAUSED, exit_code=6))
+        self.bus.close()
+        return Outcome.PAUSED
+
+
+async def test_engine_thread_bridge_runs_commands_on_the_engine_thread() -> None:
+    engine = _ThreadProbeEngine()
+    app = make_console(engine, remember_theme=False, process_stats=lambda: (0.0, 0.0))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(app, lambda: app.view.state == RolloutState.RUNNING, timeout=10)
+        assert app.controller.open_connections() == 3
+        await pilot.press("p")
+        await until(app, lambda: app.engine_outcome is not None, timeout=10)
+        await pilot.pause(0.3)
+        assert app.view.outcome == Outcome.PAUSED
+        await pilot.press("q")
+    (run, engine_thread), (pause, pause_thread) = engine.calls
+    assert (run, pause) == ("run", "pause")
+    assert engine_thread == pause_thread != threading.get_ident()
+    assert exit_code(app) == 6

@@ -18,9 +18,7 @@ from screens.host_detail import HostDetailScreen
 from screens.messages import LogSourceChanged
 from screens.widgets.host_table import HostTable
 from screens.widgets.stream_log import StreamLog
-from tests.test_tui_helpers import SIZE, _private_config, make_app  # noqa: F401
-
-FRAME = 0.25  # more than two frame ticks
+from tests.test_tui_helpers import SIZE, _private_config, drained, make_app  # noqa: F401
 
 
 def table(app: RolldeckApp) -> HostTable:
@@ -33,11 +31,11 @@ async def test_pause_is_instant_and_resume_follows() -> None:
         await pilot.press("p")
         assert ctl.names() == ["pause"]
         assert isinstance(app.screen, DashboardScreen), "pause must not ask"
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert app.view.state == RolloutState.PAUSED
         await pilot.press("p")
         assert ctl.names() == ["pause", "resume"]
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert app.view.state == RolloutState.RUNNING
 
 
@@ -69,7 +67,7 @@ async def test_rollback_asks_and_names_hosts_and_versions() -> None:
         assert isinstance(app.screen, DashboardScreen)
         await pilot.press("r", "y")
         assert ctl.names() == ["rollback"]
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert app.view.state == RolloutState.ROLLING_BACK
 
 
@@ -105,7 +103,7 @@ async def test_enter_opens_host_detail_with_steps_and_retry_skip() -> None:
             ("retry", {"host": "web-04"}),
             ("skip", {"host": "web-04"}),
         ]
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert app.view.hosts["web-04"].state == HostState.SKIPPED
         await pilot.press("escape")
         assert isinstance(app.screen, DashboardScreen)
@@ -122,7 +120,7 @@ async def test_host_detail_log_search_and_live_lines() -> None:
         before = len(log.lines)
         bus.publish(LogLines(host="web-02", lines=("INFO live one", "ERROR live two")))
         bus.publish(LogLines(host="web-03", lines=("INFO not mine",)))
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert len(log.lines) == before + 2
         await pilot.press("slash", *"error")
         assert screen.query_text == "error"
@@ -139,7 +137,7 @@ async def test_log_source_toggle_follows_the_cursor() -> None:
         assert isinstance(dash, DashboardScreen)
         bus.publish(LogLines(host="web-05", lines=("from five",)))
         bus.publish(LogLines(host="web-06", lines=("from six",)))
-        await pilot.pause(FRAME)
+        await drained(pilot)
         log = dash.query_one("#log", StreamLog)
         assert log.lines[-2:] == ["web-05    │ from five", "web-06    │ from six"]
         table(app).select_host("web-05")
@@ -161,15 +159,15 @@ async def test_log_follow_stops_when_scrolled_up() -> None:
         log = dash.query_one("#log", StreamLog)
         for i in range(60):
             bus.publish(LogLines(host="web-01", lines=(f"line {i}",)))
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert log.following and log.is_vertical_scroll_end
         log.scroll_to(y=0, animate=False, immediate=True)
         bus.publish(LogLines(host="web-01", lines=("late",)))
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert log.scroll_y == 0, "a user who scrolled up is not dragged down"
         assert "scrolled back" in str(log.border_title)
         await pilot.press("g")
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert log.is_vertical_scroll_end
 
 
@@ -205,7 +203,7 @@ async def test_table_rows_follow_events_without_rebuilds() -> None:
         bus.publish(
             HostStateChanged(host="api-09", state=HostState.FAILED, detail="exit 2 in drain")
         )
-        await pilot.pause(FRAME)
+        await drained(pilot)
         cells = dict(
             zip([c.key for c in t._columns], [c for c in range(len(t._columns))], strict=True)
         )
@@ -253,9 +251,10 @@ async def test_help_lists_every_key_including_remapped() -> None:
         assert isinstance(app.screen, HelpScreen)
         from screens.help import help_table
 
-        table_ = help_table(app.screen.sections, app.screen.keymap)
-        keys = [str(c) for c in table_.columns[0]._cells]
-        descriptions = [str(c) for c in table_.columns[1]._cells]
+        tables = [r for r in help_table(app.screen.sections, app.screen.keymap).renderables]
+        grids = [t for t in tables if hasattr(t, "columns")]
+        keys = [str(c) for t in grids for c in t.columns[0]._cells]
+        descriptions = [str(c) for t in grids for c in t.columns[1]._cells]
         for key in ("P", "c", "r", "a", "enter", "l", "/", "f", "t", "q", "R", "S", "?"):
             assert key in keys, key
         assert "Pause" in descriptions and "Retry" in descriptions
@@ -306,11 +305,12 @@ async def test_quit_running_pauses_first_then_exits() -> None:
         assert "rolldeck resume 20250615-checkout-api-7f3a" in app.screen.body
         await pilot.press("y")
         assert ctl.names() == ["pause"] and ctl.commands[0].reason == "console quit"
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert app.is_running, "two hosts are still moving: wait for them"
         for host in ("web-06", "web-07"):
             bus.publish(_healthy(host))
-        await pilot.pause(FRAME * 2)
+        await drained(pilot)
+        await pilot.pause(0.3)
     assert app.quit_paused and exit_code(app) == 6
 
 
@@ -332,7 +332,7 @@ async def test_engine_runner_outcome_is_the_exit_code() -> None:
 
     app = RolldeckApp(bus.subscribe(), _Null(), runner=runner, process_stats=lambda: (0.0, 0.0))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(FRAME)
+        await drained(pilot)
         assert app.engine_outcome == Outcome.ROLLED_BACK
         await pilot.press("q")
     assert exit_code(app) == 4

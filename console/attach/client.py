@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,13 @@ SNAPSHOT_TIMEOUT = 60.0  # a long rollout's journal can take a while to replay
 class RemoteController:
     """console.commands.Controller over the socket: ``execute`` never blocks."""
 
-    def __init__(self, remote: RemoteRollout) -> None:
+    def __init__(self, remote: RemoteRollout, operator: str | None = None) -> None:
         self._remote = remote
+        self.operator = operator  # when set, commands are sent under this name
 
     def execute(self, command: Command) -> None:
+        if self.operator and command.operator != self.operator:
+            command = dataclasses.replace(command, operator=self.operator)
         self._remote.send(command)
 
     def open_connections(self) -> int:
@@ -78,6 +82,7 @@ class RemoteRollout:
         self.bye: str | None = None  # why the server hung up ('finished', 'overflow'...)
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._detached = False  # close() was called: hanging up is ours, not news
 
     def view(self) -> RolloutView:
         """A fresh fold of the snapshot: the state at the moment of attaching."""
@@ -109,6 +114,13 @@ class RemoteRollout:
                 if self.bye is not None:
                     return
         finally:
+            if self.bye != "finished" and not self._detached:
+                why = self.error or {
+                    None: "the connection dropped (did its owner die?)",
+                    "overflow": "this console fell too far behind and was dropped",
+                    "shutdown": "its owner stopped serving",
+                }.get(self.bye, self.bye or "")
+                self.bus.publish(ev.Notice(message=f"lost the rollout: {why}"))
             self.bus.close()
             self._writer.close()
 
@@ -143,6 +155,7 @@ class RemoteRollout:
 
     async def close(self) -> None:
         """Detach (the rollout goes on)."""
+        self._detached = True
         self._writer.close()
         if self._task is not None:
             self._task.cancel()

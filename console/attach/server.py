@@ -28,7 +28,7 @@ import grp
 import os
 import socket
 import tempfile
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ CLIENT_HARD_LIMIT = 50_000  # per client: disconnected past this backlog
 SEND_TIMEOUT = 10.0  # a client that accepts nothing for this long is disconnected
 STATS_EVERY = 1.0
 SHUTDOWN_GRACE = 5.0  # at the end, time for clients to receive the last events
+ENCODED_KEPT = 20_000  # recently encoded events, shared by every console's sender
 
 
 class AttachError(RolldeckError):
@@ -100,12 +101,15 @@ class AttachServer:
         self._durable: list[bytes] = []  # every durable event so far, encoded
         self._ephemeral: deque[tuple[int, bytes]] = deque(maxlen=EPHEMERAL_KEPT)
         self._clients: set[_Client] = set()
+        self._encoded: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
         self._server: asyncio.Server | None = None
         self._follow_task: asyncio.Task[None] | None = None
         self._serve_task: asyncio.Task[None] | None = None
         self._client_tasks: set[asyncio.Task[None]] = set()
         self._ino: int | None = None
         self._closed = asyncio.Event()
+        self._close_task: asyncio.Future[None] | None = None
+        self._sock: socket.socket | None = None
         self.finished = False  # the rollout ended (the bus closed)
         self.lost_history = False  # the follower overflowed: snapshots are incomplete
         self.clients_served = 0
@@ -116,7 +120,7 @@ class AttachServer:
     def start(self) -> None:
         """Create the socket and listen (synchronously: it accepts when this returns),
         and start serving on the running loop."""
-        sock = self._bind()
+        sock = self._sock = self._bind()
         loop = asyncio.get_running_loop()
         self._follow_task = loop.create_task(self._follow(), name="attach:follow")
         self._serve_task = loop.create_task(self._serve(sock), name="attach:serve")
@@ -135,23 +139,33 @@ class AttachServer:
 
     async def close(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, let clients receive what they hold (up to ``grace``
-        seconds), hang up on them and remove the socket. Safe to call twice."""
-        if self._closed.is_set():
-            return
+        seconds), hang up on them and remove the socket. Safe to call twice, and
+        from several tasks at once (they share one shutdown)."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._shutdown(grace))
+        await asyncio.shield(self._close_task)
+
+    async def _shutdown(self, grace: float) -> None:
         self._unlink()
         if self._server is not None:
             self._server.close()
-        elif self._serve_task is not None:
-            self._serve_task.cancel()
+        else:
+            if self._serve_task is not None:
+                self._serve_task.cancel()
+            if self._sock is not None:
+                self._sock.close()
         for client in tuple(self._clients):
             client.sub.close()  # senders flush what is pending, say bye, hang up
         if self._client_tasks:
             _, pending = await asyncio.wait(tuple(self._client_tasks), timeout=grace)
+            if pending:  # stuck clients: hang up on them; their sessions end on the error
+                for client in tuple(self._clients):
+                    client.writer.transport.abort()
+                _, pending = await asyncio.wait(pending, timeout=1.0)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        if self._follow_task is not None and self._follow_task is not asyncio.current_task():
-            self._follow_task.cancel()
+        if self._follow_task is not None:
+            self._follow_task.cancel()  # it may be the caller: shielded, we go on
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follow_task
         self._own.close()
@@ -226,9 +240,20 @@ class AttachServer:
         if batch:
             self._record(batch)
 
+    def _line(self, event: Event) -> bytes:
+        """The event's wire line, encoded once however many consoles receive it."""
+        hit = self._encoded.get(id(event))
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        line = encode({"type": "event", "event": ev.to_json(event)})
+        self._encoded[id(event)] = (event, line)  # holding the event pins its id
+        if len(self._encoded) > ENCODED_KEPT:
+            self._encoded.popitem(last=False)
+        return line
+
     def _record(self, batch: list[Event]) -> None:
         for event in batch:
-            line = encode({"type": "event", "event": ev.to_json(event)})
+            line = self._line(event)
             if event.durable:
                 self._durable.append(line)
             else:
@@ -313,7 +338,7 @@ class AttachServer:
         sub = self.engine.bus.subscribe(
             maxsize=self.client_maxsize, hard_limit=self.client_hard_limit
         )
-        if self._own.closed or self._closed.is_set():
+        if self._own.closed or self._close_task is not None:
             sub.close()  # the rollout is over: the snapshot is all there is
         client = _Client(writer, read_only, sub)
         self._clients.add(client)
@@ -335,8 +360,9 @@ class AttachServer:
                     task.cancel()
                 await asyncio.gather(sender, receiver, return_exceptions=True)
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                exc = None if task.cancelled() else task.exception()
+                if exc is not None:
+                    raise exc
         finally:
             sub.close()
             self._clients.discard(client)
@@ -352,7 +378,7 @@ class AttachServer:
                 continue
             batch = sub.drain()
             if batch:
-                lines = [encode({"type": "event", "event": ev.to_json(e)}) for e in batch]
+                lines = [self._line(e) for e in batch]
                 try:
                     await self._send(writer, *lines)
                 except TimeoutError:

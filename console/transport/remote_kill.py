@@ -71,11 +71,11 @@ def kill_script(pid: int, grace: float = KILL_GRACE) -> str:
         "awk -v p=\"$P\" '$1 == p && $2 !~ /^Z/ { f = 1 } END { exit !f }'; }; "
         "else alive() { kill -0 -$P 2>/dev/null || kill -0 $P 2>/dev/null; }; fi; "
         # kill -0 is a builtin (no fork, cheap under load) but also sees zombies, so
-        # the ps-based check runs only when it says "still there", every 5th round.
+        # the ps-based check runs only when it says "still there", every 3rd round.
         "there() { kill -0 -$P 2>/dev/null || kill -0 $P 2>/dev/null; }; "
         "kill -TERM -$P 2>/dev/null || kill -TERM $P 2>/dev/null; i=0; "
         f'while [ "$i" -lt {rounds} ] && there; do '
-        "if [ $((i % 5)) -eq 4 ] && ! alive; then break; fi; "
+        "if [ $((i % 3)) -eq 1 ] && ! alive; then break; fi; "
         "sleep 0.1; i=$((i+1)); done; "
         "if alive; then kill -KILL -$P 2>/dev/null || kill -KILL $P 2>/dev/null; "
         "echo KILL; else echo TERM; fi"

@@ -122,20 +122,14 @@ class SSHConnection:
         self._transport = transport
         self._raw: asyncssh.SSHClientConnection | None = None
         self._tail_lines = tail_lines
-        # One channel stays free for the kill exec, so a stop never waits on a busy host.
+        # One below the server's MaxSessions: sshd frees a closed channel's slot a moment
+        # late, and a stop closes the command's channel just before its kill exec opens.
         self._sessions = asyncio.Semaphore(max(1, max_sessions - 1))
-        self._kill_slot = asyncio.Semaphore(1)
 
     @property
     def closed(self) -> bool:
         """No live TCP connection under this object right now."""
         return self.state != "open" or self._raw is None or self._raw.is_closed()
-
-    @property
-    def local_port(self) -> int | None:
-        """The client-side TCP port: tells connections apart in tests and diagnostics."""
-        sockname = self._raw.get_extra_info("sockname") if self._raw is not None else None
-        return int(sockname[1]) if sockname else None
 
     def attach(self, raw: asyncssh.SSHClientConnection, host: Host) -> None:
         self._raw = raw
@@ -301,6 +295,10 @@ class SSHConnection:
                 if running.finished:
                     return None
                 if running.pid is not None:
+                    # The pid is all the kill needs: the command's channel (and its
+                    # MaxSessions slot) goes to the kill exec, so many stops on one host
+                    # run in parallel instead of queueing for one spare channel.
+                    running.process.close()
                     signal = await self._kill_group(running)
                 else:
                     signal = await self._signal_and_wait(running)
@@ -317,28 +315,33 @@ class SSHConnection:
 
     async def _kill_group(self, running: _Running) -> str | None:
         assert running.pid is not None
-        async with self._kill_slot:
-            killer = await self._exec(running.raw, kill_script(running.pid))
-            try:
-                said = (await killer.stdout.read()).decode(errors="replace").strip()
-                await killer.wait_closed()
-            finally:
-                killer.close()
+        killer = await self._exec(running.raw, kill_script(running.pid))
+        try:
+            said = (await killer.stdout.read()).decode(errors="replace").strip()
+            await killer.wait_closed()
+        finally:
+            killer.close()
         return said if said in ("TERM", "KILL") else None
 
-    async def _signal_and_wait(self, running: _Running) -> str:
-        """For servers without a shell: the SSH ``signal`` request, then channel close."""
+    async def _signal_and_wait(self, running: _Running) -> str | None:
+        """For servers without a shell: the SSH ``signal`` request, then channel close.
+
+        Returns the signal after which the server ended the command, ``None`` if it
+        never did (OpenSSH refuses the request: the caller's channel close is all
+        that is left, and it does not stop a command without a pty).
+        """
+        if self.mode == "pgroup":
+            log.warning("%s: no pid from the command; trying a signal request", self.host.name)
         process = running.process
-        with contextlib.suppress(asyncssh.Error, OSError):
-            process.send_signal("TERM")
-        try:
-            async with asyncio.timeout(KILL_GRACE):
-                await process.wait_closed()
-        except TimeoutError:
+        for signal, wait in (("TERM", KILL_GRACE), ("KILL", 1.0)):
             with contextlib.suppress(asyncssh.Error, OSError):
-                process.send_signal("KILL")
-            return "KILL"
-        return "TERM"
+                process.send_signal(signal)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await process.wait_closed()
+                    return signal
+        log.warning("%s: the server ignored TERM and KILL signal requests", self.host.name)
+        return None
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Stdout lines of a long-running command; closing the iterator stops it."""

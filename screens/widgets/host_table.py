@@ -58,13 +58,15 @@ class HostTable(ScrollView, can_focus=True):
     HostTable > .host-table--cursor { background: $block-cursor-background; }
     """
     BINDINGS = [
-        Binding("up", "cursor_up", "Up", show=False, id="table-up"),
-        Binding("down", "cursor_down", "Down", show=False, id="table-down"),
-        Binding("pageup", "page_up", "Page up", show=False, id="table-page-up"),
-        Binding("pagedown", "page_down", "Page down", show=False, id="table-page-down"),
-        Binding("home", "first", "First", show=False, id="table-first"),
-        Binding("end", "last", "Last", show=False, id="table-last"),
-    ]
+        Binding("up", "cursor_up", "Up", show=False, id="table-up", tooltip="Previous host"),
+        Binding("down", "cursor_down", "Down", show=False, id="table-down", tooltip="Next host"),
+        Binding("pageup", "page_up", "Page up", show=False, id="table-page-up",
+                tooltip="A page of hosts up"),
+        Binding("pagedown", "page_down", "Page down", show=False, id="table-page-down",
+                tooltip="A page of hosts down"),
+        Binding("home", "first", "First", show=False, id="table-first", tooltip="First host"),
+        Binding("end", "last", "Last", show=False, id="table-last", tooltip="Last host"),
+    ]  # fmt: skip
 
     class Highlighted(Message):
         """The cursor moved to ``host``."""
