@@ -12,6 +12,7 @@ header's pid is alive here. Otherwise it is *interrupted* (the owner died).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from console.attach.protocol import SOCKET_SUFFIX, addressable
 from console.errors import InputError
 from console.events import Event, HostState
 from console.journal import JournalError, list_journals, read_lines
-from console.lock import LockInfo, _pid_alive, read_lock
+from console.lock import LockInfo, read_lock
 from console.state import RolloutView
 
 RUNNING = "running"
@@ -103,13 +104,26 @@ def load_events(path: Path) -> tuple[dict[str, Any], list[Event]]:
     return lines[0], events
 
 
+def _alive(pid: int) -> bool:
+    """A process with this pid exists on this machine (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
 def live_owners(state_dir: Path) -> dict[str, int]:
     """rollout id -> pid of every lock file on this machine whose pid is alive."""
     here = socket.gethostname()
     out: dict[str, int] = {}
     for path in state_dir.glob("lock-*.lock"):
         info: LockInfo | None = read_lock(path)
-        if info is not None and info.host == here and _pid_alive(info.pid):
+        if info is not None and info.host == here and _alive(info.pid):
             out[info.rollout_id] = info.pid
     return out
 
@@ -140,7 +154,7 @@ def is_running(
     if socket_alive(state_dir / f"{rollout_id}{SOCKET_SUFFIX}"):
         return True, pid if isinstance(pid, int) else None
     if isinstance(pid, int) and header.get("machine") == socket.gethostname():
-        return _pid_alive(pid), pid
+        return _alive(pid), pid
     return False, pid if isinstance(pid, int) else None
 
 

@@ -95,6 +95,27 @@ class Journal:
         _write_all(fd, [json.dumps(head, separators=(",", ":"))])
         return cls(path, fd)
 
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike[str]) -> Journal:
+        """Reopen a journal to append to it (``rolldeck resume``: one rollout, one file).
+        A torn last line (the console died mid-write) is cut off first, so the next
+        event starts on a line of its own."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {path}: {exc.strerror}") from exc
+        try:
+            size = os.fstat(fd).st_size
+            tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+            if tail and not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                os.ftruncate(fd, size - len(tail) + cut + 1 if cut >= 0 else 0)
+                os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"cannot repair journal {path}: {exc.strerror}") from exc
+        return cls(Path(path), fd)
+
     # -- writing ------------------------------------------------------------------
 
     def start(self) -> asyncio.Task[None]:

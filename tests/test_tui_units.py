@@ -184,3 +184,12 @@ def test_synthetic_stages_and_load_stream_rate() -> None:
     assert lines == 1000
     with pytest.raises(ValueError):
         SyntheticRollout(4).scenario("nope")
+
+
+def test_last_log_cell_drops_timestamp_and_syslog_tag() -> None:
+    view = fold(SyntheticRollout(4).started())
+    h = view.hosts["web-01"]
+    h.last_log = "2026-11-26T07:50:20.165Z INFO  checkout-api[36061]: POST /api/checkout 200"
+    assert host_cells(h, view.version, None, 40)[-1] == ("INFO  POST /api/checkout 200", "muted")
+    h.last_log = "ERROR upstream timeout after 3000ms path=/api/cart"
+    assert host_cells(h, view.version, None, 20)[-1][0] == "ERROR upstream time…"

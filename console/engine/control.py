@@ -80,6 +80,9 @@ class HostRecord:
     frozen_waiting: bool = False
     retry: bool = False
     attempts: int = 0
+    # ``once: true`` steps that finished ok on this host (this run or, on resume, the
+    # journal's): never run again, not by a retry nor by a resumed deploy.
+    once_done: set[str] = field(default_factory=set)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console import events as ev
 from console.bus import EventBus, Subscription
@@ -47,6 +47,9 @@ from console.state import RolloutView
 from console.templating import Redactor, TemplateError, is_secret_name
 from console.transport.base import Connection, Transport
 from inventory.model import Host
+
+if TYPE_CHECKING:
+    from console.resume import ResumeState
 
 log = logging.getLogger(__name__)
 POLICY = "policy"  # the operator name of commands the engine's rules issue
@@ -75,6 +78,7 @@ class Engine:
         inventory_path: str = "",
         monitors: bool = True,
         probe: Probe = probe_health,
+        resume: ResumeState | None = None,
     ) -> None:
         self.spec = spec
         self.plan = plan
@@ -86,7 +90,10 @@ class Engine:
         self._exit_when_paused = exit_when_paused
         self.inventory_path = inventory_path
         self.bus = EventBus()
-        self.view = RolloutView()
+        # A resumed rollout starts from its journal's picture and appends to it.
+        self._resume = resume
+        self.view = resume.replayed_view() if resume is not None else RolloutView()
+        self._start_batch = 0  # resume: the first batch with work left
         self.control = Control()
         by_name = {h.name: h for h in hosts}
         missing = [n for n in plan.hosts if n not in by_name]
@@ -120,6 +127,8 @@ class Engine:
         self._bus_closed = False
         self.finished = False
         self.outcome: Outcome | None = None
+        if resume is not None:
+            resume.seed(self)
 
     # -- public API -----------------------------------------------------------------
 
@@ -211,7 +220,8 @@ class Engine:
         try:
             if self.journal is not None:
                 self.journal.start()
-            self._emitter.open(self._started_event())
+            first = self._resume.first_event if self._resume else self._started_event()
+            self._emitter.open(first)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 background = [tg.create_task(self._emitter.tick_output())]
@@ -270,7 +280,7 @@ class Engine:
         if stop := await self._stop_check():
             return stop
         self._state(RolloutState.PAUSED if c.paused else RolloutState.RUNNING)
-        i = 0
+        i = self._start_batch
         while i < len(self._batches):
             await self._run_batch(i)
             if stop := await self._stop_check():

@@ -269,10 +269,14 @@ class HostWork:
                 rec.previous_version = await self.read_version(rec, conn, "previous")
                 rec.previous_read = True
             for step in self.spec.steps:
+                if step.once and step.name in rec.once_done:
+                    continue  # ran once already (a retry, or a resumed rollout)
                 if not await self.hold_if_frozen(rec, rollback=False):
                     return None
                 rec.step = step.name
                 await self.run_step(rec, conn, step)
+                if step.once:
+                    rec.once_done.add(step.name)
             self.set_state(rec, HostState.VERIFYING, detail="health gating")
             detail = await self.gate_health(rec, conn)
             if self.spec.current_version:
