@@ -120,7 +120,10 @@ class RolloutLock:
         inventory: str,
         rollout_id: str,
         break_lock: bool = False,
+        resume_of: str | None = None,
     ) -> RolloutLock:
+        """``resume_of``: the rollout being resumed; its own stale lock (its console
+        died) is taken over without ``--break-lock`` (``broken`` says so, to journal)."""
         path = lock_path(state_dir, service, inventory)
         info = LockInfo(
             pid=os.getpid(),
@@ -145,7 +148,12 @@ class RolloutLock:
                         holder,
                         stale=False,
                     ) from None
-                if not break_lock:
+                own = (
+                    resume_of is not None
+                    and holder is not None
+                    and (holder.rollout_id == resume_of)
+                )
+                if not (break_lock or own):
                     raise LockHeld(
                         f"stale lock on {service}: {who} is gone; "
                         f"pass --break-lock to break it (lock file {path})",

@@ -1,0 +1,333 @@
+"""``rolldeck resume``'s core: find a rollout, replay its journal, look at the hosts,
+reconcile, and seed an :class:`~console.engine.Engine` that continues it.
+
+The resumed engine appends to the same journal under the same rollout id, so
+``history`` and ``show`` see one rollout. Its first event is a ``Notice`` (not a
+second ``RolloutStarted``); the reconciliation is journaled as ``VersionRead``
+(role ``current``) and ``HostStateChanged`` events, then a notice with the plan for
+the rest. It starts paused: the operator (or ``--yes`` headless) resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from console import events as ev
+from console.engine.hostwork import VERSION_TIMEOUT, signals_spec
+from console.errors import InputError
+from console.events import HostState, Outcome
+from console.health import probe_health
+from console.history import is_running, live_owners, load_events, resolve_id
+from console.journal import JournalError, list_journals
+from console.reconcile import Decision, JournalFacts, Observation, decide, journal_facts
+from console.spec import HealthSpec, RolloutSpec, load_spec
+from console.state import RolloutView, fold
+from console.templating import TemplateError, build_context, render
+from console.transport.base import Connection, Transport, TransportError
+from inventory import load_inventory
+from inventory.model import Host
+
+if TYPE_CHECKING:
+    from console.engine import Engine
+
+RESUMABLE = (None, Outcome.PAUSED)
+CONCURRENCY = 20  # hosts observed at once (handshakes are capped by the transport too)
+PAUSE_REASON = "resumed: waiting for the operator"
+
+
+@dataclass(slots=True)
+class Replay:
+    """A rollout as its journal tells it."""
+
+    path: Path
+    header: dict
+    events: list[ev.Event]
+    started: ev.RolloutStarted
+    view: RolloutView
+
+    @property
+    def rollout_id(self) -> str:
+        return self.started.rollout_id
+
+
+@dataclass(slots=True)
+class ResumeState:
+    """Everything the engine needs to continue a rollout (``Engine(resume=...)``)."""
+
+    replay: Replay
+    facts: JournalFacts
+    observed: dict[str, Observation]
+    decisions: dict[str, Decision]
+    operator: str
+    first_event: ev.Event = field(init=False)
+    start_batch: int = 0
+
+    def __post_init__(self) -> None:
+        self.first_event = ev.Notice(
+            message=(
+                f"resumed by {self.operator} (pid {os.getpid()} on {socket.gethostname()}) "
+                f"after {len(self.replay.events)} journaled events"
+            )
+        )
+
+    def replayed_view(self) -> RolloutView:
+        return fold(self.replay.events)
+
+    @property
+    def rolling_back(self) -> bool:
+        return self.facts.rolling_back
+
+    def plan_text(self) -> str:
+        """The rest of the rollout, in words."""
+        by: dict[str, list[str]] = {}
+        for name, d in self.decisions.items():
+            by.setdefault(d.action, []).append(name)
+        parts = [f"{len(v)} {k.replace('_', ' ')}" for k, v in sorted(by.items())]
+        if self.rolling_back:
+            rest = f"the rollback continues on {len(by.get('roll_back', []))} hosts"
+        else:
+            todo = len(by.get("deploy", [])) + len(by.get("redeploy", []))
+            total = len(self.facts.batches)
+            rest = (
+                f"{todo} hosts left to deploy from batch {self.start_batch + 1} of {total}"
+                if todo
+                else "no host left to deploy"
+            )
+        flagged = by.get("flagged", [])
+        warn = f"; flagged for the operator: {', '.join(sorted(flagged))}" if flagged else ""
+        return f"reconciled: {', '.join(parts)}; {rest}{warn}"
+
+    def seed(self, engine: Engine) -> None:
+        """Pre-seed the engine's host records, budget and control; journal the
+        reconciliation (held by the emitter until the run starts)."""
+        c = engine.control
+        view = engine.view
+        for name, rec in engine.recs.items():
+            facts = self.facts.hosts.get(name)
+            d = self.decisions[name]
+            seen = self.observed.get(name)
+            if facts is None:
+                continue
+            rec.state, rec.detail = d.state, d.detail
+            rec.step = facts.step
+            rec.changed = facts.changed
+            rec.once_done = set(facts.once_done)
+            rec.batch = facts.batch if (facts.changed or d.state != HostState.PENDING) else None
+            if facts.previous_version is not None or facts.changed:
+                rec.previous_version, rec.previous_read = facts.previous_version, True
+            if d.failed:
+                rec.failed = True
+                engine.budget.fail(name)
+            if seen is not None and seen.version is not None:
+                engine._emitter.emit(
+                    ev.VersionRead(host=name, version=seen.version, role="current")
+                )
+            old = view.hosts.get(name)
+            if old is None or old.state != d.state or old.detail != d.detail:
+                engine._emitter.emit(
+                    ev.HostStateChanged(host=name, state=d.state, step=rec.step, detail=d.detail)
+                )
+        engine._start_batch = self.start_batch
+        if self.rolling_back:
+            c.rollback_requested = c.rolling_back = True
+        c.paused = True
+        engine._pause_reason = PAUSE_REASON
+        engine._emitter.emit(ev.Notice(message=self.plan_text()))
+
+
+# -- finding the rollout -----------------------------------------------------------------
+
+
+def replay(path: Path) -> Replay:
+    header, events = load_events(path)
+    started = next((e for e in events if isinstance(e, ev.RolloutStarted)), None)
+    if started is None:
+        raise InputError(f"{path}: the journal has no RolloutStarted event", field="ID")
+    return Replay(path, header, events, started, fold(events))
+
+
+def find_rollout(state_dir: Path, rollout_id: str | None, service: str | None) -> Replay:
+    """The rollout to resume: ``rollout_id`` (or a unique prefix), else the latest
+    unfinished one (of ``service``). InputError when there is none or it cannot be."""
+    owners = live_owners(state_dir)
+    if rollout_id:
+        r = replay(resolve_id(state_dir, rollout_id))
+        _check_resumable(state_dir, r, owners)
+        return r
+    candidates: list[Replay] = []
+    for path in list_journals(state_dir):
+        try:
+            r = replay(path)
+        except (InputError, JournalError, KeyError, TypeError, ValueError):
+            continue
+        if service is not None and r.started.service != service:
+            continue
+        if r.view.outcome not in RESUMABLE:
+            continue
+        if is_running(state_dir, r.rollout_id, r.header, owners)[0]:
+            continue
+        candidates.append(r)
+    if not candidates:
+        what = f" of {service}" if service else ""
+        raise InputError(f"no unfinished rollout{what} to resume in {state_dir}", field="ID")
+    services = {r.started.service for r in candidates}
+    if service is None and len(services) > 1:
+        raise InputError(
+            f"unfinished rollouts of several services ({', '.join(sorted(services))}): "
+            "name one with ID or --service",
+            field="ID",
+        )
+    return max(candidates, key=lambda r: (r.started.ts, r.rollout_id))
+
+
+def _check_resumable(state_dir: Path, r: Replay, owners: dict[str, int]) -> None:
+    if r.view.outcome not in RESUMABLE:
+        assert r.view.outcome is not None
+        raise InputError(
+            f"rollout {r.rollout_id} already ended: {r.view.outcome.value}", field="ID"
+        )
+    running, pid = is_running(state_dir, r.rollout_id, r.header, owners)
+    if running:
+        raise InputError(
+            f"rollout {r.rollout_id} is still running (pid {pid}): "
+            f"`rolldeck attach {r.rollout_id}` to take it over",
+            field="ID",
+        )
+
+
+# -- what the rollout ran: spec and hosts -----------------------------------------------
+
+
+def load_resumed_spec(r: Replay) -> RolloutSpec:
+    """The spec file the rollout started from, if unchanged (its hash is journaled)."""
+    s = r.started
+    path = s.spec_path
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(
+            f"the rollout's spec {path} cannot be read ({exc.strerror})", field="spec"
+        ) from None
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    if digest != s.spec_hash:
+        raise InputError(
+            f"the spec {path} changed since rollout {s.rollout_id} started; "
+            "restore it (its journaled text is in `rolldeck show`) to resume",
+            file=path,
+        )
+    return load_spec(path)
+
+
+def resumed_hosts(r: Replay, batches: list[tuple[str, ...]]) -> list[Host]:
+    inv = load_inventory(r.started.inventory_path)
+    names = [n for b in batches for n in b]
+    missing = [n for n in names if n not in inv.hosts]
+    if missing:
+        raise InputError(
+            f"hosts of the rollout missing from {r.started.inventory_path}: "
+            + ", ".join(missing[:5]),
+            file=r.started.inventory_path,
+        )
+    return [inv.hosts[n] for n in names]
+
+
+# -- looking at the hosts ---------------------------------------------------------------
+
+
+async def observe(
+    spec: RolloutSpec, hosts: list[Host], transport: Transport
+) -> dict[str, Observation]:
+    """Every host's current version and health, read over SSH now."""
+    sem = asyncio.Semaphore(CONCURRENCY)
+    out: dict[str, Observation] = {}
+
+    async def one(host: Host) -> None:
+        async with sem:
+            out[host.name] = await observe_host(spec, host, transport)
+
+    async with asyncio.TaskGroup() as tg:
+        for host in hosts:
+            tg.create_task(one(host), name=f"observe:{host.name}")
+    return out
+
+
+async def observe_host(spec: RolloutSpec, host: Host, transport: Transport) -> Observation:
+    try:
+        conn = await transport.connect(host)
+    except TransportError as exc:
+        return Observation(False, None, None, f"unreachable: {exc.message}")
+    version: str | None = None
+    try:
+        if spec.current_version:
+            command = render(spec.current_version, build_context(spec, host, None))
+            result = await conn.run(command, timeout=VERSION_TIMEOUT)
+            if result.ok and result.first_line:
+                version = result.first_line.strip()
+        health = signals_spec(spec, host).health
+    except TemplateError as exc:
+        return Observation(True, version, None, str(exc))
+    except TransportError as exc:
+        return Observation(False, version, None, f"unreachable: {exc.message}")
+    if health is None:
+        return Observation(True, version, True, "no health check in the spec")
+    healthy, detail = await health_gate(conn, health)
+    return Observation(True, version, healthy, detail)
+
+
+async def health_gate(conn: Connection, health: HealthSpec) -> tuple[bool, str]:
+    """``healthy_after`` passes in a row before ``deadline``, as the engine gates."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + health.deadline
+    passes, detail = 0, ""
+    while True:
+        ok, detail = await probe_health(conn, health)
+        passes = passes + 1 if ok else 0
+        if passes >= health.healthy_after:
+            return True, detail
+        if deadline - loop.time() < health.every:
+            return False, detail
+        await asyncio.sleep(health.every)
+
+
+def reconcile(
+    r: Replay, spec: RolloutSpec, observed: dict[str, Observation], operator: str
+) -> ResumeState:
+    once = frozenset(s.name for s in spec.steps if s.once)
+    facts = journal_facts(r.events, once)
+    decisions = {
+        name: decide(
+            facts.hosts[name],
+            observed.get(name, Observation(False, None, None, "not observed")),
+            target=spec.version,
+            steps=tuple(s.name for s in spec.steps),
+            once_steps=once,
+            rollback_steps=tuple(s.name for s in spec.rollback.steps),
+            rolling_back=facts.rolling_back,
+        )
+        for name in (n for b in facts.batches for n in b)
+    }
+    todo = [
+        facts.hosts[n].batch
+        for n, d in decisions.items()
+        if d.state == HostState.PENDING and facts.hosts[n].batch is not None
+    ]
+    start = min((b for b in todo if b is not None), default=len(facts.batches))
+    return ResumeState(r, facts, observed, decisions, operator, start_batch=start)
+
+
+def describe_state(state: ResumeState) -> list[str]:
+    """The reconciled picture, one line per host, then the plan."""
+    lines = [
+        f"rollout {state.replay.rollout_id}: {state.replay.started.service} "
+        f"{state.replay.started.version}"
+    ]
+    for name, d in state.decisions.items():
+        lines.append(f"  {name:<20} {d.state.value:<12} {d.action:<11} {d.detail}")
+    lines.append(state.plan_text())
+    return lines

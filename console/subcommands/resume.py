@@ -1,0 +1,155 @@
+"""``rolldeck resume``: continue a rollout whose console died (or that stopped paused).
+
+Replays the journal, re-reads every host's version and health over SSH, reconciles
+(see :mod:`console.reconcile`), prints the reconciled state and the plan for the rest,
+then continues paused, appending to the same journal under the same rollout id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from console.commands import default_operator
+from console.engine import Engine
+from console.errors import EXIT_FAILED, InputError
+from console.events import OUTCOME_EXIT_CODES, Outcome
+from console.headless import choose_mode, run_headless
+from console.journal import Journal, resolve_state_dir
+from console.lock import LockHeld, RolloutLock
+from console.plan import Plan
+from console.reconcile import Observation
+from console.resume import (
+    describe_state,
+    find_rollout,
+    load_resumed_spec,
+    observe,
+    reconcile,
+    resumed_hosts,
+)
+from console.transport import TransportOptions, make_transport
+
+NAME = "resume"
+HELP = "resume a rollout whose console died or that stopped paused"
+DESCRIPTION = """\
+Replay the rollout's journal, re-read every host's current version and health over SSH,
+reconcile them (a host cut mid-deploy re-runs its idempotent steps; a `once: true` step
+that was in flight is never re-run: the host is flagged for the operator), print the
+reconciled state and the plan, and continue paused in the console. Headless, the run
+continues only with --yes (else it stops paused again: exit 6). ID defaults to the
+latest unfinished rollout (of --service); a unique prefix works.
+
+exit codes as for `rolldeck run`: 0 succeeded, 2 bad input, 3 failed, 4 rolled back,
+5 aborted, 6 paused"""
+ORDER = 15
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID", nargs="?", help="rollout id or a unique prefix")
+    parser.add_argument("--service", metavar="NAME", help="the latest unfinished of this service")
+    parser.add_argument("--headless", action="store_true", help="no console: print progress")
+    parser.add_argument("--json", action="store_true", help="headless: JSON-lines events on stdout")
+    parser.add_argument("--yes", action="store_true", help="headless: continue, pass manual gates")
+    parser.add_argument("--state-dir", metavar="DIR", help="journal and lock directory")
+    parser.add_argument("--operator", metavar="NAME", help="who resumes it (default: $USER)")
+    parser.add_argument(
+        "--break-lock", action="store_true", help="break another rollout's stale lock (journaled)"
+    )
+    parser.add_argument("--reason", metavar="TEXT", default="", help="why (journaled)")
+    parser.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="trust unknown host keys on first use (journaled)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    state_dir = resolve_state_dir(args.state_dir)
+    r = find_rollout(state_dir, args.id, args.service)
+    spec = load_resumed_spec(r)
+    facts_batches = [tuple(b) for b in r.view.batches]
+    if not facts_batches:
+        raise InputError(f"rollout {r.rollout_id} has no planned hosts", field="ID")
+    hosts = resumed_hosts(r, facts_batches)
+    operator = args.operator or default_operator()
+    run_console = None if (args.headless or args.json) else _console()
+    err = sys.stderr
+    try:
+        lock = RolloutLock.acquire(
+            state_dir,
+            service=spec.service,
+            inventory=r.started.inventory_path,
+            rollout_id=r.rollout_id,
+            break_lock=args.break_lock,
+            resume_of=r.rollout_id,
+        )
+    except LockHeld as exc:
+        print(f"rolldeck: {exc}", file=err)
+        return EXIT_FAILED
+    try:
+        options = TransportOptions(
+            accept_new_host_keys=args.accept_new_host_keys,
+            max_connections=max(TransportOptions().max_connections, len(hosts) + 8),
+        )
+        allow = bool(r.started.settings.get("allow_unreachable"))
+        mode = choose_mode(args.json, sys.stdout)
+        logging.basicConfig(level=logging.ERROR, format="rolldeck: %(name)s: %(message)s")
+
+        async def look() -> dict[str, Observation]:
+            transport = make_transport(options)  # bound to this loop: the console has its own
+            try:
+                return await observe(spec, hosts, transport)
+            finally:
+                await transport.close()
+
+        def prepare(observed: dict[str, Observation]) -> Engine:
+            state = reconcile(r, spec, observed, operator)
+            out = err if mode == "json" else sys.stdout
+            for line in describe_state(state):
+                print(line, file=out, flush=True)
+            journal = Journal.open_existing(r.path)
+            engine = Engine(
+                spec,
+                hosts,
+                Plan(batches=tuple(facts_batches)),
+                make_transport(options),
+                journal=journal,
+                operator=operator,
+                allow_unreachable=allow,
+                rollout_id=r.rollout_id,
+                exit_when_paused=run_console is None,
+                inventory_path=r.started.inventory_path,
+                resume=state,
+            )
+            if lock.broken is not None:
+                why = f": {args.reason}" if args.reason else ""
+                own = lock.broken.rollout_id == r.rollout_id
+                what = "took over its own stale lock" if own else "broke the stale lock"
+                engine.notice(f"{operator} {what} of {lock.broken.describe()}{why}")
+            if run_console is None and args.yes:
+                engine.resume(reason=args.reason or "resume --yes (headless)")
+            return engine
+
+        engine = prepare(asyncio.run(look()))
+        if run_console is not None:
+            code = int(run_console(engine))
+        else:
+            outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))
+            code = OUTCOME_EXIT_CODES[outcome]
+    finally:
+        lock.release()
+    print(f"journal: {r.path}", file=err)
+    if code == OUTCOME_EXIT_CODES[Outcome.PAUSED]:
+        print(
+            f"rollout {r.rollout_id} is paused: `rolldeck resume {r.rollout_id}` to continue",
+            file=err,
+        )
+    return code
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from console.subcommands.run import _console as console_entry
+
+    return console_entry()
