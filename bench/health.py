@@ -170,70 +170,80 @@ async def run(fleet_dir: Path, fleet_pid: int, args: argparse.Namespace) -> None
             for m in monitors.values():
                 m.watch_health(True)
 
-            await asyncio.sleep(args.warmup)  # jittered polls spread out, streams attached
-            cpu0, wall0, lines0 = cpu_seconds(me), time.monotonic(), log_lines
-            fleet_cpu0 = cpu_seconds(fleet)
-            scrapes0 = analyzer.scrapes
-            lag.clear()
-            kinds0 = dict(kinds)
-            await asyncio.sleep(args.seconds)
-            wall = time.monotonic() - wall0
-            cores = (cpu_seconds(me) - cpu0) / wall
-            fleet_cores = (cpu_seconds(fleet) - fleet_cpu0) / wall
-            load1 = psutil.getloadavg()[0]
-            print(
-                f"steady state over {wall:.0f} s, {len(conns)} hosts: this process uses "
-                f"{cores:.2f} cores ({100 * cores:.0f}% of one core)"
-            )
-            rates = {k: (v - kinds0.get(k, 0)) / wall for k, v in kinds.items()}
-            print(
-                "  events/s: "
-                + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(rates.items()) if v)
-                + f"; log lines/s {(log_lines - lines0) / wall:,.0f}"
-                + f"; dropped by the bus {sub.dropped}"
-            )
-            lags = sorted(lag) or [0.0]
-            print(
-                f"  event-loop lag: median {1000 * lags[len(lags) // 2]:.0f} ms, max "
-                f"{1000 * lags[-1]:.0f} ms; the fleet process uses {fleet_cores:.2f} cores; "
-                f"machine load average {load1:.1f} on {psutil.cpu_count()} CPUs"
-            )
-            asked = len(conns) * (1 / args.health_every + 1 / args.vitals_every)
-            asked += len(conns) / 5.0 if args.metrics else 0.0
-            done = rates.get("health_sample", 0.0) + rates.get("vitals_sample", 0.0)
-            done += (analyzer.scrapes - scrapes0) / wall
-            share = min(1.0, done / asked) if asked else 1.0
-            print(
-                f"  polls done: {done:,.0f}/s of {asked:,.0f}/s asked ({100 * share:.0f}%)"
-                + ("" if share > 0.95 else ": the fleet or this process is starved of CPU")
-            )
-            print(
-                f"  signal warnings: {dict(warned) or 'none'}; hosts unhealthy: {len(unhealthy)}; "
-                f"RSS {me.memory_info().rss / 1e6:.0f} MB"
-            )
-
-            canary = list(conns)[: args.canary]
-            served = await asyncio.gather(*(deploy(conns[n], spec, analyzer) for n in canary))
-            crossed = min(served)
-            print(
-                f"canary: {len(canary)} hosts restarted on {spec.version}; the first at "
-                f"+0.0 s, the last at +{max(served) - crossed:.1f} s"
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(alerted.wait(), args.alert_timeout)
-            source = "metrics every 5 s" if args.metrics else "error log lines"
-            if alerts:
-                at, alert = alerts[0]
+            try:
+                await asyncio.sleep(args.warmup)  # jittered polls spread out, streams attached
+                cpu0, wall0, lines0 = cpu_seconds(me), time.monotonic(), log_lines
+                fleet_cpu0 = cpu_seconds(fleet)
+                scrapes0 = analyzer.scrapes
+                lag.clear()
+                kinds0 = dict(kinds)
+                await asyncio.sleep(args.seconds)
+                wall = time.monotonic() - wall0
+                cores = (cpu_seconds(me) - cpu0) / wall
+                fleet_cores = (cpu_seconds(fleet) - fleet_cpu0) / wall
+                load1 = psutil.getloadavg()[0]
                 print(
-                    f"alert {at - crossed:.1f} s after the first canary restarted on the new "
-                    f"version, whose error rate is over the threshold from its first request "
-                    f"(evaluated every 1 s, {source}): {alert.rule}"
+                    f"steady state over {wall:.0f} s, {len(conns)} hosts: this process uses "
+                    f"{cores:.2f} cores ({100 * cores:.0f}% of one core)"
                 )
-                print(f"  {alert.message}")
-            else:
-                print(f"no alert within {args.alert_timeout:.0f} s")
-            for t in tasks:
-                t.cancel()
+                rates = {k: (v - kinds0.get(k, 0)) / wall for k, v in kinds.items()}
+                print(
+                    "  events/s: "
+                    + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(rates.items()) if v)
+                    + f"; log lines/s {(log_lines - lines0) / wall:,.0f}"
+                    + f"; dropped by the bus {sub.dropped}"
+                )
+                lags = sorted(lag) or [0.0]
+                print(
+                    f"  event-loop lag: median {1000 * lags[len(lags) // 2]:.0f} ms, max "
+                    f"{1000 * lags[-1]:.0f} ms; the fleet process uses {fleet_cores:.2f} cores; "
+                    f"machine load average {load1:.1f} on {psutil.cpu_count()} CPUs"
+                )
+                asked = len(conns) * (1 / args.health_every + 1 / args.vitals_every)
+                asked += len(conns) / 5.0 if args.metrics else 0.0
+                done = rates.get("health_sample", 0.0) + rates.get("vitals_sample", 0.0)
+                done += (analyzer.scrapes - scrapes0) / wall
+                share = min(1.0, done / asked) if asked else 1.0
+                print(
+                    f"  polls done: {done:,.0f}/s of {asked:,.0f}/s asked ({100 * share:.0f}%)"
+                    + ("" if share > 0.95 else ": the fleet or this process is starved of CPU")
+                )
+                print(
+                    f"  signal warnings: {dict(warned) or 'none'}; hosts unhealthy: "
+                    f"{len(unhealthy)}; RSS {me.memory_info().rss / 1e6:.0f} MB"
+                )
+
+                canary = list(conns)[: args.canary]
+                results = await asyncio.gather(
+                    *(deploy(conns[n], spec, analyzer) for n in canary), return_exceptions=True
+                )
+                served = [r for r in results if isinstance(r, float)]
+                failed = [repr(r) for r in results if not isinstance(r, float)]
+                if not served:
+                    print(f"canary: no host could be deployed: {failed[:3]}")
+                    return
+                crossed = min(served)
+                print(
+                    f"canary: {len(served)} hosts restarted on {spec.version}; the first at "
+                    f"+0.0 s, the last at +{max(served) - crossed:.1f} s"
+                    + (f"; {len(failed)} failed to deploy: {failed[0]}" if failed else "")
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(alerted.wait(), args.alert_timeout)
+                source = "metrics every 5 s" if args.metrics else "error log lines"
+                if alerts:
+                    at, alert = alerts[0]
+                    print(
+                        f"alert {at - crossed:.1f} s after the first canary restarted on the new "
+                        f"version, whose error rate is over the threshold from its first request "
+                        f"(evaluated every 1 s, {source}): {alert.rule}"
+                    )
+                    print(f"  {alert.message}")
+                else:
+                    print(f"no alert within {args.alert_timeout:.0f} s")
+            finally:
+                for t in tasks:
+                    t.cancel()
     finally:
         await transport.close()
 

@@ -29,6 +29,7 @@ from textual.worker import Worker, WorkerState
 
 from console.commands import Command, Controller
 from console.events import OUTCOME_EXIT_CODES, Event, Outcome, RolloutState
+from console.hangup import TERMINAL_LOST, pause_on_hangup
 from console.spec import RolloutSpec
 from console.state import MOVING_STATES, RolloutView
 from screens.changes import Changes, collect
@@ -390,12 +391,20 @@ class RolldeckApp(App[int | None]):
         screen.add_class("-gentle")
         self.push_screen(screen, done)
 
-    def _pause_and_quit(self) -> None:
+    def terminal_lost(self) -> None:
+        """SIGHUP (console.hangup): an in-process rollout pauses and the console quits
+        as on `q`, without asking; an attached console just goes (its rollout runs on)."""
+        if self.runner is not None and not self.read_only and self.rollout_active():
+            self._pause_and_quit(reason=TERMINAL_LOST)
+        else:
+            self.exit(None)
+
+    def _pause_and_quit(self, reason: str = "console quit") -> None:
         """Pause (idempotent), have an in-process engine return once paused, and exit
         when that has settled; hosts in flight finish first."""
         if self.stop_when_paused is not None:
             self.stop_when_paused()
-        self.controller.execute(Command("pause", reason="console quit"))
+        self.controller.execute(Command("pause", reason=reason))
         self.quit_paused = True
         self._quit_pending = True
         if self._dashboard is not None:
@@ -597,7 +606,8 @@ def run_console(engine: Any, **kw: Any) -> int:
     """
     kw.setdefault("freeze_gc", True)
     app = make_console(engine, **kw)
-    app.run()
+    with pause_on_hangup(app.terminal_lost):
+        app.run()
     code = exit_code(app)
     if code == OUTCOME_EXIT_CODES[Outcome.PAUSED]:
         rid = app.view.rollout_id or "<id>"

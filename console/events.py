@@ -241,6 +241,13 @@ class HealthSample(Event):
     detail: str = ""
     consecutive: int = 0  # consecutive passes (ok) or failures (not ok)
     status: str = ""  # 'healthy' | 'unhealthy' | 'flapping' | '' while gating
+    # False for a watch probe that only repeats the last result: streamed, not journaled
+    # (1,000 healthy hosts probed every 2 s would otherwise write 500 lines a second).
+    changed: bool = True
+
+    @property
+    def durable(self) -> bool:  # type: ignore[override]
+        return self.changed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Literal
 
 from console import events as ev
 from console.events import Event, HostState, Outcome
+from console.hangup import TERMINAL_LOST, detach_from_terminal, terminal_fds
 from console.state import RolloutView
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def _signals(engine: Engine, note: Callable[[str], None], *, enabled: bool) -> I
         return
     loop = asyncio.get_running_loop()
     count = {"int": 0}
+    tty_fds = terminal_fds()
 
     def on_int() -> None:
         count["int"] += 1
@@ -142,7 +144,9 @@ def _signals(engine: Engine, note: Callable[[str], None], *, enabled: bool) -> I
             engine.abort(reason="second SIGINT (Ctrl-C)")
 
     def on_hup() -> None:
-        engine.pause(reason="SIGHUP: the terminal went away")
+        # A hung-up terminal fails every write (EIO): see console.hangup.
+        detach_from_terminal(tty_fds)
+        engine.pause(reason=TERMINAL_LOST)
 
     installed = []
     for sig, fn in ((signal.SIGINT, on_int), (signal.SIGHUP, on_hup)):

@@ -106,6 +106,7 @@ class HostMonitor:
         self._watching = asyncio.Event()
         self._watch_gen = 0
         self._episode = False
+        self._last_health: tuple[bool, str] | None = None  # journal only the changes
 
         # Logs: the batch being coalesced, and what is kept for display.
         self.error_lines: deque[str] = deque(maxlen=ERROR_LINES_KEPT)
@@ -133,6 +134,7 @@ class HostMonitor:
         if on:
             self.tracker = HealthTracker(self.spec.health, self.clock)
             self._episode = False
+            self._last_health = None
             self._watching.set()
         else:
             self._watching.clear()
@@ -369,6 +371,8 @@ class HostMonitor:
         tracker, hs = self.tracker, self.spec.health
         assert tracker is not None and hs is not None
         status = tracker.record(ok, self.clock())
+        changed = (ok, status) != self._last_health
+        self._last_health = (ok, status)
         self.emit(
             HealthSample(
                 host=self.host,
@@ -376,6 +380,7 @@ class HostMonitor:
                 detail=detail,
                 consecutive=tracker.consecutive,
                 status=status,
+                changed=changed,
             )
         )
         if not ok and not self._episode and tracker.consecutive_failed >= self.fail_after:

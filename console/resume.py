@@ -331,3 +331,29 @@ def describe_state(state: ResumeState) -> list[str]:
         lines.append(f"  {name:<20} {d.state.value:<12} {d.action:<11} {d.detail}")
     lines.append(state.plan_text())
     return lines
+
+
+def unfinished_hints(state_dir: Path, service: str) -> list[str]:
+    """What ``rolldeck run`` says on start about this service's unfinished rollouts:
+    how to resume a stopped one, or attach to a running one."""
+    owners = live_owners(state_dir)
+    out: list[str] = []
+    for path in list_journals(state_dir):
+        try:
+            r = replay(path)
+        except (InputError, JournalError, KeyError, TypeError, ValueError):
+            continue
+        if r.started.service != service or r.view.outcome not in RESUMABLE:
+            continue
+        running, pid = is_running(state_dir, r.rollout_id, r.header, owners)
+        rid = r.rollout_id
+        if running:
+            out.append(f"rollout {rid} of {service} is running (pid {pid}): rolldeck attach {rid}")
+            continue
+        how = "paused" if r.view.outcome == Outcome.PAUSED else "interrupted (its console died)"
+        why = f": {r.view.state_reason}" if r.view.state_reason else ""
+        out.append(
+            f"rollout {rid} of {service} stopped unfinished, {how}{why}; "
+            f"continue it with: rolldeck resume {rid}"
+        )
+    return out

@@ -161,3 +161,28 @@ async def test_monitors_run_rendered_commands() -> None:
     seen = {c for h in ("h01", "h02", "h03") for c in run.commands(h)}
     assert "check h01" in seen and "tail /var/log/app.log" in seen
     assert not [c for c in seen if "{" in c]
+
+
+async def test_paused_during_a_batch_no_bake_or_next_batch_until_resumed() -> None:
+    """A pause holds the rollout between batches: no bake clock, no next batch, the
+    state stays PAUSED (not WAITING) until the operator resumes."""
+    run = make_engine(spec_from("between_batches: 0.05s\n"), 3)
+    seen: dict[str, object] = {}
+
+    def react(e: Event, r: Run) -> None:
+        if isinstance(e, ev.BatchStarted) and e.index == 0:
+            r.engine.pause(reason="look first", operator="dana")
+        if isinstance(e, ev.BatchFinished) and e.index == 0:
+
+            def check() -> None:
+                seen["state"] = r.engine.view.state
+                seen["gates"] = len(r.kinds(ev.GateWaiting))
+                seen["batches"] = len(r.kinds(ev.BatchStarted))
+                r.engine.resume(operator="dana")
+
+            asyncio.get_running_loop().call_later(0.3, check)
+
+    await run_engine(run, react)
+    assert seen == {"state": RolloutState.PAUSED, "gates": 0, "batches": 1}
+    assert run.outcome == Outcome.SUCCEEDED
+    assert [g.gate for g in run.kinds(ev.GateWaiting)] == ["bake"]

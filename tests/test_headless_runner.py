@@ -106,7 +106,7 @@ async def test_sighup_pauses() -> None:
     run.fake.on(r"^install", delay=0.2)
     assert await _signal_when_installing(run, [signal.SIGHUP]) == Outcome.PAUSED
     reasons = [e.reason for e in run.engine.view.timeline if isinstance(e, ev.OperatorCommand)]
-    assert reasons == ["SIGHUP: the terminal went away"]
+    assert reasons == ["terminal lost (SIGHUP)"]
 
 
 async def test_rich_mode_renders_and_summarises() -> None:

@@ -316,6 +316,9 @@ async def test_health_watch_reports_once_per_episode_and_flapping():
         "unhealthy"
     ]
     assert statuses[8:] == ["flapping"] * (len(statuses) - 8)
+    # Only changes are journaled: a repeat of the last (ok, status) is streamed only.
+    durable = [s.durable for s in samples[: len(script)]]
+    assert durable == [True, False, True, False, True, False, False, True] + [True] * 4
     # First failure; then, after recovering for healthy_after probes, the failure at 8.
     # While flapping, the host never counts as recovered: no third call.
     assert h.unhealthy == [("web-01", "exit 1: fail: 503 #3"), ("web-01", "exit 1: fail: 503 #8")]

@@ -281,16 +281,21 @@ class Engine:
             return stop
         self._state(RolloutState.PAUSED if c.paused else RolloutState.RUNNING)
         i = self._start_batch
+        unpaused = lambda: not (c.paused or c.frozen) or c.stopping or self.exit_when_paused  # noqa: E731
         while i < len(self._batches):
+            # Paused between batches: neither the next batch nor the gate's bake clock
+            # starts until the operator resumes (the header must say PAUSED, not WAITING).
+            await c.wait_for(unpaused)
+            if stop := await self._stop_check():
+                return stop
             await self._run_batch(i)
+            if stop := await self._stop_check():
+                return stop
+            await c.wait_for(unpaused)
             if stop := await self._stop_check():
                 return stop
             if i + 1 < len(self._batches):
                 await run_gate(self, i)
-            else:
-                await c.wait_for(
-                    lambda: not (c.paused or c.frozen) or c.stopping or self.exit_when_paused
-                )
             if stop := await self._stop_check():
                 return stop
             i += 1

@@ -22,6 +22,7 @@ from console.events import OUTCOME_EXIT_CODES, Outcome
 from console.headless import choose_mode, run_headless
 from console.journal import Journal, resolve_state_dir
 from console.lock import LockHeld, RolloutLock
+from console.resume import unfinished_hints
 from console.subcommands.check import analyse
 from console.transport import TransportOptions, make_transport
 
@@ -61,6 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--break-lock", action="store_true", help="break a stale lock (journaled)")
     parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background (headless, serving an attach socket); print its id",
+    )
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--attach-group",
+        metavar="GROUP",
+        help="attach socket mode 0660 for this group (default 0600: only you)",
+    )
+    parser.add_argument(
         "--max-handshakes",
         metavar="N",
         type=int,
@@ -77,10 +89,23 @@ def run(args: argparse.Namespace) -> int:
     if not report.hosts:
         raise InputError("no hosts targeted", file=spec.path, field="targets")
     operator = args.operator or default_operator()
-    run_console = None if (args.headless or args.json) else _console()
     err = sys.stderr
     state_dir = resolve_state_dir(args.state_dir)
+    if args.detach:
+        from console.attach.detach import DetachError, spawn_detached
+
+        try:
+            pid, rid = spawn_detached(sys.argv[1:], state_dir)
+        except DetachError as exc:
+            print(f"rolldeck: {exc}", file=err)
+            return EXIT_FAILED
+        print(f"rollout {rid} runs in the background (pid {pid}); log {state_dir / rid}.log")
+        print(f"attach: rolldeck attach {rid}   watch: rolldeck attach {rid} --read-only")
+        return 0
+    run_console = None if (args.headless or args.json or args.serve) else _console()
     rollout_id = new_rollout_id(spec.service)
+    for hint in unfinished_hints(state_dir, spec.service):
+        print(f"rolldeck: {hint}", file=err)
     try:
         lock = RolloutLock.acquire(
             state_dir,
@@ -137,7 +162,16 @@ def run(args: argparse.Namespace) -> int:
             # only errors (a bug) also go to stderr.
             logging.basicConfig(level=logging.ERROR, format="rolldeck: %(name)s: %(message)s")
             mode = choose_mode(args.json, sys.stdout)
-            outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))
+            if args.serve:
+                from console.attach.detach import serve_headless
+
+                outcome = asyncio.run(
+                    serve_headless(
+                        engine, state_dir, mode=mode, yes=args.yes, group=args.attach_group
+                    )
+                )
+            else:
+                outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))
             code = OUTCOME_EXIT_CODES[outcome]
     finally:
         lock.release()
