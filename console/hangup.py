@@ -3,8 +3,10 @@
 A hung-up terminal fails every write (EIO) and reads as end-of-file; left alone, the
 first redraw or log line would raise and take the process, and the hosts in flight,
 down with it. So on SIGHUP the standard fds that were a terminal and no longer are
-(hung up) are pointed elsewhere: output to /dev/null, input to a pipe that never
-delivers (an input thread then waits quietly instead of spinning on EOF). The caller's
+(hung up) have their output pointed at /dev/null. Input is left alone: a hung-up
+terminal reads as end-of-file, which lets Textual's input thread see its exit (a
+quiet pipe in its place would block that thread's read, and the process with it,
+forever). The caller's
 ``on_hangup`` then pauses the rollout (journaled as "terminal lost (SIGHUP)"): hosts
 in flight finish, the run ends paused (exit 6) and ``rolldeck resume`` continues it.
 """
@@ -19,7 +21,6 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 TERMINAL_LOST = "terminal lost (SIGHUP)"
-_quiet_input: list[int] = []  # the write end of the input pipe, kept open for good
 
 
 def isatty(fd: int) -> bool:
@@ -35,19 +36,14 @@ def terminal_fds() -> list[int]:
 
 
 def detach_from_terminal(fds: list[int]) -> None:
-    """Point those of ``fds`` whose terminal hung up away from it."""
-    dead = [fd for fd in fds if not isatty(fd)]
+    """Point those output fds (1, 2) of ``fds`` whose terminal hung up at /dev/null."""
+    dead = [fd for fd in fds if fd in (1, 2) and not isatty(fd)]
     if not dead:
         return  # `kill -HUP` with the terminal still there: keep talking to it
     null = os.open(os.devnull, os.O_RDWR)
     try:
         for fd in dead:
-            if fd == 0:
-                if not _quiet_input:
-                    _quiet_input.extend(os.pipe())
-                os.dup2(_quiet_input[0], 0)
-            else:
-                os.dup2(null, fd)
+            os.dup2(null, fd)
     finally:
         os.close(null)
 

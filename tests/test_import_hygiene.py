@@ -11,26 +11,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-CORE_MODULES = (
-    "inventory",
-    "console.errors",
-    "console.spec",
-    "console.plan",
-    "console.templating",
-    "console.events",
-    "console.state",
-    "console.bus",
-    "console.commands",
-    "console.engine",
-    "console.journal",
-    "console.health",
-    "console.transport.base",
-    "console.transport.ssh",
-    "console.transport.local",
-    "console.headless",
-    "console.simfleet",
-    "console.cli",
-)
+# Every module of the core packages, found by walking them, except the one bridge.
+UI_BRIDGES = {"console.app", "console.__main__"}
+
+
+def core_modules() -> list[str]:
+    import pkgutil
+
+    import console
+    import inventory
+
+    names = ["inventory", "console"]
+    for pkg in (console, inventory):
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg.__name__}."):
+            if info.name not in UI_BRIDGES:
+                names.append(info.name)
+    return names
+
+
+CORE_MODULES = tuple(core_modules())
 
 PROBE = """
 import importlib, importlib.util, json, sys
