@@ -77,6 +77,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:  # answered without importing every subcommand
+        print(f"rolldeck {console.__version__}")
+        return 0
     parser = build_parser(_chosen_module(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

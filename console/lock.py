@@ -6,6 +6,12 @@ and is refused with a message naming the holder. A lock whose pid is dead on thi
 machine is *stale*: it is reported as such and only removed when the operator passes
 ``--break-lock`` (the engine journals that). A lock held by a live process on this
 machine is never broken. Release is idempotent and only removes our own lock.
+
+Locks are for people as much as for processes: the holder may leave a message
+(``--lock-message``), and rewrites the file's ``heartbeat`` every few seconds from a
+daemon thread. A lock is also stale when its heartbeat stopped for a few intervals,
+which is the only signal for a lock taken on another machine (a shared state
+directory). ``--lock-wait`` waits for a live holder to let go.
 """
 
 from __future__ import annotations
@@ -16,13 +22,19 @@ import json
 import os
 import re
 import socket
+import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from console.commands import default_operator
 from console.errors import RolldeckError
+
+LOCK_POLL = 1.0  # seconds between two looks at a held lock while --lock-wait waits
+HEARTBEAT_EVERY = 5.0  # seconds between two rewrites of a held lock
+STALE_AFTER_BEATS = 4  # missed intervals before a lock counts as stale
 
 
 class LockHeld(RolldeckError):
@@ -43,12 +55,26 @@ class LockInfo:
     rollout_id: str
     service: str
     inventory: str
+    message: str = ""  # --lock-message: what the holder is doing, for whoever finds it
+    heartbeat: float = 0.0  # rewritten every HEARTBEAT_EVERY s while held; 0: never
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
+        beat = ""
+        if self.heartbeat:
+            beat = f", last heartbeat {max(0.0, time.time() - self.heartbeat):.0f}s ago"
+        said = f', message "{self.message}"' if self.message else ""
         return (
             f"rollout {self.rollout_id} by {self.user} on {self.host} "
-            f"(pid {self.pid}, started {when})"
+            f"(pid {self.pid}, started {when}{beat}{said})"
+        )
+
+    @property
+    def heartbeat_lost(self) -> bool:
+        """No heartbeat for STALE_AFTER_BEATS intervals (the owner's machine or process
+        is gone, or hung): the only staleness signal for a lock from another machine."""
+        return bool(self.heartbeat) and (
+            time.time() - self.heartbeat > HEARTBEAT_EVERY * STALE_AFTER_BEATS
         )
 
     @classmethod
@@ -61,6 +87,8 @@ class LockInfo:
             rollout_id=str(data.get("rollout_id", "?")),
             service=str(data.get("service", "?")),
             inventory=str(data.get("inventory", "")),
+            message=str(data.get("message", "")),
+            heartbeat=float(data.get("heartbeat", 0.0) or 0.0),
         )
 
 
@@ -99,6 +127,8 @@ def is_stale(info: LockInfo | None, path: Path) -> bool:
             return time.time() - path.stat().st_mtime > 5.0
         except FileNotFoundError:
             return True
+    if info.heartbeat_lost:
+        return True
     return info.host == socket.gethostname() and not _pid_alive(info.pid)
 
 
@@ -110,6 +140,48 @@ class RolloutLock:
         self.info = info
         self.broken = broken  # the stale lock we broke, to be journaled
         self._held = True
+        self._stop_beat = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def start_heartbeat(self, every: float = HEARTBEAT_EVERY) -> None:
+        """Rewrite the lock's heartbeat every ``every`` seconds until release(), on a
+        daemon thread: independent of whichever event loop (headless, the console's
+        engine thread) runs the rollout, and never on one."""
+        if self._beat is not None or not self._held:
+            return
+        self._beat = threading.Thread(
+            target=self._beating, args=(every,), name="rolldeck-lock-heartbeat", daemon=True
+        )
+        self._beat.start()
+
+    def _beating(self, every: float) -> None:
+        while not self._stop_beat.wait(every):
+            if not self.beat():
+                return
+
+    def beat(self) -> bool:
+        """Rewrite the heartbeat now (atomically: temp file, then rename). False when
+        the lock is no longer ours (broken and taken): then it is left alone."""
+        current = read_lock(self.path)
+        if current is None or (current.pid, current.rollout_id) != (
+            self.info.pid,
+            self.info.rollout_id,
+        ):
+            return False
+        self.info = replace(self.info, heartbeat=time.time())
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, json.dumps(asdict(self.info)).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return True
 
     @classmethod
     def acquire(
@@ -121,9 +193,54 @@ class RolloutLock:
         rollout_id: str,
         break_lock: bool = False,
         resume_of: str | None = None,
+        message: str = "",
+        wait: float = 0.0,
+        on_wait: Callable[[LockHeld], None] | None = None,
+        heartbeat: bool = True,
     ) -> RolloutLock:
         """``resume_of``: the rollout being resumed; its own stale lock (its console
-        died) is taken over without ``--break-lock`` (``broken`` says so, to journal)."""
+        died) is taken over without ``--break-lock`` (``broken`` says so, to journal).
+        ``wait``: seconds to wait for a live holder to let go (``--lock-wait``),
+        ``on_wait`` told once what it waits for; a stale lock is never waited for.
+        ``heartbeat``: keep the lock's heartbeat fresh until release()."""
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                lock = cls._acquire(
+                    state_dir,
+                    service=service,
+                    inventory=inventory,
+                    rollout_id=rollout_id,
+                    break_lock=break_lock,
+                    resume_of=resume_of,
+                    message=message,
+                )
+            except LockHeld as exc:
+                left = deadline - time.monotonic()
+                if exc.stale or left <= 0:
+                    raise
+                if on_wait is not None and not told:
+                    on_wait(exc)
+                    told = True
+                time.sleep(min(LOCK_POLL, left))
+                continue
+            if heartbeat:
+                lock.start_heartbeat()
+            return lock
+
+    @classmethod
+    def _acquire(
+        cls,
+        state_dir: Path,
+        *,
+        service: str,
+        inventory: str,
+        rollout_id: str,
+        break_lock: bool,
+        resume_of: str | None,
+        message: str,
+    ) -> RolloutLock:
         path = lock_path(state_dir, service, inventory)
         info = LockInfo(
             pid=os.getpid(),
@@ -133,6 +250,8 @@ class RolloutLock:
             rollout_id=rollout_id,
             service=service,
             inventory=os.path.abspath(inventory) if inventory else "",
+            message=message,
+            heartbeat=time.time(),
         )
         broken: LockInfo | None = None
         for _ in range(3):
@@ -181,6 +300,9 @@ class RolloutLock:
         if not self._held:
             return
         self._held = False
+        self._stop_beat.set()
+        if self._beat is not None and self._beat is not threading.current_thread():
+            self._beat.join(timeout=5)
         current = read_lock(self.path)
         if current is not None and (
             current.pid != self.info.pid or current.rollout_id != self.info.rollout_id

@@ -19,6 +19,8 @@ from pathlib import Path
 from console import events as ev
 from console.events import HostState
 from console.journal import list_journals, read_journal
+from console.lock import RolloutLock
+from console.resume import unfinished_hints
 from tests.fixtures.simfleet import FleetFactory
 
 CLI = [sys.executable, "-m", "console"]
@@ -81,22 +83,22 @@ async def test_sighup_pauses_then_resume_finishes(
     check_paused_safely(events)
     rid = next(e for e in events if isinstance(e, ev.RolloutStarted)).rollout_id
 
-    # The next start of the same service says how to continue it (and is refused by
-    # nothing: this one is a dry look at what it prints before the lock).
-    nxt = await asyncio.create_subprocess_exec(
-        *CLI,
-        "history",
-        "--state-dir",
-        str(state),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    # The next start says how to continue it: `rolldeck history`, and `rolldeck run`
+    # of the same service (refused here by a lock we hold, after saying it).
+    code, hist, _ = await cli("history", "--state-dir", str(state))
+    assert f"{rid} is paused: rolldeck resume {rid}" in hist
+    held = RolloutLock.acquire(
+        state, service=fleet_service(events), inventory=str(fleet.inventory_path), rollout_id="x"
     )
-    hist, _ = await asyncio.wait_for(nxt.communicate(), 30)
-    assert rid in hist.decode() and "paused" in hist.decode()
-    from console.resume import unfinished_hints
-
-    hints = unfinished_hints(state, fleet_service(events))
-    assert len(hints) == 1 and f"rolldeck resume {rid}" in hints[0]
+    try:
+        code, _, err = await cli(
+            "run", str(fleet.spec_path), "--headless", "--state-dir", str(state)
+        )
+    finally:
+        held.release()
+    assert code == 3
+    assert "stopped unfinished, paused: paused by " in err
+    assert f"terminal lost (SIGHUP); continue it with: rolldeck resume {rid}" in err
 
     res = await asyncio.create_subprocess_exec(
         *CLI,
@@ -118,6 +120,15 @@ async def test_sighup_pauses_then_resume_finishes(
         st = fleet.host_state(name)
         assert st.active == st.running == "2.4.1"
     assert unfinished_hints(state, fleet_service(events)) == []
+
+
+async def cli(*argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 def fleet_service(events: list[ev.Event]) -> str:

@@ -37,4 +37,9 @@ def run(args: argparse.Namespace) -> int:
             out.write(json.dumps(row.to_json(), default=str) + "\n")
     else:
         out.write(render_history(rows) + "\n")
+        for row in rows:  # how to pick up what is not over (issue 7)
+            if row.outcome in ("paused", "interrupted"):
+                out.write(f"{row.rollout_id} is {row.outcome}: rolldeck resume {row.rollout_id}\n")
+            elif row.outcome == "running":
+                out.write(f"{row.rollout_id} is running: rolldeck attach {row.rollout_id}\n")
     return 0

@@ -19,6 +19,7 @@ from console.events import OUTCOME_EXIT_CODES, Outcome
 from console.headless import choose_mode, run_headless
 from console.journal import Journal, resolve_state_dir
 from console.lock import LockHeld, RolloutLock
+from console.lock_options import add_lock_arguments, broke_lock_notice, lock_wait, say_waiting
 from console.plan import Plan
 from console.reconcile import Observation
 from console.resume import (
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--break-lock", action="store_true", help="break another rollout's stale lock (journaled)"
     )
-    parser.add_argument("--reason", metavar="TEXT", default="", help="why (journaled)")
+    add_lock_arguments(parser)
     parser.add_argument(
         "--accept-new-host-keys",
         action="store_true",
@@ -84,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
             rollout_id=r.rollout_id,
             break_lock=args.break_lock,
             resume_of=r.rollout_id,
+            message=args.lock_message,
+            wait=lock_wait(args),
+            on_wait=say_waiting,
         )
     except LockHeld as exc:
         print(f"rolldeck: {exc}", file=err)
@@ -124,10 +128,10 @@ def run(args: argparse.Namespace) -> int:
                 resume=state,
             )
             if lock.broken is not None:
-                why = f": {args.reason}" if args.reason else ""
                 own = lock.broken.rollout_id == r.rollout_id
-                what = "took over its own stale lock" if own else "broke the stale lock"
-                engine.notice(f"{operator} {what} of {lock.broken.describe()}{why}")
+                engine.notice(
+                    broke_lock_notice(operator, lock.broken.describe(), args.reason, own=own)
+                )
             if run_console is None and args.yes:
                 engine.resume(reason=args.reason or "resume --yes (headless)")
             return engine

@@ -22,6 +22,7 @@ from console.events import OUTCOME_EXIT_CODES, Outcome
 from console.headless import choose_mode, run_headless
 from console.journal import Journal, resolve_state_dir
 from console.lock import LockHeld, RolloutLock
+from console.lock_options import add_lock_arguments, broke_lock_notice, lock_wait, say_waiting
 from console.resume import unfinished_hints
 from console.subcommands.check import analyse
 from console.transport import TransportOptions, make_transport
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start even if hosts fail preflight; they count against the failure budget",
     )
     parser.add_argument("--break-lock", action="store_true", help="break a stale lock (journaled)")
+    add_lock_arguments(parser)
     parser.add_argument(
         "--detach",
         action="store_true",
@@ -113,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
             inventory=report.inventory_path,
             rollout_id=rollout_id,
             break_lock=args.break_lock,
+            message=args.lock_message,
+            wait=lock_wait(args),
+            on_wait=say_waiting,
         )
     except LockHeld as exc:
         print(f"rolldeck: {exc}", file=err)
@@ -152,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
             inventory_path=report.inventory_path,
         )
         if lock.broken is not None:
-            engine.notice(f"{operator} broke the stale lock of {lock.broken.describe()}")
+            engine.notice(
+                broke_lock_notice(operator, lock.broken.describe(), args.reason, own=False)
+            )
         if args.accept_new_host_keys:
             engine.notice("--accept-new-host-keys: unknown host keys are trusted on first use")
         if run_console is not None:

@@ -1,0 +1,50 @@
+"""The lock options ``rolldeck run`` and ``rolldeck resume`` share: what the lock
+says to whoever finds it, how long to wait for it, and why it was broken."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from console.errors import InputError
+from console.lock import LockHeld
+from console.spec import _parse_duration
+
+
+def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--lock-message``, ``--lock-wait`` and ``--reason`` (``--break-lock`` is the
+    caller's: it predates these)."""
+    parser.add_argument(
+        "--lock-message",
+        metavar="TEXT",
+        default="",
+        help="left in the lock for whoever finds it (e.g. a ticket)",
+    )
+    parser.add_argument(
+        "--lock-wait",
+        metavar="DURATION",
+        help="wait this long (30s, 5m) for the lock's holder to let go",
+    )
+    parser.add_argument(
+        "--reason", metavar="TEXT", default="", help="why (journaled with --break-lock)"
+    )
+
+
+def lock_wait(args: argparse.Namespace) -> float:
+    text = getattr(args, "lock_wait", None)
+    if not text:
+        return 0.0
+    seconds = _parse_duration(text)
+    if seconds is None or seconds < 0:
+        raise InputError(f"not a duration: {text!r} (e.g. 30s, 5m)", field="--lock-wait")
+    return seconds
+
+
+def say_waiting(exc: LockHeld) -> None:
+    print(f"rolldeck: waiting for the lock: {exc}", file=sys.stderr, flush=True)
+
+
+def broke_lock_notice(operator: str, broken_describe: str, reason: str, *, own: bool) -> str:
+    what = "took over its own stale lock" if own else "broke the stale lock"
+    why = f"; reason: {reason}" if reason else "; no reason given"
+    return f"{operator} {what} of {broken_describe}{why}"

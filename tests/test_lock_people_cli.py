@@ -1,0 +1,131 @@
+"""Locks for people, end to end through ``rolldeck run``: a stale lock is shown with
+its details and refused; ``--break-lock --reason`` breaks it and journals who and why;
+``--lock-message`` is what a second operator sees; a finish and an abort release it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from console import events as ev
+from console.journal import list_journals, read_journal
+from console.lock import LockInfo, lock_path
+from console.simfleet import SimFleet
+from tests.fixtures.simfleet import FleetFactory
+from tests.test_sighup_headless import wait_for_step
+
+CLI = [sys.executable, "-m", "console"]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def plant_stale(state: Path, fleet: SimFleet) -> Path:
+    state.mkdir(mode=0o700, exist_ok=True)
+    path = lock_path(state, "checkout-api", str(fleet.inventory_path))
+    info = LockInfo(
+        pid=dead_pid(),
+        user="bob",
+        host=socket.gethostname(),
+        started=time.time() - 3600,
+        rollout_id="checkout-api-old",
+        service="checkout-api",
+        inventory=str(fleet.inventory_path),
+        message="friday deploy",
+        heartbeat=time.time() - 3000,
+    )
+    path.write_text(json.dumps(asdict(info)))
+    return path
+
+
+async def cli(*argv: str, timeout: float = 90) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_stale_lock_is_shown_then_broken_with_a_reason(
+    sim_fleet_factory: FleetFactory, tmp_path: Path
+) -> None:
+    fleet = await sim_fleet_factory(n=2, time_scale=0.05)
+    state = tmp_path / "state"
+    lock = plant_stale(state, fleet)
+    spec = str(fleet.spec_path)
+    code, _, err = await cli("run", spec, "--headless", "--state-dir", str(state))
+    assert code == 3
+    assert "stale lock on checkout-api" in err
+    for detail in ("bob", "checkout-api-old", "friday deploy", "last heartbeat", "--break-lock"):
+        assert detail in err
+    assert lock.exists()  # refused: nothing broken without the operator saying so
+
+    code, _, err = await cli(
+        "run",
+        spec,
+        "--headless",
+        "--yes",
+        "--state-dir",
+        str(state),
+        "--operator",
+        "carol",
+        "--break-lock",
+        "--reason",
+        "bob's laptop died, INC-9",
+    )
+    assert code == 0, err
+    assert not lock.exists()  # a finished rollout releases its lock
+    (journal,) = list_journals(state)
+    notices = [e.message for e in read_journal(journal) if isinstance(e, ev.Notice)]
+    broke = [m for m in notices if "broke the stale lock" in m]
+    assert len(broke) == 1
+    assert broke[0].startswith("carol broke the stale lock of rollout checkout-api-old by bob")
+    assert "reason: bob's laptop died, INC-9" in broke[0]
+
+
+async def test_lock_message_reaches_the_next_operator_and_abort_releases(
+    sim_fleet_factory: FleetFactory, tmp_path: Path
+) -> None:
+    fleet = await sim_fleet_factory(n=3, time_scale=0.3)
+    state = tmp_path / "state"
+    spec = str(fleet.spec_path)
+    first = await asyncio.create_subprocess_exec(
+        *CLI,
+        "run",
+        spec,
+        "--headless",
+        "--yes",
+        "--state-dir",
+        str(state),
+        "--lock-message",
+        "canary for INC-12",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    path = lock_path(state, "checkout-api", str(fleet.inventory_path))
+    try:
+        await wait_for_step(state)
+        assert path.exists()
+        code, _, err = await cli("run", spec, "--headless", "--state-dir", str(state))
+        assert code == 3
+        assert "is locked by" in err and '"canary for INC-12"' in err
+        first.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGINT)  # twice: abort
+        assert await asyncio.wait_for(first.wait(), 60) == 5
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    assert not path.exists()  # a clean abort releases the lock

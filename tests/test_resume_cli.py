@@ -1,0 +1,153 @@
+"""``rolldeck resume`` end to end: which rollout, the clear exit-2 errors, the paused
+start with the reconciled state, one journal per rollout, and a rollback that was in
+progress when the console died continuing as a rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from console import events as ev
+from console.errors import InputError
+from console.journal import list_journals, read_journal
+from console.lock import RolloutLock
+from console.resume import find_rollout
+from tests.fixtures.simfleet import FleetFactory
+
+CLI = [sys.executable, "-m", "console"]
+
+
+async def cli(*argv: str, timeout: float = 90) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def run_and_kill(spec: Path, state: Path, marker: bytes, *extra: str) -> None:
+    """``rolldeck run`` killed with SIGKILL once its journal contains ``marker``."""
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "run",
+        str(spec),
+        "--headless",
+        "--yes",
+        "--state-dir",
+        str(state),
+        *extra,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(60):
+            while proc.returncode is None:
+                paths = list_journals(state)
+                if paths and marker in paths[0].read_bytes():
+                    break
+                await asyncio.sleep(0.005)
+        assert proc.returncode is None, "the rollout ended before the kill point"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+def events_of(state: Path) -> list[ev.Event]:
+    (path,) = list_journals(state)
+    return read_journal(path)
+
+
+async def test_no_rollout_and_bad_ids_are_exit_2(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    code, _, err = await cli("resume", "--headless", "--state-dir", str(state))
+    assert code == 2 and "no unfinished rollout to resume" in err
+    code, _, err = await cli("resume", "nope", "--headless", "--state-dir", str(state))
+    assert code == 2 and "no rollout 'nope'" in err
+
+
+async def test_resume_starts_paused_and_appends_to_the_same_journal(
+    sim_fleet_factory: FleetFactory, tmp_path: Path
+) -> None:
+    fleet = await sim_fleet_factory(n=4, time_scale=0.05)
+    state = tmp_path / "state"
+    await run_and_kill(fleet.spec_path, state, b'"kind":"batch_finished"')
+    rid = events_of(state)[0].rollout_id  # type: ignore[attr-defined]
+
+    # Without --yes a headless resume shows the reconciled state and the plan, then
+    # stops paused, waiting for the operator.
+    code, out, err = await cli("resume", "--headless", "--state-dir", str(state))
+    assert code == 6, err
+    assert f"rollout {rid}" in out and "reconciled:" in out
+    assert "web-01" in out and "healthy" in out
+    assert f"rolldeck resume {rid}" in err
+    events = events_of(state)
+    assert sum(isinstance(e, ev.RolloutStarted) for e in events) == 1
+    notices = [e.message for e in events if isinstance(e, ev.Notice)]
+    assert any(m.startswith("resumed by ") for m in notices)
+    assert any("took over its own stale lock" in m for m in notices)
+    current = [e for e in events if isinstance(e, ev.VersionRead) and e.role == "current"]
+    assert {e.host for e in current} == set(fleet.hosts)
+    assert events[-1].outcome == ev.Outcome.PAUSED  # type: ignore[attr-defined]
+
+    # A finished rollout is not resumable; the same id, by prefix, now finishes it.
+    code, _, err = await cli("resume", rid[:-3], "--headless", "--yes", "--state-dir", str(state))
+    assert code == 0, err
+    assert len(list_journals(state)) == 1
+    for name in fleet.hosts:
+        st = fleet.host_state(name)
+        assert st.active == st.running == "2.4.1" and not st.drained
+    code, _, err = await cli("resume", rid, "--headless", "--state-dir", str(state))
+    assert code == 2 and "already ended: succeeded" in err
+    code, out, _ = await cli("history", "--state-dir", str(state))
+    assert out.count(rid) == 1 and "succeeded" in out
+
+
+async def test_a_running_rollout_is_not_resumed_and_a_changed_spec_is_refused(
+    sim_fleet_factory: FleetFactory, tmp_path: Path
+) -> None:
+    fleet = await sim_fleet_factory(n=2, time_scale=0.05)
+    state = tmp_path / "state"
+    await run_and_kill(fleet.spec_path, state, b'"kind":"step_started"')
+    rid = events_of(state)[0].rollout_id  # type: ignore[attr-defined]
+    (lock_file,) = state.glob("lock-*.lock")
+    lock_file.unlink()
+    held = RolloutLock.acquire(
+        state, service="checkout-api", inventory=str(fleet.inventory_path), rollout_id=rid
+    )
+    try:
+        with pytest.raises(InputError, match=r"still running .*rolldeck attach"):
+            find_rollout(state, rid, None)
+    finally:
+        held.release()
+    fleet.spec_path.write_text(fleet.spec_path.read_text() + "\n# edited\n")
+    code, _, err = await cli("resume", rid, "--headless", "--state-dir", str(state))
+    assert code == 2 and "changed since rollout" in err
+
+
+async def test_a_rollback_in_progress_continues_as_a_rollback(
+    sim_fleet_factory: FleetFactory, tmp_path: Path
+) -> None:
+    fleet = await sim_fleet_factory(n=4, scenario="bad-canary", time_scale=0.05)
+    state = tmp_path / "state"
+    await run_and_kill(fleet.spec_path, state, b'"rollback":true')
+    code, out, err = await cli("resume", "--headless", "--yes", "--state-dir", str(state))
+    assert code == 4, out + err  # rolled back
+    events = events_of(state)
+    changed = {e.host for e in events if isinstance(e, ev.StepStarted) and not e.rollback}
+    assert changed
+    for name in fleet.hosts:
+        assert fleet.host_state(name).active == "2.4.0"
+    # After the resume nothing moved forward: no deploy step started again.
+    resumed_at = next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, ev.Notice) and e.message.startswith("resumed by")
+    )
+    assert not [e for e in events[resumed_at:] if isinstance(e, ev.StepStarted) and not e.rollback]
