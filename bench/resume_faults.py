@@ -44,7 +44,7 @@ async def main(args: argparse.Namespace) -> int:
         print(sim.line("simulated fleet") + f" ({time.perf_counter() - t0:.1f}s)")
         total.add(sim)
         if args.sshd_runs:
-            if not Path("/usr/sbin/sshd").exists():
+            if not args.have_sshd:
                 print("OpenSSH sshd fleet: skipped (no /usr/sbin/sshd)")
             else:
                 from tests.fixtures.sshd import make_fleet, start_sshd
@@ -74,4 +74,6 @@ if __name__ == "__main__":
     parser.add_argument("--sshd-runs", type=int, default=10)
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    raise SystemExit(asyncio.run(main(parser.parse_args())))
+    options = parser.parse_args()
+    options.have_sshd = Path("/usr/sbin/sshd").exists()
+    raise SystemExit(asyncio.run(main(options)))

@@ -605,11 +605,12 @@ def run_console(engine: Any, **kw: Any) -> int:
     prints how to resume.
     """
     kw.setdefault("freeze_gc", True)
+    resume_hint = kw.pop("resume_hint", True)
     app = make_console(engine, **kw)
     with pause_on_hangup(app.terminal_lost):
         app.run()
     code = exit_code(app)
-    if code == OUTCOME_EXIT_CODES[Outcome.PAUSED]:
+    if code == OUTCOME_EXIT_CODES[Outcome.PAUSED] and resume_hint:
         rid = app.view.rollout_id or "<id>"
         print(f"rolldeck: rollout {rid} is paused. Resume it with: rolldeck resume {rid}")
     return code

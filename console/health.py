@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from console.events import Alert, CanaryAnalysis, ErrorRateSample
 from console.spec import ErrorRateSpec, HealthSpec
 from console.stats import canary_analysis, canary_rank_analysis, mann_whitney_u
-from console.transport.base import Connection, TransportError
+from console.transport.base import Connection, RunResult, TransportError
 
 if TYPE_CHECKING:
     from console.monitor import HostMonitor
@@ -45,8 +45,10 @@ __all__ = [
     "Vitals",
     "canary_analysis",
     "canary_rank_analysis",
+    "health_verdict",
     "mann_whitney_u",
     "parse_vitals",
+    "probe_error",
     "probe_health",
 ]
 
@@ -82,13 +84,24 @@ async def probe_health(conn: Connection, spec: HealthSpec) -> tuple[bool, str]:
     """
     try:
         result = await conn.run(spec.run, timeout=spec.timeout)
-    except TransportError as e:
-        return False, one_line(f"unreachable: {e.message}")
-    except OSError as e:  # includes TimeoutError
-        return False, one_line(f"connection error: {e or type(e).__name__}")
-    except Exception as e:  # a probe must never take the caller down with it
-        log.warning("health probe on %s raised", conn.host.name, exc_info=True)
-        return False, one_line(f"probe error: {type(e).__name__}: {e}")
+    except Exception as e:
+        return False, probe_error(conn.host.name, e)
+    return health_verdict(result, spec)
+
+
+def probe_error(host: str, e: Exception) -> str:
+    """The detail of a probe that raised instead of returning a result."""
+    if isinstance(e, TransportError):
+        return one_line(f"unreachable: {e.message}")
+    if isinstance(e, OSError):  # includes TimeoutError
+        return one_line(f"connection error: {e or type(e).__name__}")
+    # a probe must never take the caller down with it
+    log.warning("health probe on %s raised", host, exc_info=e)
+    return one_line(f"probe error: {type(e).__name__}: {e}")
+
+
+def health_verdict(result: RunResult, spec: HealthSpec) -> tuple[bool, str]:
+    """``(passed, detail)`` of a finished health command."""
     first = one_line(result.first_line)
     if result.ok:
         return True, first or "ok"

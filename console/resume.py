@@ -139,6 +139,16 @@ class ResumeState:
         c.paused = True
         engine._pause_reason = PAUSE_REASON
         engine._emitter.emit(ev.Notice(message=self.plan_text()))
+        if engine.budget.exceeded and not self.rolling_back:
+            # Failed and flagged hosts share the rollout's one budget: over it, the
+            # spec's on_failure applies now, as it would have mid-run.
+            failed = sorted(engine.budget.failed)
+            engine._fire(
+                "max_failures",
+                f"on resume: {len(failed)} hosts failed or flagged, more than max_failures "
+                f"allows ({engine.budget.allowed}): {', '.join(failed)}",
+                {"failed": len(failed), "allowed": engine.budget.allowed, "resume": True},
+            )
 
 
 # -- finding the rollout -----------------------------------------------------------------

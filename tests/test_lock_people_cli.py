@@ -14,12 +14,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from console import events as ev
 from console.journal import list_journals, read_journal
 from console.lock import LockInfo, lock_path
 from console.simfleet import SimFleet
 from tests.fixtures.simfleet import FleetFactory
 from tests.test_sighup_headless import wait_for_step
+
+pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "console"]
 

@@ -18,6 +18,8 @@ from console.lock import RolloutLock
 from console.resume import find_rollout
 from tests.fixtures.simfleet import FleetFactory
 
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "console"]
 
 
@@ -151,3 +153,38 @@ async def test_a_rollback_in_progress_continues_as_a_rollback(
         if isinstance(e, ev.Notice) and e.message.startswith("resumed by")
     )
     assert not [e for e in events[resumed_at:] if isinstance(e, ev.StepStarted) and not e.rollback]
+
+
+async def test_once_step_in_flight_is_flagged_not_rerun_and_spends_the_budget(
+    sim_fleet_factory: FleetFactory, tmp_path: Path
+) -> None:
+    fleet = await sim_fleet_factory(n=2, time_scale=0.05)
+    spec = fleet.spec_path.with_name("rollout-once.yaml")
+    text = fleet.spec_path.read_text()
+    old = "{name: restart, run: svc restart,"
+    spec.write_text(text.replace(old, "{name: restart, run: svc restart, once: true,", 1))
+    state = tmp_path / "state"
+    marker = b'"step":"restart","command"'
+    await run_and_kill(spec, state, marker)
+    # The console died right after journaling the once step's start: cut the journal
+    # there, as a crash at that instant leaves it.
+    (path,) = list_journals(state)
+    data = path.read_bytes()
+    cut = data.index(b"\n", data.index(marker)) + 1
+    path.write_bytes(data[:cut])
+    host = events_of(state)[-1].host  # type: ignore[attr-defined]
+    assert fleet.host_state(host).restarts == 1
+
+    code, out, err = await cli("resume", "--headless", "--yes", "--state-dir", str(state))
+    assert code == 6, out + err  # max_failures 0 and on_failure pause: the operator decides
+    assert f"{host}" in out and "flagged" in out
+    events = events_of(state)
+    flagged = [
+        e
+        for e in events
+        if isinstance(e, ev.HostStateChanged) and e.host == host and "once step restart" in e.detail
+    ]
+    assert flagged and flagged[-1].state == ev.HostState.FAILED
+    alerts = [e for e in events if isinstance(e, ev.Alert) and e.rule == "max_failures"]
+    assert alerts and alerts[-1].numbers.get("resume") is True
+    assert fleet.host_state(host).restarts == 1  # never run twice

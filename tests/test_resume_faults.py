@@ -26,10 +26,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from console import events as ev
 from console.events import HostState
 from console.journal import list_journals, read_journal
 from console.simfleet import SimFleet
+
+pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "console"]
 TARGET_SIM = "2.4.1"
@@ -182,7 +186,10 @@ def once_spec(fleet: SimFleet) -> Path:
     text = fleet.spec_path.read_text()
     old = "{name: restart, run: svc restart,"
     marked = text.replace(old, "{name: restart, run: svc restart, once: true,", 1)
-    assert marked != text
+    # A flagged host counts against the budget: leave room for them, so the rest of
+    # the fleet is still deployed (with max_failures 0 a flag pauses the rollout).
+    marked = marked.replace("max_failures: 0\n", "max_failures: 50%\n", 1)
+    assert marked.count("once: true") == 1 and "max_failures: 50%" in marked
     path = fleet.spec_path.with_name("rollout-once.yaml")
     path.write_text(marked)
     return path
@@ -195,7 +202,7 @@ async def sim_runs(
     for seed in seeds:
         where = base / f"sim-{seed}"
         where.mkdir(parents=True)
-        fleet = await make_fleet(n=hosts, seed=seed, time_scale=0.05, directory=where / "fleet")
+        fleet = await make_fleet(n=hosts, seed=seed, time_scale=0.02, directory=where / "fleet")
         spec = once_spec(fleet)
         f, last = await fault_run(seed, where / "state", spec, [], max_lines=70)
         judge(
@@ -219,7 +226,7 @@ version: "2.0"
 inventory: inventory.yaml
 batches: [1, 50%, 100%]
 max_parallel: 4
-max_failures: 0
+max_failures: 50%
 on_failure: pause
 between_batches: auto
 current_version: basename "$(readlink {vars.root}/current)"
@@ -289,13 +296,13 @@ async def sshd_runs(seeds: range, make_fleet: Callable[..., object], base: Path)
 
 
 async def test_kill_and_resume_sim_fleet(sim_fleet_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    figures = await sim_runs(range(20), sim_fleet_factory, tmp_path)
+    figures = await sim_runs(range(20), sim_fleet_factory, tmp_path, hosts=3)
     print("\n" + figures.line("resume faults, simulated fleet"))
     for m in figures.mismatches:
         print("  " + m)
     assert figures.runs == 20
     assert figures.kills >= 10  # the seeded points mostly land inside the rollout
-    assert figures.hosts_checked == 80
+    assert figures.hosts_checked == 60
     assert figures.mismatches == []
 
 
@@ -305,9 +312,9 @@ async def test_kill_and_resume_sshd_fleet(sshd_server, tmp_path: Path) -> None: 
     def build(count: int, where: Path) -> object:
         return make_fleet(sshd_server, where, count)
 
-    figures = await sshd_runs(range(100, 104), build, tmp_path)
+    figures = await sshd_runs(range(100, 103), build, tmp_path)
     print("\n" + figures.line("resume faults, OpenSSH sshd fleet"))
     for m in figures.mismatches:
         print("  " + m)
-    assert figures.runs == 4 and figures.hosts_checked == 16
+    assert figures.runs == 3 and figures.hosts_checked == 12
     assert figures.mismatches == []

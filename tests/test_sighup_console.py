@@ -13,6 +13,8 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.simfleet import FleetFactory
 from tests.test_sighup_headless import (
     _controlling_tty,
@@ -21,6 +23,8 @@ from tests.test_sighup_headless import (
     journal_events,
     wait_for_step,
 )
+
+pytestmark = pytest.mark.slow
 
 
 async def test_console_pty_hangup_pauses(sim_fleet_factory: FleetFactory, tmp_path: Path) -> None:

@@ -16,12 +16,16 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
+
 from console import events as ev
 from console.events import HostState
 from console.journal import list_journals, read_journal
 from console.lock import RolloutLock
 from console.resume import unfinished_hints
 from tests.fixtures.simfleet import FleetFactory
+
+pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "console"]
 

@@ -362,7 +362,7 @@ def _run_engine(
         f"{opts.hosts} hosts, seed {opts.seed}, policy {opts.policy}"
     )
     if run_console is not None:
-        code = int(run_console(engine))
+        code = int(run_console(engine, resume_hint=False))  # the fleet dies with the demo
     else:
         code = asyncio.run(_headless(engine, opts, out, err))
     return RehearsalResult(code, engine.outcome, fleet_dir=fleet.directory)

@@ -132,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
                 engine.notice(
                     broke_lock_notice(operator, lock.broken.describe(), args.reason, own=own)
                 )
-            if run_console is None and args.yes:
+            # --yes continues, unless the budget is spent and the spec says pause then:
+            # that decision is the operator's, not the flag's.
+            held = engine.budget.exceeded and spec.on_failure == "pause"
+            if run_console is None and args.yes and not held:
                 engine.resume(reason=args.reason or "resume --yes (headless)")
             return engine
 
