@@ -1,6 +1,7 @@
 """Benchmark the health/vitals/logs/metrics monitors at fleet scale (prints figures).
 
     python bench/health.py [--hosts 1000] [--seconds 20] [--canary 10] [--metrics]
+                           [--no-chain]  (one command per poll, for comparison)
 
 1. Starts ``rolldeck sim-fleet`` (scenario ``bad-canary``: the new version fails 15% of
    requests) in a child process, so only the monitors' cost is measured here.
@@ -118,9 +119,21 @@ async def run(fleet_dir: Path, fleet_pid: int, args: argparse.Namespace) -> None
         sub = bus.subscribe()
         analyzer = CountingAnalyzer(spec.error_rate, has_metrics=args.metrics)
         unhealthy: list[str] = []
+        why_unhealthy: collections.Counter[str] = collections.Counter()
+
+        def on_unhealthy(host: str, detail: str) -> None:
+            unhealthy.append(host)
+            why_unhealthy[detail] += 1
+
         monitors = {
             name: HostMonitor(
-                name, conn, spec, bus.publish, analyzer, lambda h, d: unhealthy.append(h)
+                name,
+                conn,
+                spec,
+                bus.publish,
+                analyzer,
+                on_unhealthy,
+                chain=False if args.no_chain else None,
             )
             for name, conn in conns.items()
         }
@@ -211,6 +224,7 @@ async def run(fleet_dir: Path, fleet_pid: int, args: argparse.Namespace) -> None
                 print(
                     f"  signal warnings: {dict(warned) or 'none'}; hosts unhealthy: "
                     f"{len(unhealthy)}; RSS {me.memory_info().rss / 1e6:.0f} MB"
+                    + (f"; why: {dict(why_unhealthy.most_common(3))}" if unhealthy else "")
                 )
 
                 canary = list(conns)[: args.canary]
@@ -262,6 +276,11 @@ def main() -> None:
     parser.add_argument("--metrics", action="store_true", help="also scrape svc metrics every 5 s")
     parser.add_argument("--health-every", type=float, default=2.0)
     parser.add_argument("--vitals-every", type=float, default=5.0)
+    parser.add_argument(
+        "--no-chain",
+        action="store_true",
+        help="one command per poll (the monitor's default chains the polls due together)",
+    )
     args = parser.parse_args()
     # Signal warnings are counted from the events; one log line each would flood.
     logging.getLogger("console").setLevel(logging.ERROR)

@@ -9,6 +9,14 @@ Built to be cheap at 1,000 hosts: polls are jittered per host so they do not arr
 in waves, log lines are coalesced into one ``LogLines`` event per host per
 ``log_flush`` seconds (a timer armed by the first line of a batch, so idle hosts cost
 nothing), the error regex is compiled once, and every buffer is a bounded deque.
+
+Over a connection whose commands run in a shell (SSH: ``chains_commands``), the
+health, vitals and metrics polls due at the same tick run as one command (an exec
+channel costs about a millisecond of CPU on each side, the bulk of the console's
+work at 1,000 hosts); each part keeps its own timeout, exit status and outcome. An
+overload guard watches how late the scheduler's timers fire (``loop_lag``): past
+``STARVED_LAG`` it stretches the intervals, and a health probe that timed out then
+is probed again at once before it counts as a failure.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import re
 import secrets
@@ -51,6 +60,9 @@ VITALS_LINES_MAX = 200
 METRICS_LINES_MAX = 50_000  # a metrics page larger than this is cut (and reported)
 MAX_BACKOFF = 60.0
 WARN_AFTER = 2  # consecutive failed polls before a warning: one is normal during a restart
+STARVED_LAG = 0.25  # seconds of event-loop lag from which the console counts as starved
+LAG_SMOOTHING = 0.3  # weight of the newest timer's lateness in loop_lag
+MAX_STRETCH = 3.0  # an overloaded console polls at most this many times less often
 TAIL_LINES = 20  # output lines kept per chained part (a RunResult's tails)
 _ORDER = ("vitals", "metrics", "health")  # in a chained command: health last, exact exit code
 # What a part may not contain to be chained with `cmd && echo M || echo M; next`: a
@@ -95,9 +107,15 @@ class _Due:
     """A polled signal's schedule on the chained path."""
 
     every: float
-    due: float
+    due: float  # when it runs: ``ideal`` snapped to a tick of the most frequent signal
+    ideal: float  # when it would run alone: intervals are kept from here, so snapping
+    # to ticks never makes a signal run more often than asked, on average
     busy: bool = False  # in a command now: never two polls of one signal at once
     failures: int = 0
+
+    @classmethod
+    def at(cls, every: float, due: float) -> _Due:
+        return cls(every, due, due)
 
 
 def _how(result: RunResult) -> str:
@@ -153,6 +171,9 @@ class HostMonitor:
         self.chain = bool(getattr(conn, "chains_commands", False)) if chain is None else chain
         self._marker = f"@@rolldeck-{secrets.token_hex(4)}:"
         self._wake = asyncio.Event()  # the chained scheduler: something changed
+        self.loop_lag = 0.0  # seconds; the overload guard's measure, from timer wakes
+        self._recheck = False  # re-probe health at once (a starved timeout)
+        self._rechecked = False  # the last probe was such a re-check
 
         self._pattern: re.Pattern[str] | None = None
         if spec.logs is not None and spec.logs.error_pattern:
@@ -386,9 +407,9 @@ class HostMonitor:
         sched: dict[str, _Due] = {}
         if self.vitals_spec is not None:
             every = self.vitals_spec.every
-            sched["vitals"] = _Due(every, now + self._rng.uniform(0.0, every))
+            sched["vitals"] = _Due.at(every, now + self._rng.uniform(0.0, every))
         if self.spec.metrics is not None:
-            sched["metrics"] = _Due(self.spec.metrics.every, 0.0)
+            sched["metrics"] = _Due.at(self.spec.metrics.every, 0.0)
             self._reschedule(
                 sched, "metrics", now + self._rng.uniform(0.0, self.spec.metrics.every)
             )
@@ -404,7 +425,7 @@ class HostMonitor:
                         # their probes would stay in lockstep.
                         health_gen = self._watch_gen
                         busy = "health" in sched and sched["health"].busy
-                        sched["health"] = _Due(hs.every, now + self._rng.uniform(0, hs.every))
+                        sched["health"] = _Due.at(hs.every, now + self._rng.uniform(0, hs.every))
                         sched["health"].busy = busy
                 elif "health" in sched and not sched["health"].busy:
                     del sched["health"]
@@ -417,26 +438,37 @@ class HostMonitor:
                         sched[part.signal].busy = True
                     tg.create_task(self._run_parts(parts))
                     continue
-                delay = min(idle) - now if idle else None
+                target = min(idle) if idle else None
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
+                    async with asyncio.timeout(None if target is None else target - now):
                         await self._wake.wait()
+                if target is not None and not self._wake.is_set():
+                    self._observe_lag(loop.time() - target)
+
+    def _observe_lag(self, late: float) -> None:
+        """Fold in how late a timer fired: the event loop's lag, smoothed so that
+        one stall does not stretch the polls."""
+        self.loop_lag += LAG_SMOOTHING * (max(0.0, late) - self.loop_lag)
+
+    def _stretch(self, every: float) -> float:
+        """How much longer than ``every`` the next poll waits: with the loop lagging,
+        fewer polls finish on time than are started, so poll less rather than let
+        probes time out."""
+        if self.loop_lag < STARVED_LAG:
+            return 1.0
+        return min(MAX_STRETCH, 1.0 + self.loop_lag / every)
 
     def _reschedule(self, sched: dict[str, _Due], name: str, due: float) -> None:
         """Set ``name``'s next poll, snapped to the nearest tick of the most frequent
-        other signal, so that it rides in that signal's command."""
+        signal (the first of equals), so that it rides in that signal's command."""
         entry = sched[name]
-        base = min(
-            (d for n, d in sched.items() if n != name and d.every < entry.every),
-            key=lambda d: d.every,
-            default=None,
-        )
-        if base is None:
-            ties = [d for n, d in sched.items() if n != name and d.every == entry.every]
-            base = ties[0] if ties and list(sched).index(name) > 0 else None
-        if base is not None and base.due > 0:
-            ticks = round((due - base.due) / base.every)
-            due = base.due + max(ticks, 0 if base.busy else 1) * base.every
+        base = min(sched.values(), key=lambda d: d.every)
+        entry.ideal = due
+        if base is not entry:
+            now = asyncio.get_running_loop().time()
+            due = base.due + round((due - base.due) / base.every) * base.every
+            if due <= now:
+                due += math.ceil((now - due) / base.every + 1e-9) * base.every
         entry.due = due
 
     def _part(self, name: str, sched: dict[str, _Due]) -> _Part:
@@ -448,7 +480,7 @@ class HostMonitor:
             part = self._health_part(part_gen)
         else:
             part = self._vitals_part() if name == "vitals" else self._metrics_part()
-        started = entry.due
+        started = entry.ideal
         finish = part.finish
 
         def done(result: RunResult) -> None:
@@ -489,9 +521,13 @@ class HostMonitor:
             entry.failures = 0
             if name != "health":
                 self._recovered(name)
-            nxt = due + entry.every
+            every = entry.every * self._stretch(entry.every)
+            nxt = due + every
             if nxt <= now:  # late (a slow command, a starved loop): no catching up
-                nxt = now + entry.every
+                nxt = now + every
+            if name == "health" and self._recheck:
+                self._recheck = False
+                nxt = now  # a timeout while the console was starved: probe again now
         else:
             entry.failures += 1
             if entry.failures >= WARN_AFTER:
@@ -501,7 +537,7 @@ class HostMonitor:
             delay = min(max(MAX_BACKOFF, entry.every), entry.every * 2 ** min(entry.failures, 10))
             nxt = now + delay * self._rng.uniform(0.8, 1.0)
         if name == "health":
-            entry.due = nxt
+            entry.due = entry.ideal = nxt
         else:
             self._reschedule(sched, name, nxt)
 
@@ -510,6 +546,15 @@ class HostMonitor:
         assert hs is not None
 
         def finish(result: RunResult) -> None:
+            if result.status == "timeout" and self.loop_lag >= STARVED_LAG and not self._rechecked:
+                # The console, not the host, may be why the answer came late: not a
+                # failure until a re-check (at once) times out too.
+                log.debug(
+                    "%s: health timed out with the event loop %.1fs late", self.host, self.loop_lag
+                )
+                self._rechecked = self._recheck = True
+                return
+            self._rechecked = False
             self._health_result(gen, *health_verdict(result, hs))
 
         return _Part("health", hs.run, hs.timeout, lambda stream, line: None, finish)
@@ -589,9 +634,12 @@ class HostMonitor:
                     parts[index].finish(sinks[index].result("timeout", None, took))
                     return index + 1
                 await asyncio.wait({task}, timeout=remaining)
+                if not task.done():
+                    self._observe_lag(loop.time() - part_started - parts[index].timeout)
         finally:
             if not task.done():  # we were cancelled: the transport stops the command
                 task.cancel()
+                await asyncio.wait({task})
         if task.cancelled():
             raise asyncio.CancelledError
         exc = task.exception()

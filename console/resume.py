@@ -55,6 +55,15 @@ class Replay:
     def rollout_id(self) -> str:
         return self.started.rollout_id
 
+    @property
+    def spec_path(self) -> str:
+        """Absolute (the header's), so a resume works from any directory."""
+        return str(self.header.get("spec_path") or self.started.spec_path)
+
+    @property
+    def inventory_path(self) -> str:
+        return str(self.header.get("inventory_path") or self.started.inventory_path)
+
 
 @dataclass(slots=True)
 class ResumeState:
@@ -217,7 +226,7 @@ def _check_resumable(state_dir: Path, r: Replay, owners: dict[str, int]) -> None
 def load_resumed_spec(r: Replay) -> RolloutSpec:
     """The spec file the rollout started from, if unchanged (its hash is journaled)."""
     s = r.started
-    path = s.spec_path
+    path = r.spec_path
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -235,14 +244,13 @@ def load_resumed_spec(r: Replay) -> RolloutSpec:
 
 
 def resumed_hosts(r: Replay, batches: list[tuple[str, ...]]) -> list[Host]:
-    inv = load_inventory(r.started.inventory_path)
+    inv = load_inventory(r.inventory_path)
     names = [n for b in batches for n in b]
     missing = [n for n in names if n not in inv.hosts]
     if missing:
         raise InputError(
-            f"hosts of the rollout missing from {r.started.inventory_path}: "
-            + ", ".join(missing[:5]),
-            file=r.started.inventory_path,
+            f"hosts of the rollout missing from {r.inventory_path}: " + ", ".join(missing[:5]),
+            file=r.inventory_path,
         )
     return [inv.hosts[n] for n in names]
 

@@ -18,7 +18,7 @@ import pytest
 
 from console import events as ev
 from console.journal import list_journals, read_journal
-from console.lock import LockInfo, lock_path
+from console.lock import LockInfo, RolloutLock, lock_path
 from console.simfleet import SimFleet
 from tests.fixtures.simfleet import FleetFactory
 from tests.test_sighup_headless import wait_for_step
@@ -133,3 +133,49 @@ async def test_lock_message_reaches_the_next_operator_and_abort_releases(
             first.kill()
             await first.wait()
     assert not path.exists()  # a clean abort releases the lock
+
+
+async def test_lock_wait_waits_then_runs(sim_fleet_factory: FleetFactory, tmp_path: Path) -> None:
+    fleet = await sim_fleet_factory(n=2, time_scale=0.05)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    held = RolloutLock.acquire(
+        state,
+        service="checkout-api",
+        inventory=str(fleet.inventory_path),
+        rollout_id="someone-else",
+        message="almost done",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "run",
+        str(fleet.spec_path),
+        "--headless",
+        "--yes",
+        "--state-dir",
+        str(state),
+        "--lock-wait",
+        "60s",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        line = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert b"waiting for the lock" in line and b"almost done" in line
+        assert not list_journals(state)  # nothing started while it waits
+    finally:
+        held.release()
+    _, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, err.decode()
+
+
+async def test_bad_lock_wait_is_bad_input(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("service: x\nversion: '1'\ninventory: i.yaml\nsteps: ['echo hi']\n")
+    (tmp_path / "i.yaml").write_text("hosts:\n  a: {address: 127.0.0.1}\n")
+    state = str(tmp_path / "state")
+    code, _, err = await cli(
+        "run", str(spec), "--headless", "--state-dir", state, "--lock-wait", "soon"
+    )
+    assert code == 2 and "--lock-wait" in err and "not a duration" in err

@@ -5,6 +5,7 @@ progress when the console died continuing as a rollback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.fixtures.simfleet import FleetFactory
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "console"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 async def cli(*argv: str, timeout: float = 90) -> tuple[int, str, str]:
@@ -33,16 +35,20 @@ async def cli(*argv: str, timeout: float = 90) -> tuple[int, str, str]:
 
 
 async def run_and_kill(spec: Path, state: Path, marker: bytes, *extra: str) -> None:
-    """``rolldeck run`` killed with SIGKILL once its journal contains ``marker``."""
+    """``rolldeck run`` killed with SIGKILL once its journal contains ``marker``. It
+    runs in the spec's directory with a relative spec path: resume, run from
+    elsewhere, must still find the spec and the inventory."""
     proc = await asyncio.create_subprocess_exec(
         *CLI,
         "run",
-        str(spec),
+        spec.name,
         "--headless",
         "--yes",
         "--state-dir",
-        str(state),
+        str(state),  # tmp_path: absolute already
         *extra,
+        cwd=spec.parent,
+        env={**os.environ, "PYTHONPATH": REPO},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -173,7 +179,9 @@ async def test_once_step_in_flight_is_flagged_not_rerun_and_spends_the_budget(
     cut = data.index(b"\n", data.index(marker)) + 1
     path.write_bytes(data[:cut])
     host = events_of(state)[-1].host  # type: ignore[attr-defined]
-    assert fleet.host_state(host).restarts == 1
+    # Whether the restart reached the host before the kill is exactly what nobody knows.
+    before = fleet.host_state(host).restarts
+    assert before <= 1
 
     code, out, err = await cli("resume", "--headless", "--yes", "--state-dir", str(state))
     assert code == 6, out + err  # max_failures 0 and on_failure pause: the operator decides
@@ -187,4 +195,4 @@ async def test_once_step_in_flight_is_flagged_not_rerun_and_spends_the_budget(
     assert flagged and flagged[-1].state == ev.HostState.FAILED
     alerts = [e for e in events if isinstance(e, ev.Alert) and e.rule == "max_failures"]
     assert alerts and alerts[-1].numbers.get("resume") is True
-    assert fleet.host_state(host).restarts == 1  # never run twice
+    assert fleet.host_state(host).restarts == before  # not run again by the resume

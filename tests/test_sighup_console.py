@@ -57,5 +57,10 @@ async def test_console_pty_hangup_pauses(sim_fleet_factory: FleetFactory, tmp_pa
     finally:
         loop.remove_reader(master)
         os.close(master)
-    assert await asyncio.wait_for(proc.wait(), 60) == 6
+    try:
+        assert await asyncio.wait_for(proc.wait(), 60) == 6
+    finally:
+        if proc.returncode is None:  # never leave a console behind, even on failure
+            proc.kill()
+            await proc.wait()
     check_paused_safely(journal_events(state))

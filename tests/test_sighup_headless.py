@@ -172,7 +172,12 @@ async def test_pty_hangup_pauses(sim_fleet_factory: FleetFactory, tmp_path: Path
     finally:
         loop.remove_reader(master)
         os.close(master)  # hang up: the kernel sends SIGHUP to the session leader
-    assert await asyncio.wait_for(proc.wait(), 60) == 6
+    try:
+        assert await asyncio.wait_for(proc.wait(), 60) == 6
+    finally:
+        if proc.returncode is None:  # never leave a rollout behind, even on failure
+            proc.kill()
+            await proc.wait()
     check_paused_safely(journal_events(state))
 
 

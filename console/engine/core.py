@@ -469,7 +469,10 @@ class Engine:
                 rec.name, conn, host_spec, self._emit, self._analyzer, self._on_unhealthy
             )
             self._monitors[rec.name] = monitor
-            self._analyzer.set_cohort(rec.name, "baseline")
+            if rec.state == HostState.HEALTHY:  # a resumed rollout's deployed hosts
+                self._on_healthy(rec)
+            else:
+                self._analyzer.set_cohort(rec.name, "baseline")
             background.append(tg.create_task(monitor.run(), name=f"monitor:{rec.name}"))
         if self.spec.error_rate is not None and self._monitors:
             background.append(tg.create_task(self._analyze(), name="error-rate"))

@@ -149,6 +149,11 @@ class HostWork:
                 host=rec.name, step=step.name, command=self.redact(command), rollback=rollback
             )
         )
+        journal = self.emitter.journal
+        if step.once and journal is not None:
+            # A once step's start must be on disk before it can run: a resume then
+            # knows it may have run, and never runs it twice.
+            await journal.flush()
         started = time.monotonic()
         emitter = self.emitter
 

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         lock = RolloutLock.acquire(
             state_dir,
             service=spec.service,
-            inventory=r.started.inventory_path,
+            inventory=r.inventory_path,
             rollout_id=r.rollout_id,
             break_lock=args.break_lock,
             resume_of=r.rollout_id,
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                 allow_unreachable=allow,
                 rollout_id=r.rollout_id,
                 exit_when_paused=run_console is None,
-                inventory_path=r.started.inventory_path,
+                inventory_path=r.inventory_path,
                 resume=state,
             )
             if lock.broken is not None:

@@ -104,6 +104,10 @@ class _Running:
 class SSHConnection:
     """One host's connection; many commands may run on it at once (one channel each)."""
 
+    # Commands run in the login shell (or the simulated fleet's), which chains
+    # `a && b || c; d`: the monitor may poll several signals in one channel.
+    chains_commands = True
+
     def __init__(
         self,
         transport: SSHTransport,
