@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import os
 import threading
 import time
 from collections import deque
@@ -481,8 +482,11 @@ class EngineThread:
 
     MAX_QUEUED_BATCHES = 200  # back-pressure: past this the forwarder waits for the UI
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, *, serve_dir: str | os.PathLike[str] | None = None) -> None:
         self.engine = engine
+        # Serve an attach socket next to the engine, so another terminal (on-call
+        # taking over) can `rolldeck attach` to a rollout run in this console.
+        self.serve_dir = serve_dir
         self.view, self._sub = engine.attach()  # before the thread starts: no race
         self._out: deque[list[Event]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -562,11 +566,25 @@ class EngineThread:
         self._task = asyncio.current_task()  # type: ignore[assignment]
         self._started.set()
         forward = asyncio.create_task(self._forward())
+        server = self._start_server()
         try:
             return await self.engine.run()  # type: ignore[no-any-return]
         finally:
             self._sub.close()
             await forward
+            if server is not None:
+                await server.close()
+
+    def _start_server(self) -> Any:
+        if self.serve_dir is None:
+            return None
+        from console.attach.server import serve_engine
+
+        try:
+            return serve_engine(self.engine, self.serve_dir)
+        except Exception as exc:  # the rollout matters more than the socket
+            self.engine.notice(f"no attach socket: {exc}")
+            return None
 
     async def _forward(self) -> None:
         async for batch in self._sub.batches():
@@ -575,12 +593,19 @@ class EngineThread:
                 await asyncio.sleep(0.02)  # the UI is behind: let the bus bound apply
 
 
-def make_console(engine: Any, *, threaded: bool = True, **kw: Any) -> RolldeckApp:
+def make_console(
+    engine: Any,
+    *,
+    threaded: bool = True,
+    serve_dir: str | os.PathLike[str] | None = None,
+    **kw: Any,
+) -> RolldeckApp:
     """The console over an in-process engine. ``threaded``: the engine runs on its own
     thread (:class:`EngineThread`); otherwise ``engine.run()`` is an async worker on
-    the UI's loop (fine for a few dozen hosts)."""
+    the UI's loop (fine for a few dozen hosts). ``serve_dir``: also serve an attach
+    socket there (threaded only)."""
     if threaded:
-        bridge = EngineThread(engine)
+        bridge = EngineThread(engine, serve_dir=serve_dir)
         kw.setdefault("stop_when_paused", bridge.stop_when_paused)
         return RolldeckApp(
             bridge, bridge, spec=engine.spec, initial_view=bridge.view, runner=bridge.run, **kw

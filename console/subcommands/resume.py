@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
         engine = prepare(asyncio.run(look()))
         if run_console is not None:
-            code = int(run_console(engine))
+            code = int(run_console(engine, serve_dir=state_dir))
         else:
             outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))
             code = OUTCOME_EXIT_CODES[outcome]

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         if args.accept_new_host_keys:
             engine.notice("--accept-new-host-keys: unknown host keys are trusted on first use")
         if run_console is not None:
-            code = int(run_console(engine))
+            code = int(run_console(engine, serve_dir=state_dir))
         else:
             # Warnings (a signal that failed) already reach the output as Alert events;
             # only errors (a bug) also go to stderr.

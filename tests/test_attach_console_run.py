@@ -1,0 +1,65 @@
+"""A rollout run in the console (not detached) serves an attach socket too, so the
+on-call engineer can take it over from another terminal: their pause reaches the
+engine and shows in the first console with their name."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from console import events as ev
+from console.app import make_console
+from console.attach.client import connect
+from console.attach.protocol import socket_path_for
+from console.commands import Command
+from console.events import RolloutState
+from tests.test_engine_helpers import journal_in, make_engine, spec_from
+from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+async def until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():  # noqa: ASYNC110 - a view query, not an event
+            await asyncio.sleep(0.05)
+
+
+async def test_console_run_serves_an_attach_socket(tmp_path: Path) -> None:
+    run = make_engine(
+        spec_from("batches: [1, 2, 3]\nmax_parallel: 1\n"),
+        6,
+        journal=journal_in(tmp_path, "shop-cr"),
+        rollout_id="shop-cr",
+    )
+    run.fake.on(r"^install", lines=["unpacking"], delay=0.3)
+    app = make_console(
+        run.engine,
+        serve_dir=tmp_path,
+        remember_theme=False,
+        process_stats=lambda: (0.0, 0.0),
+    )
+    sock = socket_path_for(tmp_path, "shop-cr")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: sock.exists() and app.view.batch_index is not None)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        oncall = await connect(sock)
+        oncall.start()
+        oncall.controller.execute(
+            Command("pause", operator="oncall", reason="taking over from another terminal")
+        )
+        await until(lambda: app.view.state == RolloutState.PAUSED)
+        await pilot.pause(0.3)
+        paused = [
+            e
+            for e in app.view.timeline
+            if isinstance(e, ev.OperatorCommand) and e.command == "pause"
+        ]
+        assert paused and paused[0].operator == "oncall"
+        await oncall.close()
+        app.exit()
+    await until(lambda: not sock.exists())
