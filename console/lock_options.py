@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from console.errors import InputError
-from console.lock import LockHeld
+from console.lock import LockHeld, RolloutLock
 from console.spec import _parse_duration
 
 
@@ -48,3 +49,31 @@ def broke_lock_notice(operator: str, broken_describe: str, reason: str, *, own: 
     what = "took over its own stale lock" if own else "broke the stale lock"
     why = f"; reason: {reason}" if reason else "; no reason given"
     return f"{operator} {what} of {broken_describe}{why}"
+
+
+def acquire_from_args(
+    args: argparse.Namespace,
+    state_dir: Path,
+    *,
+    service: str,
+    inventory: str,
+    rollout_id: str,
+    resume_of: str | None = None,
+) -> RolloutLock | None:
+    """Take the lock as the command line asks (break, message, wait); None, after
+    saying who holds it, when it is held."""
+    try:
+        return RolloutLock.acquire(
+            state_dir,
+            service=service,
+            inventory=inventory,
+            rollout_id=rollout_id,
+            break_lock=args.break_lock,
+            resume_of=resume_of,
+            message=args.lock_message,
+            wait=lock_wait(args),
+            on_wait=say_waiting,
+        )
+    except LockHeld as exc:
+        print(f"rolldeck: {exc}", file=sys.stderr)
+        return None

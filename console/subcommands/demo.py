@@ -336,12 +336,12 @@ def _run_engine(
     err: IO[str],
 ) -> RehearsalResult:
     from console.engine import Engine
-    from console.transport import TransportOptions, make_transport
+    from console.transport import make_transport, rollout_options
 
     transport = make_transport(
-        TransportOptions(
+        rollout_options(
+            len(report.hosts),
             max_handshakes=10,
-            max_connections=max(TransportOptions().max_connections, len(report.hosts) + 8),
             ssh_config=[],  # the fleet is self-contained: ignore ~/.ssh/config
         )
     )

@@ -18,8 +18,7 @@ from console.errors import EXIT_FAILED, InputError
 from console.events import OUTCOME_EXIT_CODES, Outcome
 from console.headless import choose_mode, run_headless
 from console.journal import Journal, resolve_state_dir
-from console.lock import LockHeld, RolloutLock
-from console.lock_options import add_lock_arguments, broke_lock_notice, lock_wait, say_waiting
+from console.lock_options import acquire_from_args, add_lock_arguments, broke_lock_notice
 from console.plan import Plan
 from console.reconcile import Observation
 from console.resume import (
@@ -30,7 +29,7 @@ from console.resume import (
     reconcile,
     resumed_hosts,
 )
-from console.transport import TransportOptions, make_transport
+from console.transport import make_transport, rollout_options
 
 NAME = "resume"
 HELP = "resume a rollout whose console died or that stopped paused"
@@ -77,26 +76,18 @@ def run(args: argparse.Namespace) -> int:
     operator = args.operator or default_operator()
     run_console = None if (args.headless or args.json) else _console()
     err = sys.stderr
-    try:
-        lock = RolloutLock.acquire(
-            state_dir,
-            service=spec.service,
-            inventory=r.inventory_path,
-            rollout_id=r.rollout_id,
-            break_lock=args.break_lock,
-            resume_of=r.rollout_id,
-            message=args.lock_message,
-            wait=lock_wait(args),
-            on_wait=say_waiting,
-        )
-    except LockHeld as exc:
-        print(f"rolldeck: {exc}", file=err)
+    lock = acquire_from_args(
+        args,
+        state_dir,
+        service=spec.service,
+        inventory=r.inventory_path,
+        rollout_id=r.rollout_id,
+        resume_of=r.rollout_id,
+    )
+    if lock is None:
         return EXIT_FAILED
     try:
-        options = TransportOptions(
-            accept_new_host_keys=args.accept_new_host_keys,
-            max_connections=max(TransportOptions().max_connections, len(hosts) + 8),
-        )
+        options = rollout_options(len(hosts), accept_new_host_keys=args.accept_new_host_keys)
         allow = bool(r.started.settings.get("allow_unreachable"))
         mode = choose_mode(args.json, sys.stdout)
         logging.basicConfig(level=logging.ERROR, format="rolldeck: %(name)s: %(message)s")

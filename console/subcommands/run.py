@@ -21,11 +21,10 @@ from console.errors import EXIT_FAILED, InputError
 from console.events import OUTCOME_EXIT_CODES, Outcome
 from console.headless import choose_mode, run_headless
 from console.journal import Journal, resolve_state_dir
-from console.lock import LockHeld, RolloutLock
-from console.lock_options import add_lock_arguments, broke_lock_notice, lock_wait, say_waiting
+from console.lock_options import acquire_from_args, add_lock_arguments, broke_lock_notice
 from console.resume import unfinished_hints
 from console.subcommands.check import analyse
-from console.transport import TransportOptions, make_transport
+from console.transport import make_transport, rollout_options
 
 NAME = "run"
 HELP = "run a rollout (in the console, or headless for CI)"
@@ -108,19 +107,14 @@ def run(args: argparse.Namespace) -> int:
     rollout_id = new_rollout_id(spec.service)
     for hint in unfinished_hints(state_dir, spec.service):
         print(f"rolldeck: {hint}", file=err)
-    try:
-        lock = RolloutLock.acquire(
-            state_dir,
-            service=spec.service,
-            inventory=report.inventory_path,
-            rollout_id=rollout_id,
-            break_lock=args.break_lock,
-            message=args.lock_message,
-            wait=lock_wait(args),
-            on_wait=say_waiting,
-        )
-    except LockHeld as exc:
-        print(f"rolldeck: {exc}", file=err)
+    lock = acquire_from_args(
+        args,
+        state_dir,
+        service=spec.service,
+        inventory=report.inventory_path,
+        rollout_id=rollout_id,
+    )
+    if lock is None:
         return EXIT_FAILED
     try:
         journal = Journal.create(
@@ -138,11 +132,10 @@ def run(args: argparse.Namespace) -> int:
                 "argv": sys.argv[1:],
             },
         )
-        # Monitors keep every targeted host's connection open for the whole rollout.
-        options = TransportOptions(
+        options = rollout_options(
+            len(report.hosts),
             accept_new_host_keys=args.accept_new_host_keys,
             max_handshakes=args.max_handshakes,
-            max_connections=max(TransportOptions().max_connections, len(report.hosts) + 8),
         )
         engine = Engine(
             spec,

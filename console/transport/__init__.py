@@ -23,6 +23,7 @@ from console.transport.base import (
     Transport,
     TransportError,
     TransportOptions,
+    rollout_options,
 )
 from console.transport.local import LocalTransport
 from console.transport.ssh import SSHTransport
@@ -43,6 +44,7 @@ __all__ = [
     "TransportOptions",
     "is_local",
     "make_transport",
+    "rollout_options",
 ]
 
 

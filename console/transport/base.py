@@ -83,6 +83,15 @@ class TransportOptions:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def rollout_options(host_count: int, **kw: object) -> TransportOptions:
+    """Options for a rollout over ``host_count`` hosts: the monitors keep every targeted
+    host's connection open for the whole rollout, so the connection cap must hold them
+    all (plus a few for preflight and retries), never less than the default."""
+    options = TransportOptions(**kw)  # type: ignore[arg-type]
+    options.max_connections = max(options.max_connections, host_count + 8)
+    return options
+
+
 @runtime_checkable
 class Connection(Protocol):
     """An open connection to one host; many commands may run on it at once."""
