@@ -4,9 +4,7 @@ engine and shows in the first console with their name."""
 
 from __future__ import annotations
 
-import asyncio
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,16 +15,11 @@ from console.attach.client import connect
 from console.attach.protocol import socket_path_for
 from console.commands import Command
 from console.events import RolloutState
+from tests.test_attach_console import until
 from tests.test_engine_helpers import journal_in, make_engine, spec_from
 from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401
 
 pytestmark = pytest.mark.slow
-
-
-async def until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():  # noqa: ASYNC110 - a view query, not an event
-            await asyncio.sleep(0.05)
 
 
 async def test_console_run_serves_an_attach_socket(tmp_path: Path) -> None:
