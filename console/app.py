@@ -25,12 +25,14 @@ from typing import Any, Protocol
 import psutil
 from textual.app import App
 from textual.binding import Binding
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from console.commands import Command, Controller
 from console.events import OUTCOME_EXIT_CODES, Event, Outcome, RolloutState
-from console.hangup import TERMINAL_LOST, pause_on_hangup
+from console.hangup import TERMINAL_LOST, TerminalLoss, pause_on_hangup
 from console.spec import RolloutSpec
 from console.state import MOVING_STATES, RolloutView
 from screens.changes import Changes, collect
@@ -623,6 +625,22 @@ def make_console(
     return RolldeckApp(sub, engine, spec=engine.spec, initial_view=initial, runner=engine.run, **kw)
 
 
+def hangup_safe(driver_class: type[Driver], loss: TerminalLoss) -> type[Driver]:
+    """Textual's driver with its output made to survive a hang-up that beats SIGHUP:
+    its writer thread would die on EIO and, 30 frames later, block the app for good."""
+    if not issubclass(driver_class, LinuxDriver):
+        return driver_class
+    base: Any = driver_class
+
+    class HangupSafeDriver(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            loss.loop = asyncio.get_running_loop()
+            self._file = loss.guard(self._file)
+
+    return HangupSafeDriver
+
+
 def run_console(engine: Any, **kw: Any) -> int:
     """Run ``engine.run()`` inside the console and return the CLI exit code.
 
@@ -632,7 +650,8 @@ def run_console(engine: Any, **kw: Any) -> int:
     kw.setdefault("freeze_gc", True)
     resume_hint = kw.pop("resume_hint", True)
     app = make_console(engine, **kw)
-    with pause_on_hangup(app.terminal_lost):
+    with pause_on_hangup(app.terminal_lost) as loss:
+        app.driver_class = hangup_safe(app.driver_class, loss)
         app.run()
     code = exit_code(app)
     if code == OUTCOME_EXIT_CODES[Outcome.PAUSED] and resume_hint:

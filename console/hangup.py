@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import IO, Any
 
 TERMINAL_LOST = "terminal lost (SIGHUP)"
 
@@ -48,27 +51,94 @@ def detach_from_terminal(fds: list[int]) -> None:
         os.close(null)
 
 
+class TerminalLoss:
+    """Reports the loss of the terminal once, whichever sees it first: SIGHUP, or a
+    write that failed with EIO because the terminal hung up before the signal was
+    handled (the kernel hangs up the tty first; the Python-level handler runs later,
+    and an output thread may write in between). Thread-safe: ``lost`` may be called
+    from an output thread; ``on_lost`` runs on ``loop`` (bound when known, else the
+    loop running in the caller's thread, else at once)."""
+
+    def __init__(
+        self,
+        fds: list[int],
+        on_lost: Callable[[], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.fds, self.on_lost, self.loop = fds, on_lost, loop
+        self._lock = threading.Lock()
+        self.happened = False
+
+    def lost(self) -> None:
+        with self._lock:
+            detach_from_terminal(self.fds)
+            if self.happened:
+                return
+            self.happened = True
+        loop = self.loop
+        if loop is None:
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+        if loop is None:
+            self.on_lost()
+        else:
+            loop.call_soon_threadsafe(self.on_lost)
+
+    def guard(self, stream: IO[str]) -> IO[str]:
+        """``stream`` made to survive the hang-up (unchanged when it is no terminal)."""
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            return stream
+        if fd not in self.fds:
+            return stream
+        return _TerminalStream(stream, self)  # type: ignore[return-value]
+
+
+class _TerminalStream:
+    """A text stream on a terminal whose writes, once it hangs up, go nowhere (the fd
+    is pointed at /dev/null) instead of raising EIO into the rollout."""
+
+    def __init__(self, stream: IO[str], loss: TerminalLoss) -> None:
+        self._stream, self._loss = stream, loss
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            self._loss.lost()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            self._loss.lost()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 @contextlib.contextmanager
-def pause_on_hangup(on_hangup: Callable[[], None]) -> Iterator[None]:
+def pause_on_hangup(on_hangup: Callable[[], None]) -> Iterator[TerminalLoss]:
     """While inside: SIGHUP detaches the dead terminal and calls ``on_hangup`` on the
-    running event loop (or at once when there is none). Main thread only."""
-    fds = terminal_fds()
+    running event loop (or at once when there is none). Main thread only. Yields the
+    :class:`TerminalLoss`, for output streams to :meth:`~TerminalLoss.guard`."""
+    loss = TerminalLoss(terminal_fds(), on_hangup)
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        detach_from_terminal(fds)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            on_hangup()
-            return
-        loop.call_soon_threadsafe(on_hangup)
+        loss.lost()
 
     try:
         previous = signal.signal(signal.SIGHUP, handler)
     except ValueError:  # not the main thread
-        yield
+        yield loss
         return
     try:
-        yield
+        yield loss
     finally:
         signal.signal(signal.SIGHUP, previous)

@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Literal
 
 from console import events as ev
 from console.events import Event, HostState, Outcome
-from console.hangup import TERMINAL_LOST, detach_from_terminal, terminal_fds
+from console.hangup import TERMINAL_LOST, TerminalLoss, terminal_fds
 from console.state import RolloutView
 
 if TYPE_CHECKING:
@@ -81,6 +81,11 @@ async def run_headless(
     """Run ``engine`` to its end while rendering its events; returns the outcome."""
     out = out or sys.stdout
     err = err or sys.stderr
+    loss = TerminalLoss(
+        terminal_fds(), lambda: engine.pause(reason=TERMINAL_LOST), asyncio.get_running_loop()
+    )
+    if handle_signals:  # the terminal may hang up under any write: see console.hangup
+        out, err = loss.guard(out), loss.guard(err)
     view, sub = engine.attach()
     printer = _Printer(mode, out)
     gates = _GatePolicy(engine, yes, err if mode == "json" else out)
@@ -95,7 +100,7 @@ async def run_headless(
     def note(message: str) -> None:
         printer.note(message, err)
 
-    with printer.live(view), _signals(engine, note, enabled=handle_signals):
+    with printer.live(view), _signals(engine, note, loss, enabled=handle_signals):
         async with asyncio.TaskGroup() as tg:
             consumer = tg.create_task(consume())
             outcome = await engine.run()
@@ -123,13 +128,14 @@ class _GatePolicy:
 
 
 @contextlib.contextmanager
-def _signals(engine: Engine, note: Callable[[str], None], *, enabled: bool) -> Iterator[None]:
+def _signals(
+    engine: Engine, note: Callable[[str], None], loss: TerminalLoss, *, enabled: bool
+) -> Iterator[None]:
     if not enabled:
         yield
         return
     loop = asyncio.get_running_loop()
     count = {"int": 0}
-    tty_fds = terminal_fds()
 
     def on_int() -> None:
         count["int"] += 1
@@ -144,9 +150,7 @@ def _signals(engine: Engine, note: Callable[[str], None], *, enabled: bool) -> I
             engine.abort(reason="second SIGINT (Ctrl-C)")
 
     def on_hup() -> None:
-        # A hung-up terminal fails every write (EIO): see console.hangup.
-        detach_from_terminal(tty_fds)
-        engine.pause(reason=TERMINAL_LOST)
+        loss.lost()  # a hung-up terminal fails every write (EIO): see console.hangup
 
     installed = []
     for sig, fn in ((signal.SIGINT, on_int), (signal.SIGHUP, on_hup)):
