@@ -2,6 +2,8 @@
 
     python bench/health.py [--hosts 1000] [--seconds 20] [--canary 10] [--metrics]
                            [--no-chain]  (one command per poll, for comparison)
+                           [--no-persist]  (chained polls on exec channels, no shell kept open)
+                           [--default-gc]  (CPython's collector thresholds, not rolldeck's)
 
 1. Starts ``rolldeck sim-fleet`` (scenario ``bad-canary``: the new version fails 15% of
    requests) in a child process, so only the monitors' cost is measured here.
@@ -40,6 +42,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from console import gc_policy
 from console.bus import EventBus
 from console.events import Alert, LogLines
 from console.health import ErrorRateAnalyzer
@@ -134,6 +137,7 @@ async def run(fleet_dir: Path, fleet_pid: int, args: argparse.Namespace) -> None
                 analyzer,
                 on_unhealthy,
                 chain=False if args.no_chain else None,
+                persist=not args.no_persist,
             )
             for name, conn in conns.items()
         }
@@ -277,11 +281,23 @@ def main() -> None:
     parser.add_argument("--health-every", type=float, default=2.0)
     parser.add_argument("--vitals-every", type=float, default=5.0)
     parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep CPython's collector thresholds (rolldeck raises them: console/gc_policy.py)",
+    )
+    parser.add_argument(
+        "--no-persist",
+        action="store_true",
+        help="chained polls each on an exec channel (the default keeps one shell per host open)",
+    )
+    parser.add_argument(
         "--no-chain",
         action="store_true",
         help="one command per poll (the monitor's default chains the polls due together)",
     )
     args = parser.parse_args()
+    if not args.default_gc:
+        gc_policy.tune()  # as `rolldeck` does for every command (console/cli.py)
     # Signal warnings are counted from the events; one log line each would flood.
     logging.getLogger("console").setLevel(logging.ERROR)
 

@@ -17,6 +17,7 @@ from types import ModuleType
 
 import console
 import console.subcommands
+from console import gc_policy
 from console.errors import EXIT_BAD_INPUT, InputError, RolldeckError
 
 
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    gc_policy.tune()
     try:
         return int(args._run(args) or 0)
     except InputError as exc:

@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from console.errors import InputError
 from console.events import Alert, Event, HealthSample, LogLines, VitalsSample
@@ -81,6 +82,16 @@ def _marker_status(text: str) -> int | None:
         return 0
     code = text.removeprefix("failed").strip()
     return int(code) if code.isdigit() and int(code) > 0 else None
+
+
+class Runner(Protocol):
+    """Runs a command as :meth:`Connection.run` does (a connection, a persistent shell)."""
+
+    async def run(
+        self, command: str, *, timeout: float, on_line: LineCallback | None = None
+    ) -> RunResult: ...
+
+    async def close(self) -> None: ...
 
 
 class _SampleFailed(Exception):
@@ -152,6 +163,7 @@ class HostMonitor:
         log_retry: float = 0.5,
         vitals: bool = True,
         chain: bool | None = None,
+        persist: bool = True,
     ) -> None:
         self.host = host
         self.conn = conn
@@ -170,6 +182,10 @@ class HostMonitor:
         # says whether it has one. None: ask the connection.
         self.chain = bool(getattr(conn, "chains_commands", False)) if chain is None else chain
         self._marker = f"@@rolldeck-{secrets.token_hex(4)}:"
+        # Chained polls run in a shell kept open on the connection when it offers one
+        # (console.transport.ssh_shell): no channel to open and close per poll.
+        opener = getattr(conn, "persistent_shell", None)
+        self._shell: Runner | None = opener() if self.chain and persist and opener else None
         self._wake = asyncio.Event()  # the chained scheduler: something changed
         self.loop_lag = 0.0  # seconds; the overload guard's measure, from timer wakes
         self._recheck = False  # re-probe health at once (a starved timeout)
@@ -250,6 +266,8 @@ class HostMonitor:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
                 self._flush_handle = None
+            if self._shell is not None:
+                await self._shell.close()
 
     # -- reporting -----------------------------------------------------------------
 
@@ -592,7 +610,7 @@ class HostMonitor:
         if len(parts) == 1:
             part = parts[0]
             try:
-                result = await self.conn.run(
+                result = await self._run_command(
                     part.command, timeout=part.timeout, on_line=part.collect
                 )
             except Exception as e:
@@ -623,7 +641,7 @@ class HostMonitor:
                 sinks[index].emit(stream, line)
 
         total = sum(p.timeout for p in parts) + 1.0  # the parts' own deadlines come first
-        task = asyncio.create_task(self.conn.run(command, timeout=total, on_line=on_line))
+        task = asyncio.create_task(self._run_command(command, timeout=total, on_line=on_line))
         try:
             while not task.done():
                 remaining = part_started + parts[index].timeout - loop.time()
@@ -654,6 +672,12 @@ class HostMonitor:
         )
         parts[index].finish(last)
         return index + 1
+
+    def _run_command(
+        self, command: str, *, timeout: float, on_line: LineCallback | None
+    ) -> Awaitable[RunResult]:
+        runner = self._shell or self.conn
+        return runner.run(command, timeout=timeout, on_line=on_line)
 
     def _fail_parts(self, parts: list[_Part], exc: Exception) -> None:
         """Parts whose command could not run: each fails as its own loop would."""

@@ -66,6 +66,40 @@ async def test_chaining_and_syntax(sim_fleet: SimFleet) -> None:
         assert (await conn.run("sh -c 'echo inner'")).stdout == "inner\n"
 
 
+async def test_exit_status_variable_and_stderr_redirection(sim_fleet: SimFleet) -> None:
+    async with sim_connect(sim_fleet, "web-01") as conn:
+        r = await conn.run('false; echo "was $?"; true; echo was $?')
+        assert r.stdout == "was 1\nwas 0\n"
+        r = await conn.run("echo to-err >&2; echo to-out")
+        assert (r.stdout, r.stderr) == ("to-out\n", "to-err\n")
+        r = await conn.run("echo x >&1")
+        assert r.exit_status == 2 and "only >&2" in r.stderr
+        r = await conn.run("echo x >&")
+        assert r.exit_status == 2
+
+
+async def test_sh_runs_its_script_from_stdin_line_by_line(sim_fleet: SimFleet) -> None:
+    """What the console's persistent probe shell relies on: each line runs as soon as
+    it arrives, `$?` carries over from one line to the next."""
+    async with sim_connect(sim_fleet, "web-01") as conn:
+        r = await conn.run("sh", input="echo one\nfalse\necho status $?\nsvc version\n")
+        assert r.exit_status == 0
+        assert r.stdout.splitlines()[:2] == ["one", "status 1"]
+        assert (await conn.run("sh -s", input="false")).exit_status == 1
+        proc = await conn.create_process("sh")
+        try:
+            proc.stdin.write("echo first\n")
+            assert await asyncio.wait_for(proc.stdout.readline(), 5) == "first\n"
+            proc.stdin.write("echo sec")  # half a line: nothing runs yet
+            proc.stdin.write("ond\n")
+            assert await asyncio.wait_for(proc.stdout.readline(), 5) == "second\n"
+            proc.stdin.write_eof()
+            await asyncio.wait_for(proc.wait_closed(), 5)
+            assert proc.exit_status == 0
+        finally:
+            proc.close()
+
+
 async def test_install_activate_version_state(sim_fleet: SimFleet) -> None:
     async with sim_connect(sim_fleet, "api-01") as conn:
         assert (await conn.run("svc version")).stdout == "2.4.0\n"

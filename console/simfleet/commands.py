@@ -1,8 +1,11 @@
 """What a simulated host runs for an SSH exec request.
 
 Command lines are split with :mod:`shlex` (so the engine's shell-quoted templates,
-``svc install '2.4.1'``, work) and may chain with ``;``, ``&&`` and ``||``. Pipes and
-redirections are refused with exit 2. The command set: ``svc SUBCOMMAND`` (the
+``svc install '2.4.1'``, work) and may chain with ``;``, ``&&`` and ``||``; ``$?`` is
+the last exit status and ``>&2`` sends a command's output to stderr. Other pipes and
+redirections are refused with exit 2. ``sh`` (or ``bash``) without ``-c`` reads command
+lines from stdin and runs each as it arrives, as a shell fed a script does (the
+console's persistent probe shell). The command set: ``svc SUBCOMMAND`` (the
 simulated service), ``true``, ``false``, ``echo``, ``sleep``, ``cat`` (stdin, or the
 simulated ``/proc/loadavg`` and ``/proc/meminfo``), ``df``, ``hostname``; anything else
 exits 127 with ``command not found`` on stderr, as a shell would.
@@ -14,6 +17,7 @@ channel, which is how the engine stops remote work (hung installs, log tails).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import shlex
 from collections.abc import Awaitable, Callable
@@ -46,8 +50,14 @@ class _Syntax(Exception):
     pass
 
 
+_TO_STDERR = "\x00>&2"  # an argv's last item: the command's stdout goes to stderr
+
+
 def split_command_line(line: str) -> list[tuple[str, list[str]]]:
-    """``a && b; c`` -> ``[(";", a), ("&&", b), (";", c)]`` (connector before each)."""
+    """``a && b; c`` -> ``[(";", a), ("&&", b), (";", c)]`` (connector before each).
+
+    A ``>&2`` redirection is kept as a trailing :data:`_TO_STDERR` item of its argv.
+    """
     lex = shlex.shlex(line, posix=True, punctuation_chars=";&|<>()")
     lex.whitespace_split = True
     try:
@@ -56,8 +66,16 @@ def split_command_line(line: str) -> list[tuple[str, list[str]]]:
         raise _Syntax(f"sh: 1: Syntax error: {exc}") from None
     result: list[tuple[str, list[str]]] = []
     connector, argv = ";", []
+    redirect = False
     for token in tokens:
-        if token in _CONNECTORS:
+        if redirect:
+            if token != "2" or not argv:
+                raise _Syntax("sh: 1: only >&2 redirections are simulated")
+            argv.append(_TO_STDERR)
+            redirect = False
+        elif token == ">&":
+            redirect = True
+        elif token in _CONNECTORS:
             if not argv:
                 raise _Syntax(f'sh: 1: Syntax error: "{token}" unexpected')
             result.append((connector, argv))
@@ -66,6 +84,8 @@ def split_command_line(line: str) -> list[tuple[str, list[str]]]:
             raise _Syntax(f"sh: 1: {token}: pipes and redirections are not simulated")
         else:
             argv.append(token)
+    if redirect:
+        raise _Syntax("sh: 1: Syntax error: end of file unexpected")
     if argv:
         result.append((connector, argv))
     elif connector != ";":
@@ -73,18 +93,39 @@ def split_command_line(line: str) -> list[tuple[str, list[str]]]:
     return result
 
 
-async def execute(line: str, ctx: Context) -> int:
-    """Run a command line; returns its exit status."""
+async def execute(line: str, ctx: Context, last_status: int = 0) -> int:
+    """Run a command line; returns its exit status (``last_status`` is ``$?`` at first)."""
     try:
         commands = split_command_line(line)
     except _Syntax as exc:
         ctx.err(f"{exc}\n")
         return 2
-    status = 0
+    status = last_status
     for connector, argv in commands:
         if (connector == "&&" and status != 0) or (connector == "||" and status == 0):
             continue
-        status = await run_argv(argv, ctx)
+        argv = [a.replace("$?", str(status)) for a in argv]
+        here = ctx
+        if argv[-1] == _TO_STDERR:
+            argv = argv[:-1]
+            here = dataclasses.replace(ctx, out=ctx.err, follow_sink=ctx.err)
+        status = await run_argv(argv, here)
+    return status
+
+
+async def run_script(ctx: Context) -> int:
+    """``sh`` reading its script from stdin: each line runs once it has arrived whole;
+    the exit status is the last command's, at end of input."""
+    status = 0
+    pending = ""
+    while (data := await ctx.read()) is not None:
+        pending += data
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if line.strip():
+                status = await execute(line, ctx, status)
+    if pending.strip():
+        status = await execute(pending, ctx, status)
     return status
 
 
@@ -94,6 +135,8 @@ async def run_argv(argv: list[str], ctx: Context) -> int:
         return await run_argv(args, ctx)
     if name in ("sh", "bash") and len(args) == 2 and args[0] == "-c":
         return await execute(args[1], ctx)
+    if name in ("sh", "bash") and args in ([], ["-s"]):
+        return await run_script(ctx)
     builtin = _BUILTINS.get(name)
     if builtin is None:
         ctx.err(f"bash: line 1: {name}: command not found\n")

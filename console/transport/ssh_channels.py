@@ -27,6 +27,7 @@ from inventory.model import Host
 
 if TYPE_CHECKING:
     from console.transport.ssh import SSHTransport
+    from console.transport.ssh_shell import PersistentShell
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +251,42 @@ class SSHConnection:
         process = await self._exec(raw, wrapped)
         return _Running(raw, process, expect_pid=self.mode == "pgroup")
 
+    def persistent_shell(self) -> PersistentShell:
+        """A shell kept open on this connection for many short commands (polls)."""
+        from console.transport.ssh_shell import PersistentShell
+
+        return PersistentShell(self, self._tail_lines)
+
+    async def open_session(self, command: str) -> _Running:
+        """Start ``command`` with its stdin left open, for a caller that feeds it (the
+        persistent shell). It holds a channel slot until :meth:`session_closed`; stop
+        it with :meth:`stop_session`."""
+        self._begin()
+        try:
+            await self._sessions.acquire()
+            try:
+                raw = await self._live()
+                wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
+                process = await self._exec(raw, wrapped, eof=False)
+            except BaseException:
+                self._sessions.release()
+                raise
+        except BaseException:
+            self._end()
+            raise
+        return _Running(raw, process, expect_pid=self.mode == "pgroup")
+
+    async def stop_session(self, running: _Running) -> str | None:
+        """Stop a session's remote processes (see :meth:`_stop`); never raises."""
+        return await self._stop(running)
+
+    def session_closed(self) -> None:
+        """A session from :meth:`open_session` is over: its slot is free again."""
+        self._sessions.release()
+        self._end()
+
     async def _exec(
-        self, raw: asyncssh.SSHClientConnection, command: str
+        self, raw: asyncssh.SSHClientConnection, command: str, *, eof: bool = True
     ) -> asyncssh.SSHClientProcess[bytes]:
         """Open a channel, exec ``command`` and close its stdin.
 
@@ -262,7 +297,8 @@ class SSHConnection:
         for attempt in range(1, CHANNEL_OPEN_ATTEMPTS + 1):
             try:
                 process = await raw.create_process(command, encoding=None)
-                process.stdin.write_eof()
+                if eof:
+                    process.stdin.write_eof()
                 return process
             except asyncssh.ChannelOpenError as exc:
                 refused = exc.code in _SESSION_REFUSED

@@ -1,0 +1,235 @@
+"""One long-lived shell per host for the monitor's polls: one channel, many commands.
+
+An exec channel costs about a millisecond of CPU on each side (channel open, exec
+request, exit status, EOF and close are a dozen packets through asyncssh's Python);
+at 1,000 hosts polled every 2 s that is most of the console's work, and of a small
+host's sshd. A shell that reads its script from the channel runs each poll for one
+packet out and its output back.
+
+Framing: a command is written as one line, then an end line that prints a marker
+with ``$?`` on stdout and a bare marker on stderr (the two streams are not ordered
+with each other, so a command is over when both markers arrived). The marker holds
+a random nonce, so no command output can fake it.
+
+Over a real shell (``pgroup`` hosts) the script is an eval loop that reads the
+script from fd 3 and gives each command ``/dev/null`` as stdin, so a command that
+reads its stdin cannot swallow the next poll. Hosts in ``signal`` mode (servers
+without a real shell, the simulated fleet) get a plain ``sh`` reading stdin.
+
+A timeout, a cancellation or a lost connection ends the shell: it is stopped the way
+any command is (:mod:`console.transport.remote_kill`: the shell's process group, the
+hung command included) and the next :meth:`PersistentShell.run` starts a new one. A
+command that ends the shell itself (``exit 3``) reports the shell's exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from console.transport.aio import run_shielded
+from console.transport.base import HostUnreachable, LineCallback, RunResult
+from console.transport.output import OutputSink, pump
+
+if TYPE_CHECKING:
+    from console.transport.ssh_channels import SSHConnection, _Running
+
+# fd 3 is the script, every command's stdin is /dev/null; `read -r` keeps backslashes;
+# `$?` is carried across lines (`read` would reset it) by a function that returns it.
+EVAL_LOOP = (
+    "exec 3<&0 </dev/null; rolldeck_s=0; rolldeck_r() { return $1; }; "
+    "while IFS= read -r rolldeck_l <&3; do "
+    'rolldeck_r $rolldeck_s; eval "$rolldeck_l"; rolldeck_s=$?; done'
+)
+
+
+def shell_command(mode: str) -> str:
+    """The command that starts the persistent shell on a host of kill ``mode``."""
+    if mode == "pgroup":
+        return "exec /bin/sh -c '" + EVAL_LOOP.replace("'", "'\"'\"'") + "'"
+    return "sh"
+
+
+def can_run(command: str) -> bool:
+    """Whether ``command`` fits on one line of the script (else: an exec of its own)."""
+    return "\n" not in command and "\r" not in command
+
+
+class _Job:
+    """The command in flight: its output sink and the two end markers it waits for."""
+
+    def __init__(self, sink: OutputSink, loop: asyncio.AbstractEventLoop) -> None:
+        self.sink = sink
+        self.status: asyncio.Future[int | None] = loop.create_future()
+        self.stderr_done: asyncio.Future[None] = loop.create_future()
+
+
+class PersistentShell:
+    """Runs one command at a time in a shell kept open on ``conn``.
+
+    :meth:`run` has :meth:`Connection.run`'s contract (line by line output, a
+    mandatory timeout that stops the remote command, cancellation that stops it,
+    :class:`HostUnreachable` on a lost connection). When a command is already running
+    in the shell, another is run on an exec channel of its own rather than queued.
+    """
+
+    def __init__(self, conn: SSHConnection, tail_lines: int = 20) -> None:
+        self.conn = conn
+        self.tail_lines = tail_lines
+        self.started = 0  # shells opened so far (1 while nothing went wrong)
+        self._lock = asyncio.Lock()
+        self._running: _Running | None = None
+        self._readers: list[asyncio.Task[None]] = []
+        self._job: _Job | None = None
+        self._marker = ""
+
+    async def run(
+        self, command: str, *, timeout: float, on_line: LineCallback | None = None
+    ) -> RunResult:
+        if self._lock.locked() or not can_run(command):
+            return await self.conn.run(command, timeout=timeout, on_line=on_line)
+        async with self._lock:
+            return await self._run(command, timeout, on_line)
+
+    async def _run(self, command: str, timeout: float, on_line: LineCallback | None) -> RunResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sink = OutputSink(self.tail_lines, on_line)
+        job = _Job(sink, loop)
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                running = await self._ensure()
+                self._job = job
+                marker = self._marker
+                script = f'{command}\necho "{marker}$?"; echo {marker} >&2\n'
+                try:
+                    running.process.stdin.write(script.encode())
+                except (asyncssh.Error, OSError) as exc:
+                    raise HostUnreachable(self.conn.host.name, f"connection lost: {exc}") from exc
+                code = await job.status
+                await job.stderr_done
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            signal = await run_shielded(self._discard())
+            return sink.result("timeout", None, loop.time() - started, signal)
+        except _ShellEnded as ended:
+            await run_shielded(self._discard())
+            if ended.lost:
+                raise HostUnreachable(
+                    self.conn.host.name, "connection lost while a command was running"
+                ) from None
+            code, signal = ended.exit_code, ended.signal
+            status = "ok" if code == 0 else "failed"
+            return sink.result(status, code, loop.time() - started, signal)
+        except BaseException:
+            await run_shielded(self._discard())
+            raise
+        finally:
+            self._job = None
+        status = "ok" if code == 0 else "failed"
+        return sink.result(status, code, loop.time() - started)
+
+    async def _ensure(self) -> _Running:
+        """The open shell, started when there is none."""
+        if self._running is not None:
+            return self._running
+        self._marker = f"\x1erolldeck-end-{secrets.token_hex(6)} "
+        running = await self.conn.open_session(shell_command(self.conn.mode))
+        self.started += 1
+        self._running = running
+        process = running.process
+        self._readers = [
+            asyncio.create_task(self._read(process.stdout.read, self._stdout_line)),
+            asyncio.create_task(self._read(process.stderr.read, self._stderr_line)),
+        ]
+        return running
+
+    async def _read(
+        self, read: Callable[[int], Awaitable[bytes]], deliver: Callable[[str], None]
+    ) -> None:
+        """Pump one stream; at its end (the shell exited, the connection dropped)
+        fail the job in flight."""
+        with contextlib.suppress(asyncssh.Error, OSError):
+            await pump(read, deliver)
+        running = self._running
+        job = self._job
+        if job is None or running is None:
+            return
+        with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await running.process.wait_closed()
+        process = running.process
+        lost = running.raw.is_closed() and process.exit_status is None
+        exit_signal = process.exit_signal
+        code = process.exit_status if process.exit_status is not None else None
+        if code is not None and code < 0:
+            code = None
+        ended = _ShellEnded(lost, code, exit_signal[0] if exit_signal else None)
+        for future in (job.status, job.stderr_done):
+            if not future.done():
+                future.set_exception(ended)
+
+    def _stdout_line(self, line: str) -> None:
+        running, job = self._running, self._job
+        if running is not None:
+            kept = running.stdout_line(line)  # the pid marker, first in pgroup mode
+            if kept is None:
+                return
+        if job is None:
+            return  # output between commands: nobody's
+        at = line.find(self._marker)
+        if at < 0:
+            job.sink.emit("stdout", line)
+            return
+        if at > 0:  # the command's last line had no newline
+            job.sink.emit("stdout", line[:at])
+        value = line[at + len(self._marker) :].strip()
+        if not job.status.done():
+            job.status.set_result(int(value) if value.isdigit() else None)
+
+    def _stderr_line(self, line: str) -> None:
+        job = self._job
+        if job is None:
+            return
+        at = line.find(self._marker.rstrip())
+        if at < 0:
+            job.sink.emit("stderr", line)
+            return
+        if at > 0:
+            job.sink.emit("stderr", line[:at])
+        if not job.stderr_done.done():
+            job.stderr_done.set_result(None)
+
+    async def _discard(self) -> str | None:
+        """Stop the shell (and what runs in it); returns the signal that ended it."""
+        running, self._running = self._running, None
+        readers, self._readers = self._readers, []
+        for task in readers:
+            task.cancel()
+        for task in readers:
+            with contextlib.suppress(BaseException):
+                await task
+        if running is None:
+            return None
+        try:
+            return await self.conn.stop_session(running)
+        finally:
+            self.conn.session_closed()
+
+    async def close(self) -> None:
+        """Stop the shell; waits for a command in flight to be stopped too."""
+        await run_shielded(self._discard())
+
+
+class _ShellEnded(Exception):
+    """The shell's output ended before the command's end markers."""
+
+    def __init__(self, lost: bool, exit_code: int | None, signal: str | None) -> None:
+        super().__init__("the shell ended")
+        self.lost, self.exit_code, self.signal = lost, exit_code, signal

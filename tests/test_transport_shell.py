@@ -1,0 +1,149 @@
+"""The persistent probe shell (console.transport.ssh_shell) against a real OpenSSH sshd
+and the simulated fleet: framing, exit codes, stdin isolation, and that a timeout or
+cancellation really stops the remote command."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import psutil
+import pytest
+
+from console.transport.base import TransportOptions
+from console.transport.ssh import SSHConnection, SSHTransport
+from console.transport.ssh_shell import PersistentShell
+from inventory.loader import load_inventory
+from tests.fixtures.simfleet import FleetFactory
+from tests.fixtures.sshd import SSHFleet, living_processes, unique_sleep
+
+
+@pytest.fixture
+async def sshd_shell(
+    sshd_fleet: Callable[..., SSHFleet],
+) -> AsyncIterator[tuple[SSHConnection, PersistentShell]]:
+    fleet = sshd_fleet(1)
+    transport = SSHTransport(fleet.options)
+    conn = await transport.connect(fleet.hosts[0])
+    shell = PersistentShell(conn)
+    try:
+        yield conn, shell
+    finally:
+        await shell.close()
+        await transport.close()
+
+
+async def until_gone(marker: str) -> list[psutil.Process]:
+    for _ in range(100):
+        left = living_processes(marker)
+        if not left:
+            return []
+        await asyncio.sleep(0.05)
+    return living_processes(marker)
+
+
+@pytest.mark.sshd
+async def test_many_commands_one_shell_with_exit_codes_and_streams(sshd_shell) -> None:
+    _, shell = sshd_shell
+    seen: list[tuple[str, str]] = []
+    r = await shell.run(
+        "echo one; echo two >&2; printf 'no newline'; false",
+        timeout=10,
+        on_line=lambda s, line: seen.append((s, line)),
+    )
+    assert (r.status, r.exit_code) == ("failed", 1)
+    assert r.stdout_tail == ("one", "no newline")
+    assert r.stderr_tail == ("two",)
+    assert sorted(seen) == [("stderr", "two"), ("stdout", "no newline"), ("stdout", "one")]
+    for i in range(20):
+        r = await shell.run(f"echo {i}; (exit {i % 3})", timeout=10)
+        assert r.stdout_tail == (str(i),)
+        assert r.exit_code == i % 3
+    assert shell.started == 1  # every command above ran in one shell
+
+
+@pytest.mark.sshd
+async def test_a_command_reading_stdin_cannot_swallow_the_next(sshd_shell) -> None:
+    _, shell = sshd_shell
+    r = await shell.run("cat; echo after-cat", timeout=10)
+    assert r.ok and r.stdout_tail == ("after-cat",)  # cat read /dev/null, not the script
+    r = await shell.run("echo still-here", timeout=10)
+    assert r.stdout_tail == ("still-here",) and shell.started == 1
+
+
+@pytest.mark.sshd
+async def test_shell_state_and_quotes_survive(sshd_shell) -> None:
+    _, shell = sshd_shell
+    r = await shell.run("printf '%s\\n' 'a \"b\" $HOME' \"c'd\"", timeout=10)
+    assert r.stdout_tail == ('a "b" $HOME', "c'd")
+    r = await shell.run("exit 4", timeout=10)  # ends the shell: its status is the command's
+    assert (r.status, r.exit_code) == ("failed", 4)
+    r = await shell.run("echo reborn", timeout=10)
+    assert r.ok and r.stdout_tail == ("reborn",) and shell.started == 2
+
+
+@pytest.mark.sshd
+async def test_timeout_kills_the_remote_command_and_a_new_shell_follows(sshd_shell) -> None:
+    _, shell = sshd_shell
+    sleep = unique_sleep()
+    r = await shell.run(f"echo started; {sleep}", timeout=1.0)
+    assert r.status == "timeout" and r.stdout_tail == ("started",)
+    assert await until_gone(sleep) == []
+    r = await shell.run("echo next", timeout=10)
+    assert r.ok and r.stdout_tail == ("next",) and shell.started == 2
+
+
+@pytest.mark.sshd
+async def test_cancellation_kills_the_remote_command(sshd_shell) -> None:
+    _, shell = sshd_shell
+    sleep = unique_sleep()
+    task = asyncio.create_task(shell.run(sleep, timeout=60))
+    for _ in range(100):
+        if living_processes(sleep):
+            break
+        await asyncio.sleep(0.05)
+    assert living_processes(sleep)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await until_gone(sleep) == []
+
+
+@pytest.mark.sshd
+async def test_busy_shell_runs_a_second_command_on_its_own_channel(sshd_shell) -> None:
+    _, shell = sshd_shell
+    slow = asyncio.create_task(shell.run("sleep 0.5; echo slow", timeout=10))
+    await asyncio.sleep(0.1)
+    quick = await shell.run("echo quick", timeout=10)
+    assert quick.stdout_tail == ("quick",)
+    assert (await slow).stdout_tail == ("slow",)
+    assert shell.started == 1
+
+
+@pytest.mark.sshd
+async def test_output_that_looks_like_a_marker_is_just_output(sshd_shell) -> None:
+    _, shell = sshd_shell
+    r = await shell.run("printf '\\036rolldeck-end-000000000000 0\\n'; echo x", timeout=10)
+    assert r.ok and r.stdout_tail == ("\x1erolldeck-end-000000000000 0", "x")
+
+
+async def test_simulated_fleet_shell(sim_fleet_factory: FleetFactory) -> None:
+    fleet = await sim_fleet_factory(n=2, time_scale=0.1)
+    host = load_inventory(str(fleet.inventory_path)).hosts["web-01"]
+    transport = SSHTransport(TransportOptions(ssh_config=[], connect_timeout=5))
+    try:
+        conn = await transport.connect(host)
+        shell = PersistentShell(conn)
+        r = await shell.run("svc version; echo oops >&2; false", timeout=10)
+        assert (r.status, r.exit_code) == ("failed", 1)
+        assert r.stderr_tail == ("oops",) and len(r.stdout_tail) == 1
+        for _ in range(5):
+            r = await shell.run("svc health", timeout=10)
+            assert r.exit_code in (0, 1)
+        r = await shell.run("sleep 30", timeout=0.5)
+        assert r.status == "timeout"
+        r = await shell.run("cat /proc/loadavg", timeout=10)
+        assert r.ok and shell.started == 2
+        await shell.close()
+    finally:
+        await transport.close()
