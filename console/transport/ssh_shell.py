@@ -136,7 +136,9 @@ class PersistentShell:
         return sink.result(status, code, loop.time() - started)
 
     async def _ensure(self) -> _Running:
-        """The open shell, started when there is none."""
+        """The open shell, started when there is none (or the last one ended)."""
+        if self._running is not None and any(t.done() for t in self._readers):
+            await self._discard()  # it ended between commands (a lost connection)
         if self._running is not None:
             return self._running
         self._marker = f"\x1erolldeck-end-{secrets.token_hex(6)} "
@@ -165,6 +167,8 @@ class PersistentShell:
             async with asyncio.timeout(1.0):
                 await running.process.wait_closed()
         process = running.process
+        if process.exit_status is not None or process.exit_signal is not None:
+            running.finished = True  # nothing left to stop
         lost = running.raw.is_closed() and process.exit_status is None
         exit_signal = process.exit_signal
         code = process.exit_status if process.exit_status is not None else None
