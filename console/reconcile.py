@@ -63,6 +63,7 @@ class JournalFacts:
     hosts: dict[str, HostFacts]
     batches: list[tuple[str, ...]]
     rolling_back: bool  # a rollback was requested or running
+    gates_passed: frozenset[int] = frozenset()  # after_batch of every gate passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ def journal_facts(events: list[ev.Event], once_steps: frozenset[str]) -> Journal
     hosts: dict[str, HostFacts] = {}
     batches: list[tuple[str, ...]] = []
     rolling_back = False
+    gates: set[int] = set()
 
     def host(name: str) -> HostFacts:
         return hosts.setdefault(name, HostFacts(name))
@@ -105,6 +107,8 @@ def journal_facts(events: list[ev.Event], once_steps: frozenset[str]) -> Journal
                 rolling_back = True
             case ev.BatchStarted() if e.rollback:
                 rolling_back = True
+            case ev.GatePassed():
+                gates.add(e.after_batch)
             case ev.HostStateChanged():
                 h = host(e.host)
                 if e.state == HostState.RUNNING and e.detail != "resumed":
@@ -139,7 +143,7 @@ def journal_facts(events: list[ev.Event], once_steps: frozenset[str]) -> Journal
     for i, batch in enumerate(batches):
         for name in batch:
             host(name).batch = i
-    return JournalFacts(hosts, batches, rolling_back)
+    return JournalFacts(hosts, batches, rolling_back, frozenset(gates))
 
 
 def decide(

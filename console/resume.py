@@ -77,6 +77,15 @@ class ResumeState:
     first_event: ev.Event = field(init=False)
     start_batch: int = 0
 
+    @property
+    def gate_first(self) -> int | None:
+        """The gate before ``start_batch`` when it was never passed (the console died
+        at it or in its bake): it runs again before that batch, as it would have."""
+        s = self.start_batch
+        if 0 < s < len(self.facts.batches) and (s - 1) not in self.facts.gates_passed:
+            return s - 1
+        return None
+
     def __post_init__(self) -> None:
         self.first_event = ev.Notice(
             message=(
@@ -108,6 +117,8 @@ class ResumeState:
                 if todo
                 else "no host left to deploy"
             )
+            if todo and self.gate_first is not None:
+                rest += f", after the gate that follows batch {self.gate_first + 1}"
         flagged = by.get("flagged", [])
         warn = f"; flagged for the operator: {', '.join(sorted(flagged))}" if flagged else ""
         return f"reconciled: {', '.join(parts)}; {rest}{warn}"
@@ -143,6 +154,7 @@ class ResumeState:
                     ev.HostStateChanged(host=name, state=d.state, step=rec.step, detail=d.detail)
                 )
         engine._start_batch = self.start_batch
+        engine._gate_first = self.gate_first
         if self.rolling_back:
             c.rollback_requested = c.rolling_back = True
         c.paused = True

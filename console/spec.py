@@ -157,6 +157,9 @@ class RolloutSpec:
     on_failure: OnFailure = "pause"
     between_batches: GateSpec = field(default_factory=GateSpec)
     current_version: str | None = None  # command printing the running version
+    # The release layout: <release_dir>/current links to <release_dir>/releases/<version>;
+    # when set, current_version is derived from it (release_version_command).
+    release_dir: str | None = None
     preflight: tuple[Step, ...] = ()
     steps: tuple[Step, ...] = ()
     health: HealthSpec | None = None
@@ -206,6 +209,7 @@ TOP_KEYS = (
     "on_failure",
     "between_batches",
     "current_version",
+    "release_dir",
     "preflight",
     "steps",
     "health",
@@ -469,6 +473,23 @@ class _Reader:
             self.fail_at_offset(node, field, value, exc.offset, exc.message)
         return value
 
+    def release_dir(self, node: yaml.Node, field: str) -> str:
+        """An absolute directory path; placeholders allowed (rendered quoted), other
+        shell syntax not, as the path goes into a command unquoted around them."""
+        value = self.command(node, field)
+        if not value.startswith(("/", "{")):
+            self.fail(node, field, f"must be an absolute path, not {value!r}")
+        literal = re.sub(r"\{[^{}]*\}", "", value)
+        bad = sorted(set(re.sub(r"[A-Za-z0-9_./@+,:=-]", "", literal)))
+        if bad:
+            self.fail(
+                node,
+                field,
+                f"must be a plain path; {''.join(bad)!r} would need quoting "
+                "(use a variable: release_dir: '{vars.root}')",
+            )
+        return value.rstrip("/") or "/"
+
     def fail_at_offset(
         self, node: yaml.Node, field: str, value: str, offset: int, message: str
     ) -> NoReturn:
@@ -499,6 +520,16 @@ class _Reader:
         opt("on_failure", lambda n, f: self.choice(n, f, ON_FAILURE))
         opt("between_batches", self.gate)
         opt("current_version", self.command)
+        opt("release_dir", self.release_dir)
+        if "release_dir" in kw:
+            if "current_version" in kw:
+                self.fail(
+                    top["release_dir"],
+                    "release_dir",
+                    "give current_version or release_dir, not both "
+                    "(release_dir reads the version from the `current` symlink)",
+                )
+            kw["current_version"] = release_version_command(kw["release_dir"])
         opt(
             "preflight",
             lambda n, f: self.steps(n, f, "preflight", PREFLIGHT_TIMEOUT, keys=AUX_STEP_KEYS),
@@ -867,6 +898,13 @@ def _resolve_inventory(spec_path: str, value: str) -> str:
     if os.path.isabs(value):
         return value
     return os.path.normpath(os.path.join(os.path.dirname(spec_path), value))
+
+
+def release_version_command(release_dir: str) -> str:
+    """The command that prints the version of the release layout's ``current`` link
+    (``releases/2.4.0`` or an absolute target: the last path element); it fails,
+    failing the host, when there is no ``current`` link yet."""
+    return f'rolldeck_t=$(readlink -- {release_dir}/current) && basename -- "$rolldeck_t"'
 
 
 def commands(spec: RolloutSpec) -> list[tuple[str, Step]]:

@@ -196,3 +196,38 @@ async def test_once_step_in_flight_is_flagged_not_rerun_and_spends_the_budget(
     alerts = [e for e in events if isinstance(e, ev.Alert) and e.rule == "max_failures"]
     assert alerts and alerts[-1].numbers.get("resume") is True
     assert fleet.host_state(host).restarts == before  # not run again by the resume
+
+
+async def test_a_gate_never_passed_is_not_skipped_on_resume(
+    sim_fleet_factory: FleetFactory, tmp_path: Path
+) -> None:
+    """The console died (here: stopped headless without --yes) at the manual gate after
+    batch 1: the resume runs that gate again before batch 2, it does not jump it."""
+    fleet = await sim_fleet_factory(n=4, time_scale=0.05)
+    spec = fleet.spec_path.with_name("rollout-manual.yaml")
+    lines = [
+        "between_batches: manual" if line.startswith("between_batches:") else line
+        for line in fleet.spec_path.read_text().splitlines()
+    ]
+    spec.write_text("\n".join(lines) + "\n")
+    state = tmp_path / "state"
+    code, _, err = await cli("run", str(spec), "--headless", "--state-dir", str(state))
+    assert code == 6, err  # paused at the manual gate: no --yes
+    events = events_of(state)
+    assert [e.after_batch for e in events if isinstance(e, ev.GateWaiting)] == [0]
+    assert not [e for e in events if isinstance(e, ev.GatePassed)]
+
+    code, out, err = await cli("resume", "--headless", "--state-dir", str(state))
+    assert code == 6, err
+    assert "after the gate that follows batch 1" in out
+    before = len(events_of(state))
+    code, out, err = await cli("resume", "--headless", "--yes", "--state-dir", str(state))
+    assert code == 0, out + err
+    resumed = events_of(state)[before:]
+    gate = next(i for i, e in enumerate(resumed) if isinstance(e, ev.GateWaiting))
+    assert resumed[gate].after_batch == 0  # type: ignore[attr-defined]
+    passed = next(i for i, e in enumerate(resumed) if isinstance(e, ev.GatePassed))
+    batch = next(i for i, e in enumerate(resumed) if isinstance(e, ev.BatchStarted))
+    assert gate < passed < batch and resumed[batch].index == 1  # type: ignore[attr-defined]
+    commands = [e for e in resumed if isinstance(e, ev.OperatorCommand)]
+    assert any(c.command == "continue" and "--yes" in c.reason for c in commands)

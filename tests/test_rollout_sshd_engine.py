@@ -32,7 +32,7 @@ max_parallel: 20
 max_failures: {max_failures}
 on_failure: {on_failure}
 between_batches: auto
-current_version: basename "$(readlink {{vars.root}}/current)"
+release_dir: "{{vars.root}}"  # the release layout: current -> releases/<version>
 steps:
   - name: install
     run: >-

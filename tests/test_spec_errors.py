@@ -30,6 +30,11 @@ CASES = [
     ("between_batches: {gate: manual, timout: 1m}", 5, "between_batches.timout", "timeout"),
     ("error_rate: {windw: 1m}", 5, "error_rate.windw", "did you mean 'window'?"),
     ("zzz: 1", 5, "zzz", "unknown key 'zzz'"),
+    # the release layout
+    ("release_dir: opt/app", 5, "release_dir", "must be an absolute path"),
+    ("release_dir: /opt/my app", 5, "release_dir", "would need quoting"),
+    ("release_dir: '/opt/$(id)'", 5, "release_dir", "would need quoting"),
+    ("current_version: cat V\nrelease_dir: /opt/a", 6, "release_dir", "not both"),
     # duplicates
     ("health: {run: x}\nhealth: {run: y}", 6, "health", "duplicate key"),
     # wrong types

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ from console.spec import (
     percent_of,
     settings,
 )
+from console.templating import build_context, render
+from inventory.model import Host
 
 FULL = """\
 service: checkout-api
@@ -403,3 +406,27 @@ def test_percent_of_is_exact() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_release_dir_derives_current_version_and_runs_in_a_shell(tmp_path: Path) -> None:
+    """The release layout: the version is the last element of the `current` link's
+    target; a host without the link fails its version read (non-zero exit)."""
+    text = "service: api\nversion: '2'\nrelease_dir: '{vars.root}/'\nsteps: [deploy]\n"
+    spec = parse_spec(text, "s.yaml")
+    assert spec.release_dir == "{vars.root}"
+    assert spec.current_version is not None and "readlink" in spec.current_version
+    root = tmp_path / "odd root; $(touch pwned)"
+    (root / "releases" / "1.9.3").mkdir(parents=True)
+    host = Host(name="h", address="127.0.0.1", vars={"root": str(root)})
+    command = render(spec.current_version, build_context(spec, host, None))
+
+    def sh() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True)
+
+    assert sh().returncode != 0  # no current link yet
+    (root / "current").symlink_to("releases/1.9.3")
+    assert (sh().returncode, sh().stdout) == (0, "1.9.3\n")
+    (root / "current").unlink()
+    (root / "current").symlink_to(root / "releases" / "1.9.3")  # an absolute target
+    assert sh().stdout == "1.9.3\n"
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()

@@ -94,6 +94,7 @@ class Engine:
         self._resume = resume
         self.view = resume.replayed_view() if resume is not None else RolloutView()
         self._start_batch = 0  # resume: the first batch with work left
+        self._gate_first: int | None = None  # resume: a gate to pass before that batch
         self.control = Control()
         by_name = {h.name: h for h in hosts}
         missing = [n for n in plan.hosts if n not in by_name]
@@ -288,6 +289,10 @@ class Engine:
             await c.wait_for(unpaused)
             if stop := await self._stop_check():
                 return stop
+            if self._gate_first is not None:  # resumed before a gate it never passed
+                gate, self._gate_first = self._gate_first, None
+                await run_gate(self, gate)
+                continue  # paused or stopped at the gate: back to the checks above
             await self._run_batch(i)
             if stop := await self._stop_check():
                 return stop
