@@ -376,3 +376,25 @@ async def test_state_dir_deeper_than_a_socket_address_allows(tmp_path: Path) -> 
     finally:
         await server.close()
     assert not await asyncio.to_thread(socket_alive, sock)
+
+
+async def test_ps_sweeps_a_socket_whose_owner_died(tmp_path: Path) -> None:
+    """kill -9 leaves `<id>.sock` behind; the next look (ps, attach) removes it, and
+    never a live one."""
+    import socket as socketmod
+
+    from console.attach.discovery import running_rollouts
+
+    stale = socket_path_for(tmp_path, "shop-dead")
+    dead = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
+    dead.bind(str(stale))
+    dead.close()
+    run = slow_run(tmp_path, "shop-live", n=2, delay=0.0)
+    server = serve_engine(run.engine, tmp_path)
+    try:
+        rows = await running_rollouts(tmp_path)
+        assert [r["rollout_id"] for r in rows] == ["shop-live"]
+        assert not stale.exists()
+        assert socket_path_for(tmp_path, "shop-live").exists()
+    finally:
+        await server.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ async def _probe(path: Path) -> dict[str, Any] | None:
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
             hello = await probe(path)
+    except ConnectionRefusedError:
+        # Nobody listens: its owner died (kill -9) without unlinking it. A live owner's
+        # socket is linked into place only once listening, so this one is garbage.
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(path.unlink)
+        return None
     except (OSError, ProtocolError, TimeoutError):
         return None  # a socket left by a dead owner, or not ours
     row = dict(hello.get("summary") or {})
