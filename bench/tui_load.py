@@ -33,6 +33,7 @@ from typing import Any
 import psutil
 from textual import events
 
+from console import gc_policy
 from console.app import RolldeckApp
 from console.bus import EventBus
 from console.commands import Command
@@ -274,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=1.0, help="seconds before measuring")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--sort", default="cumulative", help="profile sort order")
+    ap.add_argument("--default-gc", action="store_true", help="CPython's GC thresholds")
     args = ap.parse_args(argv)
+    if not args.default_gc:
+        gc_policy.tune()  # as `rolldeck` does for every command (console/cli.py)
     if args.fleet:
         with sim_fleet(args) as directory:
             r = asyncio.run(run(args, directory))
