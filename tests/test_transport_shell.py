@@ -147,3 +147,49 @@ async def test_simulated_fleet_shell(sim_fleet_factory: FleetFactory) -> None:
         await shell.close()
     finally:
         await transport.close()
+
+
+async def test_host_without_a_shell_gets_one_command_per_poll(
+    sim_fleet_factory: FleetFactory,
+) -> None:
+    """`rolldeck_shell: none`: no chained polls, no shell kept open."""
+    import dataclasses
+
+    from console.health import ErrorRateAnalyzer
+    from console.monitor import HostMonitor
+    from console.spec import load_spec
+
+    fleet = await sim_fleet_factory(n=1, time_scale=0.1)
+    host = load_inventory(str(fleet.inventory_path)).hosts["web-01"]
+    spec = load_spec(fleet.spec_path)
+    transport = SSHTransport(TransportOptions(ssh_config=[], connect_timeout=5))
+    try:
+        plain = await transport.connect(host)
+        assert plain.chains_commands and plain.persistent_shell() is not None
+        await transport.close_host(host.name)
+        bare = dataclasses.replace(host, vars={**host.vars, "rolldeck_shell": "none"})
+        conn = await transport.connect(bare)
+        assert not conn.chains_commands and conn.persistent_shell() is None
+        assert spec.error_rate is not None
+        monitor = HostMonitor(
+            bare.name,
+            conn,
+            spec,
+            lambda e: None,
+            ErrorRateAnalyzer(spec.error_rate, has_metrics=spec.metrics is not None),
+            lambda h, d: None,
+        )
+        assert not monitor.chain and monitor._shell is None
+    finally:
+        await transport.close()
+
+
+def test_rolldeck_shell_is_validated() -> None:
+    from console.errors import InputError
+    from console.transport.remote_kill import shell_kind
+    from inventory.model import Host
+
+    assert shell_kind(Host(name="a", address="a")) == "sh"
+    assert shell_kind(Host(name="a", address="a", vars={"rolldeck_shell": "none"})) == "none"
+    with pytest.raises(InputError, match="rolldeck_shell must be one of sh, none"):
+        shell_kind(Host(name="a", address="a", vars={"rolldeck_shell": "bash"}))

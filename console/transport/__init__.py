@@ -8,7 +8,8 @@ A host is local when its ``rolldeck_connection`` (or Ansible's ``ansible_connect
 var is ``local``, or when it is named ``localhost`` with a loopback address and no port.
 Any other value of those vars (``ssh``, ``smart``) means SSH. Per host, the var
 ``rolldeck_kill: pgroup | signal`` selects how a timed-out command is stopped (see
-:mod:`console.transport.remote_kill`).
+:mod:`console.transport.remote_kill`) and ``rolldeck_shell: sh | none`` whether the
+host's commands run in a shell (the monitor's polls chain and share one kept open).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from console.errors import InputError
 from inventory.model import Host
 
 KILL_MODES = ("pgroup", "signal")
+SHELL_KINDS = ("sh", "none")
 KILL_GRACE = 2.0  # seconds between TERM and KILL
 PID_MARKER = "\x1erolldeck-pid "  # starts with an ASCII record separator: never real output
 
@@ -36,6 +37,21 @@ def kill_mode(host: Host) -> str:
             field="rolldeck_kill",
         )
     return mode
+
+
+def shell_kind(host: Host) -> str:
+    """The host's ``rolldeck_shell`` var, validated: ``sh`` (the default) when its
+    commands run in a shell that chains ``a && b || c; d`` and reads a script from
+    stdin (any POSIX sh; the simulated fleet's), ``none`` for a server without one:
+    the monitor then runs every poll as its own command."""
+    kind = str(host.vars.get("rolldeck_shell", "sh"))
+    if kind not in SHELL_KINDS:
+        raise InputError(
+            f"host {host.name}: rolldeck_shell must be one of {', '.join(SHELL_KINDS)}, "
+            f"not {kind!r}",
+            field="rolldeck_shell",
+        )
+    return kind
 
 
 def wrap_pgroup(command: str) -> str:

@@ -42,7 +42,7 @@ from console.transport.knownhosts import (
     resolve_paths,
     trusted_keys,
 )
-from console.transport.remote_kill import kill_mode
+from console.transport.remote_kill import kill_mode, shell_kind
 from console.transport.ssh_channels import DEFAULT_MAX_SESSIONS, SSHConnection, reason
 from inventory.model import Host
 
@@ -154,6 +154,7 @@ class SSHTransport:
         if self._closed:
             raise TransportError(host.name, "the transport is closed")
         kill_mode(host)  # a bad rolldeck_kill is bad input, reported before any network
+        shell_kind(host)
         current = self._connections.get(host.name)
         if current is not None and not current.closed:
             return current
@@ -239,6 +240,7 @@ class SSHTransport:
                 self,
                 host,
                 mode=kill_mode(host),
+                shell=shell_kind(host),
                 tail_lines=self.options.tail_lines,
                 max_sessions=int(self.options.extra.get("max_sessions", DEFAULT_MAX_SESSIONS)),
             )

@@ -105,10 +105,6 @@ class _Running:
 class SSHConnection:
     """One host's connection; many commands may run on it at once (one channel each)."""
 
-    # Commands run in the login shell (or the simulated fleet's), which chains
-    # `a && b || c; d`: the monitor may poll several signals in one channel.
-    chains_commands = True
-
     def __init__(
         self,
         transport: SSHTransport,
@@ -117,9 +113,14 @@ class SSHConnection:
         mode: str,
         tail_lines: int,
         max_sessions: int,
+        shell: str = "sh",
     ) -> None:
         self.host = host
         self.mode = mode
+        # Commands run in the login shell (or the simulated fleet's), which chains
+        # `a && b || c; d`: the monitor may poll several signals in one command, in a
+        # shell kept open. `rolldeck_shell: none` (a server without one) says not to.
+        self.chains_commands = shell != "none"
         self.state = "new"  # open | evicted (reopens by itself) | lost | closed
         self.busy = 0  # commands and streams in flight: a busy connection is never evicted
         self.last_used = 0.0
@@ -251,11 +252,12 @@ class SSHConnection:
         process = await self._exec(raw, wrapped)
         return _Running(raw, process, expect_pid=self.mode == "pgroup")
 
-    def persistent_shell(self) -> PersistentShell:
-        """A shell kept open on this connection for many short commands (polls)."""
+    def persistent_shell(self) -> PersistentShell | None:
+        """A shell kept open on this connection for many short commands (polls);
+        None for a host without a shell."""
         from console.transport.ssh_shell import PersistentShell
 
-        return PersistentShell(self, self._tail_lines)
+        return PersistentShell(self, self._tail_lines) if self.chains_commands else None
 
     async def open_session(self, command: str) -> _Running:
         """Start ``command`` with its stdin left open, for a caller that feeds it (the
