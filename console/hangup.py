@@ -66,7 +66,9 @@ class TerminalLoss:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.fds, self.on_lost, self.loop = fds, on_lost, loop
-        self._lock = threading.Lock()
+        # Re-entrant: SIGHUP's handler may run on a thread already inside lost() (a
+        # shell re-sends SIGHUP to its jobs; an output write failed first).
+        self._lock = threading.RLock()
         self.happened = False
 
     def lost(self) -> None:
@@ -81,7 +83,8 @@ class TerminalLoss:
                 loop = asyncio.get_running_loop()
         if loop is None:
             self.on_lost()
-        else:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to pause
             loop.call_soon_threadsafe(self.on_lost)
 
     def guard(self, stream: IO[str]) -> IO[str]:
@@ -106,18 +109,21 @@ class _TerminalStream:
         try:
             return self._stream.write(text)
         except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
-            self._loss.lost()
+            self._hung_up(exc)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
-            self._loss.lost()
+            self._hung_up(exc)
+
+    def _hung_up(self, exc: OSError) -> None:
+        """EIO from a terminal that is gone is its loss; anything else (EIO from a
+        terminal still there: a background process group) is raised."""
+        if exc.errno != errno.EIO or isatty(self._stream.fileno()):
+            raise exc
+        self._loss.lost()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

@@ -70,8 +70,8 @@ async def test_exit_status_variable_and_stderr_redirection(sim_fleet: SimFleet) 
     async with sim_connect(sim_fleet, "web-01") as conn:
         r = await conn.run('false; echo "was $?"; true; echo was $?')
         assert r.stdout == "was 1\nwas 0\n"
-        r = await conn.run("echo to-err >&2; echo to-out")
-        assert (r.stdout, r.stderr) == ("to-out\n", "to-err\n")
+        r = await conn.run("echo to-err >&2; echo to-out; >&2 echo a b; echo c >&2 d")
+        assert (r.stdout, r.stderr) == ("to-out\n", "to-err\na b\nc d\n")
         r = await conn.run("echo x >&1")
         assert r.exit_status == 2 and "only >&2" in r.stderr
         r = await conn.run("echo x >&")

@@ -76,10 +76,63 @@ async def test_shell_state_and_quotes_survive(sshd_shell) -> None:
     _, shell = sshd_shell
     r = await shell.run("printf '%s\\n' 'a \"b\" $HOME' \"c'd\"", timeout=10)
     assert r.stdout_tail == ('a "b" $HOME', "c'd")
-    r = await shell.run("exit 4", timeout=10)  # ends the shell: its status is the command's
+    r = await shell.run("exit 4", timeout=10)  # a poll runs in a subshell: only it ends
     assert (r.status, r.exit_code) == ("failed", 4)
-    r = await shell.run("echo reborn", timeout=10)
-    assert r.ok and r.stdout_tail == ("reborn",) and shell.started == 2
+    r = await shell.run("echo alive", timeout=10)
+    assert r.ok and r.stdout_tail == ("alive",) and shell.started == 1
+
+
+@pytest.mark.sshd
+async def test_one_poll_cannot_change_the_next(sshd_shell) -> None:
+    """`cd`, variables, `set -e` and redirections stay in their own poll, as they
+    would with one exec per poll."""
+    _, shell = sshd_shell
+    home = (await shell.run("pwd", timeout=10)).stdout_tail
+    await shell.run("cd /tmp; X=leaked; set -e; exec >/dev/null", timeout=10)
+    r = await shell.run('pwd; echo "x=$X"; false; echo after-false', timeout=10)
+    assert r.stdout_tail == (*home, "x=", "after-false")
+
+
+@pytest.mark.sshd
+async def test_marker_is_found_after_a_long_unterminated_line(sshd_shell) -> None:
+    """Output longer than the line splitter's piece (16 KiB) without a newline: the
+    end marker starts a line of its own, so it is never cut in two."""
+    _, shell = sshd_shell
+    for size in (16383, 16384, 16385, 40000):
+        r = await shell.run(f"head -c {size} /dev/zero | tr '\\0' x", timeout=10)
+        assert r.ok, (size, r)
+        assert sum(len(line) for line in r.stdout_tail) == size
+    r = await shell.run("printf 'a\\n\\n'", timeout=10)
+    assert r.stdout_tail == ("a", "")  # an output's own empty last line is kept
+
+
+@pytest.mark.sshd
+async def test_a_failing_line_callback_fails_the_command_not_the_next(sshd_shell) -> None:
+    _, shell = sshd_shell
+
+    def boom(stream: str, line: str) -> None:
+        raise ValueError("callback bug")
+
+    with pytest.raises(ValueError, match="callback bug"):
+        await shell.run("echo x", timeout=10, on_line=boom)
+    r = await shell.run("echo fine", timeout=10)
+    assert r.ok and r.stdout_tail == ("fine",)
+
+
+@pytest.mark.sshd
+async def test_closing_an_idle_shell_needs_no_kill(sshd_shell) -> None:
+    conn, shell = sshd_shell
+    assert (await shell.run("true", timeout=10)).ok
+    stops: list[object] = []
+    real = conn.stop_session
+
+    async def spy(running):  # type: ignore[no-untyped-def]
+        stops.append(running.finished)
+        return await real(running)
+
+    conn.stop_session = spy  # type: ignore[method-assign]
+    await shell.close()
+    assert stops == [True]  # it ended by itself on EOF: nothing left to kill
 
 
 @pytest.mark.sshd
@@ -193,3 +246,23 @@ def test_rolldeck_shell_is_validated() -> None:
     assert shell_kind(Host(name="a", address="a", vars={"rolldeck_shell": "none"})) == "none"
     with pytest.raises(InputError, match="rolldeck_shell must be one of sh, none"):
         shell_kind(Host(name="a", address="a", vars={"rolldeck_shell": "bash"}))
+
+
+async def test_ssh_connections_probe_an_idle_peer_within_a_minute(
+    sim_fleet_factory: FleetFactory,
+) -> None:
+    """No SSH keepalive timer (its per-packet cost): the kernel's TCP keepalive, tuned."""
+    import socket
+
+    fleet = await sim_fleet_factory(n=1)
+    host = load_inventory(str(fleet.inventory_path)).hosts["web-01"]
+    transport = SSHTransport(TransportOptions(ssh_config=[], connect_timeout=5))
+    try:
+        conn = await transport.connect(host)
+        sock = conn._raw.get_extra_info("socket")  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    finally:
+        await transport.close()

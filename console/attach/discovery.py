@@ -18,13 +18,14 @@ PROBE_TIMEOUT = 2.0
 
 async def _probe(path: Path) -> dict[str, Any] | None:
     try:
+        inode = (await asyncio.to_thread(path.stat)).st_ino
         async with asyncio.timeout(PROBE_TIMEOUT):
             hello = await probe(path)
     except ConnectionRefusedError:
         # Nobody listens: its owner died (kill -9) without unlinking it. A live owner's
-        # socket is linked into place only once listening, so this one is garbage.
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(path.unlink)
+        # socket is linked into place only once listening, so this one is garbage,
+        # unless a new owner has replaced it since (the inode says).
+        await asyncio.to_thread(_unlink_if_same, path, inode)
         return None
     except (OSError, ProtocolError, TimeoutError):
         return None  # a socket left by a dead owner, or not ours
@@ -32,6 +33,12 @@ async def _probe(path: Path) -> dict[str, Any] | None:
     row.setdefault("rollout_id", hello.get("rollout_id"))
     row["socket"] = str(path)
     return row
+
+
+def _unlink_if_same(path: Path, inode: int) -> None:
+    with contextlib.suppress(OSError):
+        if path.stat().st_ino == inode:
+            path.unlink()
 
 
 async def running_rollouts(state_dir: Path) -> list[dict[str, Any]]:

@@ -188,10 +188,10 @@ class AttachServer:
             os.chmod(tmp, 0o600 if gid is None else 0o660)
             if gid is not None:
                 os.chown(tmp, -1, gid)
+            sock.listen(64)  # before it is published: a refused connect means a dead owner
+            sock.setblocking(False)
             self._link(tmp, final)
             self._ino = os.stat(final).st_ino
-            sock.listen(64)
-            sock.setblocking(False)
         except BaseException:
             sock.close()
             raise

@@ -66,20 +66,19 @@ def split_command_line(line: str) -> list[tuple[str, list[str]]]:
         raise _Syntax(f"sh: 1: Syntax error: {exc}") from None
     result: list[tuple[str, list[str]]] = []
     connector, argv = ";", []
-    redirect = False
+    redirect = to_stderr = False
     for token in tokens:
         if redirect:
-            if token != "2" or not argv:
+            if token != "2":
                 raise _Syntax("sh: 1: only >&2 redirections are simulated")
-            argv.append(_TO_STDERR)
-            redirect = False
+            redirect, to_stderr = False, True
         elif token == ">&":
             redirect = True
         elif token in _CONNECTORS:
             if not argv:
                 raise _Syntax(f'sh: 1: Syntax error: "{token}" unexpected')
-            result.append((connector, argv))
-            connector, argv = token, []
+            result.append((connector, [*argv, _TO_STDERR] if to_stderr else argv))
+            connector, argv, to_stderr = token, [], False
         elif token and set(token) <= set(";&|<>()"):
             raise _Syntax(f"sh: 1: {token}: pipes and redirections are not simulated")
         else:
@@ -87,7 +86,7 @@ def split_command_line(line: str) -> list[tuple[str, list[str]]]:
     if redirect:
         raise _Syntax("sh: 1: Syntax error: end of file unexpected")
     if argv:
-        result.append((connector, argv))
+        result.append((connector, [*argv, _TO_STDERR] if to_stderr else argv))
     elif connector != ";":
         raise _Syntax("sh: 1: Syntax error: end of file unexpected")
     return result

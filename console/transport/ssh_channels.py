@@ -262,21 +262,39 @@ class SSHConnection:
     async def open_session(self, command: str) -> _Running:
         """Start ``command`` with its stdin left open, for a caller that feeds it (the
         persistent shell). It holds a channel slot until :meth:`session_closed`; stop
-        it with :meth:`stop_session`."""
+        it with :meth:`stop_session`. Cancelled while it opens, it is stopped once
+        open (as :meth:`_start` does), so no remote shell waits on stdin forever."""
         self._begin()
         try:
             await self._sessions.acquire()
-            try:
-                raw = await self._live()
-                wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
-                process = await self._exec(raw, wrapped, eof=False)
-            except BaseException:
-                self._sessions.release()
-                raise
         except BaseException:
             self._end()
             raise
+        task = asyncio.ensure_future(self._open_unguarded(command))
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            await run_shielded(self._abandon(task))
+            raise
+
+    async def _open_unguarded(self, command: str) -> _Running:
+        raw = await self._live()
+        wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
+        process = await self._exec(raw, wrapped, eof=False)
         return _Running(raw, process, expect_pid=self.mode == "pgroup")
+
+    async def _abandon(self, task: asyncio.Future[_Running]) -> None:
+        """A session whose opener failed or was cancelled: stopped if it opened; its
+        slot freed either way."""
+        try:
+            running: _Running | None = await task
+        except BaseException:
+            running = None
+        try:
+            if running is not None:
+                await self._stop(running)
+        finally:
+            self.session_closed()
 
     async def stop_session(self, running: _Running) -> str | None:
         """Stop a session's remote processes (see :meth:`_stop`); never raises."""

@@ -9,7 +9,10 @@ packet out and its output back.
 Framing: a command is written as one line, then an end line that prints a marker
 with ``$?`` on stdout and a bare marker on stderr (the two streams are not ordered
 with each other, so a command is over when both markers arrived). The marker holds
-a random nonce, so no command output can fake it.
+a random nonce, so no command output can fake it. Over a real shell the marker is
+printed at the start of a line of its own (``printf '\n...'``; the empty line that
+makes when the output ended with a newline is dropped), so a long unterminated
+output line, which the line splitter cuts in pieces, can never cut the marker.
 
 Over a real shell (``pgroup`` hosts) the script is an eval loop that reads the
 script from fd 3 and gives each command ``/dev/null`` as stdin, so a command that
@@ -36,15 +39,19 @@ from console.transport.aio import run_shielded
 from console.transport.base import HostUnreachable, LineCallback, RunResult
 from console.transport.output import OutputSink, pump
 
+EOF_GRACE = 1.0  # seconds an idle shell gets to exit by itself on close
+
 if TYPE_CHECKING:
     from console.transport.ssh_channels import SSHConnection, _Running
 
 # fd 3 is the script, every command's stdin is /dev/null; `read -r` keeps backslashes;
-# `$?` is carried across lines (`read` would reset it) by a function that returns it.
+# each line runs in a subshell, so a poll's `cd`, `set -e`, traps or variables do not
+# leak into the next (as with one exec per poll); `$?` is carried across lines (`read`
+# would reset it) by a function that returns it.
 EVAL_LOOP = (
     "exec 3<&0 </dev/null; rolldeck_s=0; rolldeck_r() { return $1; }; "
     "while IFS= read -r rolldeck_l <&3; do "
-    'rolldeck_r $rolldeck_s; eval "$rolldeck_l"; rolldeck_s=$?; done'
+    'rolldeck_r $rolldeck_s; (eval "$rolldeck_l"); rolldeck_s=$?; done'
 )
 
 
@@ -53,6 +60,13 @@ def shell_command(mode: str) -> str:
     if mode == "pgroup":
         return "exec /bin/sh -c '" + EVAL_LOOP.replace("'", "'\"'\"'") + "'"
     return "sh"
+
+
+def end_line(mode: str, marker: str) -> str:
+    """The script line after each command: the end markers, ``$?`` on stdout."""
+    if mode == "pgroup":
+        return f"printf '\\n%s%s\\n' '{marker}' \"$?\"; printf '\\n%s\\n' '{marker}' >&2\n"
+    return f'echo "{marker}$?"; echo {marker} >&2\n'
 
 
 def can_run(command: str) -> bool:
@@ -67,6 +81,25 @@ class _Job:
         self.sink = sink
         self.status: asyncio.Future[int | None] = loop.create_future()
         self.stderr_done: asyncio.Future[None] = loop.create_future()
+        self.held = {"stdout": False, "stderr": False}  # an empty line not yet passed on
+
+    def line(self, stream: str, text: str) -> None:
+        """A line of the command's output; an empty one is held back, since it may be
+        the newline printed before an end marker."""
+        if self.held[stream]:
+            self.held[stream] = False
+            self.sink.emit(stream, "")
+        if text:
+            self.sink.emit(stream, text)
+        else:
+            self.held[stream] = True
+
+    def ended(self, exc: BaseException) -> None:
+        """The shell ended first: the command's result is ``exc``."""
+        if not self.status.done():
+            self.status.set_exception(exc)
+        if not self.stderr_done.done():
+            self.stderr_done.set_result(None)
 
 
 class PersistentShell:
@@ -105,8 +138,7 @@ class PersistentShell:
             async with asyncio.timeout(timeout) as deadline:
                 running = await self._ensure()
                 self._job = job
-                marker = self._marker
-                script = f'{command}\necho "{marker}$?"; echo {marker} >&2\n'
+                script = command + "\n" + end_line(self.conn.mode, self._marker)
                 try:
                     running.process.stdin.write(script.encode())
                 except (asyncssh.Error, OSError) as exc:
@@ -138,7 +170,7 @@ class PersistentShell:
     async def _ensure(self) -> _Running:
         """The open shell, started when there is none (or the last one ended)."""
         if self._running is not None and any(t.done() for t in self._readers):
-            await self._discard()  # it ended between commands (a lost connection)
+            await run_shielded(self._discard())  # it ended between commands
         if self._running is not None:
             return self._running
         self._marker = f"\x1erolldeck-end-{secrets.token_hex(6)} "
@@ -147,21 +179,26 @@ class PersistentShell:
         self._running = running
         process = running.process
         self._readers = [
-            asyncio.create_task(self._read(process.stdout.read, self._stdout_line)),
-            asyncio.create_task(self._read(process.stderr.read, self._stderr_line)),
+            asyncio.create_task(self._read(running, process.stdout.read, self._stdout_line)),
+            asyncio.create_task(self._read(running, process.stderr.read, self._stderr_line)),
         ]
         return running
 
     async def _read(
-        self, read: Callable[[int], Awaitable[bytes]], deliver: Callable[[str], None]
+        self,
+        running: _Running,
+        read: Callable[[int], Awaitable[bytes]],
+        deliver: Callable[[str], None],
     ) -> None:
         """Pump one stream; at its end (the shell exited, the connection dropped)
-        fail the job in flight."""
-        with contextlib.suppress(asyncssh.Error, OSError):
+        fail the command in flight. A callback that raises fails it too."""
+        try:
             await pump(read, deliver)
-        running = self._running
-        job = self._job
-        if job is None or running is None:
+        except (asyncssh.Error, OSError):
+            pass
+        except Exception as exc:  # the caller's on_line: its error is the command's
+            if self._job is not None:
+                self._job.ended(exc)
             return
         with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
             async with asyncio.timeout(1.0):
@@ -169,15 +206,15 @@ class PersistentShell:
         process = running.process
         if process.exit_status is not None or process.exit_signal is not None:
             running.finished = True  # nothing left to stop
+        job = self._job
+        if job is None or self._running is not running:
+            return
         lost = running.raw.is_closed() and process.exit_status is None
         exit_signal = process.exit_signal
-        code = process.exit_status if process.exit_status is not None else None
+        code = process.exit_status
         if code is not None and code < 0:
             code = None
-        ended = _ShellEnded(lost, code, exit_signal[0] if exit_signal else None)
-        for future in (job.status, job.stderr_done):
-            if not future.done():
-                future.set_exception(ended)
+        job.ended(_ShellEnded(lost, code, exit_signal[0] if exit_signal else None))
 
     def _stdout_line(self, line: str) -> None:
         running, job = self._running, self._job
@@ -186,13 +223,13 @@ class PersistentShell:
             if kept is None:
                 return
         if job is None:
-            return  # output between commands: nobody's
+            return  # output between commands (a background job's): nobody's
         at = line.find(self._marker)
         if at < 0:
-            job.sink.emit("stdout", line)
+            job.line("stdout", line)
             return
-        if at > 0:  # the command's last line had no newline
-            job.sink.emit("stdout", line[:at])
+        if at > 0:  # `echo` framing: the command's last line had no newline
+            job.line("stdout", line[:at])
         value = line[at + len(self._marker) :].strip()
         if not job.status.done():
             job.status.set_result(int(value) if value.isdigit() else None)
@@ -203,32 +240,41 @@ class PersistentShell:
             return
         at = line.find(self._marker.rstrip())
         if at < 0:
-            job.sink.emit("stderr", line)
+            job.line("stderr", line)
             return
         if at > 0:
-            job.sink.emit("stderr", line[:at])
+            job.line("stderr", line[:at])
         if not job.stderr_done.done():
             job.stderr_done.set_result(None)
 
-    async def _discard(self) -> str | None:
-        """Stop the shell (and what runs in it); returns the signal that ended it."""
+    async def _discard(self, *, graceful: bool = False) -> str | None:
+        """Stop the shell (and what runs in it); returns the signal that ended it.
+        ``graceful``: an idle shell is first asked to end (EOF on its script)."""
         running, self._running = self._running, None
         readers, self._readers = self._readers, []
-        for task in readers:
-            task.cancel()
-        for task in readers:
-            with contextlib.suppress(BaseException):
-                await task
         if running is None:
+            for task in readers:
+                task.cancel()
             return None
         try:
+            if graceful and not running.finished and not running.raw.is_closed():
+                with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+                    running.process.stdin.write_eof()
+                    async with asyncio.timeout(EOF_GRACE):
+                        await running.process.wait_closed()
+                process = running.process
+                if process.exit_status is not None or process.exit_signal is not None:
+                    running.finished = True
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
             return await self.conn.stop_session(running)
         finally:
             self.conn.session_closed()
 
     async def close(self) -> None:
-        """Stop the shell; waits for a command in flight to be stopped too."""
-        await run_shielded(self._discard())
+        """End the shell: asked to exit when idle, stopped when a command still runs."""
+        await run_shielded(self._discard(graceful=not self._lock.locked()))
 
 
 class _ShellEnded(Exception):
