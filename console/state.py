@@ -118,6 +118,29 @@ class RolloutView:
             h = self.hosts[name] = HostView(name=name)
         return h
 
+    def _parents_last(self) -> None:
+        """Each host's groups with the parents after their children: a group that
+        strictly contains another of the host's groups (`eu` over `eu-west`, by
+        membership among this rollout's hosts) says less, and the inventory's name
+        order would show it first. Otherwise the order is kept."""
+        members: dict[str, set[str]] = {}
+        for name, h in self.hosts.items():
+            for g in h.groups:
+                members.setdefault(g, set()).add(name)
+        cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+        for h in self.hosts.values():
+            groups = h.groups
+            if len(groups) < 2:
+                continue
+            ordered = cache.get(groups)
+            if ordered is None:
+                parents = {g for g in groups if any(members[g] > members[o] for o in groups)}
+                ordered = tuple(g for g in groups if g not in parents) + tuple(
+                    g for g in groups if g in parents
+                )
+                cache[groups] = ordered
+            h.groups = ordered
+
     # -- reducer --------------------------------------------------------------------
 
     def apply(self, event: ev.Event) -> None:
@@ -139,6 +162,7 @@ class RolloutView:
                     h = self._host(name)
                     h.groups = tuple(info.get("groups") or ())
                     h.address = str(info.get("address") or "")
+                self._parents_last()
                 self._number_batches()
             case ev.PlanChanged():
                 self.batches = [tuple(b) for b in event.batches]

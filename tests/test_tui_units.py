@@ -193,3 +193,37 @@ def test_last_log_cell_drops_timestamp_and_syslog_tag() -> None:
     assert host_cells(h, view.version, None, 40)[-1] == ("INFO  POST /api/checkout 200", "muted")
     h.last_log = "ERROR upstream timeout after 3000ms path=/api/cart"
     assert host_cells(h, view.version, None, 20)[-1][0] == "ERROR upstream time…"
+
+
+def test_parent_groups_are_shown_after_their_children() -> None:
+    """The inventory sorts a host's groups by name (`eu` before `eu-west`): the view
+    moves a group that contains another of the host's groups after it."""
+    from console import events as ev
+    from console.state import RolloutView
+
+    hosts = {
+        "web-01": {"groups": ["eu", "eu-west", "web"]},
+        "web-02": {"groups": ["eu", "eu-central", "web"]},
+        "api-01": {"groups": ["api", "eu", "eu-west"]},
+        "api-02": {"groups": ["api", "eu", "eu-central"]},
+        "solo": {"groups": ["a", "b"]},  # same members: neither is a parent
+    }
+    view = RolloutView()
+    view.apply(
+        ev.RolloutStarted(
+            rollout_id="r",
+            service="s",
+            version="2",
+            operator="o",
+            spec_path="s.yaml",
+            spec_hash="h",
+            spec_text="",
+            inventory_path="i.yaml",
+            hosts=hosts,
+            batches=(tuple(hosts),),
+        )
+    )
+    assert view.hosts["web-01"].groups == ("eu-west", "web", "eu")
+    assert view.hosts["web-02"].groups == ("eu-central", "web", "eu")
+    assert view.hosts["api-01"].groups == ("api", "eu-west", "eu")
+    assert view.hosts["solo"].groups == ("a", "b")

@@ -42,6 +42,16 @@ GAP = 2  # spaces between columns
 MIN_LOG_WIDTH = 12
 
 
+GROUP_WIDE_AT = 150  # table width from which the group column gets room to be read
+GROUP_WIDE = 18  # `eu-west,web,eu` says more than `eu-wes…`
+
+
+def _base_width(column: ColumnSpec, table_width: int) -> int:
+    if column.key == "group" and table_width >= GROUP_WIDE_AT:
+        return GROUP_WIDE
+    return column.width
+
+
 def _fit(text: str, width: int) -> str:
     if len(text) > width:
         return text[: max(0, width - 1)] + "…"
@@ -220,14 +230,14 @@ class HostTable(ScrollView, can_focus=True):
             width = max(40, self.app.size.width - 4)
         wide = width >= WIDE_AT
         cols = [c for c in COLUMNS if wide or not c.wide_only]
-        fixed = sum(c.width + GAP for c in cols if c.key != "log") + 1
+        fixed = sum(_base_width(c, width) + GAP for c in cols if c.key != "log") + 1
         log_width = width - fixed - 1
         if log_width < MIN_LOG_WIDTH:
             cols = [c for c in cols if c.key != "log"]
             log_width = 0
         self._columns = tuple(cols)
         self._log_width = log_width
-        self._widths = tuple(log_width if c.key == "log" else c.width for c in cols)
+        self._widths = tuple(log_width if c.key == "log" else _base_width(c, width) for c in cols)
         all_keys = [c.key for c in COLUMNS]
         self._col_index = tuple(all_keys.index(c.key) for c in cols)
         self._width = width
