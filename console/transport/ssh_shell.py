@@ -146,9 +146,9 @@ class PersistentShell:
                 code = await job.status
                 await job.stderr_done
         except TimeoutError:
+            signal = await run_shielded(self._discard())
             if not deadline.expired():
                 raise
-            signal = await run_shielded(self._discard())
             return sink.result("timeout", None, loop.time() - started, signal)
         except _ShellEnded as ended:
             await run_shielded(self._discard())
