@@ -227,3 +227,22 @@ def test_parent_groups_are_shown_after_their_children() -> None:
     assert view.hosts["web-02"].groups == ("eu-central", "web", "eu")
     assert view.hosts["api-01"].groups == ("api", "eu-west", "eu")
     assert view.hosts["solo"].groups == ("a", "b")
+
+
+async def test_timeline_wraps_under_its_text_and_rewraps_on_resize() -> None:
+    from screens.widgets.panels import Timeline
+    from tests.test_tui_helpers import make_app
+
+    app = make_app("rolling_back")[0]
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        t = app.screen.query_one(Timeline)
+        narrow = list(t.lines)
+        assert t._wrap_at > 0 and all(len(line) <= t._wrap_at for line in narrow)
+        assert any(line.startswith(" " * 11) and line.strip() for line in narrow)
+        await pilot.resize_terminal(200, 40)
+        await pilot.pause(0.3)
+        wide = list(t.lines)
+        assert t._wrap_at > 60 and len(wide) < len(narrow)
+        # the same words, in the same order, whatever the width
+        assert " ".join(narrow).split() == " ".join(wide).split()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
+from collections import deque
 from collections.abc import Iterable
 
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.widgets import Static
 
 from console import events as ev
@@ -70,12 +73,20 @@ class ErrorRatePanel(Static):
 
 
 class Timeline(StreamLog):
-    """Batch started, host failed, threshold crossed, operator paused... newest last."""
+    """Batch started, host failed, threshold crossed, operator paused... newest last.
+
+    Entries wrap under their text (a narrow terminal would cut "batch 1 done: 1 ok,
+    0 fai"); the raw entries are kept so that a resize wraps them anew.
+    """
 
     PER_FRAME = 60  # a burst (1,000 hosts failing at once) is summarised, not replayed
+    KEEP = 1000
+    INDENT = " " * 11  # under the text: past "HH:MM:SS ▶ "
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(max_lines=1000, id=id, error_pattern=r"[✖‼]|REFUSED")
+        super().__init__(max_lines=self.KEEP, id=id, error_pattern=r"[✖‼]|REFUSED")
+        self._entries: deque[str] = deque(maxlen=self.KEEP)
+        self._wrap_at = 0  # 0: not laid out yet, nothing wrapped
 
     def add(self, events: Iterable[ev.Event]) -> None:
         items = list(events)
@@ -88,12 +99,39 @@ class Timeline(StreamLog):
             symbol, text, _var = describe(e)
             lines.append(f"{clock_time(e.ts)} {symbol} {text}")
         if lines:
-            self.write_lines(lines)
+            self._entries.extend(lines)
+            self.write_lines(self._wrapped(lines))
 
     def load(self, view: RolloutView, keep: int = 300) -> None:
         from screens.changes import in_timeline
 
         events = [e for e in view.timeline if in_timeline(e)][-keep:]
-        self.clear()
         lines = [f"{clock_time(e.ts)} {describe(e)[0]} {describe(e)[1]}" for e in events]
-        self.write_lines(lines, scroll_end=True)
+        self._entries = deque(lines, maxlen=self.KEEP)
+        self.clear()
+        self.write_lines(self._wrapped(lines), scroll_end=True)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # (StreamLog's own on_resize runs too: Textual calls each class's handler)
+        width = self.scrollable_content_region.width
+        if width != self._wrap_at:
+            self._wrap_at = width
+            self.clear()
+            self.write_lines(self._wrapped(list(self._entries)), scroll_end=True)
+
+    def _wrapped(self, lines: list[str]) -> list[str]:
+        width = self._wrap_at
+        if width < 24:
+            return lines
+        out: list[str] = []
+        for line in lines:
+            if len(line) <= width:
+                out.append(line)
+            else:
+                out.extend(
+                    textwrap.wrap(
+                        line, width, subsequent_indent=self.INDENT, break_on_hyphens=False
+                    )
+                    or [line]
+                )
+        return out
