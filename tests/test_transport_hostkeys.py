@@ -233,6 +233,70 @@ async def test_proxyjump_from_ssh_config(sshd_fleet, tmp_path) -> None:
     await transport.close()
 
 
+async def test_hosts_behind_one_bastion_share_one_connection_to_it(
+    sshd_fleet, sshd_factory, tmp_path
+) -> None:
+    """12 hosts behind one ProxyJump bastion: one TCP connection and one login at the
+    bastion, one forwarded channel per host. The bastion allows 2 sessions per
+    connection (MaxSessions 2): forwarded channels are not sessions."""
+    fleet = sshd_fleet(1)
+    bastion = sshd_factory(max_sessions=2, client_key=fleet.server.client_key)
+    known = tmp_path / "known_hosts"
+    known.write_text(fleet.server.known_hosts_line() + bastion.known_hosts_line())
+    config = tmp_path / "config"
+    config.write_text(
+        f"Host bastion\n  HostName 127.0.0.1\n  Port {bastion.port}\n"
+        f"  User {getpass.getuser()}\n  IdentityFile {fleet.server.client_key}\n"
+        f"  UserKnownHostsFile {known}\n"
+        f"Host inner\n  HostName 127.0.0.1\n  Port {fleet.server.port}\n"
+        f"  User {getpass.getuser()}\n  IdentityFile {fleet.server.client_key}\n"
+        f"  ProxyJump bastion\n"
+    )
+    options = TransportOptions(ssh_config=[str(config)], known_hosts=str(known))
+    transport = SSHTransport(options)
+    try:
+        hosts = [Host(name=f"behind-{i:02d}", address="inner") for i in range(12)]
+        conns = await asyncio.gather(*(transport.connect(h) for h in hosts))
+        results = await asyncio.gather(*(c.run("echo $SSH_CLIENT", timeout=10) for c in conns))
+        assert all(r.ok for r in results)
+        mine = psutil.Process().net_connections(kind="tcp")
+        to_bastion = [c for c in mine if c.raddr and c.raddr.port == bastion.port]
+        to_target = [c for c in mine if c.raddr and c.raddr.port == fleet.server.port]
+        assert len(to_bastion) == 1 and to_target == []
+        assert transport.jump_connections == 1
+        # The bastion dropped: the next host behind it reopens it.
+        jump = await transport._jump_for(hosts[0])
+        assert jump is not None
+        jump.close()
+        await jump.wait_closed()
+        later = await transport.connect(Host(name="behind-late", address="inner"))
+        assert (await later.run("echo again", timeout=10)).ok
+        assert transport.jump_connections == 2
+    finally:
+        await transport.close()
+    left = [
+        c
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == bastion.port and c.status == "ESTABLISHED"
+    ]
+    assert left == []
+
+
+async def test_unreachable_bastion_fails_the_host_clearly(sshd_fleet, tmp_path) -> None:
+    fleet = sshd_fleet(1)
+    config = tmp_path / "config"
+    config.write_text(
+        f"Host inner\n  HostName 127.0.0.1\n  Port {fleet.server.port}\n"
+        f"  ProxyJump nobody@127.0.0.1:{free_port()}\n"
+    )
+    transport = SSHTransport(TransportOptions(ssh_config=[str(config)], connect_timeout=5))
+    try:
+        with pytest.raises(HostUnreachable, match=r"cannot reach jump host nobody@127\.0\.0\.1"):
+            await transport.connect(Host(name="behind", address="inner"))
+    finally:
+        await transport.close()
+
+
 @pytest.fixture
 def ssh_agent(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A private ssh-agent: (socket path, a function that adds a key to it)."""

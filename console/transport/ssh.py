@@ -142,6 +142,9 @@ class SSHTransport:
         self._handshake_slots = asyncio.Semaphore(max(1, self.options.max_handshakes))
         self._known_hosts = KnownHostsCache()
         self._known_paths: dict[tuple[str, int | None, str | None], tuple[str, ...]] = {}
+        self._jump_specs: dict[tuple[str, int | None, str | None], str | None] = {}
+        self._jumps: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
+        self.jump_connections = 0  # connections opened to jump hosts (ProxyJump), shared
         self._append_lock = asyncio.Lock()
         self._closed = False
 
@@ -197,6 +200,13 @@ class SSHTransport:
         async with asyncio.TaskGroup() as group:
             for name in list(self._connections):
                 group.create_task(self.close_host(name))
+        jumps, self._jumps = list(self._jumps.values()), {}
+        for task in jumps:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                jump = await task
+                jump.close()
+                await jump.wait_closed()
 
     def capacity_changed(self) -> None:
         """A connection went idle or a slot was freed: wake hosts waiting for room."""
@@ -278,6 +288,7 @@ class SSHTransport:
                 return made[-1]
 
             try:
+                jump = await self._jump_for(host)
                 async with self._handshake_slots:
                     self.handshakes += 1
                     raw = await asyncssh.connect(
@@ -289,8 +300,11 @@ class SSHTransport:
                         known_hosts=known,
                         client_factory=factory,
                         connect_timeout=options.connect_timeout,
+                        **({"tunnel": jump} if jump is not None else {}),
                         **_keepalive(options),
                     )
+            except _JumpFailed as exc:
+                raise HostUnreachable(host.name, str(exc)) from None
             except asyncssh.HostKeyNotVerifiable as exc:
                 raise HostKeyError(host.name, _refusal(policy, paths, exc)) from None
             except _DROPPED as exc:
@@ -322,6 +336,68 @@ class SSHTransport:
                     raw.close()
                     raise
             return raw, clients[-1]
+
+    async def _jump_for(self, host: Host) -> asyncssh.SSHClientConnection | None:
+        """The host's ProxyJump connection from ~/.ssh/config, shared by every host
+        behind the same jump: 1,000 hosts behind one bastion are one connection to it
+        (its sshd sees one login, not 1,000 handshakes) carrying one forwarded channel
+        per host. ``None`` when the host has no jump. A jump that dropped is reopened;
+        one that cannot be opened fails the host (and is tried again next time)."""
+        key = (host.address, host.port, host.user)
+        if key not in self._jump_specs:
+            try:
+                resolved = await asyncssh.SSHClientConnectionOptions.construct(
+                    config=self._config(),
+                    host=host.address,
+                    port=host.port or (),
+                    username=host.user or (),
+                    client_keys=None,
+                )
+            except (OSError, ValueError, asyncssh.Error) as exc:
+                raise _JumpFailed(f"cannot read the SSH client configuration: {exc}") from exc
+            spec = resolved.tunnel if isinstance(resolved.tunnel, str) else None
+            self._jump_specs[key] = None if spec in (None, "", "none") else spec
+        spec = self._jump_specs[key]
+        if spec is None:
+            return None
+        task = self._jumps.get(spec)
+        if task is not None and task.done() and _unusable(task):
+            task = None  # failed or dropped: open it again
+        if task is None:
+            task = self._jumps[spec] = asyncio.ensure_future(self._open_jump(spec))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _JumpFailed(f"cannot reach jump host {spec}: {reason(exc)}") from exc
+
+    async def _open_jump(self, spec: str) -> asyncssh.SSHClientConnection:
+        """Connect through ``user@host:port[,next...]`` as OpenSSH's ProxyJump does,
+        each hop with the user's ssh config (its keys, known_hosts, strict checking)."""
+        conn: asyncssh.SSHClientConnection | None = None
+        for hop in spec.split(","):
+            user, _, where = hop.rpartition("@")
+            name, _, port = where.partition(":")
+            if where.startswith("["):  # [v6::addr]:port
+                name, _, port = where[1:].partition("]")
+                port = port.removeprefix(":")
+            conn_before = conn
+            async with self._handshake_slots:
+                self.jump_connections += 1
+                conn = await asyncssh.connect(
+                    name,
+                    int(port) if port.isdigit() else (),
+                    username=user or (),
+                    config=self._config(),
+                    connect_timeout=self.options.connect_timeout,
+                    **({"tunnel": conn} if conn is not None else {}),
+                )
+            if previous := conn_before:
+                conn.set_tunnel(previous)  # closing the last hop closes the chain
+            _tcp_keepalive(conn)
+        assert conn is not None
+        return conn
 
     def _describe_failure(self, host: Host, exc: Exception) -> str:
         where = f"{host.address}:{host.port or 22}"
@@ -393,6 +469,15 @@ class SSHTransport:
             policy.verdict.lookup,
             paths[0],
         )
+
+
+class _JumpFailed(Exception):
+    """The host's ProxyJump connection could not be opened."""
+
+
+def _unusable(task: asyncio.Task[asyncssh.SSHClientConnection]) -> bool:
+    """A finished jump task that failed, or whose connection has since closed."""
+    return task.cancelled() or task.exception() is not None or task.result().is_closed()
 
 
 def _keepalive(options: TransportOptions) -> dict[str, object]:
