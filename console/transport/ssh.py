@@ -202,11 +202,13 @@ class SSHTransport:
                 group.create_task(self.close_host(name))
         jumps, self._jumps = list(self._jumps.values()), {}
         for task in jumps:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                jump = await task
-                jump.close()
-                await jump.wait_closed()
+            task.cancel()  # one still opening
+        opened = await asyncio.gather(*jumps, return_exceptions=True)
+        for jump in opened:
+            if isinstance(jump, asyncssh.SSHClientConnection):
+                jump.close()  # and the hops before it (set_tunnel)
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    await jump.wait_closed()
 
     def capacity_changed(self) -> None:
         """A connection went idle or a slot was freed: wake hosts waiting for room."""
