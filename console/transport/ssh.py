@@ -360,8 +360,8 @@ class SSHTransport:
             spec = resolved.tunnel if isinstance(resolved.tunnel, str) else None
             self._jump_specs[key] = None if spec in (None, "", "none") else spec
         spec = self._jump_specs[key]
-        if spec is None:
-            return None
+        if spec is None or not self.options.extra.get("share_jumps", True):
+            return None  # no jump, or asyncssh opens one per host (bench/bastion.py)
         task = self._jumps.get(spec)
         if task is not None and task.done() and _unusable(task):
             task = None  # failed or dropped: open it again
