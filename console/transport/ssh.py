@@ -25,6 +25,7 @@ import logging
 import random
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -142,6 +143,7 @@ class SSHTransport:
         self._handshake_slots = asyncio.Semaphore(max(1, self.options.max_handshakes))
         self._known_hosts = KnownHostsCache()
         self._known_paths: dict[tuple[str, int | None, str | None], tuple[str, ...]] = {}
+        self._ssh_configs: dict[tuple[str, int | None, str | None], _SSHConfigFacts] = {}
         self._jump_specs: dict[tuple[str, int | None, str | None], str | None] = {}
         self._jumps: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
         self.jump_connections = 0  # connections opened to jump hosts (ProxyJump), shared
@@ -339,6 +341,22 @@ class SSHTransport:
                     raise
             return raw, clients[-1]
 
+    async def _ssh_config_for(self, host: Host) -> _SSHConfigFacts:
+        """What the ssh config says for this host (known_hosts, ProxyJump), read once
+        (only those two kept: a parsed options object per host is heavy at 10,000)."""
+        key = (host.address, host.port, host.user)
+        facts = self._ssh_configs.get(key)
+        if facts is None:
+            resolved = await asyncssh.SSHClientConnectionOptions.construct(
+                config=self._config(),
+                host=host.address,
+                port=host.port or (),
+                username=host.user or (),
+                client_keys=None,
+            )
+            facts = self._ssh_configs[key] = _SSHConfigFacts(resolved.known_hosts, resolved.tunnel)
+        return facts
+
     async def _jump_for(self, host: Host) -> asyncssh.SSHClientConnection | None:
         """The host's ProxyJump connection from ~/.ssh/config, shared by every host
         behind the same jump: 1,000 hosts behind one bastion are one connection to it
@@ -348,13 +366,7 @@ class SSHTransport:
         key = (host.address, host.port, host.user)
         if key not in self._jump_specs:
             try:
-                resolved = await asyncssh.SSHClientConnectionOptions.construct(
-                    config=self._config(),
-                    host=host.address,
-                    port=host.port or (),
-                    username=host.user or (),
-                    client_keys=None,
-                )
+                resolved = await self._ssh_config_for(host)
             except (OSError, ValueError, asyncssh.Error) as exc:
                 raise _JumpFailed(f"cannot read the SSH client configuration: {exc}") from exc
             spec = resolved.tunnel if isinstance(resolved.tunnel, str) else None
@@ -439,13 +451,7 @@ class SSHTransport:
         key = (host.address, host.port, host.user)
         cached = self._known_paths.get(key)
         if cached is None:
-            resolved = await asyncssh.SSHClientConnectionOptions.construct(
-                config=self._config(),
-                host=host.address,
-                port=host.port or (),
-                username=host.user or (),
-                client_keys=None,
-            )
+            resolved = await self._ssh_config_for(host)
             configured = resolved.known_hosts
             # "UserKnownHostsFile none" would disable checking in asyncssh: never here.
             cached = resolve_paths(configured if isinstance(configured, list) else None)
@@ -471,6 +477,12 @@ class SSHTransport:
             policy.verdict.lookup,
             paths[0],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _SSHConfigFacts:
+    known_hosts: object  # asyncssh's resolved value: a list of paths, or None
+    tunnel: object  # a ProxyJump spec string, or None/() when there is none
 
 
 class _JumpFailed(Exception):
