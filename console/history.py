@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from console import events as ev
-from console.attach.protocol import SOCKET_SUFFIX, addressable
+from console.attach.protocol import SOCKET_SUFFIX, socket_alive
 from console.errors import InputError
 from console.events import Event, HostState
 from console.journal import JournalError, list_journals, read_lines
@@ -128,22 +128,6 @@ def live_owners(state_dir: Path) -> dict[str, int]:
     return out
 
 
-def socket_alive(path: Path, timeout: float = 0.5) -> bool:
-    """Something accepts connections on this Unix socket right now."""
-    if not path.exists():
-        return False
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        with addressable(path) as name:
-            s.connect(name)
-    except OSError:
-        return False
-    finally:
-        s.close()
-    return True
-
-
 def is_running(
     state_dir: Path, rollout_id: str, header: dict[str, Any], owners: dict[str, int]
 ) -> tuple[bool, int | None]:
@@ -216,10 +200,21 @@ def summary_of(path: Path, owners: dict[str, int] | None = None) -> RolloutSumma
     view = RolloutView()
     for e in events:
         view.apply(e)
+    return _summary(view, header, path, events, owners or {})
+
+
+def _summary(
+    view: RolloutView,
+    header: dict[str, Any],
+    path: Path,
+    events: list[Event],
+    owners: dict[str, int],
+) -> RolloutSummary:
+    """The summary of a journal folded into ``view``; running or not, by ``owners``."""
     rid = view.rollout_id or str(header.get("rollout_id") or path.stem)
     running, pid = False, header.get("pid")
     if view.outcome is None:
-        running, pid = is_running(path.parent, rid, header, owners or {})
+        running, pid = is_running(path.parent, rid, header, owners)
     return summarize(
         view,
         header,
@@ -389,19 +384,7 @@ def timeline(path: Path, owners: dict[str, int] | None = None) -> Timeline:
         entry = _entry(e, view, start)
         if entry is not None:
             entries.append(entry)
-    rid = view.rollout_id or str(header.get("rollout_id") or path.stem)
-    running, pid = False, header.get("pid")
-    if view.outcome is None:
-        running, pid = is_running(path.parent, rid, header, owners or live_owners(path.parent))
-    summary = summarize(
-        view,
-        header,
-        path,
-        running=running,
-        pid=pid,
-        ever_failed=_ever_failed(events),
-        finish_reason=_finish_reason(events),
-    )
+    summary = _summary(view, header, path, events, owners or live_owners(path.parent))
     return Timeline(summary, entries, _why_stopped(events, summary))
 
 

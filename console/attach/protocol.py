@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,19 @@ def addressable(path: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}/{path.name}"
     finally:
         os.close(fd)
+
+
+def socket_alive(path: Path, timeout: float = 0.5) -> bool:
+    """Something accepts connections on this Unix socket right now."""
+    if not path.exists():
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        with addressable(path) as name:
+            s.connect(name)
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True

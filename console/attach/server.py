@@ -42,6 +42,7 @@ from console.attach.protocol import (
     check_hello,
     encode,
     read_message,
+    socket_alive,
     socket_path_for,
 )
 from console.bus import Subscription
@@ -209,7 +210,7 @@ class AttachServer:
                 os.link(tmp, final)
                 return
             except FileExistsError:
-                if _answers(final):
+                if socket_alive(final):
                     raise AttachError(f"{final} is in use by a live rollout") from None
                 with contextlib.suppress(FileNotFoundError):
                     final.unlink()  # left by a dead owner
@@ -442,19 +443,6 @@ class AttachServer:
             client.writer.write(encode({"type": "refused", "command": name, "message": why}))
             return
         self.engine.execute(command)
-
-
-def _answers(path: Path) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.5)
-    try:
-        with addressable(path) as name:
-            s.connect(name)
-    except OSError:
-        return False
-    finally:
-        s.close()
-    return True
 
 
 def serve_engine(
