@@ -144,7 +144,6 @@ class SSHTransport:
         self._known_hosts = KnownHostsCache()
         self._known_paths: dict[tuple[str, int | None, str | None], tuple[str, ...]] = {}
         self._ssh_configs: dict[tuple[str, int | None, str | None], _SSHConfigFacts] = {}
-        self._jump_specs: dict[tuple[str, int | None, str | None], str | None] = {}
         self._jumps: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
         self.jump_connections = 0  # connections opened to jump hosts (ProxyJump), shared
         self._append_lock = asyncio.Lock()
@@ -354,7 +353,10 @@ class SSHTransport:
                 username=host.user or (),
                 client_keys=None,
             )
-            facts = self._ssh_configs[key] = _SSHConfigFacts(resolved.known_hosts, resolved.tunnel)
+            jump = resolved.tunnel if isinstance(resolved.tunnel, str) else None
+            facts = self._ssh_configs[key] = _SSHConfigFacts(
+                resolved.known_hosts, None if jump in (None, "", "none") else jump
+            )
         return facts
 
     async def _jump_for(self, host: Host) -> asyncssh.SSHClientConnection | None:
@@ -363,15 +365,10 @@ class SSHTransport:
         (its sshd sees one login, not 1,000 handshakes) carrying one forwarded channel
         per host. ``None`` when the host has no jump. A jump that dropped is reopened;
         one that cannot be opened fails the host (and is tried again next time)."""
-        key = (host.address, host.port, host.user)
-        if key not in self._jump_specs:
-            try:
-                resolved = await self._ssh_config_for(host)
-            except (OSError, ValueError, asyncssh.Error) as exc:
-                raise _JumpFailed(f"cannot read the SSH client configuration: {exc}") from exc
-            spec = resolved.tunnel if isinstance(resolved.tunnel, str) else None
-            self._jump_specs[key] = None if spec in (None, "", "none") else spec
-        spec = self._jump_specs[key]
+        try:
+            spec = (await self._ssh_config_for(host)).jump
+        except (OSError, ValueError, asyncssh.Error) as exc:
+            raise _JumpFailed(f"cannot read the SSH client configuration: {exc}") from exc
         if spec is None or not self.options.extra.get("share_jumps", True):
             return None  # no jump, or asyncssh opens one per host (bench/bastion.py)
         task = self._jumps.get(spec)
@@ -381,8 +378,6 @@ class SSHTransport:
             task = self._jumps[spec] = asyncio.ensure_future(self._open_jump(spec))
         try:
             return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             raise _JumpFailed(f"cannot reach jump host {spec}: {reason(exc)}") from exc
 
@@ -482,7 +477,7 @@ class SSHTransport:
 @dataclass(frozen=True, slots=True)
 class _SSHConfigFacts:
     known_hosts: object  # asyncssh's resolved value: a list of paths, or None
-    tunnel: object  # a ProxyJump spec string, or None/() when there is none
+    jump: str | None  # the ProxyJump spec (`user@host:port[,...]`), None when none
 
 
 class _JumpFailed(Exception):

@@ -95,9 +95,7 @@ class Timeline(StreamLog):
         if skipped > 0:
             items = items[-self.PER_FRAME :]
             lines.append(f"{clock_time(items[0].ts)} … {skipped} more events (see journal)")
-        for e in items:
-            symbol, text, _var = describe(e)
-            lines.append(f"{clock_time(e.ts)} {symbol} {text}")
+        lines.extend(_entry(e) for e in items)
         if lines:
             self._entries.extend(lines)
             self.write_lines(self._wrapped(lines))
@@ -106,7 +104,7 @@ class Timeline(StreamLog):
         from screens.changes import in_timeline
 
         events = [e for e in view.timeline if in_timeline(e)][-keep:]
-        lines = [f"{clock_time(e.ts)} {describe(e)[0]} {describe(e)[1]}" for e in events]
+        lines = [_entry(e) for e in events]
         self._entries = deque(lines, maxlen=self.KEEP)
         self.clear()
         self.write_lines(self._wrapped(lines), scroll_end=True)
@@ -135,3 +133,9 @@ class Timeline(StreamLog):
                     or [line]
                 )
         return out
+
+
+def _entry(event: ev.Event) -> str:
+    """A timeline line: the time, the event's symbol and its sentence."""
+    symbol, text, _var = describe(event)
+    return f"{clock_time(event.ts)} {symbol} {text}"
