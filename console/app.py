@@ -345,12 +345,13 @@ class RolldeckApp(App[int | None]):
             return
         title, body = rollback_text(self.view)
         n = len(self.view.changed_hosts())
+        hosts = f"{n} host{'s' * (n != 1)}"
 
         def done(ok: bool | None) -> None:
             if ok and self.send(Command("rollback", reason="console")):
-                self.notify(f"rolling back {n} hosts")
+                self.notify(f"rolling back {hosts}")
 
-        self.push_screen(ConfirmScreen(title, body, f"Roll back {n} hosts"), done)
+        self.push_screen(ConfirmScreen(title, body, f"Roll back {hosts}"), done)
 
     def action_abort(self) -> None:
         if not self.rollout_active():
