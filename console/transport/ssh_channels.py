@@ -229,13 +229,13 @@ class SSHConnection:
         status = "ok" if exit_code == 0 else "failed"
         return sink.result(status, exit_code, loop.time() - started, signal)
 
-    async def _start(self, command: str) -> _Running:
+    async def _start(self, command: str, *, eof: bool = True) -> _Running:
         """Start ``command``; if cancelled while starting, stop it before re-raising.
 
         Without this, a cancellation landing between the exec request and our getting
         the process back would leave the remote command running with nobody to stop it.
         """
-        task = asyncio.ensure_future(self._start_unguarded(command))
+        task = asyncio.ensure_future(self._start_unguarded(command, eof))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -246,10 +246,10 @@ class SSHConnection:
     async def _stop_when_started(self, task: asyncio.Future[_Running]) -> None:
         await self._stop(await task)
 
-    async def _start_unguarded(self, command: str) -> _Running:
+    async def _start_unguarded(self, command: str, eof: bool) -> _Running:
         raw = await self._live()
         wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
-        process = await self._exec(raw, wrapped)
+        process = await self._exec(raw, wrapped, eof=eof)
         return _Running(raw, process, expect_pid=self.mode == "pgroup")
 
     def persistent_shell(self) -> PersistentShell | None:
@@ -263,38 +263,18 @@ class SSHConnection:
         """Start ``command`` with its stdin left open, for a caller that feeds it (the
         persistent shell). It holds a channel slot until :meth:`session_closed`; stop
         it with :meth:`stop_session`. Cancelled while it opens, it is stopped once
-        open (as :meth:`_start` does), so no remote shell waits on stdin forever."""
+        open (:meth:`_start`), so no remote shell waits on stdin forever."""
         self._begin()
         try:
             await self._sessions.acquire()
         except BaseException:
             self._end()
             raise
-        task = asyncio.ensure_future(self._open_unguarded(command))
         try:
-            return await asyncio.shield(task)
+            return await self._start(command, eof=False)
         except BaseException:
-            await run_shielded(self._abandon(task))
-            raise
-
-    async def _open_unguarded(self, command: str) -> _Running:
-        raw = await self._live()
-        wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
-        process = await self._exec(raw, wrapped, eof=False)
-        return _Running(raw, process, expect_pid=self.mode == "pgroup")
-
-    async def _abandon(self, task: asyncio.Future[_Running]) -> None:
-        """A session whose opener failed or was cancelled: stopped if it opened; its
-        slot freed either way."""
-        try:
-            running: _Running | None = await task
-        except BaseException:
-            running = None
-        try:
-            if running is not None:
-                await self._stop(running)
-        finally:
             self.session_closed()
+            raise
 
     async def stop_session(self, running: _Running) -> str | None:
         """Stop a session's remote processes (see :meth:`_stop`); never raises."""
