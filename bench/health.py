@@ -12,7 +12,7 @@
    (the watch enabled on every host), vitals every 5 s, logs followed, and with
    ``--metrics`` the Prometheus page every 5 s too (the error rate is then errors per
    request; without it, error log lines per host-minute). Events go through an
-   :class:`~console.bus.EventBus` drained every 100 ms (a console's frame); the
+   :class:`~console.core.bus.EventBus` drained every 100 ms (a console's frame); the
    analyzer is sampled and evaluated every second, as the engine does.
 3. Steady state: prints this process's CPU (psutil: user + system time over wall time,
    in cores), the event and log-line rates, the event loop's lag, and the fleet's and
@@ -43,8 +43,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from console import gc_policy
-from console.bus import EventBus
-from console.events import Alert, LogLines
+from console.core.bus import EventBus
+from console.core.events import Alert, LogLines
 from console.health import ErrorRateAnalyzer
 from console.monitor import HostMonitor
 from console.simfleet import start_fleet_process

@@ -1,7 +1,7 @@
 """TUI under load: key-press latency while 1,000 hosts stream 5,000 log lines a second.
 
 Drives the real console app headless (Textual's ``run_test``) with events published
-on an :class:`~console.bus.EventBus` by a feeder task on the same event loop, as the
+on an :class:`~console.core.bus.EventBus` by a feeder task on the same event loop, as the
 engine would. By default the stream is synthetic (``screens.synthetic.LoadStream``);
 ``--fleet`` runs the real engine against the embedded simulated fleet when both exist.
 
@@ -35,9 +35,9 @@ from textual import events
 
 from console import gc_policy
 from console.app import RolldeckApp
-from console.bus import EventBus
-from console.commands import Command
-from console.state import fold
+from console.core.bus import EventBus
+from console.core.commands import Command
+from console.core.state import fold
 from screens.synthetic import LoadStream, SyntheticRollout
 
 KEYS = ("f", "s", "l", "down", "f", "s", "l", "up", "s", "s")

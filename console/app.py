@@ -1,12 +1,12 @@
 """The Textual console's wiring: the app factory used by the CLI and the tests.
 
 The only module of ``console/`` that imports Textual. The app owns one
-:class:`~console.state.RolloutView` that it folds itself from a bus
-:class:`~console.bus.Subscription`: a ``set_interval`` tick (10 a second) drains
+:class:`~console.core.state.RolloutView` that it folds itself from a bus
+:class:`~console.core.bus.Subscription`: a ``set_interval`` tick (10 a second) drains
 whatever is pending, applies it, summarises what changed
 (:func:`screens.changes.collect`) and lets the visible screens redraw only that.
 Keys are therefore never queued behind per-event work, however fast the fleet
-streams. Commands go out through a :class:`~console.commands.Controller` (the engine
+streams. Commands go out through a :class:`~console.core.commands.Controller` (the engine
 in-process, or a socket client when attached).
 """
 
@@ -30,11 +30,11 @@ from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
-from console.commands import Command, Controller
-from console.events import OUTCOME_EXIT_CODES, Event, Outcome, RolloutState
+from console.core.commands import Command, Controller
+from console.core.events import OUTCOME_EXIT_CODES, Event, Outcome, RolloutState
+from console.core.state import MOVING_STATES, RolloutView
 from console.hangup import TERMINAL_LOST, TerminalLoss, pause_on_hangup
 from console.spec import RolloutSpec
-from console.state import MOVING_STATES, RolloutView
 from screens.changes import Changes, collect
 from screens.confirm import ConfirmScreen, abort_text, quit_text, rollback_text
 from screens.dashboard import DashboardScreen
@@ -462,7 +462,7 @@ class RolldeckApp(App[int | None]):
 
 
 def exit_code(app: RolldeckApp) -> int:
-    """The CLI exit code for how the console ended (see console.events.OUTCOME_EXIT_CODES)."""
+    """The CLI exit code for how the console ended (see console.core.events.OUTCOME_EXIT_CODES)."""
     outcome = app.engine_outcome or app.view.outcome
     if outcome is not None:
         return OUTCOME_EXIT_CODES[outcome]

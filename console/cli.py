@@ -18,7 +18,7 @@ from types import ModuleType
 import console
 import console.subcommands
 from console import gc_policy
-from console.errors import EXIT_BAD_INPUT, InputError, RolldeckError
+from console.core.errors import EXIT_BAD_INPUT, InputError, RolldeckError
 
 
 def _subcommand_modules(only: str | None = None) -> list[ModuleType]:

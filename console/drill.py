@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from console import events as ev
-from console.events import DrillScorecard, Event, HostState, Outcome
+from console.core import events as ev
+from console.core.events import DrillScorecard, Event, HostState, Outcome
 from console.simfleet.scenario import Scenario
 
 if TYPE_CHECKING:

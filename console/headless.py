@@ -1,9 +1,9 @@
 """The headless runner: drive an Engine without the Textual console (CI, scripts).
 
-Three renderings of the same event stream: ``json`` (one ``console.events.to_json``
+Three renderings of the same event stream: ``json`` (one ``console.core.events.to_json``
 object per line, every event), ``plain`` (one line per notable event, for logs and
 pipes) and ``rich`` (a live table per batch on a terminal, redrawn a few times a
-second from a :class:`~console.state.RolloutView`, never once per event).
+second from a :class:`~console.core.state.RolloutView`, never once per event).
 
 Policy that only makes sense without an operator at a keyboard lives here, not in the
 engine: a manual gate is passed only with ``--yes`` (journaled as the operator's
@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Literal
 
-from console import events as ev
-from console.events import Event, HostState, Outcome
+from console.core import events as ev
+from console.core.events import Event, HostState, Outcome
+from console.core.state import RolloutView
 from console.hangup import TERMINAL_LOST, TerminalLoss, terminal_fds
-from console.state import RolloutView
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

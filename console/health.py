@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
-from console.events import Alert, CanaryAnalysis, ErrorRateSample
+from console.core.events import Alert, CanaryAnalysis, ErrorRateSample
 from console.spec import ErrorRateSpec, HealthSpec
 from console.stats import canary_analysis, canary_rank_analysis, mann_whitney_u
 from console.transport.base import Connection, RunResult, TransportError

@@ -1,6 +1,6 @@
 """The decision audit: summaries and timelines of past rollouts, from their journals.
 
-Everything here is a fold of the journal through :class:`console.state.RolloutView`,
+Everything here is a fold of the journal through :class:`console.core.state.RolloutView`,
 the same reducer the console draws from, so the counts an audit shows for a moment
 are the counts the operator saw on screen at that moment.
 
@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from console import events as ev
 from console.attach.protocol import SOCKET_SUFFIX, socket_alive
-from console.errors import InputError
-from console.events import Event, HostState
+from console.core import events as ev
+from console.core.errors import InputError
+from console.core.events import Event, HostState
+from console.core.state import RolloutView
 from console.journal import JournalError, list_journals, read_lines
 from console.lock import LockInfo, read_lock
-from console.state import RolloutView
 
 RUNNING = "running"
 INTERRUPTED = "interrupted"

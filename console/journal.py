@@ -1,7 +1,7 @@
 """The rollout journal: one append-only JSON-lines file per rollout, fsync'd.
 
 Layout: the first line is a header (``{"kind": "journal", "format": 1, ...}``), then
-every durable event (console.events.to_json), one per line. The first event is
+every durable event (console.core.events.to_json), one per line. The first event is
 ``RolloutStarted``: who ran it, the spec's hash and (redacted) text, the plan.
 
 Durability without stalling the event loop: :meth:`Journal.append` only enqueues; a
@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from console.errors import RolldeckError
-from console.events import EVENT_TYPES, Event, from_json, to_json
+from console.core.errors import RolldeckError
+from console.core.events import EVENT_TYPES, Event, from_json, to_json
 
 FORMAT = 1
 SUFFIX = ".jsonl"

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from console.commands import default_operator
-from console.errors import RolldeckError
+from console.core.commands import default_operator
+from console.core.errors import RolldeckError
 
 LOCK_POLL = 1.0  # seconds between two looks at a held lock while --lock-wait waits
 HEARTBEAT_EVERY = 5.0  # seconds between two rewrites of a held lock

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from console.errors import InputError
+from console.core.errors import InputError
 from console.lock import LockHeld, RolloutLock
 from console.spec import _parse_duration
 

@@ -34,8 +34,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from console.errors import InputError
-from console.events import Alert, Event, HealthSample, LogLines, VitalsSample
+from console.core.errors import InputError
+from console.core.events import Alert, Event, HealthSample, LogLines, VitalsSample
 from console.health import (
     VITALS_COMMAND,
     ErrorRateAnalyzer,

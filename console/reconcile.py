@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from console import events as ev
-from console.events import HostState
+from console.core import events as ev
+from console.core.events import HostState
 
 MOVING = frozenset(
     {

@@ -42,7 +42,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from console import templating
-from console.errors import InputError, did_you_mean
+from console.core.errors import InputError, did_you_mean
 
 OnFailure = Literal["pause", "rollback", "abort"]
 STEP_TIMEOUT = 300.0

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from console.events import CanaryAnalysis
+from console.core.events import CanaryAnalysis
 
 MARGINAL_FACTOR = 4.0
 Alternative = Literal["two-sided", "greater", "less"]

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from console.errors import InputError, did_you_mean
+from console.core.errors import InputError, did_you_mean
 
 if TYPE_CHECKING:
     from console.spec import RolloutSpec

@@ -12,7 +12,7 @@ import functools
 import os
 from typing import Any
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory.builder import ResolvedHost, is_clean_name
 from inventory.model import Host
 from inventory.yamlnodes import parse_port

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from yaml.nodes import Node, ScalarNode
 
-from console.errors import InputError, did_you_mean
+from console.core.errors import InputError, did_you_mean
 from inventory.ansible_vars import AnsibleHostMaker
 from inventory.builder import InventoryBuilder
 from inventory.model import Inventory

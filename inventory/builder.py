@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory.model import Host, Inventory
 
 ALL = "all"

@@ -16,7 +16,7 @@ import shlex
 import warnings
 from typing import Any
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory.ansible_vars import AnsibleHostMaker
 from inventory.builder import UNGROUPED, InventoryBuilder
 from inventory.model import Inventory

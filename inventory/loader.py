@@ -7,7 +7,7 @@ host list) is INI. A YAML document whose top level has ``defaults``, ``groups`` 
 ``hosts`` is the native format, any other mapping is an Ansible YAML inventory.
 
 Whatever the input, the only exception that leaves :func:`load_inventory` is
-:class:`~console.errors.InputError`, with the file, line and field when known.
+:class:`~console.core.errors.InputError`, with the file, line and field when known.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory.ansible_yaml import parse_ansible_yaml
 from inventory.ini import parse_ini
 from inventory.model import Inventory

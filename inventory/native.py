@@ -25,7 +25,7 @@ from typing import Any
 
 from yaml.nodes import Node
 
-from console.errors import did_you_mean
+from console.core.errors import did_you_mean
 from inventory.builder import InventoryBuilder, ResolvedHost, is_clean_name
 from inventory.model import Host, Inventory
 from inventory.yamlnodes import Doc

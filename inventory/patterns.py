@@ -21,7 +21,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable
 
-from console.errors import InputError, did_you_mean
+from console.core.errors import InputError, did_you_mean
 from inventory.model import Host, Inventory
 
 _TERMS = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")

@@ -14,7 +14,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from console.errors import InputError
+from console.core.errors import InputError
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

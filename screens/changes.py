@@ -1,7 +1,7 @@
 """What one frame's batch of events changed: the console's dirty set.
 
 The app drains the bus once per tick, folds every event into its
-:class:`~console.state.RolloutView`, and hands the screens one :class:`Changes`:
+:class:`~console.core.state.RolloutView`, and hands the screens one :class:`Changes`:
 which host rows to re-diff, the new log lines in arrival order, the new timeline
 entries, and whether the header or the error-rate chart must be redrawn. Widgets then
 touch only what changed, once per frame, never once per event.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from console import events as ev
-from console.events import HostState
+from console.core import events as ev
+from console.core.events import HostState
 
 # Host transitions worth a timeline entry (the rest would drown it at 1,000 hosts).
 TIMELINE_HOST_STATES = frozenset(

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from console.state import MOVING_STATES, RolloutView
+from console.core.state import MOVING_STATES, RolloutView
 
 LIST_HOSTS = 12
 

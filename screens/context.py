@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from console.commands import Command
+from console.core.commands import Command
+from console.core.state import RolloutView
 from console.spec import RolloutSpec
-from console.state import RolloutView
 
 
 class ConsoleContext(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from console import events as ev
+from console.core import events as ev
 from screens.format import HOST_STATE_STYLE, format_rate
 
 

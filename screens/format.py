@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from console.events import HostState, Outcome, RolloutState
-from console.state import RolloutView
+from console.core.events import HostState, Outcome, RolloutState
+from console.core.state import RolloutView
 
 # state -> (symbol, short word, theme variable)
 HOST_STATE_STYLE: dict[HostState, tuple[str, str, str]] = {

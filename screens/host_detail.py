@@ -12,8 +12,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from console.commands import Command
-from console.state import HostView, StepRecord
+from console.core.commands import Command
+from console.core.state import HostView, StepRecord
 from screens.changes import Changes
 from screens.context import ConsoleContext
 from screens.format import (

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from console.events import HostState
-from console.state import HostView
+from console.core.events import HostState
+from console.core.state import HostView
 from screens.format import (
     FAILING_STATES,
     HOST_STATE_STYLE,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from console import events as ev
-from console.events import HostState, RolloutState
+from console.core import events as ev
+from console.core.events import HostState, RolloutState
 
 GROUPS = ("web", "api", "worker")
 STEPS = ("drain", "install", "restart", "undrain")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from console import events as ev
 from console.app import make_console
 from console.attach.client import connect
 from console.attach.protocol import socket_path_for
-from console.commands import Command
-from console.events import RolloutState
+from console.core import events as ev
+from console.core.commands import Command
+from console.core.events import RolloutState
 from tests.test_attach_console import until
 from tests.test_engine_helpers import journal_in, make_engine, spec_from
 from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from console import events as ev
 from console.attach.client import RemoteRollout, connect, probe
 from console.attach.protocol import ProtocolError, socket_path_for
 from console.attach.server import AttachError, AttachServer, serve_engine
 from console.cli import main as cli_main
-from console.commands import Command
-from console.events import Event, Outcome, RolloutState
-from console.state import RolloutView
+from console.core import events as ev
+from console.core.commands import Command
+from console.core.events import Event, Outcome, RolloutState
+from console.core.state import RolloutView
 from tests.test_engine_helpers import Run, journal_in, make_engine, spec_from
 
 SLOW = "batches: [1, 2, 3]\nmax_parallel: 3\n"

@@ -14,10 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from console import events as ev
+from console.core import events as ev
+from console.core.errors import EXIT_PAUSED
+from console.core.events import HostState, Outcome
 from console.engine import POLICY
-from console.errors import EXIT_PAUSED
-from console.events import HostState, Outcome
 from console.journal import read_journal
 
 pytestmark = pytest.mark.timeout(180)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from console.errors import InputError
+from console.core.errors import InputError
 from console.simfleet.layout import rollout_yaml
 from console.simfleet.scenario import load_scenario
 from console.spec import load_spec

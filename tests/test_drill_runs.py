@@ -15,9 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
-from console import events as ev
+from console.core import events as ev
+from console.core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK
 from console.engine import POLICY
-from console.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK
 from console.journal import read_journal
 
 OLD, NEW = "2.4.0", "2.4.1"

@@ -9,7 +9,8 @@ import os
 import stat
 from pathlib import Path
 
-from console import events as ev
+from console.core import events as ev
+from console.core.events import HostState, Outcome
 from console.drill import (
     DrillInfo,
     append_event,
@@ -20,7 +21,6 @@ from console.drill import (
     scorecard_rows,
 )
 from console.engine import POLICY
-from console.events import HostState, Outcome
 from console.journal import read_journal
 from console.simfleet.layout import host_slots
 from console.simfleet.scenario import load_scenario, parse_scenario

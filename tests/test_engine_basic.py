@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from console import events as ev
-from console.events import HostState, Outcome
+from console.core import events as ev
+from console.core.events import HostState, Outcome
 from console.transport.fake import Reply
 from tests.test_engine_helpers import hosts, make_engine, run_engine, spec_from
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from console import events as ev
-from console.commands import Command
-from console.events import Event, HostState, Outcome, RolloutState
+from console.core import events as ev
+from console.core.commands import Command
+from console.core.events import Event, HostState, Outcome, RolloutState
 from tests.test_engine_helpers import Run, make_engine, run_engine, spec_from
 
 

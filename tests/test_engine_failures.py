@@ -3,8 +3,8 @@ timeouts, unreachable hosts, hosts that die mid-step, health gating."""
 
 from __future__ import annotations
 
-from console import events as ev
-from console.events import HostState, Outcome
+from console.core import events as ev
+from console.core.events import HostState, Outcome
 from console.transport.fake import FakeTransport, Reply
 from tests.test_engine_helpers import make_engine, run_engine, spec_from
 

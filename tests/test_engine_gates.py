@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from console import events as ev
-from console.events import Event, HostState, Outcome, RolloutState
+from console.core import events as ev
+from console.core.events import Event, HostState, Outcome, RolloutState
 from console.transport.fake import Reply
 from tests.test_engine_helpers import Run, make_engine, run_engine, spec_from
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from console import events as ev
+from console.core import events as ev
+from console.core.events import Event, HostState, Outcome
 from console.engine import Engine
-from console.events import Event, HostState, Outcome
 from console.journal import Journal
 from console.plan import make_plan
 from console.spec import RolloutSpec, parse_spec

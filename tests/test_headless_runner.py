@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from console import events as ev
 from console.cli import main
-from console.events import Outcome
+from console.core import events as ev
+from console.core.events import Outcome
 from console.headless import choose_mode, describe, run_headless
 from tests.test_engine_helpers import Run, make_engine, spec_from
 

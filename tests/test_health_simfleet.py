@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from console.events import Alert
+from console.core.events import Alert
 from console.health import ErrorRateAnalyzer, HealthTracker
 from console.metrics import line_filter, parse_selector, read_counters
 from console.simfleet import load_scenario

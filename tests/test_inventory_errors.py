@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory import load_inventory
 
 # (file name, content, line, field, a piece of the message)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory import Inventory, load_inventory, select
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

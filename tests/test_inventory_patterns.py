@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory import Inventory, load_inventory, select
 from inventory.patterns import split_pattern
 

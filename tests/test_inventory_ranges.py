@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory import load_inventory
 from inventory.ranges import RangeError, expand, split_port
 

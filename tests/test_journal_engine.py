@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from console import events as ev
-from console.events import Event, HostState, Outcome
+from console.core import events as ev
+from console.core.events import Event, HostState, Outcome
 from console.journal import (
     Journal,
     JournalError,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from console import events as ev
+from console.core import events as ev
 from console.journal import list_journals, read_journal
 from console.lock import LockInfo, RolloutLock, lock_path
 from console.simfleet import SimFleet

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.errors import InputError
+from console.core.errors import InputError
 from console.metrics import (
     MetricsParseError,
     line_filter,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 import console.monitor as monitor_mod
-from console.events import Alert, Event, HealthSample, VitalsSample
+from console.core.events import Alert, Event, HealthSample, VitalsSample
 from console.health import ErrorRateAnalyzer
 from console.monitor import HostMonitor, _chainable, _marker_status
 from console.spec import ErrorRateSpec, HealthSpec, MetricsSpec, RolloutSpec, VitalsSpec

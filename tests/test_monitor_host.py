@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from console.events import Alert, Event, HealthSample, LogLines, VitalsSample
+from console.core.events import Alert, Event, HealthSample, LogLines, VitalsSample
 from console.health import VITALS_COMMAND, ErrorRateAnalyzer
 from console.monitor import HostMonitor
 from console.spec import (

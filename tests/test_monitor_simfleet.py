@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from console.events import Alert, Event, HealthSample, LogLines, VitalsSample
+from console.core.events import Alert, Event, HealthSample, LogLines, VitalsSample
 from console.health import ErrorRateAnalyzer, probe_health
 from console.monitor import HostMonitor
 from console.simfleet import SimFleet

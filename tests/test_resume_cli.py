@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from console import events as ev
-from console.errors import InputError
+from console.core import events as ev
+from console.core.errors import InputError
 from console.journal import list_journals, read_journal
 from console.lock import RolloutLock
 from console.resume import find_rollout

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from console import events as ev
-from console.events import HostState
+from console.core import events as ev
+from console.core.events import HostState
 from console.journal import list_journals, read_journal
 from console.simfleet import SimFleet
 

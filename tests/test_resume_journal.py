@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from console import events as ev
+from console.core import events as ev
 from console.journal import Journal, read_header, read_journal
 
 

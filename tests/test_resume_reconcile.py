@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from console import events as ev
-from console.events import HostState, RolloutState
+from console.core import events as ev
+from console.core.events import HostState, RolloutState
 from console.reconcile import Observation, decide, journal_facts
 
 STEPS = ("drain", "install", "restart", "undrain")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from console import events as ev
 from console.cli import main
+from console.core import events as ev
+from console.core.events import Event, HostState, Outcome
 from console.engine import Engine
-from console.events import Event, HostState, Outcome
 from console.plan import make_plan
 from console.simfleet import SimFleet
 from console.spec import load_spec

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from console import events as ev
+from console.core import events as ev
+from console.core.events import Event, HostState, Outcome
 from console.engine import Engine
-from console.events import Event, HostState, Outcome
 from console.journal import Journal, read_journal
 from console.plan import make_plan
 from console.spec import RolloutSpec, parse_spec

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from console.errors import RolldeckError
+from console.core.errors import RolldeckError
 from console.simfleet import SimFleet, start_fleet_process
 from console.simfleet.process import FleetStartError, _read_line
 from tests.fixtures.simfleet import FleetFactory

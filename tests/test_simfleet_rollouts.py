@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from console.errors import EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK
+from console.core.errors import EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK
 from console.simfleet import SimFleet, builtin_names
 from tests.fixtures.simfleet import FleetFactory, sim_connect
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from console.errors import InputError
+from console.core.errors import InputError
 from console.simfleet.host import SimHost
 from console.simfleet.scenario import (
     builtin_names,

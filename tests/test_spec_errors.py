@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
-from console.errors import InputError
+from console.core.errors import InputError
 from console.spec import load_spec, parse_spec
 
 HEAD = "service: api\nversion: '1'\nsteps:\n  - deploy {version}\n"  # lines 1-4

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from console.errors import InputError
+from console.core.errors import InputError
 from console.spec import TOP_KEYS, RolloutSpec, load_spec, parse_spec
 from tests.test_spec_load import FULL
 

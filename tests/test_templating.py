@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from console.errors import InputError
+from console.core.errors import InputError
 from console.spec import parse_spec
 from console.templating import (
     Placeholder,

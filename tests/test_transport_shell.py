@@ -238,7 +238,7 @@ async def test_host_without_a_shell_gets_one_command_per_poll(
 
 
 def test_rolldeck_shell_is_validated() -> None:
-    from console.errors import InputError
+    from console.core.errors import InputError
     from console.transport.remote_kill import shell_kind
     from inventory.model import Host
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from console.errors import InputError
+from console.core.errors import InputError
 from console.transport.knownhosts import lookup_name, resolve_paths
 from console.transport.output import LineSplitter, OutputSink
 from console.transport.remote_kill import kill_mode, kill_script, parse_pid, wrap_pgroup

@@ -10,15 +10,15 @@ from collections.abc import Callable
 
 import pytest
 
-from console import events as ev
 from console.app import RolldeckApp, exit_code, make_console
-from console.bus import EventBus, Subscription
-from console.commands import Command
+from console.core import events as ev
+from console.core.bus import EventBus, Subscription
+from console.core.commands import Command
+from console.core.events import HostState, Outcome, RolloutState
+from console.core.state import RolloutView
 from console.engine import Engine
-from console.events import HostState, Outcome, RolloutState
 from console.plan import make_plan
 from console.spec import load_spec
-from console.state import RolloutView
 from console.transport import TransportOptions, make_transport
 from inventory import load_inventory, select
 from screens.confirm import ConfirmScreen

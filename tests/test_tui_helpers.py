@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from console import events as ev
 from console.app import RolldeckApp
-from console.bus import EventBus
-from console.commands import Command
-from console.events import HostState, RolloutState
+from console.core import events as ev
+from console.core.bus import EventBus
+from console.core.commands import Command
+from console.core.events import HostState, RolloutState
+from console.core.state import RolloutView, fold
 from console.spec import ErrorRateSpec, LogsSpec, RolloutSpec
-from console.state import RolloutView, fold
 from screens.synthetic import SyntheticRollout
 
 SIZE = (120, 40)

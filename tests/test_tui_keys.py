@@ -8,9 +8,9 @@ import os
 import stat
 
 from console.app import RolldeckApp, exit_code
-from console.bus import EventBus
-from console.commands import Command
-from console.events import HostState, LogLines, Outcome, RolloutFinished, RolloutState
+from console.core.bus import EventBus
+from console.core.commands import Command
+from console.core.events import HostState, LogLines, Outcome, RolloutFinished, RolloutState
 from screens.confirm import ConfirmScreen
 from screens.dashboard import DashboardScreen
 from screens.help import HelpScreen
@@ -198,7 +198,7 @@ async def test_table_rows_follow_events_without_rebuilds() -> None:
     app, _ctl, bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
         t = table(app)
-        from console.events import HostStateChanged
+        from console.core.events import HostStateChanged
 
         bus.publish(
             HostStateChanged(host="api-09", state=HostState.FAILED, detail="exit 2 in drain")
@@ -339,7 +339,7 @@ async def test_engine_runner_outcome_is_the_exit_code() -> None:
 
 
 def _healthy(host: str) -> object:
-    from console.events import HostStateChanged
+    from console.core.events import HostStateChanged
 
     return HostStateChanged(host=host, state=HostState.HEALTHY)
 

@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from console import events as ev
-from console.events import HostState, RolloutState
-from console.state import fold
+from console.core import events as ev
+from console.core.events import HostState, RolloutState
+from console.core.state import fold
 from screens.changes import collect
 from screens.chart import BASE_GLYPH, NEW_GLYPH, THRESHOLD_GLYPH, plot
 from screens.confirm import abort_text, quit_text, rollback_text
@@ -198,8 +198,8 @@ def test_last_log_cell_drops_timestamp_and_syslog_tag() -> None:
 def test_parent_groups_are_shown_after_their_children() -> None:
     """The inventory sorts a host's groups by name (`eu` before `eu-west`): the view
     moves a group that contains another of the host's groups after it."""
-    from console import events as ev
-    from console.state import RolloutView
+    from console.core import events as ev
+    from console.core.state import RolloutView
 
     hosts = {
         "web-01": {"groups": ["eu", "eu-west", "web"]},

@@ -2,12 +2,12 @@
 
 :func:`connect` does the hello and reads the snapshot, so the caller holds the folded
 state before it draws anything; :meth:`RemoteRollout.start` then feeds the live
-stream into a local :class:`~console.bus.EventBus`, and :class:`RemoteController`
+stream into a local :class:`~console.core.bus.EventBus`, and :class:`RemoteController`
 sends commands back. The console cannot tell this apart from an in-process engine:
 it gets a Subscription and a Controller either way.
 
 Refusals by the owner (a read-only console, a malformed command, a finished rollout)
-come back as a local :class:`~console.events.Notice`, so they show up where the
+come back as a local :class:`~console.core.events.Notice`, so they show up where the
 operator is looking; they are never journaled, since the owner refused them.
 """
 
@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from console import events as ev
 from console.attach.protocol import (
     MAX_LINE,
     VERSION,
@@ -30,17 +29,18 @@ from console.attach.protocol import (
     encode,
     read_message,
 )
-from console.bus import EventBus, Subscription
-from console.commands import Command
-from console.events import Event
-from console.state import RolloutView
+from console.core import events as ev
+from console.core.bus import EventBus, Subscription
+from console.core.commands import Command
+from console.core.events import Event
+from console.core.state import RolloutView
 
 CONNECT_TIMEOUT = 5.0
 SNAPSHOT_TIMEOUT = 60.0  # a long rollout's journal can take a while to replay
 
 
 class RemoteController:
-    """console.commands.Controller over the socket: ``execute`` never blocks."""
+    """console.core.commands.Controller over the socket: ``execute`` never blocks."""
 
     def __init__(self, remote: RemoteRollout, operator: str | None = None) -> None:
         self._remote = remote

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 
 from console.attach.protocol import SOCKET_SUFFIX, VERSION, addressable, encode
 from console.attach.server import serve_engine
-from console.errors import RolldeckError
+from console.core.errors import RolldeckError
 
 if TYPE_CHECKING:
+    from console.core.events import Outcome
     from console.engine import Engine
-    from console.events import Outcome
     from console.headless import Mode
 
 SPAWN_TIMEOUT = 60.0  # preflight of a large fleet happens after the socket is up

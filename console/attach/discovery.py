@@ -9,7 +9,7 @@ from typing import Any
 
 from console.attach.client import probe
 from console.attach.protocol import SOCKET_SUFFIX, ProtocolError
-from console.errors import InputError
+from console.core.errors import InputError
 from console.history import live_owners, summary_of
 from console.journal import JournalError, journal_path
 

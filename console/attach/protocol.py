@@ -8,7 +8,7 @@ buffer without limit.
 Client -> server::
 
     {"type": "hello", "version": 1, "read_only": false, "mode": "attach" | "probe"}
-    {"type": "command", "command": {...console.commands.Command.to_json()...}}
+    {"type": "command", "command": {...console.core.commands.Command.to_json()...}}
 
 Server -> client::
 
@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from console.errors import RolldeckError
+from console.core.errors import RolldeckError
 
 VERSION = 1
 MAX_LINE = 8 * 1024 * 1024  # server -> client: RolloutStarted carries the spec and hosts

@@ -32,7 +32,6 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console import events as ev
 from console.attach.protocol import (
     HELLO_TIMEOUT,
     MAX_CLIENT_LINE,
@@ -45,10 +44,11 @@ from console.attach.protocol import (
     socket_alive,
     socket_path_for,
 )
-from console.bus import Subscription
-from console.commands import Command
-from console.errors import RolldeckError
-from console.events import Event
+from console.core import events as ev
+from console.core.bus import Subscription
+from console.core.commands import Command
+from console.core.errors import RolldeckError
+from console.core.events import Event
 
 if TYPE_CHECKING:
     from console.engine import Engine

@@ -17,9 +17,9 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from console import events as ev
-from console.commands import Command
-from console.events import HostState, RolloutState
+from console.core import events as ev
+from console.core.commands import Command
+from console.core.events import HostState, RolloutState
 
 if TYPE_CHECKING:
     from console.engine.core import Engine

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from console.events import HostState
+from console.core.events import HostState
 from inventory.model import Host
 
 

@@ -29,21 +29,21 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from console import events as ev
-from console.bus import EventBus, Subscription
-from console.commands import Command
+from console.core import events as ev
+from console.core.bus import EventBus, Subscription
+from console.core.commands import Command
+from console.core.events import HostState, Outcome, RolloutState
+from console.core.state import RolloutView
 from console.engine.commands import decide
 from console.engine.control import Budget, Control, HostRecord
 from console.engine.emitter import Emitter
 from console.engine.gates import ANALYZE_EVERY, run_gate
 from console.engine.hostwork import HostWork, Probe, signals_spec
 from console.engine.preflight import run_preflight
-from console.events import HostState, Outcome, RolloutState
 from console.health import ErrorRateAnalyzer, probe_health
 from console.journal import Journal
 from console.plan import Plan, make_plan
 from console.spec import ErrorRateSpec, RolloutSpec
-from console.state import RolloutView
 from console.templating import Redactor, TemplateError, is_secret_name
 from console.transport.base import Connection, Transport
 from inventory.model import Host

@@ -15,10 +15,10 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from console.bus import EventBus
-from console.events import Event, StepOutput
+from console.core.bus import EventBus
+from console.core.events import Event, StepOutput
+from console.core.state import RolloutView
 from console.journal import Journal
-from console.state import RolloutView
 
 OUTPUT_TICK = 0.1  # seconds between live-output flushes
 OUTPUT_BUFFER = 500  # lines per host and stream between two flushes (older ones dropped)

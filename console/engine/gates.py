@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from console import events as ev
+from console.core import events as ev
+from console.core.events import HostState, RolloutState
 from console.engine.hostwork import signals_spec
-from console.events import HostState, RolloutState
 
 if TYPE_CHECKING:
     from console.engine.control import HostRecord

@@ -14,10 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from console import events as ev
+from console.core import events as ev
+from console.core.events import HostState
 from console.engine.control import Control, HostRecord
 from console.engine.emitter import Emitter
-from console.events import HostState
 from console.spec import HealthSpec, RolloutSpec, Step
 from console.templating import TemplateError, build_context, render
 from console.transport.base import Connection, RunResult, Transport, TransportError

@@ -15,9 +15,9 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from console import events as ev
+from console.core import events as ev
+from console.core.events import HostState
 from console.engine.hostwork import VERSION_TIMEOUT, _short, _why
-from console.events import HostState
 from console.templating import TemplateError, build_context, render
 from console.transport.base import HostKeyError, TransportError
 

@@ -22,7 +22,7 @@ from types import TracebackType
 
 import asyncssh
 
-from console.errors import RolldeckError
+from console.core.errors import RolldeckError
 from console.simfleet.control import CONTROL_USER, state_from_json
 from console.simfleet.host import HostState
 from console.simfleet.keys import CLIENT_KEY_FILE, KNOWN_HOSTS_FILE

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import yaml
 
-from console.errors import InputError, did_you_mean
+from console.core.errors import InputError, did_you_mean
 from console.simfleet.yamlnodes import Fields, compose, line_of, plain
 
 DEFAULT_SERVICE = "checkout-api"

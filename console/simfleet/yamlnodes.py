@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from console.errors import InputError, did_you_mean
+from console.core.errors import InputError, did_you_mean
 
 
 def compose(text: str, path: str) -> yaml.Node | None:

@@ -9,13 +9,13 @@ import sys
 import time
 from typing import IO
 
-from console import events as ev
 from console.attach.client import RemoteRollout, connect
 from console.attach.discovery import find_socket
 from console.attach.protocol import ProtocolError
-from console.commands import COMMAND_NAMES, Command, default_operator
-from console.errors import EXIT_FAILED, EXIT_OK, InputError
-from console.events import OUTCOME_EXIT_CODES, Event
+from console.core import events as ev
+from console.core.commands import COMMAND_NAMES, Command, default_operator
+from console.core.errors import EXIT_FAILED, EXIT_OK, InputError
+from console.core.events import OUTCOME_EXIT_CODES, Event
 from console.journal import resolve_state_dir
 
 NAME = "attach"

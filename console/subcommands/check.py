@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from console import spec as specmod
-from console.errors import InputError
+from console.core.errors import InputError
 from console.plan import Plan, describe_budget, make_plan
 from console.spec import RolloutSpec, format_duration, load_spec
 from console.templating import Redactor, build_context, context_vars, placeholders, render

@@ -29,11 +29,11 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from console.errors import EXIT_FAILED, EXIT_PAUSED, InputError, RolldeckError
+from console.core.errors import EXIT_FAILED, EXIT_PAUSED, InputError, RolldeckError
 
 if TYPE_CHECKING:
+    from console.core.events import DrillScorecard, Outcome
     from console.engine import Engine
-    from console.events import DrillScorecard, Outcome
     from console.journal import Journal
     from console.simfleet.process import FleetProcess
     from console.spec import RolloutSpec
@@ -269,7 +269,7 @@ def _run_on(
     out: IO[str],
     err: IO[str],
 ) -> RehearsalResult:
-    from console.commands import default_operator
+    from console.core.commands import default_operator
     from console.engine import new_rollout_id
     from console.journal import Journal, resolve_state_dir
     from console.lock import LockHeld, RolloutLock
@@ -394,7 +394,7 @@ def _score(
 
 
 async def _headless(engine: Engine, opts: RehearsalOptions, out: IO[str], err: IO[str]) -> int:
-    from console.events import OUTCOME_EXIT_CODES
+    from console.core.events import OUTCOME_EXIT_CODES
     from console.headless import choose_mode, run_headless
 
     loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from console.errors import InputError
+from console.core.errors import InputError
 from console.history import history, render_history
 from console.journal import resolve_state_dir
 

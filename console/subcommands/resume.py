@@ -12,10 +12,10 @@ import asyncio
 import logging
 import sys
 
-from console.commands import default_operator
+from console.core.commands import default_operator
+from console.core.errors import EXIT_FAILED, InputError
+from console.core.events import OUTCOME_EXIT_CODES, Outcome
 from console.engine import Engine
-from console.errors import EXIT_FAILED, InputError
-from console.events import OUTCOME_EXIT_CODES, Outcome
 from console.headless import choose_mode, run_headless
 from console.journal import Journal, resolve_state_dir
 from console.lock_options import acquire_from_args, add_lock_arguments, broke_lock_notice

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from console.errors import EXIT_OK, InputError
+from console.core.errors import EXIT_OK, InputError
 
 if TYPE_CHECKING:
     from console.simfleet.fleet import SimFleet

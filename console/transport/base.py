@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from console.errors import RolldeckError
+from console.core.errors import RolldeckError
 from inventory.model import Host
 
 LineCallback = Callable[[str, str], None]  # (stream: 'stdout' | 'stderr', line)

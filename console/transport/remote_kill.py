@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shlex
 
-from console.errors import InputError
+from console.core.errors import InputError
 from inventory.model import Host
 
 KILL_MODES = ("pgroup", "signal")

@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from console.state import HostView, RolloutView
+from console.core.state import HostView, RolloutView
 from screens.rows import (
     COLUMNS,
     SORT_COLUMNS,

@@ -11,8 +11,8 @@ from rich.text import Text
 from textual import events
 from textual.widgets import Static
 
-from console import events as ev
-from console.state import RolloutView
+from console.core import events as ev
+from console.core.state import RolloutView
 from screens.chart import BASE_GLYPH, NEW_GLYPH, THRESHOLD_GLYPH, plot
 from screens.describe import describe
 from screens.format import clock_time, format_rate

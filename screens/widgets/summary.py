@@ -6,7 +6,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
-from console.state import RolloutView
+from console.core.state import RolloutView
 from screens.format import (
     batch_position,
     bucket_counts,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from console import events as ev
-from console.events import HostState, Outcome, RolloutState
+from console.core import events as ev
+from console.core.events import HostState, Outcome, RolloutState
 
 LOG_LINES_PER_HOST = 500
 STEP_TAIL_LINES = 50

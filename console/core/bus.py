@@ -16,7 +16,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 
-from console.events import Event
+from console.core.events import Event
 
 
 class Subscription:
