@@ -79,9 +79,9 @@ def cpu_seconds() -> float:
 async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, float]:
     from console.core.events import Outcome
     from console.engine import Engine
-    from console.journal import Journal
     from console.plan import make_plan
     from console.spec import parse_spec
+    from console.store.journal import Journal
     from console.transport import TransportOptions, make_transport
 
     hosts = fleet_hosts(work, n)

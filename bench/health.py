@@ -8,7 +8,7 @@
 1. Starts ``rolldeck sim-fleet`` (scenario ``bad-canary``: the new version fails 15% of
    requests) in a child process, so only the monitors' cost is measured here.
 2. Connects to every host with the engine's SSH transport and runs one
-   :class:`~console.monitor.HostMonitor` per host, as a rollout does: health every 2 s
+   :class:`~console.signals.monitor.HostMonitor` per host, as a rollout does: health every 2 s
    (the watch enabled on every host), vitals every 5 s, logs followed, and with
    ``--metrics`` the Prometheus page every 5 s too (the error rate is then errors per
    request; without it, error log lines per host-minute). Events go through an
@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from console import gc_policy
 from console.core.bus import EventBus
 from console.core.events import Alert, LogLines
-from console.health import ErrorRateAnalyzer
-from console.monitor import HostMonitor
+from console.signals.health import ErrorRateAnalyzer
+from console.signals.monitor import HostMonitor
 from console.simfleet import start_fleet_process
 from console.spec import RolloutSpec, load_spec
 from console.transport.base import Connection, TransportOptions

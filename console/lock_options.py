@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from console.core.errors import InputError
-from console.lock import LockHeld, RolloutLock
 from console.spec import _parse_duration
+from console.store.lock import LockHeld, RolloutLock
 
 
 def add_lock_arguments(parser: argparse.ArgumentParser) -> None:

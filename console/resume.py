@@ -23,11 +23,11 @@ from console.core.errors import InputError
 from console.core.events import HostState, Outcome
 from console.core.state import RolloutView, fold
 from console.engine.hostwork import VERSION_TIMEOUT, signals_spec
-from console.health import probe_health
-from console.history import is_running, live_owners, load_events, resolve_id
-from console.journal import JournalError, list_journals
 from console.reconcile import Decision, JournalFacts, Observation, decide, journal_facts
+from console.signals.health import probe_health
 from console.spec import HealthSpec, RolloutSpec, load_spec
+from console.store.history import is_running, live_owners, load_events, resolve_id
+from console.store.journal import JournalError, list_journals
 from console.templating import TemplateError, build_context, render
 from console.transport.base import Connection, Transport, TransportError
 from inventory import load_inventory

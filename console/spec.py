@@ -43,6 +43,7 @@ from yaml.constructor import SafeConstructor
 
 from console import templating
 from console.core.errors import InputError, did_you_mean
+from console.core.secrets import MASK, is_secret_name
 
 OnFailure = Literal["pause", "rollback", "abort"]
 STEP_TIMEOUT = 300.0
@@ -943,8 +944,7 @@ def settings(spec: RolloutSpec) -> dict[str, Any]:
     data["batches"] = list(spec.batches)
     data["max_failures"] = _budget_text(spec.max_failures)
     data["vars"] = {
-        k: (templating.MASK if templating.is_secret_name(k, spec.secrets) else v)
-        for k, v in spec.vars.items()
+        k: (MASK if is_secret_name(k, spec.secrets) else v) for k, v in spec.vars.items()
     }
     return data
 

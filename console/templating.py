@@ -10,9 +10,9 @@ Vars come from three places, most specific last: environment variables named in 
 spec's ``secrets`` (so a token never has to be written to a file), the spec's ``vars``
 (defaults for every host), then the host's inventory vars.
 
-:class:`Redactor` masks secret values wherever text leaves the engine (output tails,
-journal, screen): the values of vars named in ``secrets`` and of vars whose name looks
-secret (password, token, secret, key; a key *file* path is not a secret).
+:func:`redactor_for` builds the rollout's :class:`~console.core.secrets.Redactor`:
+the values of vars named in ``secrets`` and of vars whose name looks secret
+(password, token, secret, key; a key *file* path is not a secret).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from console.core.errors import InputError, did_you_mean
+from console.core.secrets import Redactor, is_secret_name
 
 if TYPE_CHECKING:
     from console.spec import RolloutSpec
@@ -34,18 +35,8 @@ if TYPE_CHECKING:
 
 FIXED_NAMES = ("host", "address", "version", "previous_version", "service")
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-MASK = "***"
 
 _ALLOWED_TEXT = ", ".join(f"{{{n}}}" for n in (*FIXED_NAMES, "vars.NAME"))
-# Substrings, plus Ansible's ``*_pass`` (ansible_ssh_pass, ansible_become_pass) and
-# ``pw``/``pwd`` as whole words of a snake_case name.
-_SECRET_WORDS = re.compile(
-    r"password|passwd|token|secret|key|(?:^|_)(?:pass|pw|pwd)(?:_|$)", re.IGNORECASE
-)
-# Names that hold the path of an SSH private key: a path, not the key itself.
-_KEY_PATH_NAMES = frozenset(
-    {"key", "ssh_key", "ansible_ssh_private_key_file", "ansible_private_key_file"}
-)
 
 
 class TemplateError(InputError):
@@ -235,67 +226,19 @@ def build_context(
     }
 
 
-def is_secret_name(name: str, declared: Iterable[str] = ()) -> bool:
-    """True for vars named in ``secrets`` or whose name looks secret (not key paths)."""
-    if name in set(declared):
-        return True
-    words = {m.group(0).lower() for m in _SECRET_WORDS.finditer(name)}
-    if not words:
-        return False
-    if words == {"key"}:
-        lowered = name.lower()
-        if lowered in _KEY_PATH_NAMES or lowered.endswith(("_file", "_path")):
-            return False
-    return True
-
-
-class Redactor:
-    """Replaces every known secret value in a text with ``***``.
-
-    Each value is matched raw and in its shell-quoted form (a rendered command holds
-    the latter, which is not a substring of the former when the value has quotes);
-    each line of a multi-line value is matched too, since output arrives line by line.
-    Booleans and empty values are never secrets.
-    """
-
-    def __init__(self, values: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
-        for value in values:
-            if not value:
+def redactor_for(
+    spec: RolloutSpec,
+    hosts: Iterable[Host] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Redactor:
+    """Secrets of the spec and of every given host (one redactor for a rollout)."""
+    values: set[str] = set()
+    scopes: list[Host | None] = [None, *hosts]
+    for host in scopes:
+        for name, value in context_vars(spec, host, environ).items():
+            if value is None or isinstance(value, bool):
                 continue
-            forms.add(value)
-            forms.add(shlex.quote(value))
-            forms.update(line for line in value.splitlines() if line.strip())
-        self._values = frozenset(forms)
-        ordered = sorted(forms, key=len, reverse=True)  # longest first: no partial masks
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-
-    @classmethod
-    def for_spec(
-        cls,
-        spec: RolloutSpec,
-        hosts: Iterable[Host] = (),
-        *,
-        environ: Mapping[str, str] | None = None,
-    ) -> Redactor:
-        """Secrets of the spec and of every given host (one redactor for a rollout)."""
-        values: set[str] = set()
-        scopes: list[Host | None] = [None, *hosts]
-        for host in scopes:
-            for name, value in context_vars(spec, host, environ).items():
-                if value is None or isinstance(value, bool):
-                    continue
-                if is_secret_name(name, spec.secrets):
-                    values.add(_as_text(value))
-        return cls(values)
-
-    def __bool__(self) -> bool:
-        return self._pattern is not None
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._values
-
-    def redact(self, text: str) -> str:
-        if self._pattern is None or not text:
-            return text
-        return self._pattern.sub(MASK, text)
+            if is_secret_name(name, spec.secrets):
+                values.add(_as_text(value))
+    return Redactor(values)

@@ -31,7 +31,7 @@ import asyncio, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from console.attach.detach import serve_headless
-from console.journal import Journal
+from console.store.journal import Journal
 from tests.test_engine_helpers import make_engine, spec_from
 
 state_dir, rid = Path(sys.argv[1]), sys.argv[2]

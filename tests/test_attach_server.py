@@ -313,7 +313,7 @@ async def test_oversized_client_line_is_cut_off(tmp_path: Path) -> None:
 def test_ps_lists_a_locked_rollout_without_a_socket(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from console.lock import RolloutLock
+    from console.store.lock import RolloutLock
     from tests.test_history_audit import write_unfinished
 
     write_unfinished(tmp_path, "shop-l1", os.getpid())
@@ -356,7 +356,7 @@ async def test_client_is_told_when_the_owner_stops_serving(tmp_path: Path) -> No
 
 async def test_state_dir_deeper_than_a_socket_address_allows(tmp_path: Path) -> None:
     from console.attach.detach import probe_sync
-    from console.history import socket_alive
+    from console.store.history import socket_alive
 
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)

@@ -18,7 +18,7 @@ from console.core import events as ev
 from console.core.errors import EXIT_PAUSED
 from console.core.events import HostState, Outcome
 from console.engine import POLICY
-from console.journal import read_journal
+from console.store.journal import read_journal
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -18,7 +18,7 @@ import pytest
 from console.core import events as ev
 from console.core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PAUSED, EXIT_ROLLED_BACK
 from console.engine import POLICY
-from console.journal import read_journal
+from console.store.journal import read_journal
 
 OLD, NEW = "2.4.0", "2.4.1"
 SCALE = "0.05"  # every simulated duration x0.05 (step timeouts keep a 5 s floor)

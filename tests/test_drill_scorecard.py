@@ -21,10 +21,10 @@ from console.drill import (
     scorecard_rows,
 )
 from console.engine import POLICY
-from console.journal import read_journal
 from console.simfleet.layout import host_slots
 from console.simfleet.scenario import load_scenario, parse_scenario
 from console.spec import Step
+from console.store.journal import read_journal
 
 OLD, NEW = "2.4.0", "2.4.1"
 HOSTS = [s.name for s in host_slots(6)]  # web-01 api-01 worker-01 web-02 api-02 worker-02

@@ -12,9 +12,9 @@ from pathlib import Path
 from console.core import events as ev
 from console.core.events import Event, HostState, Outcome
 from console.engine import Engine
-from console.journal import Journal
 from console.plan import make_plan
 from console.spec import RolloutSpec, parse_spec
+from console.store.journal import Journal
 from console.transport.fake import FakeTransport, VersionedFleet
 from inventory.model import Host
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from console.health import (
+from console.signals.health import (
     BASELINE_FLOOR_PER_MIN,
     BASELINE_FLOOR_RATIO,
     ErrorRateAnalyzer,

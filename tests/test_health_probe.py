@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from console.health import VITALS_COMMAND, HealthTracker, Vitals, parse_vitals, probe_health
+from console.signals.health import VITALS_COMMAND, HealthTracker, Vitals, parse_vitals, probe_health
 from console.spec import HealthSpec
 from console.transport.base import HostUnreachable, LineCallback, RunResult
 from inventory.model import Host

@@ -14,8 +14,8 @@ import re
 import pytest
 
 from console.core.events import Alert
-from console.health import ErrorRateAnalyzer, HealthTracker
-from console.metrics import line_filter, parse_selector, read_counters
+from console.signals.health import ErrorRateAnalyzer, HealthTracker
+from console.signals.metrics import line_filter, parse_selector, read_counters
 from console.simfleet import load_scenario
 from console.simfleet.host import SimHost
 from console.simfleet.layout import host_slots

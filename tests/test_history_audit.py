@@ -16,9 +16,9 @@ from console.cli import main as cli_main
 from console.core import events as ev
 from console.core.events import Event, HostState, Outcome
 from console.core.state import RolloutView
-from console.history import history, render_history, render_timeline, resolve_id, timeline
-from console.journal import journal_path
-from console.lock import RolloutLock
+from console.store.history import history, render_history, render_timeline, resolve_id, timeline
+from console.store.journal import journal_path
+from console.store.lock import RolloutLock
 from tests.test_engine_helpers import Run, journal_in, make_engine, run_engine, spec_from
 
 

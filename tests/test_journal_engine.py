@@ -13,7 +13,7 @@ import pytest
 
 from console.core import events as ev
 from console.core.events import Event, HostState, Outcome
-from console.journal import (
+from console.store.journal import (
     Journal,
     JournalError,
     list_journals,
@@ -169,7 +169,7 @@ async def test_failing_journal_pauses_the_rollout(
 ) -> None:
     import errno
 
-    import console.journal as jmod
+    import console.store.journal as jmod
 
     journal = journal_in(tmp_path)
     real = jmod._write_all
@@ -193,7 +193,7 @@ async def test_failing_journal_pauses_the_rollout(
 
 
 def test_append_to_a_closed_journal(tmp_path: Path) -> None:
-    from console.journal import append_to
+    from console.store.journal import append_to
 
     j = Journal.create(tmp_path, "d")
     import asyncio

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from console.core import events as ev
-from console.journal import list_journals, read_journal
-from console.lock import LockInfo, RolloutLock, lock_path
 from console.simfleet import SimFleet
+from console.store.journal import list_journals, read_journal
+from console.store.lock import LockInfo, RolloutLock, lock_path
 from tests.fixtures.simfleet import FleetFactory
 from tests.test_sighup_headless import wait_for_step
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from console.lock import (
+from console.store.lock import (
     HEARTBEAT_EVERY,
     STALE_AFTER_BEATS,
     LockHeld,
@@ -113,7 +113,8 @@ def test_lock_wait_waits_for_the_holder_to_let_go(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from console.lock import RolloutLock;"
+            "import sys, time; from pathlib import Path;"
+            " from console.store.lock import RolloutLock;"
             "lock = RolloutLock.acquire(Path(sys.argv[1]), service='shop',"
             " inventory='inv.yaml', rollout_id='first', message='hold on');"
             "print('held', flush=True); time.sleep(0.8); lock.release()",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from console.lock import LockHeld, RolloutLock, lock_path, read_lock
+from console.store.lock import LockHeld, RolloutLock, lock_path, read_lock
 
 
 def take(tmp: Path, rid: str = "r1", **kw: object) -> RolloutLock:

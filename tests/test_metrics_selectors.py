@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from console.core.errors import InputError
-from console.metrics import (
+from console.signals.metrics import (
     MetricsParseError,
     line_filter,
     parse_selector,

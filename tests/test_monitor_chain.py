@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-import console.monitor as monitor_mod
+import console.signals.monitor as monitor_mod
 from console.core.events import Alert, Event, HealthSample, VitalsSample
-from console.health import ErrorRateAnalyzer
-from console.monitor import HostMonitor, _chainable, _marker_status
+from console.signals.health import ErrorRateAnalyzer
+from console.signals.monitor import HostMonitor, _chainable, _marker_status
 from console.spec import ErrorRateSpec, HealthSpec, MetricsSpec, RolloutSpec, VitalsSpec
 from console.transport.base import LineCallback, RunResult
 from inventory.model import Host

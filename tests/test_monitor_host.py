@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from console.core.events import Alert, Event, HealthSample, LogLines, VitalsSample
-from console.health import VITALS_COMMAND, ErrorRateAnalyzer
-from console.monitor import HostMonitor
+from console.signals.health import VITALS_COMMAND, ErrorRateAnalyzer
+from console.signals.monitor import HostMonitor
 from console.spec import (
     ErrorRateSpec,
     HealthSpec,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from console.core.events import Alert, Event, HealthSample, LogLines, VitalsSample
-from console.health import ErrorRateAnalyzer, probe_health
-from console.monitor import HostMonitor
+from console.signals.health import ErrorRateAnalyzer, probe_health
+from console.signals.monitor import HostMonitor
 from console.simfleet import SimFleet
 from console.spec import RolloutSpec, load_spec
 from console.transport.base import Connection, TransportOptions

@@ -14,9 +14,9 @@ import pytest
 
 from console.core import events as ev
 from console.core.errors import InputError
-from console.journal import list_journals, read_journal
-from console.lock import RolloutLock
 from console.resume import find_rollout
+from console.store.journal import list_journals, read_journal
+from console.store.lock import RolloutLock
 from tests.fixtures.simfleet import FleetFactory
 
 pytestmark = pytest.mark.slow

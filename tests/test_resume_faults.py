@@ -30,8 +30,8 @@ import pytest
 
 from console.core import events as ev
 from console.core.events import HostState
-from console.journal import list_journals, read_journal
 from console.simfleet import SimFleet
+from console.store.journal import list_journals, read_journal
 
 pytestmark = pytest.mark.slow
 

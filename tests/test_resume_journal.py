@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from console.core import events as ev
-from console.journal import Journal, read_header, read_journal
+from console.store.journal import Journal, read_header, read_journal
 
 
 def tear(path: Path) -> None:

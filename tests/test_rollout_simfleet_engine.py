@@ -92,7 +92,7 @@ async def test_cli_run_on_the_simulated_fleet(
     assert rows[0]["kind"] == "rollout_started" and rows[0]["operator"] == "ci-bot"
     assert rows[-1]["outcome"] == "succeeded"
     assert "journal: " in err
-    from console.journal import read_header
+    from console.store.journal import read_header
 
     journal = Path(err.split("journal: ", 1)[1].split()[0])
     head = read_header(journal)

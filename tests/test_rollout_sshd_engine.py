@@ -14,9 +14,9 @@ import pytest
 from console.core import events as ev
 from console.core.events import Event, HostState, Outcome
 from console.engine import Engine
-from console.journal import Journal, read_journal
 from console.plan import make_plan
 from console.spec import RolloutSpec, parse_spec
+from console.store.journal import Journal, read_journal
 from console.transport import make_transport
 from inventory.model import Host
 from tests.fixtures.sshd import SSHFleet, free_port, living_processes, unique_sleep, write_keypair
@@ -387,7 +387,7 @@ async def test_cli_run_headless_json_and_the_lock(
     import json
 
     from console.cli import main
-    from console.lock import RolloutLock
+    from console.store.lock import RolloutLock
 
     fleet = sshd_fleet(3)
     seed(fleet)

@@ -20,9 +20,9 @@ import pytest
 
 from console.core import events as ev
 from console.core.events import HostState
-from console.journal import list_journals, read_journal
-from console.lock import RolloutLock
 from console.resume import unfinished_hints
+from console.store.journal import list_journals, read_journal
+from console.store.lock import RolloutLock
 from tests.fixtures.simfleet import FleetFactory
 
 pytestmark = pytest.mark.slow

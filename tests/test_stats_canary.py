@@ -8,7 +8,7 @@ import random
 import pytest
 from scipy import stats as sps
 
-from console.stats import (
+from console.signals.stats import (
     canary_analysis,
     canary_rank_analysis,
     mann_whitney_u,

@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from console.core.errors import InputError
+from console.core.secrets import Redactor, is_secret_name
 from console.spec import parse_spec
 from console.templating import (
     Placeholder,
-    Redactor,
     TemplateError,
     build_context,
-    is_secret_name,
     parse,
     placeholders,
+    redactor_for,
     render,
 )
 from inventory.model import Host
@@ -255,7 +255,7 @@ def test_redactor_for_spec_collects_host_spec_and_env_secrets() -> None:
         Host("web-01", "a", vars={"api_token": "host-tok", "use_token": True}),
         Host("web-02", "b", vars={"ansible_ssh_private_key_file": "/keys/id", "n": 7}),
     ]
-    red = Redactor.for_spec(spec, hosts, environ={"DEPLOY_TOKEN": "env-tok"})
+    red = redactor_for(spec, hosts, environ={"DEPLOY_TOKEN": "env-tok"})
     text = "host-tok env-tok spec-pw /keys/id 8080 7 True"
     assert red.redact(text) == "*** *** *** /keys/id 8080 7 True"
     assert bool(red)

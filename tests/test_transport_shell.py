@@ -208,8 +208,8 @@ async def test_host_without_a_shell_gets_one_command_per_poll(
     """`rolldeck_shell: none`: no chained polls, no shell kept open."""
     import dataclasses
 
-    from console.health import ErrorRateAnalyzer
-    from console.monitor import HostMonitor
+    from console.signals.health import ErrorRateAnalyzer
+    from console.signals.monitor import HostMonitor
     from console.spec import load_spec
 
     fleet = await sim_fleet_factory(n=1, time_scale=0.1)

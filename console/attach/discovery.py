@@ -10,8 +10,8 @@ from typing import Any
 from console.attach.client import probe
 from console.attach.protocol import SOCKET_SUFFIX, ProtocolError
 from console.core.errors import InputError
-from console.history import live_owners, summary_of
-from console.journal import JournalError, journal_path
+from console.store.history import live_owners, summary_of
+from console.store.journal import JournalError, journal_path
 
 PROBE_TIMEOUT = 2.0
 

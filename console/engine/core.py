@@ -33,6 +33,7 @@ from console.core import events as ev
 from console.core.bus import EventBus, Subscription
 from console.core.commands import Command
 from console.core.events import HostState, Outcome, RolloutState
+from console.core.secrets import is_secret_name
 from console.core.state import RolloutView
 from console.engine.commands import decide
 from console.engine.control import Budget, Control, HostRecord
@@ -40,11 +41,11 @@ from console.engine.emitter import Emitter
 from console.engine.gates import ANALYZE_EVERY, run_gate
 from console.engine.hostwork import HostWork, Probe, signals_spec
 from console.engine.preflight import run_preflight
-from console.health import ErrorRateAnalyzer, probe_health
-from console.journal import Journal
 from console.plan import Plan, make_plan
+from console.signals.health import ErrorRateAnalyzer, probe_health
 from console.spec import ErrorRateSpec, RolloutSpec
-from console.templating import Redactor, TemplateError, is_secret_name
+from console.store.journal import Journal
+from console.templating import TemplateError, redactor_for
 from console.transport.base import Connection, Transport
 from inventory.model import Host
 
@@ -105,7 +106,7 @@ class Engine:
         self._batches: list[list[str]] = [list(b) for b in plan.batches]
         self._batch_index: int | None = None  # the batch running or last run
         self._queue: deque[str] | None = None  # the running batch's not-started hosts
-        self._redactor = Redactor.for_spec(spec, hosts)
+        self._redactor = redactor_for(spec, hosts)
         self._emitter = Emitter(self.bus, self.view, journal)
         if journal is not None:
             journal.on_error = self._journal_failed
@@ -459,7 +460,7 @@ class Engine:
     def _start_monitors(self, tg: asyncio.TaskGroup, background: list[asyncio.Task[Any]]) -> None:
         if not self._use_monitors:
             return
-        from console.monitor import HostMonitor
+        from console.signals.monitor import HostMonitor
 
         for rec in self.recs.values():
             conn = self._work_conns.get(rec.name)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from console.core.bus import EventBus
 from console.core.events import Event, StepOutput
 from console.core.state import RolloutView
-from console.journal import Journal
+from console.store.journal import Journal
 
 OUTPUT_TICK = 0.1  # seconds between live-output flushes
 OUTPUT_BUFFER = 500  # lines per host and stream between two flushes (older ones dropped)

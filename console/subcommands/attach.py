@@ -16,7 +16,7 @@ from console.core import events as ev
 from console.core.commands import COMMAND_NAMES, Command, default_operator
 from console.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Event
-from console.journal import resolve_state_dir
+from console.store.journal import resolve_state_dir
 
 NAME = "attach"
 HELP = "attach a console to a running rollout (several may attach; --read-only to watch)"

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from console import spec as specmod
 from console.core.errors import InputError
+from console.core.secrets import Redactor
 from console.plan import Plan, describe_budget, make_plan
 from console.spec import RolloutSpec, format_duration, load_spec
-from console.templating import Redactor, build_context, context_vars, placeholders, render
+from console.templating import build_context, context_vars, placeholders, redactor_for, render
 from inventory import load_inventory, select
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def analyse(
     by_name = {h.name: h for h in hosts}
     ordered = [by_name[name] for name in plan.hosts]
     _check_vars(spec, ordered)
-    redactor = Redactor.for_spec(spec, ordered)
+    redactor = redactor_for(spec, ordered)
     return CheckReport(
         spec=spec,
         inventory_path=inventory_path,

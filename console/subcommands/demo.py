@@ -34,9 +34,9 @@ from console.core.errors import EXIT_FAILED, EXIT_PAUSED, InputError, RolldeckEr
 if TYPE_CHECKING:
     from console.core.events import DrillScorecard, Outcome
     from console.engine import Engine
-    from console.journal import Journal
     from console.simfleet.process import FleetProcess
     from console.spec import RolloutSpec
+    from console.store.journal import Journal
     from console.subcommands.check import CheckReport
 
 NAME = "demo"
@@ -271,8 +271,8 @@ def _run_on(
 ) -> RehearsalResult:
     from console.core.commands import default_operator
     from console.engine import new_rollout_id
-    from console.journal import Journal, resolve_state_dir
-    from console.lock import LockHeld, RolloutLock
+    from console.store.journal import Journal, resolve_state_dir
+    from console.store.lock import LockHeld, RolloutLock
     from console.subcommands.check import analyse
 
     if opts.policy == "operator":
@@ -380,7 +380,7 @@ def _score(
     """Score the finished run: the journal, plus every host's true active version read
     back from the fleet over SSH; the scorecard is appended to the journal."""
     from console.drill import DrillInfo, append_event, live_step, score
-    from console.journal import read_journal
+    from console.store.journal import read_journal
 
     try:
         truth = {h: s.active for h, s in asyncio.run(fleet.host_states()).items()}

@@ -7,8 +7,8 @@ import json
 import sys
 
 from console.core.errors import InputError
-from console.history import history, render_history
-from console.journal import resolve_state_dir
+from console.store.history import history, render_history
+from console.store.journal import resolve_state_dir
 
 NAME = "history"
 HELP = "list past rollouts (who, when, versions, outcome, failures), newest first"

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from console.templating import MASK, is_secret_name
+from console.core.secrets import MASK, is_secret_name
 from inventory import load_inventory, select
 from inventory.model import Host
 

@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from console.attach.discovery import running_rollouts
-from console.history import fmt_time
-from console.journal import resolve_state_dir
+from console.store.history import fmt_time
+from console.store.journal import resolve_state_dir
 
 NAME = "ps"
 HELP = "list the rollouts running on this machine: state, owner, pid, batch"

@@ -17,7 +17,6 @@ from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
 from console.engine import Engine
 from console.headless import choose_mode, run_headless
-from console.journal import Journal, resolve_state_dir
 from console.lock_options import acquire_from_args, add_lock_arguments, broke_lock_notice
 from console.plan import Plan
 from console.reconcile import Observation
@@ -29,6 +28,7 @@ from console.resume import (
     reconcile,
     resumed_hosts,
 )
+from console.store.journal import Journal, resolve_state_dir
 from console.transport import make_transport, rollout_options
 
 NAME = "resume"

@@ -20,9 +20,9 @@ from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
 from console.engine import Engine, new_rollout_id, spec_hash
 from console.headless import choose_mode, run_headless
-from console.journal import Journal, resolve_state_dir
 from console.lock_options import acquire_from_args, add_lock_arguments, broke_lock_notice
 from console.resume import unfinished_hints
+from console.store.journal import Journal, resolve_state_dir
 from console.subcommands.check import analyse
 from console.transport import make_transport, rollout_options
 

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from console.history import render_timeline, resolve_id, timeline
-from console.journal import JournalError, resolve_state_dir
+from console.store.history import render_timeline, resolve_id, timeline
+from console.store.journal import JournalError, resolve_state_dir
 
 NAME = "show"
 HELP = "the timeline of one rollout: batches, alerts, gates, decisions and why it stopped"

@@ -25,8 +25,8 @@ from console.core import events as ev
 from console.core.errors import InputError
 from console.core.events import Event, HostState
 from console.core.state import RolloutView
-from console.journal import JournalError, list_journals, read_lines
-from console.lock import LockInfo, read_lock
+from console.store.journal import JournalError, list_journals, read_lines
+from console.store.lock import LockInfo, read_lock
 
 RUNNING = "running"
 INTERRUPTED = "interrupted"

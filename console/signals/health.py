@@ -12,9 +12,9 @@ judged against the old one:
   log lines) per host, pools them per cohort (new version vs baseline, the hosts not
   yet moved) and decides whether the new version is worse (:meth:`evaluate`).
 
-The per-host loops that feed all this live in :mod:`console.monitor`;
+The per-host loops that feed all this live in :mod:`console.signals.monitor`;
 ``HostMonitor`` is re-exported here, since the engine imports the health API from
-one place. The statistics behind the canary analysis are in :mod:`console.stats`.
+one place. The statistics behind the canary analysis are in :mod:`console.signals.stats`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from console.core.events import Alert, CanaryAnalysis, ErrorRateSample
+from console.signals.stats import canary_analysis, canary_rank_analysis, mann_whitney_u
 from console.spec import ErrorRateSpec, HealthSpec
-from console.stats import canary_analysis, canary_rank_analysis, mann_whitney_u
 from console.transport.base import Connection, RunResult, TransportError
 
 if TYPE_CHECKING:
-    from console.monitor import HostMonitor
+    from console.signals.monitor import HostMonitor
 
 __all__ = [
     "VITALS_COMMAND",
@@ -59,9 +59,9 @@ DETAIL_MAX = 200
 
 
 def __getattr__(name: str) -> Any:
-    # console.monitor imports this module; a lazy re-export avoids the import cycle.
+    # console.signals.monitor imports this module; a lazy re-export avoids the import cycle.
     if name == "HostMonitor":
-        from console.monitor import HostMonitor
+        from console.signals.monitor import HostMonitor
 
         return HostMonitor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

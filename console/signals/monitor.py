@@ -36,7 +36,7 @@ from typing import Protocol
 
 from console.core.errors import InputError
 from console.core.events import Alert, Event, HealthSample, LogLines, VitalsSample
-from console.health import (
+from console.signals.health import (
     VITALS_COMMAND,
     ErrorRateAnalyzer,
     HealthTracker,
@@ -47,7 +47,7 @@ from console.health import (
     probe_error,
     probe_health,
 )
-from console.metrics import MetricsParseError, line_filter, parse_selector, read_counters
+from console.signals.metrics import MetricsParseError, line_filter, parse_selector, read_counters
 from console.spec import RolloutSpec, VitalsSpec
 from console.transport.base import Connection, LineCallback, RunResult, TransportError
 from console.transport.output import OutputSink
