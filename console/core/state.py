@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from console.core import events as ev
 from console.core.events import HostState, Outcome, RolloutState
@@ -91,7 +92,7 @@ class RolloutView:
     error_rate_unit: str = "ratio"
     alerts: list[ev.Alert] = field(default_factory=list)
     timeline: deque[ev.Event] = field(default_factory=lambda: deque(maxlen=TIMELINE_EVENTS))
-    settings: dict = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     seq: int = 0  # events applied
     version_changed: int = 0  # bumps when anything visible changed (cheap dirty check)
 
