@@ -78,11 +78,11 @@ def cpu_seconds() -> float:
 
 async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, float]:
     from console.core.events import Outcome
-    from console.engine import Engine
     from console.plan import make_plan
+    from console.runtime.session import Rollout, build_engine
     from console.spec import parse_spec
     from console.store.journal import Journal
-    from console.transport import TransportOptions, make_transport
+    from console.transport import TransportOptions
 
     hosts = fleet_hosts(work, n)
     options = TransportOptions(
@@ -92,13 +92,11 @@ async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, 
     plan = make_plan([h.name for h in hosts], spec.batches)
     state = Path(tempfile.mkdtemp(dir=work))
     journal = Journal.create(state, f"bench-{version}")
-    engine = Engine(
-        spec,
-        hosts,
-        plan,
-        make_transport(options),
-        journal=journal,
+    engine = build_engine(
+        Rollout(spec, hosts, plan),
         operator="bench",
+        journal=journal,
+        options=options,
         monitors=False,
     )
     sub = engine.bus.subscribe()

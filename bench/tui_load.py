@@ -2,7 +2,7 @@
 
 Drives the real console app headless (Textual's ``run_test``) with events published
 on an :class:`~console.core.bus.EventBus` by a feeder task on the same event loop, as the
-engine would. By default the stream is synthetic (``screens.synthetic.LoadStream``);
+engine would. By default the stream is synthetic (``tests.fixtures.synthetic.LoadStream``);
 ``--fleet`` runs the real engine against the embedded simulated fleet when both exist.
 
 Key latency is measured from the moment a key event is handed to the app's driver to
@@ -33,12 +33,14 @@ from typing import Any
 import psutil
 from textual import events
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from console import gc_policy
 from console.app import RolldeckApp
 from console.core.bus import EventBus
 from console.core.commands import Command
 from console.core.state import fold
-from screens.synthetic import LoadStream, SyntheticRollout
+from tests.fixtures.synthetic import LoadStream, SyntheticRollout
 
 KEYS = ("f", "s", "l", "down", "f", "s", "l", "up", "s", "s")
 ACTIONS = {
@@ -122,18 +124,12 @@ def sim_fleet(args: argparse.Namespace) -> Iterator[Path]:
 def fleet_app(directory: Path, hosts: int, threaded: bool) -> tuple[RolldeckApp, None]:
     """The real engine, over SSH, on the simulated fleet; the console runs it."""
     from console.app import make_console
-    from console.engine import Engine
-    from console.plan import make_plan
-    from console.spec import load_spec
-    from console.transport import TransportOptions, make_transport
-    from inventory import load_inventory, select
+    from console.runtime.session import build_engine, load_rollout
+    from console.transport import TransportOptions
 
-    spec = load_spec(str(directory / "rollout.yaml"))
-    inv = load_inventory(spec.inventory or str(directory / "inventory.yaml"))
-    targets = select(inv, spec.targets)
-    plan = make_plan([h.name for h in targets], spec.batches, order=spec.order, seed=spec.seed)
+    rollout = load_rollout(str(directory / "rollout.yaml"))  # names the fleet's inventory
     options = TransportOptions(ssh_config=[], max_connections=hosts + 8)
-    engine = Engine(spec, targets, plan, make_transport(options), journal=None, operator="bench")
+    engine = build_engine(rollout, operator="bench", journal=None, options=options)
     app = make_console(
         engine, threaded=threaded, theme="rolldeck-dark", remember_theme=False, freeze_gc=True
     )

@@ -8,23 +8,25 @@ whatever is pending, applies it, summarises what changed
 Keys are therefore never queued behind per-event work, however fast the fleet
 streams. Commands go out through a :class:`~console.core.commands.Controller` (the engine
 in-process, or a socket client when attached).
+
+Only wiring lives here: an in-process engine runs on its own thread
+(:mod:`console.runtime.engine_thread`, the app's event source and controller) and is
+built by :mod:`console.runtime.session`; neither knows about Textual.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import gc
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import psutil
 from textual.app import App
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.driver import Driver
 from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import ModalScreen, Screen
@@ -34,6 +36,7 @@ from console.core.commands import Command, Controller
 from console.core.events import OUTCOME_EXIT_CODES, Event, Outcome, RolloutState
 from console.core.state import MOVING_STATES, RolloutView
 from console.hangup import TERMINAL_LOST, TerminalLoss, pause_on_hangup
+from console.runtime.engine_thread import EngineThread, ThreadedEngine
 from console.spec import RolloutSpec
 from screens.changes import Changes, collect
 from screens.confirm import ConfirmScreen, abort_text, quit_text, rollback_text
@@ -63,11 +66,27 @@ ProcessStats = Callable[[], tuple[float, float]]  # (cpu percent, rss MB)
 
 
 class EventSource(Protocol):
-    """What the app drains each frame: a bus Subscription, or an EngineThread."""
+    """What the app drains each frame: a bus Subscription (attached, or on the UI's
+    loop) or an :class:`~console.runtime.engine_thread.EngineThread`. Read-only, so a
+    source may compute them."""
 
-    dropped: int
+    @property
+    def dropped(self) -> int:
+        """Events the source had to drop because the app fell behind."""
+        ...
+
+    @property
+    def overflowed(self) -> bool:
+        """The source gave up on this app: what it shows is stale."""
+        ...
 
     def drain(self, max_items: int | None = None) -> list[Event]: ...
+
+
+def bindings(owner: type[DOMNode]) -> list[Binding]:
+    """A class's own ``BINDINGS`` as Binding objects (ours are all written as such):
+    what the help screen and the command palette list."""
+    return [b for b in owner.BINDINGS if isinstance(b, Binding)]
 
 
 def _psutil_stats() -> ProcessStats:
@@ -284,7 +303,7 @@ class RolldeckApp(App[int | None]):
         hint = ""
         if self._quit_pending:
             hint = "pausing to quit · q again quits now"
-        if getattr(self.subscription, "overflowed", False):
+        if self.subscription.overflowed:
             hint = "EVENT STREAM OVERFLOWED: this view is stale; reattach to re-sync"
         dash.status(
             cpu=cpu,
@@ -437,25 +456,23 @@ class RolldeckApp(App[int | None]):
 
     def help_sections(self) -> list[Section]:
         return [
-            ("Rollout (any screen)", self.BINDINGS),
-            ("Dashboard", DashboardScreen.BINDINGS),
-            ("Host table", HostTable.BINDINGS),
-            ("Host detail", HostDetailScreen.BINDINGS),
-            ("Confirm dialogs", ConfirmScreen.BINDINGS),
-        ]  # type: ignore[list-item]
+            ("Rollout (any screen)", bindings(type(self))),
+            ("Dashboard", bindings(DashboardScreen)),
+            ("Host table", bindings(HostTable)),
+            ("Host detail", bindings(HostDetailScreen)),
+            ("Confirm dialogs", bindings(ConfirmScreen)),
+        ]
 
     def palette_actions(self, screen: Screen[Any]) -> Iterable[PaletteAction]:
         def runner(target: Any, action: str) -> Callable[[], object]:
             return lambda: self.call_later(target.run_action, action)
 
-        for b in self.BINDINGS:
-            assert isinstance(b, Binding)
+        for b in bindings(type(self)):
             if self.read_only and b.action in CONTROL_ACTIONS:
                 continue
             yield PaletteAction(b.description, b.tooltip, runner(self, b.action))
         if isinstance(screen, DashboardScreen | HostDetailScreen):
-            for b in screen.BINDINGS:
-                assert isinstance(b, Binding)
+            for b in bindings(type(screen)):
                 if self.read_only and b.action in CONTROL_ACTIONS:
                     continue
                 yield PaletteAction(b.description, b.tooltip, runner(screen, b.action))
@@ -471,153 +488,24 @@ def exit_code(app: RolldeckApp) -> int:
     return OUTCOME_EXIT_CODES[Outcome.PAUSED]
 
 
-class EngineThread:
-    """Runs an in-process engine on its own thread and event loop.
-
-    Why: with 1,000 hosts the engine's SSH traffic (a few thousand packets a second,
-    each decrypted in Python by asyncssh) would share the UI's event loop, and a key
-    press would wait in line behind it. On its own thread the engine keeps its
-    single-loop design, the UI thread gets the interpreter every switch interval, and
-    the only crossings are explicit: commands go in with ``call_soon_threadsafe``,
-    event batches come out through a deque (append/popleft are atomic), drained by
-    the app's frame tick. It is both the app's event source and its controller.
-    """
-
-    MAX_QUEUED_BATCHES = 200  # back-pressure: past this the forwarder waits for the UI
-
-    def __init__(self, engine: Any, *, serve_dir: str | os.PathLike[str] | None = None) -> None:
-        self.engine = engine
-        # Serve an attach socket next to the engine, so another terminal (on-call
-        # taking over) can `rolldeck attach` to a rollout run in this console.
-        self.serve_dir = serve_dir
-        self.view, self._sub = engine.attach()  # before the thread starts: no race
-        self._out: deque[list[Event]] = deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[Outcome] | None = None
-        self._started = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def dropped(self) -> int:
-        return int(self._sub.dropped)
-
-    @property
-    def overflowed(self) -> bool:
-        return bool(self._sub.overflowed)
-
-    def pending(self) -> int:
-        return sum(len(batch) for batch in tuple(self._out))
-
-    def drain(self, max_items: int | None = None) -> list[Event]:
-        out: list[Event] = []
-        pop = self._out.popleft
-        while self._out and (max_items is None or len(out) < max_items):
-            out.extend(pop())
-        return out
-
-    def execute(self, command: Command) -> None:
-        self._call(self.engine.execute, command)
-
-    def open_connections(self) -> int:
-        return int(self.engine.open_connections())
-
-    def stop_when_paused(self) -> None:
-        self._call(setattr, self.engine, "exit_when_paused", True)
-
-    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
-        if not self._started.wait(10) or self._loop is None:
-            raise RuntimeError("the engine thread is not running")
-        self._loop.call_soon_threadsafe(fn, *args)
-
-    async def run(self) -> Outcome:
-        """Start the engine thread and wait for its outcome (the app's worker awaits
-        this). Cancelled (the console is going away): cancel the engine in its own
-        loop, so in-flight remote commands are really stopped, and wait for it."""
-        ui_loop = asyncio.get_running_loop()
-        done: asyncio.Future[Outcome] = ui_loop.create_future()
-
-        def report(outcome: Outcome | None, error: BaseException | None) -> None:
-            if done.done():
-                return
-            if isinstance(error, asyncio.CancelledError):
-                done.cancel()  # we cancelled it: nothing to report
-            elif error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(outcome)  # type: ignore[arg-type]
-
-        def main() -> None:
-            try:
-                outcome = asyncio.run(self._serve())
-            except BaseException as exc:  # handed to the UI thread, not lost
-                ui_loop.call_soon_threadsafe(report, None, exc)
-            else:
-                ui_loop.call_soon_threadsafe(report, outcome, None)
-
-        self._thread = threading.Thread(target=main, name="rolldeck-engine", daemon=True)
-        self._thread.start()
-        try:
-            return await asyncio.shield(done)
-        except asyncio.CancelledError:
-            if self._loop is not None and self._task is not None:
-                self._loop.call_soon_threadsafe(self._task.cancel)
-            await asyncio.to_thread(self._thread.join, 60)
-            raise
-
-    async def _serve(self) -> Outcome:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()  # type: ignore[assignment]
-        self._started.set()
-        forward = asyncio.create_task(self._forward())
-        server = self._start_server()
-        try:
-            return await self.engine.run()  # type: ignore[no-any-return]
-        finally:
-            self._sub.close()
-            await forward
-            if server is not None:
-                await server.close()
-
-    def _start_server(self) -> Any:
-        if self.serve_dir is None:
-            return None
-        from console.attach.server import serve_engine
-
-        try:
-            return serve_engine(self.engine, self.serve_dir)
-        except Exception as exc:  # the rollout matters more than the socket
-            self.engine.notice(f"no attach socket: {exc}")
-            return None
-
-    async def _forward(self) -> None:
-        async for batch in self._sub.batches():
-            self._out.append(batch)
-            while len(self._out) > self.MAX_QUEUED_BATCHES:  # noqa: ASYNC110 - drained by another thread
-                await asyncio.sleep(0.02)  # the UI is behind: let the bus bound apply
-
-
 def make_console(
-    engine: Any,
+    engine: ThreadedEngine,
     *,
     threaded: bool = True,
     serve_dir: str | os.PathLike[str] | None = None,
     **kw: Any,
 ) -> RolldeckApp:
     """The console over an in-process engine. ``threaded``: the engine runs on its own
-    thread (:class:`EngineThread`); otherwise ``engine.run()`` is an async worker on
-    the UI's loop (fine for a few dozen hosts). ``serve_dir``: also serve an attach
-    socket there (threaded only)."""
+    thread (:class:`~console.runtime.engine_thread.EngineThread`); otherwise
+    ``engine.run()`` is an async worker on the UI's loop (fine for a few dozen hosts).
+    ``serve_dir``: also serve an attach socket there (threaded only)."""
     if threaded:
         bridge = EngineThread(engine, serve_dir=serve_dir)
         kw.setdefault("stop_when_paused", bridge.stop_when_paused)
         return RolldeckApp(
             bridge, bridge, spec=engine.spec, initial_view=bridge.view, runner=bridge.run, **kw
         )
-    if hasattr(engine, "attach"):
-        initial, sub = engine.attach()
-    else:
-        sub = engine.bus.subscribe()
-        initial = copy.deepcopy(engine.view) if engine.view.seq else None
+    initial, sub = engine.attach()
 
     def stop_when_paused() -> None:
         engine.exit_when_paused = True
@@ -633,7 +521,9 @@ def hangup_safe(driver_class: type[Driver], loss: TerminalLoss) -> type[Driver]:
         return driver_class
     base: Any = driver_class
 
-    class HangupSafeDriver(base):  # type: ignore[misc,valid-type]
+    class HangupSafeDriver(base):  # type: ignore[misc]
+        _file: IO[str]  # LinuxDriver's output stream (sys.__stderr__)
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             loss.loop = asyncio.get_running_loop()
@@ -642,15 +532,21 @@ def hangup_safe(driver_class: type[Driver], loss: TerminalLoss) -> type[Driver]:
     return HangupSafeDriver
 
 
-def run_console(engine: Any, **kw: Any) -> int:
+def run_console(
+    engine: ThreadedEngine,
+    *,
+    serve_dir: str | os.PathLike[str] | None = None,
+    resume_hint: bool = True,
+    **kw: Any,
+) -> int:
     """Run ``engine.run()`` inside the console and return the CLI exit code.
 
     Quitting while the rollout runs pauses it first (hosts in flight finish), then
-    prints how to resume.
+    prints how to resume (unless ``resume_hint`` is off: a demo's fleet is gone by
+    then). ``serve_dir``: serve an attach socket there too.
     """
     kw.setdefault("freeze_gc", True)
-    resume_hint = kw.pop("resume_hint", True)
-    app = make_console(engine, **kw)
+    app = make_console(engine, serve_dir=serve_dir, **kw)
     with pause_on_hangup(app.terminal_lost) as loss:
         app.driver_class = hangup_safe(app.driver_class, loss)
         app.run()

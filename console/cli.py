@@ -12,13 +12,17 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 import console
 import console.subcommands
 from console import gc_policy
 from console.core.errors import EXIT_BAD_INPUT, InputError, RolldeckError
+
+# Where the chosen subcommand's ``run`` lands in the parsed namespace: a name no
+# subcommand's option can take (a dash is not a valid ``dest`` from a flag).
+HANDLER = "subcommand-run"
 
 
 def _subcommand_modules(only: str | None = None) -> list[ModuleType]:
@@ -72,7 +76,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(**{HANDLER: mod.run})
     return parser
 
 
@@ -83,12 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = build_parser(_chosen_module(argv))
     args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
+    handler: Callable[[argparse.Namespace], int | None] | None = getattr(args, HANDLER, None)
+    if handler is None:
         parser.print_help()
         return EXIT_BAD_INPUT
     gc_policy.tune()
     try:
-        return int(args._run(args) or 0)
+        return int(handler(args) or 0)
     except InputError as exc:
         print(f"rolldeck: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -189,7 +189,8 @@ def score(
     exposed = set(f.live_at) | {h for h, v in final_versions.items() if target and v == target}
     known = {h: {target, f.previous.get(h)} - {None, ""} for h in final_versions}
     unknown = sorted(h for h, v in final_versions.items() if v not in known[h])
-    rollback, not_back = "not_requested", ()
+    rollback = "not_requested"
+    not_back: tuple[str, ...] = ()
     if f.rollback_requested:
         not_back = tuple(
             h

@@ -23,12 +23,15 @@ from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Literal
 
 from console.core import events as ev
+from console.core.describe import HOST_GLYPHS, HOST_WORDS, OUTCOME_WORDS, ROLLOUT_WORDS
+from console.core.describe import describe as describe_event
 from console.core.events import Event, HostState, Outcome
 from console.core.state import RolloutView
 from console.hangup import TERMINAL_LOST, TerminalLoss, terminal_fds
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+    from rich.live import Live
 
     from console.engine import Engine
 
@@ -36,20 +39,7 @@ Mode = Literal["rich", "plain", "json"]
 REFRESH_PER_SECOND = 4
 ROWS_SHOWN = 30  # hosts listed in the rich table (failing ones first)
 
-SYMBOLS = {
-    HostState.PENDING: "·",
-    HostState.PREFLIGHT: "?",
-    HostState.RUNNING: "▶",
-    HostState.VERIFYING: "♥",
-    HostState.HEALTHY: "✓",
-    HostState.FAILED: "✗",
-    HostState.SKIPPED: "-",
-    HostState.FROZEN: "❄",
-    HostState.INTERRUPTED: "!",
-    HostState.ROLLING_BACK: "◀",
-    HostState.ROLLED_BACK: "↺",
-    HostState.ROLLBACK_FAILED: "✗",
-}
+# Colours are this front end's own; glyphs and words come from console.core.describe.
 STYLES = {
     HostState.HEALTHY: "green",
     HostState.FAILED: "bold red",
@@ -170,7 +160,7 @@ class _Printer:
     def __init__(self, mode: Mode, out: IO[str]) -> None:
         self.mode = mode
         self.out = out
-        self._live = None
+        self._live: Live | None = None
 
     # -- per event ------------------------------------------------------------------
 
@@ -179,15 +169,15 @@ class _Printer:
             self.out.write(json.dumps(ev.to_json(event), separators=(",", ":"), default=str) + "\n")
             self.out.flush()
             return
-        line = describe(event)
-        if line is None:
-            return
         if self.mode == "plain":
-            stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
-            self.out.write(f"{stamp} {line}\n")
-            self.out.flush()
+            line = plain_line(event)
+            if line is not None:
+                self.out.write(line + "\n")
+                self.out.flush()
         elif self._live is not None and _notable(event):
-            self._live.console.print(line, markup=False, highlight=False)
+            words = describe(event)
+            if words is not None:
+                self._live.console.print(words, markup=False, highlight=False)
 
     def note(self, message: str, err: IO[str]) -> None:
         """A message for the operator: above the live table, else on stderr."""
@@ -222,9 +212,8 @@ class _Printer:
     def summary(self, view: RolloutView) -> None:
         if self.mode == "json":
             return
-        counts = {k: v for k, v in view.counts().items() if v}
-        text = ", ".join(f"{v} {k}" for k, v in counts.items())
-        outcome = view.outcome.value if view.outcome else "unknown"
+        text = _counts(view)
+        outcome = OUTCOME_WORDS[view.outcome] if view.outcome else "unknown"
         self.out.write(f"rollout {view.rollout_id}: {outcome} ({text})\n")
         if view.state_reason and self.mode == "rich":
             self.out.write(f"  {view.state_reason}\n")
@@ -244,58 +233,24 @@ _BAD = frozenset(
 
 
 def describe(event: Event) -> str | None:
-    """One human line for a notable event, or None for the chatty ones."""
-    match event:
-        case ev.RolloutStarted():
-            return (
-                f"rollout {event.rollout_id}: {event.service} {event.version}, "
-                f"{len(event.hosts)} hosts in {len(event.batches)} batches, by {event.operator}"
-            )
-        case ev.RolloutStateChanged():
-            reason = f" ({event.reason})" if event.reason else ""
-            return f"state {event.state.value}{reason}"
-        case ev.PreflightResult():
-            version = f"version {event.version}" if event.version else "version unknown"
-            if event.ok:
-                return f"preflight {event.host}: ok, {version}"
-            reach = "" if event.reachable else "unreachable, "
-            return f"preflight {event.host}: FAILED ({reach}{version}) {event.error}"
-        case ev.BatchStarted():
-            kind = "rollback batch" if event.rollback else "batch"
-            return f"{kind} {event.index + 1}/{event.total}: {', '.join(event.hosts)}"
-        case ev.BatchFinished():
-            kind = "rollback batch" if event.rollback else "batch"
-            bad = f", {len(event.failed)} failed: {', '.join(event.failed)}" if event.failed else ""
-            return f"{kind} {event.index + 1} done: {len(event.succeeded)} ok{bad}"
-        case ev.GateWaiting():
-            until = ""
-            if event.until:
-                until = f" until {time.strftime('%H:%M:%S', time.localtime(event.until))}"
-            return f"gate after batch {event.after_batch + 1}: {event.gate}{until}"
-        case ev.GatePassed():
-            return f"gate after batch {event.after_batch + 1} passed ({event.by})"
-        case ev.HostStateChanged():
-            detail = f": {event.detail}" if event.detail else ""
-            return f"{event.host} {event.state.value}{detail}"
-        case ev.StepFinished() if event.status != "ok":
-            tail = f" | {event.output_tail[-1]}" if event.output_tail else ""
-            return f"{event.host} step {event.step} {event.status} (exit {event.exit_code}){tail}"
-        case ev.Alert():
-            action = f" -> {event.action}" if event.action else ""
-            return f"ALERT [{event.level}] {event.rule}: {event.message}{action}"
-        case ev.OperatorCommand():
-            why = f" ({event.reason})" if event.reason else ""
-            verdict = "" if event.accepted else " REFUSED"
-            detail = f": {event.detail}" if event.detail else ""
-            return f"command {event.command}{verdict} by {event.operator}{why}{detail}"
-        case ev.PlanChanged():
-            return f"plan changed: {[len(b) for b in event.batches]} ({event.reason})"
-        case ev.Notice():
-            where = f"{event.host}: " if event.host else ""
-            return f"notice: {where}{event.message}"
-        case ev.RolloutFinished():
-            return f"finished: {event.outcome.value} (exit {event.exit_code}) {event.reason}"
-    return None
+    """The words of a notable event (console.core.describe's), or None for a chatty one."""
+    d = describe_event(event)
+    return None if d.chatty else d.text()
+
+
+def plain_line(event: Event) -> str | None:
+    """One plain output line: the local clock time, then the event's words. The same
+    for ``run --headless`` and ``attach --headless``."""
+    words = describe(event)
+    if words is None:
+        return None
+    return f"{time.strftime('%H:%M:%S', time.localtime(event.ts))} {words}"
+
+
+def _counts(view: RolloutView) -> str:
+    """``3 healthy, 1 rolled back``: the host counts, in the describer's words."""
+    counts = view.counts()
+    return ", ".join(f"{n} {HOST_WORDS[HostState(k)]}" for k, n in counts.items() if n)
 
 
 def render_view(view: RolloutView) -> RenderableType:
@@ -304,14 +259,13 @@ def render_view(view: RolloutView) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
-    counts = {k: v for k, v in view.counts().items() if v}
     batch = (
         f"batch {view.batch_index + 1}/{len(view.batches)}" if view.batch_index is not None else ""
     )
     head = Text.assemble(
         (f"{view.service} {view.version}", "bold"),
-        f"  {view.state.value.upper()}  {batch}  ",
-        ", ".join(f"{v} {k}" for k, v in counts.items()),
+        f"  {ROLLOUT_WORDS[view.state].upper()}  {batch}  ",
+        _counts(view),
     )
     table = Table(expand=False, show_edge=False, pad_edge=False)
     for col in ("", "host", "batch", "version", "state", "step", "detail"):
@@ -329,11 +283,11 @@ def render_view(view: RolloutView) -> RenderableType:
     for h in hosts[:ROWS_SHOWN]:
         style = STYLES.get(h.state, "")
         table.add_row(
-            SYMBOLS.get(h.state, "?"),
+            HOST_GLYPHS[h.state],
             h.name,
             str(h.batch + 1) if h.batch is not None else "",
             h.version or "",
-            Text(h.state.value, style=style),
+            Text(HOST_WORDS[h.state], style=style),
             h.step or "",
             h.detail,
         )

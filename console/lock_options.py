@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from console.core.errors import InputError
-from console.spec import _parse_duration
+from console.spec import parse_duration
 from console.store.lock import LockHeld, RolloutLock
 
 
@@ -35,7 +35,7 @@ def lock_wait(args: argparse.Namespace) -> float:
     text = getattr(args, "lock_wait", None)
     if not text:
         return 0.0
-    seconds = _parse_duration(text)
+    seconds = parse_duration(text)
     if seconds is None or seconds < 0:
         raise InputError(f"not a duration: {text!r} (e.g. 30s, 5m)", field="--lock-wait")
     return seconds

@@ -18,7 +18,9 @@ Rules (what ``rolldeck check`` shows is exactly what runs):
    rule 1.
 5. Re-planning in flight (``set_batch_size``): batches already started stay as they
    are; the hosts not yet started are re-cut with the new fixed size, in the order
-   they were planned. A percentage again means a percentage of all targeted hosts.
+   they were planned. A percentage again means a percentage of all targeted hosts
+   (skipped ones included). The engine's ``set_batch_size`` uses :func:`recut`, the
+   same cut as :func:`replan`: one rule, not two.
 
 The failure budget (``max_failures``) is one number for the whole rollout: failed
 hosts are counted across all batches, unreachable hosts included, and *more* than
@@ -32,14 +34,14 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from console.spec import percent_of
+from console.spec.model import ORDERS, percent_of
 
 if TYPE_CHECKING:
-    from console.spec import RolloutSpec
+    from console.spec.model import RolloutSpec
 
-ORDERS = ("inventory", "sorted", "reverse_sorted", "shuffle")
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -98,6 +100,26 @@ def batch_size(size: int | str, total: int) -> int:
     return percent_of(size, total)
 
 
+def parse_size(value: object) -> int | str:
+    """An operator's batch size (``set_batch_size``) in the spec's terms: a count of
+    at least 1 (an int or digits) or a percentage above 0% and at most 100%.
+    ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad batch size {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"a batch size is at least 1, got {value}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"bad batch size {value!r}")
+    if value.strip().isdigit():
+        return parse_size(int(value))
+    percent_of(value, 1)  # the spec's syntax, or ValueError
+    if not 0 < Fraction(value.strip().removesuffix("%")) <= 100:
+        raise ValueError(f"a batch percentage is above 0% and at most 100%, got {value!r}")
+    return value.strip()
+
+
 def order_hosts(
     host_names: Sequence[str], order: str = "inventory", seed: int | None = None
 ) -> list[str]:
@@ -151,6 +173,12 @@ def make_plan(
     return Plan(_cut(hosts, sizes))
 
 
+def recut(hosts: Sequence[str], size: int | str, targeted: int) -> tuple[tuple[str, ...], ...]:
+    """Rule 5's cut: ``hosts`` (not started, in running order) in batches of ``size``,
+    a percentage being of the ``targeted`` hosts (rounded up, at least 1)."""
+    return _cut(list(hosts), [batch_size(size, targeted)])
+
+
 def replan(
     plan: Plan, done_batches: int, remaining_hosts: Sequence[str], new_size: int | str
 ) -> Plan:
@@ -166,8 +194,7 @@ def replan(
     overlap = started.intersection(remaining_hosts)
     if overlap:
         raise ValueError(f"hosts already started cannot be re-planned: {sorted(overlap)}")
-    size = batch_size(new_size, plan.total_hosts)
-    return Plan(kept + _cut(list(remaining_hosts), [size]))
+    return Plan(kept + recut(remaining_hosts, new_size, plan.total_hosts))
 
 
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")

@@ -1,5 +1,7 @@
 """``rolldeck resume``'s core: find a rollout, replay its journal, look at the hosts,
-reconcile, and seed an :class:`~console.engine.Engine` that continues it.
+reconcile, and hand an :class:`~console.engine.Engine` the
+:class:`~console.engine.context.RestorePoint` it continues from
+(``Engine(resume=state.restore_point())``).
 
 The resumed engine appends to the same journal under the same rollout id, so
 ``history`` and ``show`` see one rollout. Its first event is a ``Notice`` (not a
@@ -14,14 +16,16 @@ import asyncio
 import hashlib
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from console.core import events as ev
 from console.core.errors import InputError
 from console.core.events import HostState, Outcome
 from console.core.state import RolloutView, fold
+from console.engine.context import HostRestore, RestorePoint
 from console.engine.hostwork import VERSION_TIMEOUT, signals_spec
 from console.reconcile import Decision, JournalFacts, Observation, decide, journal_facts
 from console.signals.health import probe_health
@@ -33,9 +37,6 @@ from console.transport.base import Connection, Transport, TransportError
 from inventory import load_inventory
 from inventory.model import Host
 
-if TYPE_CHECKING:
-    from console.engine import Engine
-
 RESUMABLE = (None, Outcome.PAUSED)
 CONCURRENCY = 20  # hosts observed at once (handshakes are capped by the transport too)
 PAUSE_REASON = "resumed: waiting for the operator"
@@ -46,7 +47,7 @@ class Replay:
     """A rollout as its journal tells it."""
 
     path: Path
-    header: dict
+    header: dict[str, Any]
     events: list[ev.Event]
     started: ev.RolloutStarted
     view: RolloutView
@@ -67,7 +68,8 @@ class Replay:
 
 @dataclass(slots=True)
 class ResumeState:
-    """Everything the engine needs to continue a rollout (``Engine(resume=...)``)."""
+    """A rollout reconciled with its hosts: what ``resume`` shows, and the restore
+    point the engine continues from (:meth:`restore_point`)."""
 
     replay: Replay
     facts: JournalFacts
@@ -123,53 +125,38 @@ class ResumeState:
         warn = f"; flagged for the operator: {', '.join(sorted(flagged))}" if flagged else ""
         return f"reconciled: {', '.join(parts)}; {rest}{warn}"
 
-    def seed(self, engine: Engine) -> None:
-        """Pre-seed the engine's host records, budget and control; journal the
-        reconciliation (held by the emitter until the run starts)."""
-        c = engine.control
-        view = engine.view
-        for name, rec in engine.recs.items():
+    def restore_point(self) -> RestorePoint:
+        """What the engine takes over: every host as reconciled, the batch and gate to
+        continue from; it starts paused (``Engine.restore``)."""
+        hosts: dict[str, HostRestore] = {}
+        for name, d in self.decisions.items():
             facts = self.facts.hosts.get(name)
-            d = self.decisions[name]
-            seen = self.observed.get(name)
             if facts is None:
                 continue
-            rec.state, rec.detail = d.state, d.detail
-            rec.step = facts.step
-            rec.changed = facts.changed
-            rec.once_done = set(facts.once_done)
-            rec.batch = facts.batch if (facts.changed or d.state != HostState.PENDING) else None
-            if facts.previous_version is not None or facts.changed:
-                rec.previous_version, rec.previous_read = facts.previous_version, True
-            if d.failed:
-                rec.failed = True
-                engine.budget.fail(name)
-            if seen is not None and seen.version is not None:
-                engine._emitter.emit(
-                    ev.VersionRead(host=name, version=seen.version, role="current")
-                )
-            old = view.hosts.get(name)
-            if old is None or old.state != d.state or old.detail != d.detail:
-                engine._emitter.emit(
-                    ev.HostStateChanged(host=name, state=d.state, step=rec.step, detail=d.detail)
-                )
-        engine._start_batch = self.start_batch
-        engine._gate_first = self.gate_first
-        if self.rolling_back:
-            c.rollback_requested = c.rolling_back = True
-        c.paused = True
-        engine._pause_reason = PAUSE_REASON
-        engine._emitter.emit(ev.Notice(message=self.plan_text()))
-        if engine.budget.exceeded and not self.rolling_back:
-            # Failed and flagged hosts share the rollout's one budget: over it, the
-            # spec's on_failure applies now, as it would have mid-run.
-            failed = sorted(engine.budget.failed)
-            engine._fire(
-                "max_failures",
-                f"on resume: {len(failed)} hosts failed or flagged, more than max_failures "
-                f"allows ({engine.budget.allowed}): {', '.join(failed)}",
-                {"failed": len(failed), "allowed": engine.budget.allowed, "resume": True},
+            seen = self.observed.get(name)
+            read = facts.previous_version is not None or facts.changed
+            hosts[name] = HostRestore(
+                state=d.state,
+                detail=d.detail,
+                step=facts.step,
+                changed=facts.changed,
+                batch=facts.batch if (facts.changed or d.state != HostState.PENDING) else None,
+                once_done=frozenset(facts.once_done),
+                previous_version=facts.previous_version if read else None,
+                previous_read=read,
+                failed=d.failed,
+                observed_version=seen.version if seen is not None else None,
             )
+        return RestorePoint(
+            view=self.replayed_view(),
+            first_event=self.first_event,
+            hosts=hosts,
+            start_batch=self.start_batch,
+            gate_first=self.gate_first,
+            rolling_back=self.rolling_back,
+            plan_text=self.plan_text(),
+            pause_reason=PAUSE_REASON,
+        )
 
 
 # -- finding the rollout -----------------------------------------------------------------
@@ -271,15 +258,23 @@ def resumed_hosts(r: Replay, batches: list[tuple[str, ...]]) -> list[Host]:
 
 
 async def observe(
-    spec: RolloutSpec, hosts: list[Host], transport: Transport
+    spec: RolloutSpec,
+    hosts: list[Host],
+    transport: Transport,
+    going_back: Mapping[str, str] | None = None,
 ) -> dict[str, Observation]:
-    """Every host's current version and health, read over SSH now."""
+    """Every host's current version and health, read over SSH now.
+
+    ``going_back`` (a rollback being resumed): host -> the version it goes back to;
+    those hosts' health is judged against that version, as the rollback judges it.
+    """
     sem = asyncio.Semaphore(CONCURRENCY)
     out: dict[str, Observation] = {}
+    back = going_back or {}
 
     async def one(host: Host) -> None:
         async with sem:
-            out[host.name] = await observe_host(spec, host, transport)
+            out[host.name] = await observe_host(spec, host, transport, back.get(host.name))
 
     async with asyncio.TaskGroup() as tg:
         for host in hosts:
@@ -287,7 +282,9 @@ async def observe(
     return out
 
 
-async def observe_host(spec: RolloutSpec, host: Host, transport: Transport) -> Observation:
+async def observe_host(
+    spec: RolloutSpec, host: Host, transport: Transport, going_back_to: str | None = None
+) -> Observation:
     try:
         conn = await transport.connect(host)
     except TransportError as exc:
@@ -299,7 +296,8 @@ async def observe_host(spec: RolloutSpec, host: Host, transport: Transport) -> O
             result = await conn.run(command, timeout=VERSION_TIMEOUT)
             if result.ok and result.first_line:
                 version = result.first_line.strip()
-        health = signals_spec(spec, host).health
+        rollback = going_back_to is not None
+        health = signals_spec(spec, host, going_back_to, rollback=rollback).health
     except TemplateError as exc:
         return Observation(True, version, None, str(exc))
     except TransportError as exc:
@@ -323,6 +321,19 @@ async def health_gate(conn: Connection, health: HealthSpec) -> tuple[bool, str]:
         if deadline - loop.time() < health.every:
             return False, detail
         await asyncio.sleep(health.every)
+
+
+def rollback_targets(r: Replay, spec: RolloutSpec) -> dict[str, str]:
+    """Hosts a resumed rollback takes back, with the version each goes back to
+    (empty when the journal shows no rollback)."""
+    facts = journal_facts(r.events, frozenset(s.name for s in spec.steps if s.once))
+    if not facts.rolling_back:
+        return {}
+    return {
+        name: hf.previous_version
+        for name, hf in facts.hosts.items()
+        if hf.changed and hf.previous_version is not None
+    }
 
 
 def reconcile(

@@ -1,9 +1,17 @@
-"""Command templates and secret redaction.
+"""Command templates, and which secrets the rollout masks.
 
 A spec's commands carry placeholders: ``{host}``, ``{address}``, ``{version}``,
-``{previous_version}``, ``{service}`` and ``{vars.NAME}``; ``{{`` and ``}}`` are literal
-braces. The set of names is fixed, so a typo is caught when the spec is loaded
-(:func:`parse`), not on host 37 of batch 3. Every substituted value is passed through
+``{new_version}``, ``{previous_version}``, ``{service}`` and ``{vars.NAME}``; ``{{`` and
+``}}`` are literal braces.
+
+``{version}`` is the version the host should run *now*: the rollout's target while
+deploying, the host's previous version while it rolls back (its rollback steps, its
+health gating and the monitor's health watch), so one version-aware health check
+serves both directions. ``{new_version}`` is always the rollout's target;
+``{previous_version}`` is the version read before the host was changed.
+
+The set of names is fixed, so a typo is caught when the spec is loaded (:func:`parse`),
+not on host 37 of batch 3. Every substituted value is passed through
 :func:`shlex.quote` unless the step is ``raw``: a value is data, never shell syntax.
 
 Vars come from three places, most specific last: environment variables named in the
@@ -30,13 +38,18 @@ from console.core.errors import InputError, did_you_mean
 from console.core.secrets import Redactor, is_secret_name
 
 if TYPE_CHECKING:
-    from console.spec import RolloutSpec
+    from console.spec.model import RolloutSpec
     from inventory.model import Host
 
-FIXED_NAMES = ("host", "address", "version", "previous_version", "service")
+FIXED_NAMES = ("host", "address", "version", "new_version", "previous_version", "service")
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _ALLOWED_TEXT = ", ".join(f"{{{n}}}" for n in (*FIXED_NAMES, "vars.NAME"))
+_UNREAD = "(the spec needs current_version, and it must have printed a version)"
+_MISSING = {
+    "previous_version": f"the host's previous version is unknown {_UNREAD}",
+    "version": f"the version this host goes back to is unknown {_UNREAD}",
+}
 
 
 class TemplateError(InputError):
@@ -166,12 +179,7 @@ def _lookup(part: Placeholder, context: Mapping[str, object]) -> object:
     if var is None:
         value = context.get(part.name)
         if value is None:
-            why = (
-                "the host's previous version is unknown (the spec needs current_version, "
-                "and it must have printed a version)"
-                if part.name == "previous_version"
-                else "no value in this context"
-            )
+            why = _MISSING.get(part.name, "no value in this context")
             raise TemplateError(f"{{{part.name}}} cannot be filled: {why}", field=part.name)
         return value
     variables = context.get("vars") or {}
@@ -213,13 +221,19 @@ def build_context(
     host: Host,
     previous_version: str | None,
     *,
+    rollback: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
-    """Everything a template may name, for one host."""
+    """Everything a template may name, for one host.
+
+    ``rollback``: the host goes back, so ``{version}`` (what it should run now) is
+    ``previous_version``, and cannot be filled when that was never read.
+    """
     return {
         "host": host.name,
         "address": host.address,
-        "version": spec.version,
+        "version": previous_version if rollback else spec.version,
+        "new_version": spec.version,
         "previous_version": previous_version,
         "service": spec.service,
         "vars": context_vars(spec, host, environ),

@@ -9,19 +9,22 @@ error: a silently skipped group is a deployment to the wrong hosts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from yaml.nodes import Node, ScalarNode
 
 from console.core.errors import InputError, did_you_mean
+from console.core.yamlnodes import is_null
 from inventory.ansible_vars import AnsibleHostMaker
 from inventory.builder import InventoryBuilder
 from inventory.model import Inventory
 from inventory.ranges import RangeError, expand, has_range, split_port
-from inventory.yamlnodes import Doc
+from inventory.yamlnodes import InventoryDoc
 
 GROUP_KEYS = ("hosts", "children", "vars")
 
 
-def parse_ansible_yaml(root: Node, doc: Doc) -> Inventory:
+def parse_ansible_yaml(root: Node, doc: InventoryDoc) -> Inventory:
     file = doc.file
     builder = InventoryBuilder(file, "ansible-yaml", group_priority=True)
     for name, key_node, value in doc.mapping(root, "", "a mapping of groups", names=True):
@@ -29,14 +32,26 @@ def parse_ansible_yaml(root: Node, doc: Doc) -> Inventory:
             raise doc.error(
                 "this is an inventory plugin configuration, not an inventory", key_node, name
             )
-        _group(doc, builder, name, key_node, value, name)
+        _group(doc, builder, name, key_node, value, name, set())
     return builder.build(file, AnsibleHostMaker(file))
 
 
 def _group(
-    doc: Doc, builder: InventoryBuilder, name: str, key_node: Node, node: Node, field: str
+    doc: InventoryDoc,
+    builder: InventoryBuilder,
+    name: str,
+    key_node: Node,
+    node: Node,
+    field: str,
+    inside: set[int],
 ) -> None:
+    """``inside``: the group definitions being read; an alias back to one of them
+    (``all: &a {children: {b: *a}}``) would define groups without end."""
     builder.add_group(name, key_node.start_mark.line + 1)
+    if id(node) in inside:
+        raise doc.error(
+            "recursive alias: a group's children include its own definition", key_node, field
+        )
     what = "a group (a mapping with hosts, children or vars)"
     for key, knode, value in doc.mapping(node, field, what):
         sub = f"{field}.{key}"
@@ -47,11 +62,13 @@ def _group(
                 value, sub, "a mapping of group names", names=True
             ):
                 builder.add_child(name, child, cnode.start_mark.line + 1, sub)
-                _group(doc, builder, child, cnode, cvalue, f"{sub}.{child}")
+                inside.add(id(node))
+                _group(doc, builder, child, cnode, cvalue, f"{sub}.{child}", inside)
+                inside.discard(id(node))
         elif key == "vars":
             for var, vnode, vvalue in doc.mapping(value, sub, "a mapping of variables", merge=True):
                 builder.set_group_var(
-                    name, var, doc.value(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1
+                    name, var, doc.plain(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1
                 )
         else:
             raise doc.error(
@@ -62,9 +79,12 @@ def _group(
             )
 
 
-def _hosts(doc: Doc, builder: InventoryBuilder, group: str, node: Node, field: str) -> None:
-    if isinstance(node, ScalarNode) and not doc.is_null(node):
-        entries = [(node.value, node, None)]  # ``hosts: web01`` is allowed, as in Ansible
+def _hosts(
+    doc: InventoryDoc, builder: InventoryBuilder, group: str, node: Node, field: str
+) -> None:
+    entries: list[tuple[str, Node, Node | None]]
+    if isinstance(node, ScalarNode) and not is_null(node):
+        entries = [(str(node.value), node, None)]  # ``hosts: web01``, as in Ansible
     else:
         what = "a mapping of host names (one `name:` per line; a list is not valid here)"
         entries = [(k, kn, v) for k, kn, v in doc.mapping(node, field, what, names=True)]
@@ -79,14 +99,14 @@ def _hosts(doc: Doc, builder: InventoryBuilder, group: str, node: Node, field: s
             ) from None
         if not host_part.strip():
             raise doc.error("a host name must not be empty", pnode, field)
-        host_vars = []
+        host_vars: list[tuple[str, Any, int]] = []
         if value is not None:
             sub = f"{field}.{pattern}"
             for var, vnode, vvalue in doc.mapping(
                 value, sub, "a mapping of host variables", merge=True
             ):
                 host_vars.append(
-                    (var, doc.value(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1)
+                    (var, doc.plain(vvalue, f"{sub}.{var}"), vnode.start_mark.line + 1)
                 )
         for name in names:
             builder.add_host(name, line, group)

@@ -16,11 +16,12 @@ import os
 import re
 
 from console.core.errors import InputError
+from console.core.yamlnodes import is_null
 from inventory.ansible_yaml import parse_ansible_yaml
 from inventory.ini import parse_ini
 from inventory.model import Inventory
 from inventory.native import is_native, parse_native
-from inventory.yamlnodes import Doc, compose
+from inventory.yamlnodes import InventoryDoc
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 INI_SUFFIXES = (".ini", ".cfg")
@@ -88,9 +89,9 @@ def _read(file: str) -> str:
 def _parse(text: str, file: str) -> Inventory:
     if detect_format(text, file) == "ini":
         return parse_ini(text, file)
-    root = compose(text, file)
-    doc = Doc(file, anchors="&" in text)
-    if doc.is_null(root):
+    doc = InventoryDoc(text, file)
+    root = doc.root
+    if root is None or is_null(root):
         raise InputError("the inventory file is empty (only comments)", file=file)
     if is_native(doc, root):
         return parse_native(root, doc)

@@ -28,7 +28,7 @@ from yaml.nodes import Node
 from console.core.errors import did_you_mean
 from inventory.builder import InventoryBuilder, ResolvedHost, is_clean_name
 from inventory.model import Host, Inventory
-from inventory.yamlnodes import Doc
+from inventory.yamlnodes import InventoryDoc
 
 TOP_KEYS = ("defaults", "groups", "hosts")
 DEFAULT_KEYS = ("user", "port", "key", "known_hosts")
@@ -44,12 +44,12 @@ class _Connection:
     key: str | None = None
 
 
-def is_native(doc: Doc, root: Node) -> bool:
+def is_native(doc: InventoryDoc, root: Node) -> bool:
     """A mapping whose top-level keys include ``defaults``, ``groups`` or ``hosts``."""
     return any(key in TOP_KEYS for key, _, _ in doc.mapping(root, "", "a mapping"))
 
 
-def parse_native(root: Node, doc: Doc) -> Inventory:
+def parse_native(root: Node, doc: InventoryDoc) -> Inventory:
     return _NativeParser(doc).parse(root)
 
 
@@ -57,7 +57,7 @@ class _NativeParser:
     """One pass per section: defaults, then hosts (so groups can check the names they
     list), then groups, then the groups hosts listed for themselves."""
 
-    def __init__(self, doc: Doc) -> None:
+    def __init__(self, doc: InventoryDoc) -> None:
         self.doc = doc
         self.base = os.path.dirname(os.path.abspath(doc.file))
         self.builder = InventoryBuilder(doc.file, "native")
@@ -151,7 +151,7 @@ class _NativeParser:
     def _vars(self, node: Node, field: str) -> list[tuple[str, int, Any]]:
         doc = self.doc
         return [
-            (var, vnode.start_mark.line + 1, doc.value(value, f"{field}.{var}"))
+            (var, vnode.start_mark.line + 1, doc.plain(value, f"{field}.{var}"))
             for var, vnode, value in doc.mapping(node, field, "a mapping of variables", merge=True)
         ]
 

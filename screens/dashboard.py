@@ -179,8 +179,8 @@ class DashboardScreen(Screen[None]):
 
     def _apply_styles(self) -> None:
         st = theme_styles(self.app)
-        self.query_one("#log", StreamLog).set_styles(st["log-error"], st["log-host"])
-        self.query_one(Timeline).set_styles(st["host-failed"], st["muted"])
+        self.query_one("#log", StreamLog).set_line_styles(st["log-error"], st["log-host"])
+        self.query_one(Timeline).set_line_styles(st["host-failed"], st["muted"])
 
     def _on_theme(self) -> None:
         if not self.ready:

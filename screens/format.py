@@ -10,23 +10,44 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
+from console.core.describe import (
+    HOST_GLYPHS,
+    HOST_SHORT_WORDS,
+    OUTCOME_WORDS,
+    ROLLOUT_WORDS,
+    Severity,
+)
+from console.core.describe import (
+    format_rate as format_rate,
+)
 from console.core.events import HostState, Outcome, RolloutState
 from console.core.state import RolloutView
 
-# state -> (symbol, short word, theme variable)
+# The console's colours (theme variables); glyphs and words are console.core.describe's.
+HOST_STATE_VARS: dict[HostState, str] = {
+    HostState.PENDING: "host-pending",
+    HostState.PREFLIGHT: "host-running",
+    HostState.RUNNING: "host-running",
+    HostState.VERIFYING: "host-running",
+    HostState.HEALTHY: "host-healthy",
+    HostState.FAILED: "host-failed",
+    HostState.SKIPPED: "host-skipped",
+    HostState.FROZEN: "host-frozen",
+    HostState.INTERRUPTED: "host-failed",
+    HostState.ROLLING_BACK: "host-rolled-back",
+    HostState.ROLLED_BACK: "host-rolled-back",
+    HostState.ROLLBACK_FAILED: "host-failed",
+}
+SEVERITY_VARS: dict[Severity, str] = {
+    Severity.INFO: "muted",
+    Severity.OK: "host-healthy",
+    Severity.WARNING: "batch-active",
+    Severity.CRITICAL: "host-failed",
+}
+
+# state -> (glyph, short word, theme variable), for the host table and detail screen
 HOST_STATE_STYLE: dict[HostState, tuple[str, str, str]] = {
-    HostState.PENDING: ("·", "pending", "host-pending"),
-    HostState.PREFLIGHT: ("?", "preflight", "host-running"),
-    HostState.RUNNING: ("▶", "running", "host-running"),
-    HostState.VERIFYING: ("◔", "verifying", "host-running"),
-    HostState.HEALTHY: ("✔", "healthy", "host-healthy"),
-    HostState.FAILED: ("✖", "FAILED", "host-failed"),
-    HostState.SKIPPED: ("↷", "skipped", "host-skipped"),
-    HostState.FROZEN: ("❄", "frozen", "host-frozen"),
-    HostState.INTERRUPTED: ("■", "interrupt", "host-failed"),
-    HostState.ROLLING_BACK: ("↺", "rolling bk", "host-rolled-back"),
-    HostState.ROLLED_BACK: ("⟲", "rolled bk", "host-rolled-back"),
-    HostState.ROLLBACK_FAILED: ("✖", "RB FAILED", "host-failed"),
+    s: (HOST_GLYPHS[s], HOST_SHORT_WORDS[s], HOST_STATE_VARS[s]) for s in HostState
 }
 
 # Buckets of the overall progress line, in display order: (label, states, variable).
@@ -84,15 +105,6 @@ def health_strip(history: Iterable[bool], width: int = 20) -> str:
     return "".join("+" if ok else "x" for ok in list(history)[-width:])
 
 
-def format_rate(rate: float | None, unit: str = "ratio") -> str:
-    if rate is None:
-        return "-"
-    if unit == "per_min":
-        return f"{rate:.1f}/m"
-    pct = rate * 100
-    return f"{pct:.1f}%" if pct < 10 else f"{pct:.0f}%"
-
-
 def format_duration(seconds: float | None) -> str:
     """``42s``, ``3m05s``, ``1h02m``; ``-`` when unknown."""
     if seconds is None or seconds < 0:
@@ -106,39 +118,39 @@ def format_duration(seconds: float | None) -> str:
 
 
 def clock_time(ts: float) -> str:
+    """The console's stamp before a timeline line: the local clock."""
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
+_OUTCOME_VARS = {
+    Outcome.SUCCEEDED: "host-healthy",
+    Outcome.FAILED: "host-failed",
+    Outcome.ROLLED_BACK: "host-rolled-back",
+    Outcome.ABORTED: "host-failed",
+    Outcome.PAUSED: "batch-active",
+}
+_ROLLOUT_VARS = {
+    RolloutState.PREFLIGHT: "host-running",
+    RolloutState.RUNNING: "host-running",
+    RolloutState.PAUSED: "batch-active",
+    RolloutState.FROZEN: "host-frozen",
+    RolloutState.WAITING: "batch-active",
+    RolloutState.ROLLING_BACK: "host-rolled-back",
+    RolloutState.ABORTED: "host-failed",
+    RolloutState.DONE: "host-healthy",
+}
+
+
 def state_label(view: RolloutView) -> tuple[str, str]:
-    """The header's rollout state word and its theme variable."""
+    """The header's rollout state word (the describer's, in capitals) and its theme
+    variable; at a gate, which gate."""
     if view.outcome is not None:
-        words = {
-            Outcome.SUCCEEDED: ("DONE", "host-healthy"),
-            Outcome.FAILED: ("FAILED", "host-failed"),
-            Outcome.ROLLED_BACK: ("DONE · ROLLED BACK", "host-rolled-back"),
-            Outcome.ABORTED: ("ABORTED", "host-failed"),
-            Outcome.PAUSED: ("PAUSED", "batch-active"),
-        }
-        return words[view.outcome]
-    match view.state:
-        case RolloutState.WAITING:
-            if view.gate is not None and view.gate.gate == "manual":
-                return "WAITING AT GATE", "batch-active"
-            return "WAITING · BAKE", "batch-active"
-        case RolloutState.ROLLING_BACK:
-            return "ROLLING BACK", "host-rolled-back"
-        case RolloutState.PAUSED:
-            return "PAUSED", "batch-active"
-        case RolloutState.FROZEN:
-            return "FROZEN", "host-frozen"
-        case RolloutState.ABORTED:
-            return "ABORTED", "host-failed"
-        case RolloutState.DONE:
-            return "DONE", "host-healthy"
-        case RolloutState.PREFLIGHT:
-            return "PREFLIGHT", "host-running"
-        case _:
-            return "RUNNING", "host-running"
+        return OUTCOME_WORDS[view.outcome].upper(), _OUTCOME_VARS[view.outcome]
+    word = ROLLOUT_WORDS[view.state].upper()
+    if view.state == RolloutState.WAITING:
+        gate = view.gate.gate if view.gate is not None else "bake"
+        word += " AT GATE" if gate == "manual" else " · BAKE"
+    return word, _ROLLOUT_VARS[view.state]
 
 
 def old_versions(view: RolloutView) -> str:
@@ -179,10 +191,6 @@ def bucket_counts(view: RolloutView) -> list[tuple[str, int, str]]:
         (label, sum(counts[s.value] for s in states), var)
         for label, states, var in PROGRESS_BUCKETS
     ]
-
-
-def truncate(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def sorted_unique(values: Sequence[str]) -> list[str]:

@@ -69,7 +69,7 @@ class HostDetailScreen(Screen[None]):
         self.host = host
         self.query_text = ""
         self._shown_step = -1
-        self._steps_sig: tuple = ()
+        self._steps_sig: tuple[object, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-header")
@@ -104,7 +104,7 @@ class HostDetailScreen(Screen[None]):
         self.query_one("#search", Input).display = False
         st = theme_styles(self.app)
         for log in self.query(StreamLog):
-            log.set_styles(st["log-error"], st["log-host"])
+            log.set_line_styles(st["log-error"], st["log-host"])
         self.redraw()
         steps.focus()
 

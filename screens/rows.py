@@ -10,18 +10,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from console.core.describe import GLYPHS
 from console.core.events import HostState
 from console.core.state import HostView
+from console.core.text import shorten
 from screens.format import (
     FAILING_STATES,
     HOST_STATE_STYLE,
     format_rate,
     sparkline,
-    truncate,
 )
 
 Cell = tuple[str, str | None]
+SortKey = tuple[Any, ...]
 
 # A leading timestamp says nothing in a one-line "last log" cell: drop it.
 # ... and so does the "service[pid]:" of a syslog-style line (the level is kept).
@@ -52,8 +55,8 @@ COLUMNS: tuple[ColumnSpec, ...] = (
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
 _HEALTH = {
-    "healthy": ("✔ ok", "host-healthy"),
-    "unhealthy": ("✖ fail", "host-failed"),
+    "healthy": (f"{GLYPHS['healthy']} ok", "host-healthy"),
+    "unhealthy": (f"{GLYPHS['failed']} fail", "host-failed"),
     "flapping": ("≈ flap", "batch-active"),
 }
 
@@ -107,10 +110,10 @@ def host_cells(
         mem = f"{h.mem_used_pct:.0f}%" if h.mem_used_pct is not None else "-"
         vitals = f"{load} {mem}"
     if h.state in FAILING_STATES and h.detail:
-        last: Cell = (truncate(h.detail, log_width), "host-failed")
+        last: Cell = (shorten(h.detail, log_width, squash=True), "host-failed")
     else:
         line = _SYSLOG_TAG.sub(r"\1", _LEADING_TIMESTAMP.sub("", h.last_log))
-        last = (truncate(line, log_width), "muted")
+        last = (shorten(line, log_width), "muted")
     return (
         (
             str(h.batch + 1) if h.batch is not None else "-",
@@ -128,14 +131,16 @@ def host_cells(
     )
 
 
-def sort_key(mode: str, failing_first: bool, order: dict[str, int]) -> Callable[[HostView], tuple]:
+def sort_key(
+    mode: str, failing_first: bool, order: dict[str, int]
+) -> Callable[[HostView], SortKey]:
     """A key over HostView for ``mode``; ``order`` is the inventory position of each host."""
 
-    def key(h: HostView) -> tuple:
+    def key(h: HostView) -> SortKey:
         first = (0 if h.state in FAILING_STATES else 1,) if failing_first else ()
         pos = order.get(h.name, 0)
         if mode == "name":
-            rest: tuple = (h.name,)
+            rest: SortKey = (h.name,)
         elif mode == "state":
             rest = (_STATE_RANK[h.state], h.batch if h.batch is not None else 1 << 30, pos)
         elif mode == "error":
@@ -147,7 +152,7 @@ def sort_key(mode: str, failing_first: bool, order: dict[str, int]) -> Callable[
     return key
 
 
-def sort_inputs(h: HostView, mode: str) -> tuple:
+def sort_inputs(h: HostView, mode: str) -> SortKey:
     """What the order depends on, so the table re-sorts only when this changed."""
     if mode == "error":
         return (h.state in FAILING_STATES, h.error_rate)

@@ -9,6 +9,7 @@ import pytest
 from console.transport.base import HostKeyError, HostUnreachable
 from console.transport.fake import FakeTransport, Reply, VersionedFleet
 from inventory.model import Host
+from tests.waiting import wait_until
 
 H1 = Host(name="h1", address="10.0.0.1")
 H2 = Host(name="h2", address="10.0.0.2")
@@ -48,7 +49,7 @@ async def test_cancellation_propagates_and_is_recorded() -> None:
     fake.on("slow", delay=5)
     conn = await fake.connect(H1)
     task = asyncio.create_task(conn.run("slow", timeout=10))
-    await asyncio.sleep(0.02)
+    await wait_until(fake.running, what="the slow command to start")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

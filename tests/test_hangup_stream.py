@@ -36,8 +36,13 @@ CHILD = textwrap.dedent(
         assert os.read(BACK, 1) == b"y"           # the terminal is gone
         for _ in range(3):                      # EIO, then /dev/null: never raises
             out.write("after the hang-up\\n" * 200); out.flush()
-        await asyncio.sleep(0)
+        for _ in range(1000):                   # the report runs on the loop: let it
+            if calls:
+                break
+            await asyncio.sleep(0)
         loss.lost()                             # the late SIGHUP: no second report
+        # one loop turn runs what lost() queued (same thread: call_soon_threadsafe
+        # puts it on the ready queue now); a second report would show below
         await asyncio.sleep(0)
         assert not os.isatty(1)
         print(calls, file=sys.stderr)

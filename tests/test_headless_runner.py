@@ -25,10 +25,11 @@ async def test_plain_lines_for_notable_events() -> None:
     outcome = await run_headless(run.engine, mode="plain", out=out, handle_signals=False)
     assert outcome == Outcome.SUCCEEDED
     text = out.getvalue()
-    assert "batch 1/2: h01" in text and "batch 2/2: h02, h03" in text
+    assert "batch 1/2 started: 1 host (h01)" in text
+    assert "batch 2/2 started: 2 hosts (h02, h03)" in text
     assert "h02 healthy" in text
-    assert "preflight h01: ok, version 1.0" in text
-    assert "finished: succeeded (exit 0)" in text
+    assert "h01 preflight ok, version 1.0" in text
+    assert "rollout finished: succeeded (exit 0)" in text
     assert text.rstrip().endswith("succeeded (3 healthy)")
     assert "step_output" not in text and "health_sample" not in text
     assert "step install" not in text  # steps that went fine are not listed
@@ -124,7 +125,7 @@ def test_mode_choice_and_describe() -> None:
     assert choose_mode(True, io.StringIO()) == "json"
     assert choose_mode(False, io.StringIO()) == "plain"
     line = describe(ev.OperatorCommand(command="skip", operator="amy", accepted=False, detail="no"))
-    assert line == "command skip REFUSED by amy: no"
+    assert line == "skip by amy REFUSED: no"
     assert describe(ev.HealthSample(host="h", ok=True)) is None
 
 

@@ -161,7 +161,7 @@ async def test_show_records_the_operator_decision_with_reason_and_state(
     ]
     code, out, _ = capture(capsys, "show", "other-pz", "--state-dir", str(tmp_path))
     assert code == 0
-    assert "pause by carol" in out and "reason: latency up on h01" in out
+    assert "pause by carol (latency up on h01)" in out
     assert "why it stopped: paused" in out
 
 

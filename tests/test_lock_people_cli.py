@@ -22,6 +22,7 @@ from console.store.journal import list_journals, read_journal
 from console.store.lock import LockInfo, RolloutLock, lock_path
 from tests.fixtures.simfleet import FleetFactory
 from tests.test_sighup_headless import wait_for_step
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +51,11 @@ def plant_stale(state: Path, fleet: SimFleet) -> Path:
     )
     path.write_text(json.dumps(asdict(info)))
     return path
+
+
+def journaled(state: Path, needle: bytes) -> bool:
+    paths = list_journals(state)
+    return bool(paths) and needle in paths[0].read_bytes()
 
 
 async def cli(*argv: str, timeout: float = 90) -> tuple[int, str, str]:
@@ -125,7 +131,11 @@ async def test_lock_message_reaches_the_next_operator_and_abort_releases(
         assert code == 3
         assert "is locked by" in err and '"canary for INC-12"' in err
         first.send_signal(signal.SIGINT)
-        await asyncio.sleep(0.05)
+        # Two SIGINTs sent before the process runs would merge into one (a pending
+        # signal is not queued twice): send the second once the first made it pause.
+        await wait_until(
+            lambda: journaled(state, b'"command":"pause"'), what="the first SIGINT to pause"
+        )
         first.send_signal(signal.SIGINT)  # twice: abort
         assert await asyncio.wait_for(first.wait(), 60) == 5
     finally:

@@ -22,6 +22,7 @@ from console.store.lock import (
     lock_path,
     read_lock,
 )
+from tests.waiting import wait_until_sync
 
 
 def take(tmp: Path, rid: str = "r1", **kw: object) -> RolloutLock:
@@ -53,14 +54,14 @@ def test_message_and_heartbeat_are_written_and_refreshed(tmp_path: Path) -> None
     assert first is not None and first.message == "deploying for INC-7"
     assert first.heartbeat > 0
     lock.start_heartbeat(every=0.02)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def advanced() -> bool:
         now = read_lock(lock.path)
-        if now is not None and now.heartbeat > first.heartbeat:
-            break
-        time.sleep(0.01)
-    else:
-        pytest.fail("the heartbeat never advanced")
+        return now is not None and now.heartbeat > first.heartbeat
+
+    wait_until_sync(advanced, what="the heartbeat to advance")
+    now = read_lock(lock.path)
+    assert now is not None
     assert now.message == "deploying for INC-7" and now.pid == os.getpid()
     assert oct(os.stat(lock.path).st_mode & 0o777) == "0o600"
     lock.release()
@@ -109,31 +110,46 @@ def test_a_recent_heartbeat_alone_does_not_make_a_lock_stale(tmp_path: Path) -> 
 
 
 def test_lock_wait_waits_for_the_holder_to_let_go(tmp_path: Path) -> None:
+    # The holder keeps the lock until told (a line on its stdin, or EOF), not for a
+    # fixed time: the first take() must find it held however slow the machine is.
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path;"
+            "import sys; from pathlib import Path;"
             " from console.store.lock import RolloutLock;"
             "lock = RolloutLock.acquire(Path(sys.argv[1]), service='shop',"
             " inventory='inv.yaml', rollout_id='first', message='hold on');"
-            "print('held', flush=True); time.sleep(0.8); lock.release()",
+            "print('held', flush=True); sys.stdin.readline(); lock.release()",
             str(tmp_path),
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=os.getcwd(),
     )
+    assert holder.stdin is not None and holder.stdout is not None
+
+    def let_go() -> None:
+        if not holder.stdin.closed:  # type: ignore[union-attr]
+            holder.stdin.close()  # type: ignore[union-attr]
+
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        assert holder.stdout.readline() == b"held\n"
         with pytest.raises(LockHeld) as err:
             take(tmp_path, wait=0.1)
         assert not err.value.stale and "hold on" in str(err.value)
         told: list[str] = []
-        lock = take(tmp_path, wait=20, on_wait=lambda exc: told.append(str(exc)))
+
+        def waiting(exc: LockHeld) -> None:
+            told.append(str(exc))
+            let_go()  # now that we wait: the holder lets go, we get it on the next look
+
+        lock = take(tmp_path, wait=20, on_wait=waiting)
         assert len(told) == 1 and "first" in told[0]
         assert read_lock(lock.path).rollout_id == "r1"  # type: ignore[union-attr]
         lock.release()
     finally:
+        let_go()
         holder.wait(10)
 
 

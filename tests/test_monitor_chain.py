@@ -30,6 +30,9 @@ class ShellConnection:
 
     chains_commands = True
 
+    def persistent_shell(self) -> None:
+        return None
+
     def __init__(self) -> None:
         self.host = Host(name="web-01", address="127.0.0.1")
         self.handlers: dict[str, Handler] = {}
@@ -214,3 +217,24 @@ async def test_a_health_timeout_while_the_console_is_starved_is_rechecked(
     else:
         assert health[0].ok is False and health[0].detail == "timed out after 0.3s"
         assert h.unhealthy == [("web-01", "timed out after 0.3s")]
+
+
+async def test_set_health_on_the_chained_path_runs_the_new_command():
+    h = Harness(spec(health=HEALTH, vitals=VITALS))
+    h.conn.handlers["svc health --version 1"] = answer(0, ["ok 1"])
+    task = asyncio.create_task(h.monitor.run())
+    try:
+        h.monitor.watch_health(True)
+        async with asyncio.timeout(10):
+            while not any(c.endswith("svc health") for c in h.conn.commands):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            h.monitor.set_health(HealthSpec(run="svc health --version 1", every=0.1))
+            while not any(c.endswith("svc health --version 1") for c in h.conn.commands):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    first_new = next(i for i, c in enumerate(h.conn.commands) if c.endswith("--version 1"))
+    assert not [c for c in h.conn.commands[first_new + 1 :] if c.endswith("svc health")]
+    assert any(s.detail == "ok 1" for s in h.of(HealthSample))

@@ -27,6 +27,11 @@ Handler = Callable[[], tuple[int, list[str]]]  # -> (exit code, stdout lines); m
 class MemoryConnection:
     """Commands answered by handlers; one followed log fed from a queue (None ends it)."""
 
+    chains_commands = False
+
+    def persistent_shell(self) -> None:
+        return None
+
     def __init__(self, name: str = "web-01") -> None:
         self.host = Host(name=name, address="127.0.0.1")
         self.handlers: dict[str, Handler] = {}
@@ -361,3 +366,38 @@ async def test_one_failed_poll_is_not_a_warning():
         await until(lambda: h.conn.count("svc metrics") >= 5)
         (w,) = h.warnings("signal.metrics")
         assert w.message == "metrics: 'svc metrics' failed (exit 7): refused"
+
+
+async def test_set_health_judges_with_the_new_command_and_a_fresh_history():
+    """A host rolling back is watched with its health re-rendered for the version it
+    goes back to: the old command stops, the new one starts with no history."""
+    h = Harness(make_spec(health=HEALTH), vitals=False)
+    h.conn.handlers["svc health"] = lambda: (1, ["wrong version"])
+    h.conn.handlers["svc health --version 1"] = lambda: (0, ["ok: 1"])
+    async with h:
+        h.monitor.watch_health(True)
+        await until(lambda: h.unhealthy)
+        h.monitor.set_health(HealthSpec(run="svc health --version 1", every=0.005))
+        assert h.monitor.watching  # still watched, now against the new command
+        switched = len(h.of(HealthSample))
+        await until(lambda: h.conn.count("svc health --version 1") >= 3)
+        old = h.conn.count("svc health")
+        await until(lambda: h.conn.count("svc health --version 1") >= 6)
+        assert h.conn.count("svc health") <= old + 1  # at most the probe in flight
+        h.monitor.set_health(None)  # no check at all: the watch stops
+        assert not h.monitor.watching
+    after = [s for s in h.of(HealthSample)[switched:] if s.detail == "ok: 1"]
+    assert after[0].consecutive == 1 and after[0].status == "healthy"  # fresh history
+    assert h.unhealthy == [("web-01", "exit 1: wrong version")]
+
+
+async def test_set_health_while_not_watching_only_replaces_the_command():
+    h = Harness(make_spec(health=HEALTH), vitals=False)
+    h.conn.handlers["svc health --version 1"] = lambda: (0, ["ok"])
+    async with h:
+        h.monitor.set_health(HealthSpec(run="svc health --version 1", every=0.005))
+        await asyncio.sleep(0.02)
+        assert not h.conn.runs and not h.monitor.watching
+        h.monitor.watch_health(True)
+        await until(lambda: h.conn.count("svc health --version 1") >= 2)
+    assert h.conn.count("svc health") == 0

@@ -241,3 +241,24 @@ def test_budget_words_when_it_cannot_be_exceeded() -> None:
 )  # fmt: skip
 def test_ordinal(n: int, word: str) -> None:
     assert ordinal(n) == word
+
+
+def test_operator_batch_sizes_follow_the_spec_rules() -> None:
+    """``set_batch_size`` takes what the spec takes: a count >= 1 (also in digits) or a
+    percentage above 0% and at most 100%."""
+    from console.plan import parse_size
+
+    assert parse_size(3) == 3 and parse_size(" 7 ") == 7 and parse_size("64.4%") == "64.4%"
+    for bad in (0, -1, "0", "0%", "0.0%", "100.5%", "x", "5 hosts", None, True, 2.5):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_recut_is_replan_without_the_started_batches() -> None:
+    from console.plan import recut
+
+    names = [f"h{i}" for i in range(250)]
+    plan = make_plan(names, [10])
+    rest = list(plan.hosts[20:])
+    assert recut(rest, "64.4%", 250) == replan(plan, 2, rest, "64.4%").batches[2:]
+    assert [len(b) for b in recut(rest, "64.4%", 250)] == [161, 69]  # exact: 161, not 162

@@ -182,3 +182,38 @@ def test_plan_changes_are_followed() -> None:
     facts = journal_facts(events, ONCE)
     assert facts.batches == [("a",), ("b",), ("c",)]
     assert facts.hosts["c"].batch == 2
+
+
+def test_restore_point_carries_the_reconciliation() -> None:
+    """``resume`` hands the engine one RestorePoint (``Engine.restore``), built here
+    from the journal and what the hosts run now; it never writes engine state."""
+    from pathlib import Path
+
+    from console.core.state import fold
+    from console.resume import PAUSE_REASON, Replay, reconcile
+    from tests.test_engine_helpers import spec_from
+
+    events: list[ev.Event] = [
+        started("a", "b"),
+        ev.HostStateChanged(host="a", state=HostState.RUNNING),
+        ev.VersionRead(host="a", version="1.0", role="previous"),
+    ]
+    for step in ("install", "activate"):
+        events += [
+            ev.StepStarted(host="a", step=step, command=step),
+            ev.StepFinished(host="a", step=step, status="ok", exit_code=0, duration=0.1),
+        ]
+    events.append(ev.HostStateChanged(host="a", state=HostState.HEALTHY))
+    assert isinstance(events[0], ev.RolloutStarted)
+    replay = Replay(Path("journal"), {}, events, events[0], fold(events))
+    seen = {"a": Observation(True, "2.0", True), "b": Observation(True, "1.0", True)}
+    state = reconcile(replay, spec_from(), seen, "tester")
+    point = state.restore_point()
+    a, b = point.hosts["a"], point.hosts["b"]
+    assert (a.state, a.changed, a.batch) == (HostState.HEALTHY, True, 0)
+    assert (a.previous_version, a.previous_read, a.observed_version) == ("1.0", True, "2.0")
+    assert (b.state, b.changed, b.batch, b.previous_read) == (HostState.PENDING, False, None, False)
+    assert (point.start_batch, point.gate_first, point.rolling_back) == (1, 0, False)
+    assert point.pause_reason == PAUSE_REASON and point.plan_text == state.plan_text()
+    assert isinstance(point.first_event, ev.Notice)
+    assert point.view.hosts["a"].state == HostState.HEALTHY

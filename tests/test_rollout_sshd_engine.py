@@ -463,3 +463,115 @@ async def test_accept_new_host_keys_is_journaled(sshd_fleet: FleetMaker, tmp_pat
     notes = [e for e in read_journal(journal.path) if isinstance(e, ev.Notice) and e.host]
     assert {n.host for n in notes if "accepted new host key" in n.message} == {"web-01", "web-02"}
     assert str(fleet.server.port) in empty.read_text()
+
+
+VERSION_AWARE_HEALTH = 'run: test "$(cat {vars.root}/current/VERSION)" = {version}'
+
+
+def version_aware_spec(**kw: object) -> RolloutSpec:
+    """The spec with a health check that names the version the host should run."""
+    base = make_spec(**kw)  # type: ignore[arg-type]
+    text = base.text.replace("run: test -f {vars.root}/current/VERSION", VERSION_AWARE_HEALTH)
+    assert text != base.text
+    return parse_spec(text, "spec.yaml")
+
+
+@pytest.mark.parametrize("monitors", [False, True])
+async def test_rollback_health_judges_the_version_each_host_goes_back_to(
+    sshd_fleet: FleetMaker, monitors: bool
+) -> None:
+    """A version-aware health check passes during rollback: {version} is then the
+    host's previous version, not the rollout's target (it used to fail every host)."""
+    fleet = sshd_fleet(6)
+    versions = ["1.0", "1.1", "1.0", "0.9", "1.0", "1.2"]
+    before = {f"web-{i:02d}": v for i, v in enumerate(versions, 1)}
+    seed(fleet, before)
+    (fleet.root("web-06") / "FAIL").touch()  # the last batch is web-04..06
+    spec = version_aware_spec(batches="[1, 2, 100%]", on_failure="rollback")
+    engine = engine_for(fleet, spec, monitors=monitors)
+    outcome, events = await drive(engine)
+    assert outcome == Outcome.ROLLED_BACK, engine.recs["web-01"].detail
+    finished = events[-1]
+    assert isinstance(finished, ev.RolloutFinished) and finished.exit_code == 4
+    for name, version in before.items():
+        assert engine.recs[name].state == HostState.ROLLED_BACK, engine.recs[name].detail
+        assert active(fleet, name) == version
+    gated = [e for e in events if isinstance(e, ev.HealthSample) and e.host == "web-02"]
+    assert gated and gated[-1].ok  # its last probe judged 1.1, the version it went back to
+    reads = [e for e in events if isinstance(e, ev.VersionRead) and e.role == "current"]
+    assert {(e.host, e.version) for e in reads} == set(before.items())
+
+
+SECRET_TOKEN = "tok-5e2b7d90c1"
+SECRET_SPEC = """
+service: shop
+version: "2.0"
+batches: [1, 100%]
+max_parallel: 20
+max_failures: 0
+on_failure: pause
+between_batches: manual
+secrets: [token]
+current_version: "printf '%s+%s\\\\n' \\"$(cat {vars.root}/current/VERSION)\\" {vars.token}"
+steps:
+  - name: install
+    run: >-
+      echo installing with {vars.token} && echo warn {vars.token} >&2 &&
+      mkdir -p {vars.root}/releases/{version} &&
+      printf '%s\\n' {version} > {vars.root}/releases/{version}/VERSION &&
+      ln -sfn releases/{version} {vars.root}/current
+    timeout: 10s
+health:
+  run: echo healthy {vars.token} && test -f {vars.root}/current/VERSION
+  every: 0.05s
+  healthy_after: 2
+  deadline: 5s
+logs:
+  run: echo GET / 200 {vars.token}; echo ERROR {vars.token}; exec sleep 600
+  error_pattern: ERROR
+metrics:
+  run: echo denied {vars.token}; false
+  requests: http_requests_total
+  errors: http_errors_total
+  every: 0.05s
+"""
+
+
+async def test_a_secret_echoed_by_every_command_is_masked_over_ssh(
+    sshd_fleet: FleetMaker, tmp_path: Path
+) -> None:
+    """Monitors on, over real SSH (chained polls in a persistent shell): the token the
+    health check, log follower, metrics command, step and version command print
+    reaches no event, no journal line and no part of the view."""
+    fleet = sshd_fleet(2, extra_vars={"token": SECRET_TOKEN})
+    seed(fleet)
+    journal = Journal.create(tmp_path, "secret")
+    spec = parse_spec(SECRET_SPEC, "spec.yaml")
+    engine = engine_for(fleet, spec, journal=journal, monitors=True)
+    seen: set[str] = set()
+
+    def react(e: Event, engine: Engine) -> None:
+        if isinstance(e, ev.LogLines):
+            seen.add("logs")
+        elif isinstance(e, ev.HealthSample) and e.status:
+            seen.add("watch")
+        elif isinstance(e, ev.Alert) and e.rule == "signal.metrics":
+            seen.add("metrics")
+        elif isinstance(e, ev.GateWaiting):
+            seen.add("gate")
+        if {"logs", "watch", "metrics", "gate"} <= seen and "continued" not in seen:
+            seen.add("continued")
+            engine.continue_()
+
+    outcome, events = await drive(engine, react)
+    assert outcome == Outcome.SUCCEEDED
+    assert {"logs", "watch", "metrics"} <= seen
+    assert any("***" in line for e in events if isinstance(e, ev.LogLines) for line in e.lines)
+    assert any("***" in e.detail for e in events if isinstance(e, ev.HealthSample) and e.status)
+    assert any("***" in e.message for e in events if isinstance(e, ev.Alert))
+    assert any("***" in line for e in events if isinstance(e, ev.StepOutput) for line in e.lines)
+    versions = {e.version for e in events if isinstance(e, ev.VersionRead)}
+    assert versions == {"1.0+***", "2.0+***"}
+    assert not [e for e in events if SECRET_TOKEN in repr(ev.to_json(e))]
+    assert SECRET_TOKEN not in journal.path.read_text()
+    assert SECRET_TOKEN not in repr(engine.view)

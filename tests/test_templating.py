@@ -13,6 +13,7 @@ from console.core.errors import InputError
 from console.core.secrets import Redactor, is_secret_name
 from console.spec import parse_spec
 from console.templating import (
+    FIXED_NAMES,
     Placeholder,
     TemplateError,
     build_context,
@@ -54,6 +55,7 @@ def context(**variables: object) -> dict[str, object]:
         "host": "web-01",
         "address": "10.0.0.1",
         "version": "2.4.1",
+        "new_version": "2.4.1",
         "previous_version": "2.4.0",
         "service": "checkout-api",
         "vars": variables,
@@ -103,8 +105,8 @@ def test_bad_templates(template: str, fragment: str, offset: int) -> None:
 
 
 def test_every_fixed_name_renders() -> None:
-    out = render("{host} {address} {version} {previous_version} {service}", context())
-    assert out == "web-01 10.0.0.1 2.4.1 2.4.0 checkout-api"
+    out = render("{host} {address} {version} {new_version} {previous_version} {service}", context())
+    assert out == "web-01 10.0.0.1 2.4.1 2.4.1 2.4.0 checkout-api"
 
 
 # --- quoting -----------------------------------------------------------------------------
@@ -119,7 +121,7 @@ def test_hostile_values_are_inert_under_sh(value: str, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["host", "address", "version", "service", "previous_version"])
+@pytest.mark.parametrize("name", FIXED_NAMES)
 def test_fixed_values_are_quoted_too(name: str, tmp_path: Path) -> None:
     ctx = context()
     ctx[name] = "$(touch pwned); touch pwned2"
@@ -170,6 +172,14 @@ def test_unknown_previous_version_is_an_error_not_an_empty_string() -> None:
         render("/opt/deploy/activate {previous_version}", ctx)
 
 
+def test_unknown_version_while_rolling_back_says_so() -> None:
+    spec = parse_spec(SPEC, "s.yaml")
+    ctx = build_context(spec, Host("web-01", "10.0.0.1"), None, rollback=True, environ={})
+    with pytest.raises(TemplateError, match="version this host goes back to is unknown"):
+        render("check {version}", ctx)
+    assert render("check {new_version}", ctx) == "check 1.0"
+
+
 # --- context -----------------------------------------------------------------------------
 
 SPEC = """\
@@ -189,6 +199,7 @@ def test_build_context_precedence_env_then_spec_then_host() -> None:
     assert ctx["host"] == "web-01"
     assert ctx["address"] == "10.0.0.1"
     assert ctx["version"] == "1.0"
+    assert ctx["new_version"] == "1.0"
     assert ctx["previous_version"] == "0.9"
     assert ctx["service"] == "api"
     # only names listed in secrets come from the environment; spec vars win over
@@ -282,3 +293,21 @@ def test_parse_accepts_or_rejects_cleanly(template: str) -> None:
 def test_escaped_text_renders_to_itself(text: str) -> None:
     escaped = text.replace("{", "{{").replace("}", "}}")
     assert render(escaped, context()) == text
+
+
+def test_version_names_what_the_host_should_run_now() -> None:
+    """Deploying, {version} is the target; rolling back, the version the host goes back
+    to; {new_version} is the target and {previous_version} the version read before."""
+    spec = parse_spec(SPEC, "s.yaml")
+    host = Host("web-01", "10.0.0.1")
+    template = "{version} {new_version} {previous_version}"
+    deploying = build_context(spec, host, "0.9", environ={})
+    rolling_back = build_context(spec, host, "0.9", rollback=True, environ={})
+    assert render(template, deploying) == "1.0 1.0 0.9"
+    assert render(template, rolling_back) == "0.9 1.0 0.9"
+
+
+def test_new_version_is_a_known_placeholder() -> None:
+    assert [p.name for p in placeholders("x {new_version}")] == ["new_version"]
+    with pytest.raises(TemplateError, match="did you mean"):
+        parse("{new_verison}")

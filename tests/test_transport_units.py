@@ -29,6 +29,16 @@ def test_splitter_bounds_a_line_without_newline() -> None:
     assert splitter.feed(b"\n") == ["ij"]
 
 
+def test_splitter_cuts_a_long_line_the_same_way_however_it_was_chunked() -> None:
+    """A pipe may hand over a long line at once or in parts (it depends on load):
+    the lines must not depend on which."""
+    data = b"a" * 10 + b"\n" + b"b" * 8 + b"\n" + b"c" * 3 + b"\n"
+    at_once = LineSplitter(max_line=4).feed(data)
+    splitter = LineSplitter(max_line=4)
+    byte_by_byte = [line for byte in data for line in splitter.feed(bytes([byte]))]
+    assert at_once == byte_by_byte == ["aaaa", "aaaa", "aa", "bbbb", "bbbb", "", "ccc"]
+
+
 def test_splitter_never_splits_a_utf8_character_into_garbage_at_newlines() -> None:
     splitter = LineSplitter()
     data = "héllo\nwörld\n".encode()

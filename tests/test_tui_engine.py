@@ -17,12 +17,12 @@ from console.core.commands import Command
 from console.core.events import HostState, Outcome, RolloutState
 from console.core.state import RolloutView
 from console.engine import Engine
-from console.plan import make_plan
-from console.spec import load_spec
-from console.transport import TransportOptions, make_transport
-from inventory import load_inventory, select
+from console.runtime.engine_thread import EngineThread
+from console.runtime.session import build_engine, load_rollout
+from console.simfleet import SimFleet
+from console.transport import TransportOptions
 from screens.confirm import ConfirmScreen
-from tests.fixtures.simfleet import sim_connect
+from tests.fixtures.simfleet import FleetFactory, sim_connect
 from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -30,17 +30,12 @@ pytestmark = pytest.mark.slow
 SLOW = 0.15  # simulated durations x0.15: slow enough to press keys mid-rollout
 
 
-def engine_on(fleet) -> Engine:
-    spec = load_spec(fleet.spec_path)
-    hosts = select(load_inventory(spec.inventory or fleet.inventory_path), spec.targets)
-    plan = make_plan([h.name for h in hosts], spec.batches, order=spec.order, seed=spec.seed)
-    return Engine(
-        spec,
-        hosts,
-        plan,
-        make_transport(TransportOptions(ssh_config=[])),
-        journal=None,
+def engine_on(fleet: SimFleet) -> Engine:
+    return build_engine(
+        load_rollout(str(fleet.spec_path)),
         operator="console-test",
+        journal=None,
+        options=TransportOptions(ssh_config=[]),
     )
 
 
@@ -51,7 +46,7 @@ async def until(app: RolldeckApp, cond: Callable[[], bool], timeout: float = 30.
             await asyncio.sleep(0.05)
 
 
-async def version_over_ssh(fleet, host: str) -> str:
+async def version_over_ssh(fleet: SimFleet, host: str) -> str:
     async with sim_connect(fleet, host) as conn:
         result = await conn.run("svc version", check=True)
     return str(result.stdout).strip()
@@ -61,7 +56,9 @@ def started(app: RolldeckApp) -> set[str]:
     return set(app.view.changed_hosts())
 
 
-async def test_pause_stops_new_hosts_and_quit_leaves_it_paused(sim_fleet_factory) -> None:
+async def test_pause_stops_new_hosts_and_quit_leaves_it_paused(
+    sim_fleet_factory: FleetFactory,
+) -> None:
     fleet = await sim_fleet_factory(n=6, time_scale=SLOW)
     engine = engine_on(fleet)
     app = make_console(engine, remember_theme=False, process_stats=lambda: (0.0, 0.0))
@@ -89,7 +86,9 @@ async def test_pause_stops_new_hosts_and_quit_leaves_it_paused(sim_fleet_factory
         assert await version_over_ssh(fleet, name) == before[name]
 
 
-async def test_rollback_restores_versions_read_back_over_ssh(sim_fleet_factory) -> None:
+async def test_rollback_restores_versions_read_back_over_ssh(
+    sim_fleet_factory: FleetFactory,
+) -> None:
     fleet = await sim_fleet_factory(n=6, time_scale=SLOW)
     engine = engine_on(fleet)
     # the engine on the UI's own loop here (the other tests: on its own thread)
@@ -106,7 +105,7 @@ async def test_rollback_restores_versions_read_back_over_ssh(sim_fleet_factory) 
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
         await until(app, lambda: app.engine_outcome is not None, timeout=60)
-        await pilot.pause(0.3)
+        await until(app, lambda: app.view.outcome is not None)  # the last frame folded
         changed = app.view.changed_hosts()
         previous = {n: app.view.hosts[n].previous_version for n in changed}
         assert app.view.state == RolloutState.DONE
@@ -118,7 +117,9 @@ async def test_rollback_restores_versions_read_back_over_ssh(sim_fleet_factory) 
         assert await version_over_ssh(fleet, name) == previous[name]
 
 
-async def test_quitting_now_cancels_the_engine_thread_cleanly(sim_fleet_factory) -> None:
+async def test_quitting_now_cancels_the_engine_thread_cleanly(
+    sim_fleet_factory: FleetFactory,
+) -> None:
     """q, y (pause and quit), then q again (quit now): the engine, on its own thread,
     is cancelled in its own loop and recorded as aborted; the thread ends."""
     fleet = await sim_fleet_factory(n=4, time_scale=1.0)  # installs take seconds
@@ -134,8 +135,8 @@ async def test_quitting_now_cancels_the_engine_thread_cleanly(sim_fleet_factory)
         await pilot.press("q")
         await until(app, lambda: not app.is_running, timeout=60)
     assert engine.finished and engine.outcome == Outcome.ABORTED
-    assert app.subscription._thread is not None
-    assert not app.subscription._thread.is_alive()
+    assert isinstance(app.subscription, EngineThread) and app.subscription.thread is not None
+    assert not app.subscription.thread.is_alive()
 
 
 class _ThreadProbeEngine:
@@ -187,7 +188,7 @@ async def test_engine_thread_bridge_runs_commands_on_the_engine_thread() -> None
         assert app.controller.open_connections() == 3
         await pilot.press("p")
         await until(app, lambda: app.engine_outcome is not None, timeout=10)
-        await pilot.pause(0.3)
+        await until(app, lambda: app.view.outcome is not None, timeout=10)
         assert app.view.outcome == Outcome.PAUSED
         await pilot.press("q")
     (run, engine_thread), (pause, pause_thread) = engine.calls

@@ -20,7 +20,7 @@ from console.core.commands import Command
 from console.core.events import HostState, RolloutState
 from console.core.state import RolloutView, fold
 from console.spec import ErrorRateSpec, LogsSpec, RolloutSpec
-from screens.synthetic import SyntheticRollout
+from tests.fixtures.synthetic import SyntheticRollout
 
 SIZE = (120, 40)
 

@@ -1,5 +1,9 @@
 """Pilot tests: every key binding and screen, asserting on state and on the Commands the
-controller received (a recording controller answers on the bus like an engine)."""
+controller received (a recording controller answers on the bus like an engine).
+
+Assertions follow a wait on a condition (tests/waiting.py), never a fixed pause:
+``settled`` for "events folded and drawn, this screen up, layout at rest", ``wait_until``
+for anything else. Their timeouts only matter when something is broken."""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from screens.host_detail import HostDetailScreen
 from screens.messages import LogSourceChanged
 from screens.widgets.host_table import HostTable
 from screens.widgets.stream_log import StreamLog
-from tests.test_tui_helpers import SIZE, _private_config, drained, make_app  # noqa: F401
+from tests.test_tui_helpers import SIZE, _private_config, make_app  # noqa: F401
+from tests.waiting import settled, wait_until
 
 
 def table(app: RolldeckApp) -> HostTable:
@@ -28,24 +33,28 @@ def table(app: RolldeckApp) -> HostTable:
 async def test_pause_is_instant_and_resume_follows() -> None:
     app, ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         await pilot.press("p")
         assert ctl.names() == ["pause"]
+        await settled(pilot)
         assert isinstance(app.screen, DashboardScreen), "pause must not ask"
-        await drained(pilot)
         assert app.view.state == RolloutState.PAUSED
         await pilot.press("p")
         assert ctl.names() == ["pause", "resume"]
-        await drained(pilot)
+        await settled(pilot)
         assert app.view.state == RolloutState.RUNNING
 
 
 async def test_continue_only_at_a_manual_gate() -> None:
     app, ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         await pilot.press("c")
+        await settled(pilot, DashboardScreen)
         assert ctl.commands == []
     app, ctl, _bus, _r = make_app("gate")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         await pilot.press("c")
         assert ctl.names() == ["continue"]
 
@@ -53,7 +62,9 @@ async def test_continue_only_at_a_manual_gate() -> None:
 async def test_rollback_asks_and_names_hosts_and_versions() -> None:
     app, ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         await pilot.press("r")
+        await settled(pilot, ConfirmScreen)
         assert isinstance(app.screen, ConfirmScreen)
         body = str(app.screen.body)
         changed = app.view.changed_hosts()
@@ -63,34 +74,43 @@ async def test_rollback_asks_and_names_hosts_and_versions() -> None:
             assert name in body
         assert app.focused is not None and app.focused.id == "cancel"
         await pilot.press("enter")  # Enter on the focused button cancels
+        await settled(pilot, DashboardScreen)
         assert ctl.commands == []
-        assert isinstance(app.screen, DashboardScreen)
-        await pilot.press("r", "y")
+        await pilot.press("r")
+        await settled(pilot, ConfirmScreen)
+        await pilot.press("y")
         assert ctl.names() == ["rollback"]
-        await drained(pilot)
+        await settled(pilot)
         assert app.view.state == RolloutState.ROLLING_BACK
 
 
 async def test_abort_asks_and_escape_cancels() -> None:
     app, ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         await pilot.press("a")
+        await settled(pilot, ConfirmScreen)
         assert isinstance(app.screen, ConfirmScreen)
         assert "in flight, will be interrupted: 2" in app.screen.body
         await pilot.press("p")  # control keys are inert under a modal
         await pilot.press("escape")
+        await settled(pilot, DashboardScreen)
         assert ctl.commands == []
         await pilot.press("a")
+        await settled(pilot, ConfirmScreen)
         await pilot.click("#confirm")
+        await wait_until(lambda: ctl.commands, what="the abort command")
         assert ctl.names() == ["abort"]
 
 
 async def test_enter_opens_host_detail_with_steps_and_retry_skip() -> None:
     app, ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         t = table(app)
         t.select_host("web-04")  # the host whose install failed
         await pilot.press("enter")
+        await settled(pilot, HostDetailScreen)
         screen = app.screen
         assert isinstance(screen, HostDetailScreen) and screen.host == "web-04"
         steps = screen.query_one("#steps")
@@ -103,29 +123,33 @@ async def test_enter_opens_host_detail_with_steps_and_retry_skip() -> None:
             ("retry", {"host": "web-04"}),
             ("skip", {"host": "web-04"}),
         ]
-        await drained(pilot)
+        await settled(pilot)
         assert app.view.hosts["web-04"].state == HostState.SKIPPED
         await pilot.press("escape")
-        assert isinstance(app.screen, DashboardScreen)
+        await settled(pilot, DashboardScreen)
 
 
 async def test_host_detail_log_search_and_live_lines() -> None:
     app, _ctl, bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         table(app).select_host("web-02")
         await pilot.press("enter")
+        await settled(pilot, HostDetailScreen)
         screen = app.screen
         assert isinstance(screen, HostDetailScreen)
         log = screen.query_one("#host-log", StreamLog)
         before = len(log.lines)
         bus.publish(LogLines(host="web-02", lines=("INFO live one", "ERROR live two")))
         bus.publish(LogLines(host="web-03", lines=("INFO not mine",)))
-        await drained(pilot)
+        await settled(pilot, HostDetailScreen)
         assert len(log.lines) == before + 2
         await pilot.press("slash", *"error")
+        await settled(pilot, HostDetailScreen)
         assert screen.query_text == "error"
         assert log.lines and all("error" in line.lower() for line in log.lines)
         await pilot.press("enter")
+        await settled(pilot, HostDetailScreen)
         assert screen.query_one("#search").display  # search kept, box stays visible
 
 
@@ -133,20 +157,24 @@ async def test_log_source_toggle_follows_the_cursor() -> None:
     messages: list[object] = []
     app, _ctl, bus, _r = make_app("running")
     async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+        await settled(pilot, DashboardScreen)
         dash = app.screen
         assert isinstance(dash, DashboardScreen)
         bus.publish(LogLines(host="web-05", lines=("from five",)))
         bus.publish(LogLines(host="web-06", lines=("from six",)))
-        await drained(pilot)
+        await settled(pilot)
         log = dash.query_one("#log", StreamLog)
         assert log.lines[-2:] == ["web-05    │ from five", "web-06    │ from six"]
         table(app).select_host("web-05")
         await pilot.press("l")
+        await settled(pilot)
         assert dash.log_host == "web-05"
         assert log.lines[-1] == "from five" and "from six" not in log.lines
         await pilot.press("down")
+        await settled(pilot)
         assert dash.log_host == table(app).cursor_host() != "web-05"
         await pilot.press("l")
+        await settled(pilot)
         assert dash.log_host is None
         sources = [m.host for m in messages if isinstance(m, LogSourceChanged)]
         assert sources[0] == "web-05" and sources[-1] is None
@@ -155,25 +183,29 @@ async def test_log_source_toggle_follows_the_cursor() -> None:
 async def test_log_follow_stops_when_scrolled_up() -> None:
     app, _ctl, bus, _r = make_app("running", hosts=6)
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         dash = app.screen
         log = dash.query_one("#log", StreamLog)
         for i in range(60):
             bus.publish(LogLines(host="web-01", lines=(f"line {i}",)))
-        await drained(pilot)
+        await settled(pilot)
         assert log.following and log.is_vertical_scroll_end
         log.scroll_to(y=0, animate=False, immediate=True)
+        await settled(pilot)
+        assert log.scroll_y == 0
         bus.publish(LogLines(host="web-01", lines=("late",)))
-        await drained(pilot)
+        await settled(pilot)
         assert log.scroll_y == 0, "a user who scrolled up is not dragged down"
         assert "scrolled back" in str(log.border_title)
         await pilot.press("g")
-        await drained(pilot)
+        await settled(pilot)
         assert log.is_vertical_scroll_end
 
 
 async def test_filter_failing_first_and_sort() -> None:
     app, _ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         t = table(app)
         assert t.row_count == 24
         await pilot.press("f")
@@ -197,13 +229,14 @@ async def test_filter_failing_first_and_sort() -> None:
 async def test_table_rows_follow_events_without_rebuilds() -> None:
     app, _ctl, bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         t = table(app)
         from console.core.events import HostStateChanged
 
         bus.publish(
             HostStateChanged(host="api-09", state=HostState.FAILED, detail="exit 2 in drain")
         )
-        await drained(pilot)
+        await settled(pilot)
         cells = dict(
             zip([c.key for c in t._columns], [c for c in range(len(t._columns))], strict=True)
         )
@@ -238,16 +271,21 @@ async def test_bad_theme_file_is_a_notification_not_a_crash(tmp_path) -> None:  
     path.write_text("{not json")
     app = RolldeckApp(EventBus().subscribe(), _Null(), process_stats=lambda: (0.0, 0.0))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await settled(pilot, DashboardScreen)
         assert app.theme == "rolldeck-dark"
-        assert any("ignored" in n.message for n in app._notifications)
+        await wait_until(
+            lambda: any("ignored" in n.message for n in app._notifications),
+            what="a notification that the theme file was ignored",
+        )
 
 
 async def test_help_lists_every_key_including_remapped() -> None:
     app, _ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         app.set_keymap({"pause": "P"})
         await pilot.press("question_mark")
+        await settled(pilot, HelpScreen)
         assert isinstance(app.screen, HelpScreen)
         from screens.help import help_table
 
@@ -259,8 +297,9 @@ async def test_help_lists_every_key_including_remapped() -> None:
             assert key in keys, key
         assert "Pause" in descriptions and "Retry" in descriptions
         await pilot.press("escape")
-        assert isinstance(app.screen, DashboardScreen)
+        await settled(pilot, DashboardScreen)
         await pilot.press("p")  # the old key no longer pauses
+        await settled(pilot, DashboardScreen)
         assert _ctl.commands == []
         await pilot.press("P")
         assert _ctl.names() == ["pause"]
@@ -269,56 +308,72 @@ async def test_help_lists_every_key_including_remapped() -> None:
 async def test_command_palette_offers_every_action() -> None:
     app, ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         names = {a.name for a in app.palette_actions(app.screen)}
         assert {"Pause", "Continue", "Rollback", "Abort", "Theme", "Help", "Quit"} <= names
         assert {"Detail", "Log", "Filter", "Failing", "Sort"} <= names
         action = next(a for a in app.palette_actions(app.screen) if a.name == "Pause")
         action.run()
-        await pilot.pause()
+        await wait_until(lambda: ctl.commands, what="the palette action to run")
         assert ctl.names() == ["pause"]
 
 
 async def test_read_only_disables_control_keys_and_says_so() -> None:
     app, ctl, _bus, _r = make_app("running", read_only=True)
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         for key in ("p", "c", "r", "a"):
             await pilot.press(key)
+        await settled(pilot, DashboardScreen)
         assert ctl.commands == []
-        assert isinstance(app.screen, DashboardScreen)
-        header = str(app.screen.query_one("#header").render())
-        status = str(app.screen.query_one("#status").render())
-        assert "READ-ONLY" in header and "control keys disabled" in status
+        header = app.screen.query_one("#header")
+        status = app.screen.query_one("#status")
+        await wait_until(
+            lambda: "control keys disabled" in str(status.render()),
+            what="the status line (drawn after the first refresh)",
+        )
+        assert "READ-ONLY" in str(header.render())
         assert app.send(Command("pause")) is False
         assert "Pause" not in {a.name for a in app.palette_actions(app.screen)}
         table(app).select_host("web-04")
-        await pilot.press("enter", "R", "S")
+        await pilot.press("enter")
+        await settled(pilot, HostDetailScreen)
+        await pilot.press("R", "S")
+        await settled(pilot, HostDetailScreen)
         assert ctl.commands == []
-        await pilot.press("escape", "q")  # quitting an observer never pauses
+        await pilot.press("escape")
+        await settled(pilot, DashboardScreen)
+        await pilot.press("q")  # quitting an observer never pauses
+        await wait_until(lambda: app.return_code is not None, what="the console to exit")
     assert ctl.commands == []
 
 
 async def test_quit_running_pauses_first_then_exits() -> None:
     app, ctl, bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         await pilot.press("q")
+        await settled(pilot, ConfirmScreen)
         assert isinstance(app.screen, ConfirmScreen)
         assert "rolldeck resume 20250615-checkout-api-7f3a" in app.screen.body
         await pilot.press("y")
         assert ctl.names() == ["pause"] and ctl.commands[0].reason == "console quit"
-        await drained(pilot)
+        await settled(pilot)
         assert app.is_running, "two hosts are still moving: wait for them"
         for host in ("web-06", "web-07"):
             bus.publish(_healthy(host))
-        await drained(pilot)
-        await pilot.pause(0.3)
+        await wait_until(
+            lambda: app.return_code is not None, what="the console to exit once no host moves"
+        )
     assert app.quit_paused and exit_code(app) == 6
 
 
 async def test_quit_when_finished_does_not_ask() -> None:
     app, ctl, _bus, _r = make_app("done")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         await pilot.press("q")
-        await pilot.pause()
+        await wait_until(lambda: app.return_code is not None, what="the console to exit")
     assert ctl.commands == []
     assert exit_code(app) == 0
 
@@ -332,9 +387,11 @@ async def test_engine_runner_outcome_is_the_exit_code() -> None:
 
     app = RolldeckApp(bus.subscribe(), _Null(), runner=runner, process_stats=lambda: (0.0, 0.0))
     async with app.run_test(size=SIZE) as pilot:
-        await drained(pilot)
+        await wait_until(lambda: app.engine_outcome is not None, what="the engine's outcome")
+        await settled(pilot, DashboardScreen)
         assert app.engine_outcome == Outcome.ROLLED_BACK
         await pilot.press("q")
+        await wait_until(lambda: app.return_code is not None, what="the console to exit")
     assert exit_code(app) == 4
 
 
@@ -355,12 +412,15 @@ class _Null:
 async def test_mouse_header_sorts_and_double_click_opens_detail() -> None:
     app, _ctl, _bus, _r = make_app("running")
     async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, DashboardScreen)
         t = table(app)
         host_x = 1 + sum(w + 2 for w in t._widths[:2]) + 1  # inside the Host header
         await pilot.click(HostTable, offset=(1 + host_x, 1))  # +1: the border
+        await settled(pilot, DashboardScreen)
         assert t.sort_mode == "name"
         assert "sort: name" in str(t.border_title)
         await pilot.click(HostTable, offset=(5, 4), times=2)  # third row
+        await settled(pilot, HostDetailScreen)
         assert isinstance(app.screen, HostDetailScreen)
         assert app.screen.host == t.shown_hosts[2]
 
@@ -368,7 +428,7 @@ async def test_mouse_header_sorts_and_double_click_opens_detail() -> None:
 async def test_error_rate_panel_draws_the_threshold() -> None:
     app, _ctl, _bus, _r = make_app("rolling_back")
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await settled(pilot, DashboardScreen)
         text = str(app.screen.query_one("#rates").render())
         assert "─" * 10 in text and "max 2.0%" in text and "≤2x base" in text
         assert "● new 3.1%" in text

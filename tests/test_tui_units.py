@@ -24,7 +24,7 @@ from screens.format import (
     state_label,
 )
 from screens.rows import COLUMNS, host_cells, matches, sort_key
-from screens.synthetic import STAGES, LoadStream, SyntheticRollout
+from tests.fixtures.synthetic import STAGES, LoadStream, SyntheticRollout
 from tests.test_tui_helpers import _private_config  # noqa: F401
 from themes import SEMANTIC_VARIABLES, THEME_NAMES, THEMES
 from themes.store import config_path, load_theme_choice, save_theme_choice
@@ -69,7 +69,7 @@ def test_sparkline_rate_duration() -> None:
         ("gate", "WAITING AT GATE"),
         ("paused", "PAUSED"),
         ("rolling_back", "ROLLING BACK"),
-        ("done", "DONE"),
+        ("done", "SUCCEEDED"),
     ],
 )
 def test_header_state_words(stage: str, word: str) -> None:
@@ -124,13 +124,13 @@ def test_collect_marks_dirty_hosts_logs_and_timeline() -> None:
 
 def test_timeline_words_name_the_operator() -> None:
     _, text, _ = describe(ev.OperatorCommand(command="pause", operator="alice", reason="web-04"))
-    assert text == "alice: pause (web-04)"
+    assert text == "pause by alice (web-04)"
     _, text, _ = describe(ev.BatchStarted(index=1, total=4, hosts=("a", "b")))
-    assert text == "batch 2/4 started (2 hosts)"
+    assert text == "batch 2/4 started: 2 hosts (a, b)"
     _, text, _ = describe(
         ev.Alert(level="critical", rule="error_rate.max", message="3% > 2%", action="pause")
     )
-    assert text == "error_rate.max: 3% > 2% -> pause"
+    assert text == "ALERT [critical] error_rate.max: 3% > 2% -> pause"
 
 
 def test_chart_draws_series_and_threshold_with_distinct_glyphs() -> None:

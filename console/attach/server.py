@@ -361,9 +361,9 @@ class AttachServer:
                     task.cancel()
                 await asyncio.gather(sender, receiver, return_exceptions=True)
             for task in done:
-                exc = None if task.cancelled() else task.exception()
-                if exc is not None:
-                    raise exc
+                failure = None if task.cancelled() else task.exception()
+                if failure is not None:
+                    raise failure
         finally:
             sub.close()
             self._clients.discard(client)

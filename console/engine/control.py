@@ -2,7 +2,9 @@
 
 Everything here is plain data touched only from the event loop; tasks that wait for a
 flag to change use :meth:`Control.wait_for`, woken by every command and every host
-task that ends (one shared "something changed" signal, re-armed on each wake).
+task that ends (one shared "something changed" signal, re-armed on each wake). Its
+timeouts run on the engine's :class:`~console.core.clock.Clock`, so a test steps
+through a bake or a gate's timeout instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -11,26 +13,53 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from console.core.events import HostState
+from console.core.clock import SYSTEM, Clock
+from console.core.events import HostState, RolloutState
+from console.engine.machine import Flags, derive
 from inventory.model import Host
 
 
 class Control:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
+        self.clock = clock
         self.paused = False
         self.frozen = False
         self.aborted = False
         self.abort_by_policy = False
         self.rollback_requested = False
         self.rolling_back = False
+        self.preflight = True  # until every host was checked (the engine's first phase)
         self.gate_open: str | None = None  # 'manual' | 'bake' while waiting at a gate
         self.gate_continued_by: str | None = None
+        self.pause_reason = ""  # why it is paused or frozen (who, and their reason)
+        self.abort_reason = "aborted"
         self._changed = asyncio.Event()
 
     @property
     def stopping(self) -> bool:
         """Abort or rollback requested: the forward rollout must start nothing new."""
         return self.aborted or self.rollback_requested
+
+    @property
+    def halted(self) -> bool:
+        """Paused or frozen: no new host (nor, frozen, step) starts."""
+        return self.paused or self.frozen
+
+    def flags(self) -> Flags:
+        return Flags(
+            aborted=self.aborted,
+            rollback_requested=self.rollback_requested,
+            rolling_back=self.rolling_back,
+            frozen=self.frozen,
+            paused=self.paused,
+            preflight=self.preflight,
+            gate_open=self.gate_open,
+        )
+
+    @property
+    def phase(self) -> RolloutState:
+        """The rollout's phase, as :func:`console.engine.machine.derive` says."""
+        return derive(self.flags())
 
     def wake(self) -> None:
         self._changed.set()
@@ -41,21 +70,25 @@ class Control:
         await self._changed.wait()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
-        """Until ``predicate()`` holds (True) or ``timeout`` seconds pass (False)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        """Until ``predicate()`` holds (True) or ``timeout`` seconds pass on the clock
+        (then ``predicate()`` once more)."""
+        if timeout is None:
+            while not predicate():
+                await self._changed.wait()
+            return True
+        deadline = self.clock.monotonic() + timeout
         while not predicate():
-            changed = self._changed
-            if deadline is None:
-                await changed.wait()
-                continue
-            remaining = deadline - loop.time()
+            remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 return False
+            changed = asyncio.ensure_future(self._changed.wait())
+            timer = asyncio.ensure_future(self.clock.sleep(remaining))
             try:
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
-            except TimeoutError:
+                done, _ = await asyncio.wait((changed, timer), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+                timer.cancel()
+            if changed not in done:
                 return predicate()
         return True
 

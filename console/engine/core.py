@@ -7,6 +7,13 @@ commands (:meth:`Engine.execute`) never block: they flip flags in
 :class:`~console.engine.control.Control`, cancel tasks (abort) and wake whoever
 waits; every one is journaled as an ``OperatorCommand``, refused ones with the reason.
 
+The phase the header shows is never chosen here: every change is :meth:`Engine.announce`
+of what :func:`console.engine.machine.derive` says for the flags now, checked against
+the machine's legal transitions. Commands, gates and the preflight see the engine only
+as a :class:`~console.engine.context.EngineContext`; a resumed rollout arrives as a
+:class:`~console.engine.context.RestorePoint` (:meth:`Engine.restore`). Time (gate
+deadlines, the bake, the error-rate loop) comes from the injected ``clock``.
+
 Where the engine stops and how it ends:
 
 * ``exit_when_paused`` (headless): once paused (or frozen) and no host is moving,
@@ -26,31 +33,32 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from console.core import events as ev
 from console.core.bus import EventBus, Subscription
+from console.core.clock import SYSTEM, Clock
 from console.core.commands import Command
 from console.core.events import HostState, Outcome, RolloutState
 from console.core.secrets import is_secret_name
 from console.core.state import RolloutView
+from console.engine.batches import Batches
 from console.engine.commands import decide
+from console.engine.context import RestorePoint
 from console.engine.control import Budget, Control, HostRecord
 from console.engine.emitter import Emitter
 from console.engine.gates import ANALYZE_EVERY, run_gate
 from console.engine.hostwork import HostWork, Probe, signals_spec
+from console.engine.machine import legal, on_failure_action
 from console.engine.preflight import run_preflight
 from console.plan import Plan, make_plan
 from console.signals.health import ErrorRateAnalyzer, probe_health
-from console.spec import ErrorRateSpec, RolloutSpec
+from console.spec import ErrorRateSpec, HealthSpec, RolloutSpec
 from console.store.journal import Journal
 from console.templating import TemplateError, redactor_for
 from console.transport.base import Connection, Transport
 from inventory.model import Host
-
-if TYPE_CHECKING:
-    from console.resume import ResumeState
 
 log = logging.getLogger(__name__)
 POLICY = "policy"  # the operator name of commands the engine's rules issue
@@ -79,7 +87,8 @@ class Engine:
         inventory_path: str = "",
         monitors: bool = True,
         probe: Probe = probe_health,
-        resume: ResumeState | None = None,
+        resume: RestorePoint | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.spec = spec
         self.plan = plan
@@ -91,35 +100,33 @@ class Engine:
         self._exit_when_paused = exit_when_paused
         self.inventory_path = inventory_path
         self.bus = EventBus()
+        self.clock = clock
         # A resumed rollout starts from its journal's picture and appends to it.
-        self._resume = resume
-        self.view = resume.replayed_view() if resume is not None else RolloutView()
+        self._first_event: ev.Event | None = None  # resume: instead of RolloutStarted
+        self.view = resume.view if resume is not None else RolloutView()
         self._start_batch = 0  # resume: the first batch with work left
         self._gate_first: int | None = None  # resume: a gate to pass before that batch
-        self.control = Control()
+        self.control = Control(clock)
+        self._phase: RolloutState | None = None  # the last one announced
         by_name = {h.name: h for h in hosts}
         missing = [n for n in plan.hosts if n not in by_name]
         if missing:
             raise ValueError(f"planned hosts missing from the host list: {missing}")
         self.recs = {n: HostRecord(by_name[n], i) for i, n in enumerate(plan.hosts)}
         self.budget = Budget(spec.max_failures.allowed(len(self.recs)))
-        self._batches: list[list[str]] = [list(b) for b in plan.batches]
-        self._batch_index: int | None = None  # the batch running or last run
-        self._queue: deque[str] | None = None  # the running batch's not-started hosts
+        self.batches = Batches(plan.batches, len(self.recs))
         self._redactor = redactor_for(spec, hosts)
         self._emitter = Emitter(self.bus, self.view, journal)
         if journal is not None:
             journal.on_error = self._journal_failed
-        self._emitter.set_redactor(self._redactor.redact)
+        self._emitter.set_redactor(self._redactor)  # masks every event (the one place)
         self._work = HostWork(
-            spec, transport, self._emitter, self.control, probe, self._redactor.redact
+            spec, transport, self._emitter, self.control, probe, clock=self.control.clock
         )
         self._work.on_healthy = self._on_healthy
         self._work.exit_when_frozen = exit_when_paused
         self._use_monitors = monitors
         self._work_conns: dict[str, Connection] = {}  # reachable hosts, from preflight
-        self._abort_reason = "aborted"
-        self._pause_reason = ""
         self._monitors: dict[str, Any] = {}
         self._analyzer = ErrorRateAnalyzer(
             spec.error_rate or ErrorRateSpec(), has_metrics=spec.metrics is not None
@@ -130,7 +137,7 @@ class Engine:
         self.finished = False
         self.outcome: Outcome | None = None
         if resume is not None:
-            resume.seed(self)
+            self.restore(resume)
 
     # -- public API -----------------------------------------------------------------
 
@@ -197,7 +204,7 @@ class Engine:
         if self.finished:
             return
         accepted, detail, effect = decide(self, command)
-        self._emit(
+        self.emit(
             ev.OperatorCommand(
                 command=command.name,
                 operator=command.operator,
@@ -222,7 +229,7 @@ class Engine:
         try:
             if self.journal is not None:
                 self.journal.start()
-            first = self._resume.first_event if self._resume else self._started_event()
+            first = self._first_event or self._started_event()
             self._emitter.open(first)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -248,11 +255,14 @@ class Engine:
     def _finish(self, outcome: Outcome, reason: str) -> None:
         if self.finished:
             return
+        if not legal(self._phase, RolloutState.DONE):
+            log.error("illegal phase transition %s -> done", self._phase)
+        self._phase = RolloutState.DONE
         self.outcome = outcome
         counts: dict[str, int] = {}
         for rec in self.recs.values():
             counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
-        self._emit(
+        self.emit(
             ev.RolloutFinished(
                 outcome=outcome,
                 exit_code=ev.OUTCOME_EXIT_CODES[outcome],
@@ -273,18 +283,19 @@ class Engine:
 
     async def _main(self, background: list[asyncio.Task[Any]]) -> Verdict:
         c = self.control
-        self._state(RolloutState.PREFLIGHT)
+        self.announce(c.pause_reason if c.halted else "")
         refusal = await run_preflight(self)
+        c.preflight = False
         if refusal:
             return Outcome.FAILED, refusal
         assert self._tg is not None
         self._start_monitors(self._tg, background)
         if stop := await self._stop_check():
             return stop
-        self._state(RolloutState.PAUSED if c.paused else RolloutState.RUNNING)
+        self.announce(c.pause_reason if c.halted else "")
         i = self._start_batch
-        unpaused = lambda: not (c.paused or c.frozen) or c.stopping or self.exit_when_paused  # noqa: E731
-        while i < len(self._batches):
+        unpaused = lambda: not c.halted or c.stopping or self.exit_when_paused  # noqa: E731
+        while i < len(self.batches):
             # Paused between batches: neither the next batch nor the gate's bake clock
             # starts until the operator resumes (the header must say PAUSED, not WAITING).
             await c.wait_for(unpaused)
@@ -300,7 +311,7 @@ class Engine:
             await c.wait_for(unpaused)
             if stop := await self._stop_check():
                 return stop
-            if i + 1 < len(self._batches):
+            if i + 1 < len(self.batches):
                 await run_gate(self, i)
             if stop := await self._stop_check():
                 return stop
@@ -313,37 +324,36 @@ class Engine:
     async def _stop_check(self) -> Verdict | None:
         c = self.control
         if c.aborted:
-            return (Outcome.FAILED if c.abort_by_policy else Outcome.ABORTED), self._abort_reason
+            return (Outcome.FAILED if c.abort_by_policy else Outcome.ABORTED), c.abort_reason
         if c.rollback_requested:
             return await self._rollback_phase()
-        if (c.paused or c.frozen) and self.exit_when_paused:
+        if c.halted and self.exit_when_paused:
             pending = [
                 r for r in self.recs.values() if r.state in (HostState.PENDING, HostState.FROZEN)
             ]
             if pending or self.budget.exceeded:
-                return Outcome.PAUSED, self._pause_reason or "paused"
+                return Outcome.PAUSED, c.pause_reason or "paused"
         return None
 
     # -- batches --------------------------------------------------------------------
 
     async def _run_batch(self, index: int) -> None:
-        names = self._batches[index]
-        self._batch_index = index
-        self._emit(ev.BatchStarted(index=index, total=len(self._batches), hosts=tuple(names)))
+        names = self.batches.hosts(index)
+        self.emit(ev.BatchStarted(index=index, total=len(self.batches), hosts=names))
         queue = deque(n for n in names if self.recs[n].state == HostState.PENDING)
-        self._queue = queue
+        self.batches.start(index, queue)
         attempted: dict[str, None] = {}
         try:
             await self._dispatch(queue, self._deploy_task, attempted, rollback=False)
         finally:
-            self._queue = None
+            self.batches.end()
         recs = [self.recs[n] for n in attempted]
         ok = tuple(r.name for r in recs if r.state == HostState.HEALTHY)
         bad = tuple(r.name for r in recs if r.failed)
-        self._emit(ev.BatchFinished(index=index, succeeded=ok, failed=bad))
+        self.emit(ev.BatchFinished(index=index, succeeded=ok, failed=bad))
         c = self.control
         if recs and len(bad) == len(recs) and not (c.stopping or c.paused):
-            self._fire(
+            self.fire(
                 "batch_all_failed",
                 f"every host of batch {index + 1} failed ({len(bad)} of {len(recs)})",
                 {"batch": index + 1, "failed": len(bad), "hosts": len(recs)},
@@ -352,7 +362,7 @@ class Engine:
     async def _dispatch(
         self,
         queue: deque[str],
-        worker: Callable[[HostRecord], Awaitable[None]],
+        worker: Callable[[HostRecord], Coroutine[Any, Any, None]],
         attempted: dict[str, None],
         *,
         rollback: bool,
@@ -367,13 +377,13 @@ class Engine:
 
         async with asyncio.TaskGroup() as tg:
             while not c.aborted:
-                may_start = not (c.paused or c.frozen) and (rollback or not c.rollback_requested)
+                may_start = not c.halted and (rollback or not c.rollback_requested)
                 while queue and may_start and len(running) < self.spec.max_parallel:
                     rec = self.recs[queue.popleft()]
                     if not rollback and rec.state != HostState.PENDING:
                         continue  # skipped meanwhile
                     if not rollback:
-                        rec.batch = self._batch_index
+                        rec.batch = self.batches.index
                         self._analyzer.set_cohort(rec.name, None)
                     self._watch(rec, False)
                     task = tg.create_task(worker(rec), name=f"host:{rec.name}")
@@ -400,6 +410,9 @@ class Engine:
             self._host_failed(rec)
 
     async def _rollback_task(self, rec: HostRecord) -> None:
+        monitor = self._monitors.get(rec.name)
+        if monitor is not None:  # its health watch now judges the version it goes back to
+            monitor.set_health(self._work.health_for(rec, rollback=True))
         try:
             await self._work.rollback(rec)
         except Exception as exc:
@@ -411,7 +424,7 @@ class Engine:
         self._analyzer.set_cohort(rec.name, None)
         if self.budget.fail(rec.name):
             n = len(self.budget.failed)
-            self._fire(
+            self.fire(
                 "max_failures",
                 f"{n} hosts failed, more than max_failures allows ({self.budget.allowed}): "
                 + ", ".join(sorted(self.budget.failed)),
@@ -419,15 +432,13 @@ class Engine:
                 host=rec.name,
             )
 
-    def _fire(
+    def fire(
         self, rule: str, message: str, numbers: dict[str, Any], host: str | None = None
     ) -> None:
         """A rule tripped: alert, then apply on_failure as a journaled policy command."""
-        action = self.spec.on_failure
-        if action == "rollback" and not self.spec.rollback.steps:
-            action = "pause"
-            message += "; the spec has no rollback steps, so pausing instead"
-        self._emit(
+        action, note = on_failure_action(self.spec.on_failure, bool(self.spec.rollback.steps))
+        message += note
+        self.emit(
             ev.Alert(
                 level="critical",
                 rule=rule,
@@ -437,10 +448,10 @@ class Engine:
                 action=action,
             )
         )
-        self._policy(action, f"on_failure: {rule}")
+        self.policy(action, f"on_failure: {rule}")
 
     def _journal_failed(self, exc: Exception) -> None:
-        self._emit(
+        self.emit(
             ev.Alert(
                 level="critical",
                 rule="journal",
@@ -448,9 +459,9 @@ class Engine:
                 action="pause",
             )
         )
-        self._policy("pause", "journal write failed")
+        self.policy("pause", "journal write failed")
 
-    def _policy(self, action: str, reason: str) -> None:
+    def policy(self, action: str, reason: str) -> None:
         if action == "abort" and not self.control.aborted:
             self.control.abort_by_policy = True
         self.execute(Command(action, POLICY, reason))
@@ -469,10 +480,10 @@ class Engine:
             try:
                 host_spec = signals_spec(self.spec, rec.host)
             except TemplateError as exc:
-                self._emit(ev.Notice(message=f"no monitoring: {exc}", host=rec.name))
+                self.emit(ev.Notice(message=f"no monitoring: {exc}", host=rec.name))
                 continue
             monitor = HostMonitor(
-                rec.name, conn, host_spec, self._emit, self._analyzer, self._on_unhealthy
+                rec.name, conn, host_spec, self.emit, self._analyzer, self.host_unhealthy
             )
             self._monitors[rec.name] = monitor
             if rec.state == HostState.HEALTHY:  # a resumed rollout's deployed hosts
@@ -492,30 +503,28 @@ class Engine:
         self._analyzer.set_cohort(rec.name, "new")
         self._watch(rec, True)
 
-    def _on_unhealthy(self, host: str, detail: str) -> None:
+    def host_unhealthy(self, host: str, detail: str) -> None:
         """Health failed after the host was healthy: that host has failed."""
         rec = self.recs.get(host)
         if rec is None or rec.state != HostState.HEALTHY or self.control.rolling_back:
             return
         self._watch(rec, False)
-        self._work.set_state(
-            rec, HostState.FAILED, detail=f"unhealthy after deploy: {self._redactor.redact(detail)}"
-        )
+        self._work.set_state(rec, HostState.FAILED, detail=f"unhealthy after deploy: {detail}")
         self._host_failed(rec)
 
     async def _analyze(self) -> None:
         """Error-rate samples and the verdict, about once a second."""
         c = self.control
         while True:
-            await asyncio.sleep(ANALYZE_EVERY)
+            await self.clock.sleep(ANALYZE_EVERY)
             if c.rolling_back or c.aborted:
                 continue
             now = self._analyzer.clock()
             for sample in self._analyzer.samples(now):
-                self._emit(sample)
-            self._judge_error_rate(now)
+                self.emit(sample)
+            self.judge_error_rate(now)
 
-    def _judge_error_rate(self, now: float | None = None) -> bool:
+    def judge_error_rate(self, now: float | None = None) -> bool:
         """Evaluate the analyzer; on an alert apply on_failure. True if it fired."""
         c = self.control
         if self.spec.error_rate is None or not self._monitors or c.stopping or c.paused:
@@ -523,20 +532,7 @@ class Engine:
         alert = self._analyzer.evaluate(now)
         if alert is None:
             return False
-        action = self.spec.on_failure
-        if action == "rollback" and not self.spec.rollback.steps:
-            action = "pause"
-        self._emit(
-            ev.Alert(
-                level="critical",
-                rule=alert.rule,
-                message=alert.message,
-                host=alert.host,
-                numbers=dict(alert.numbers),
-                action=action,
-            )
-        )
-        self._policy(action, f"on_failure: {alert.rule}")
+        self.fire(alert.rule, alert.message, dict(alert.numbers), host=alert.host)
         return True
 
     # -- rollback -------------------------------------------------------------------
@@ -554,16 +550,19 @@ class Engine:
         ]
         targets.sort(key=lambda r: (-(r.batch if r.batch is not None else -1), r.order))
         groups = self._rollback_groups(targets)
-        self._state(RolloutState.ROLLING_BACK, f"rolling back {len(targets)} changed hosts")
+        what = f"{len(targets)} changed hosts"
+        self.announce(
+            f"{c.pause_reason}; then {what} roll back" if c.halted else f"rolling back {what}"
+        )
         for k, group in enumerate(groups):
             if all(self.recs[n].state == HostState.ROLLED_BACK for n in group):
                 continue
-            self._emit(ev.BatchStarted(index=k, total=len(groups), hosts=group, rollback=True))
+            self.emit(ev.BatchStarted(index=k, total=len(groups), hosts=group, rollback=True))
             attempted: dict[str, None] = {}
             queue = deque(n for n in group if self.recs[n].state != HostState.ROLLED_BACK)
             await self._dispatch(queue, self._rollback_task, attempted, rollback=True)
             recs = [self.recs[n] for n in attempted]
-            self._emit(
+            self.emit(
                 ev.BatchFinished(
                     index=k,
                     succeeded=tuple(r.name for r in recs if r.state == HostState.ROLLED_BACK),
@@ -572,12 +571,10 @@ class Engine:
                 )
             )
             if c.aborted:
-                return (
-                    Outcome.FAILED if c.abort_by_policy else Outcome.ABORTED
-                ), self._abort_reason
-            if (c.paused or c.frozen) and self.exit_when_paused and queue:
+                return (Outcome.FAILED if c.abort_by_policy else Outcome.ABORTED), c.abort_reason
+            if c.halted and self.exit_when_paused and queue:
                 return Outcome.PAUSED, "paused during rollback"
-        if (c.paused or c.frozen) and self.exit_when_paused:
+        if c.halted and self.exit_when_paused:
             left = [
                 r.name
                 for r in targets
@@ -601,13 +598,91 @@ class Engine:
             groups.setdefault(r.batch if r.batch is not None else -1, []).append(r.name)
         return [tuple(g) for g in groups.values()]
 
-    # -- plumbing -------------------------------------------------------------------
+    # -- resuming -------------------------------------------------------------------
 
-    def _emit(self, event: ev.Event) -> None:
+    def restore(self, point: RestorePoint) -> None:
+        """Continue a journaled rollout from ``point`` (before :meth:`run`): take over
+        its hosts, budget and place in the plan, journal the reconciliation (held until
+        the run starts) and start paused; over the budget, on_failure applies now, as it
+        would have mid-run."""
+        if self._ran:
+            raise RuntimeError("restore before run()")
+        self.view = self._emitter.view = point.view
+        self._first_event = point.first_event
+        for name, rec in self.recs.items():
+            h = point.hosts.get(name)
+            if h is None:
+                continue
+            rec.state, rec.detail, rec.step = h.state, h.detail, h.step
+            rec.changed, rec.batch = h.changed, h.batch
+            rec.once_done = set(h.once_done)
+            rec.previous_version, rec.previous_read = h.previous_version, h.previous_read
+            if h.failed:
+                rec.failed = True
+                self.budget.fail(name)
+            if h.observed_version is not None:
+                self.emit(ev.VersionRead(host=name, version=h.observed_version, role="current"))
+            old = point.view.hosts.get(name)
+            if old is None or old.state != h.state or old.detail != h.detail:
+                self.emit(
+                    ev.HostStateChanged(host=name, state=h.state, step=h.step, detail=h.detail)
+                )
+        self._start_batch = point.start_batch
+        self._gate_first = point.gate_first
+        c = self.control
+        if point.rolling_back:
+            c.rollback_requested = c.rolling_back = True
+        c.paused = True
+        c.pause_reason = point.pause_reason
+        self.emit(ev.Notice(message=point.plan_text))
+        if self.budget.exceeded and not point.rolling_back:
+            failed = sorted(self.budget.failed)
+            self.fire(
+                "max_failures",
+                f"on resume: {len(failed)} hosts failed or flagged, more than max_failures "
+                f"allows ({self.budget.allowed}): {', '.join(failed)}",
+                {"failed": len(failed), "allowed": self.budget.allowed, "resume": True},
+            )
+
+    # -- what commands, gates and the preflight use (context.EngineContext) ---------
+
+    def emit(self, event: ev.Event) -> None:
         self._emitter.emit(event)
 
-    def _state(self, state: RolloutState, reason: str = "") -> None:
-        self._emit(ev.RolloutStateChanged(state=state, reason=reason))
+    def announce(self, reason: str = "") -> None:
+        """Journal the phase the flags derive now (the one rule: machine.derive)."""
+        phase = self.control.phase
+        if not legal(self._phase, phase):
+            log.error("illegal phase transition %s -> %s (%s)", self._phase, phase, reason)
+        self._phase = phase
+        self.emit(ev.RolloutStateChanged(state=phase, reason=reason))
+
+    def set_host_state(self, rec: HostRecord, state: HostState, detail: str = "") -> None:
+        self._work.set_state(rec, state, detail=detail)
+
+    @property
+    def has_monitors(self) -> bool:
+        return bool(self._monitors)
+
+    def new_version_requests(self) -> float:
+        for sample in self._analyzer.samples():
+            if sample.scope == "cohort:new":
+                return sample.requests or 0.0
+        return 0.0
+
+    async def probe(self, conn: Connection, health: HealthSpec) -> tuple[bool, str]:
+        return await self._work.probe(conn, health)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        if self._tg is None:
+            coro.close()
+            raise RuntimeError("the rollout is not running")
+        return self._tg.create_task(coro, name=name)
+
+    def connected(self, host: str, conn: Connection) -> None:
+        self._work_conns[host] = conn
+
+    # -- plumbing -------------------------------------------------------------------
 
     def _started_event(self) -> ev.RolloutStarted:
         spec = self.spec
@@ -625,9 +700,9 @@ class Engine:
             operator=self.operator,
             spec_path=spec.path,
             spec_hash=spec_hash(spec.text),
-            spec_text=self._redactor.redact(spec.text),
+            spec_text=spec.text,  # masked by the emitter, as every event
             inventory_path=self.inventory_path or (spec.inventory or ""),
-            batches=tuple(tuple(b) for b in self._batches),
+            batches=self.batches.snapshot(),
             settings=self._settings(),
             hosts=hosts,
         )

@@ -4,34 +4,47 @@ Used by the engine for the forward rollout (:meth:`HostWork.deploy`) and for rol
 (:meth:`HostWork.rollback`). Each remote command runs under its step's timeout; the
 transport stops the remote process on timeout and on cancellation (abort), and the
 host's record says exactly where it was when that happened.
+
+Templates name the version the host should run *now*: ``{version}`` is the rollout's
+target while deploying and the host's previous version while rolling back (so a
+version-aware health check judges what the host goes back to); ``{new_version}`` is
+always the target. Events carry raw text: the emitter masks secrets in all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from console.core import events as ev
+from console.core.clock import SYSTEM, Clock
 from console.core.events import HostState
+from console.core.text import shorten
 from console.engine.control import Control, HostRecord
 from console.engine.emitter import Emitter
+from console.signals.probe import Probe as Probe  # the engine takes one
 from console.spec import HealthSpec, RolloutSpec, Step
 from console.templating import TemplateError, build_context, render
 from console.transport.base import Connection, RunResult, Transport, TransportError
 from inventory.model import Host
 
-Probe = Callable[[Connection, HealthSpec], Awaitable[tuple[bool, str]]]
 VERSION_TIMEOUT = 30.0
 DETAIL_MAX = 200
 
 
-def signals_spec(spec: RolloutSpec, host: Host) -> RolloutSpec:
+def signals_spec(
+    spec: RolloutSpec,
+    host: Host,
+    previous_version: str | None = None,
+    *,
+    rollback: bool = False,
+) -> RolloutSpec:
     """The spec with this host's health, logs, metrics and vitals commands rendered:
-    what a monitor (which runs commands verbatim) needs. Raises TemplateError."""
-    context = build_context(spec, host, None)
+    what a monitor (which runs commands verbatim) needs; with ``rollback``, for a host
+    going back to ``previous_version``. Raises TemplateError."""
+    context = build_context(spec, host, previous_version, rollback=rollback)
 
     def fill(part: Any) -> Any:
         if part is None or getattr(part, "run", None) is None:
@@ -56,11 +69,11 @@ class HostFailure(Exception):
 
 
 def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 1] + "…"
+    return shorten(text, DETAIL_MAX, squash=True)
 
 
-def _why(result: RunResult, what: str) -> str:
+def why(result: RunResult, what: str) -> str:
+    """One line on how a command failed, for a host's detail and preflight's checks."""
     if result.status == "timeout":
         return f"timeout in {what}"
     first = result.first_line
@@ -76,14 +89,14 @@ class HostWork:
         emitter: Emitter,
         control: Control,
         probe: Probe,
-        redact: Callable[[str], str],
+        clock: Clock = SYSTEM,
     ) -> None:
         self.spec = spec
+        self.clock = clock  # health gating's deadline and pace
         self.transport = transport
         self.emitter = emitter
         self.control = control
         self.probe = probe
-        self.redact = redact
         self.exit_when_frozen = False  # headless: frozen hosts end their task
         # Called with a host that just passed health gating (monitor hand-off).
         self.on_healthy: Callable[[HostRecord], None] = lambda rec: None
@@ -96,14 +109,32 @@ class HostWork:
         rec.state = state
         if step is not None:
             rec.step = step
-        rec.detail = detail = self.redact(detail)  # details quote command output
+        # The event is masked by the emitter; the record is read directly (engine.recs,
+        # summaries), so it keeps the masked text too.
+        rec.detail = self.emitter.redactor.redact(detail)
         self.emitter.emit(
             ev.HostStateChanged(host=rec.name, state=state, step=rec.step, detail=detail)
         )
 
-    def render(self, rec: HostRecord, template: str, *, raw: bool = False) -> str:
-        context = build_context(self.spec, rec.host, rec.previous_version)
+    def render(
+        self, rec: HostRecord, template: str, *, raw: bool = False, rollback: bool = False
+    ) -> str:
+        """Fill ``template`` for ``rec``; rolling back, ``{version}`` is its previous one."""
+        context = build_context(self.spec, rec.host, rec.previous_version, rollback=rollback)
         return render(template, context, raw=raw)
+
+    def health_for(self, rec: HostRecord, *, rollback: bool) -> HealthSpec | None:
+        """The health check rendered for ``rec`` (the monitor's watch of a host going
+        back judges its previous version with this); None when there is no check or it
+        cannot be filled (the rollback's own gating then fails and says why)."""
+        health = self.spec.health
+        if health is None:
+            return None
+        try:
+            run = self.render(rec, health.run, rollback=rollback)
+        except TemplateError:
+            return None
+        return dataclasses.replace(health, run=run)
 
     async def connect(self, rec: HostRecord) -> Connection:
         try:
@@ -125,11 +156,11 @@ class HostWork:
             raise HostFailure(_short(f"unreachable: {exc.message}")) from exc
         if not result.ok or not result.first_line:
             raise HostFailure(
-                _why(result, "current_version")
+                why(result, "current_version")
                 if not result.ok
                 else "current_version printed nothing"
             )
-        version = self.redact(result.first_line)
+        version = result.first_line
         self.emitter.emit(ev.VersionRead(host=rec.name, version=version, role=role))
         return version
 
@@ -138,29 +169,29 @@ class HostWork:
     ) -> RunResult:
         """Run one step, streaming its output; raise HostFailure unless it exits 0."""
         try:
-            command = self.render(rec, step.run, raw=step.raw)
+            command = self.render(rec, step.run, raw=step.raw, rollback=rollback)
         except TemplateError as exc:
             raise HostFailure(_short(f"{step.name}: {exc}")) from exc
         rec.in_step = step.name
         if not rollback:
             rec.changed = True
         self.emitter.emit(
-            ev.StepStarted(
-                host=rec.name, step=step.name, command=self.redact(command), rollback=rollback
-            )
+            ev.StepStarted(host=rec.name, step=step.name, command=command, rollback=rollback)
         )
         journal = self.emitter.journal
         if step.once and journal is not None:
             # A once step's start must be on disk before it can run: a resume then
             # knows it may have run, and never runs it twice.
             await journal.flush()
-        started = time.monotonic()
+        started = self.clock.monotonic()
         emitter = self.emitter
 
         def on_line(stream: str, line: str) -> None:
             emitter.line(rec.name, step.name, stream, line)
 
-        status, code, tail = "error", None, ()
+        status: str = "error"
+        code: int | None = None
+        tail: tuple[str, ...] = ()
         try:
             result = await conn.run(command, timeout=step.timeout, on_line=on_line)
             status, code = result.status, result.exit_code
@@ -180,13 +211,13 @@ class HostWork:
                     step=step.name,
                     status=status,
                     exit_code=code,
-                    duration=time.monotonic() - started,
-                    output_tail=tuple(self.redact(line) for line in tail),
+                    duration=self.clock.monotonic() - started,
+                    output_tail=tail,
                     rollback=rollback,
                 )
             )
         if not result.ok:
-            raise HostFailure(_why(result, step.name))
+            raise HostFailure(why(result, step.name))
         return result
 
     async def hold_if_frozen(self, rec: HostRecord, *, rollback: bool) -> bool:
@@ -216,20 +247,24 @@ class HostWork:
         self.set_state(rec, moving, detail="resumed")
         return True
 
-    async def gate_health(self, rec: HostRecord, conn: Connection) -> str:
+    async def gate_health(
+        self, rec: HostRecord, conn: Connection, *, rollback: bool = False
+    ) -> str:
         """``healthy_after`` consecutive passes before ``deadline``; the first probe runs
-        at once. Returns the last detail; raises HostFailure when the deadline passes."""
+        at once. Returns the last detail; raises HostFailure when the deadline passes.
+        During rollback the check judges the version the host went back to."""
         health = self.spec.health
         if health is None:
             return "no health check in the spec"
         try:
-            rendered = dataclasses.replace(health, run=self.render(rec, health.run))
+            run = self.render(rec, health.run, rollback=rollback)
+            rendered = dataclasses.replace(health, run=run)
         except TemplateError as exc:
             raise HostFailure(_short(f"health: {exc}")) from exc
         rec.gating = True
         cancelled = False
         try:
-            deadline = time.monotonic() + health.deadline
+            deadline = self.clock.monotonic() + health.deadline
             passes = fails = 0
             while True:
                 ok, detail = await self.probe(conn, rendered)
@@ -238,13 +273,13 @@ class HostWork:
                     ev.HealthSample(
                         host=rec.name,
                         ok=ok,
-                        detail=self.redact(detail),
+                        detail=detail,
                         consecutive=passes if ok else fails,
                     )
                 )
                 if passes >= health.healthy_after:
                     return detail
-                left = deadline - time.monotonic()
+                left = deadline - self.clock.monotonic()
                 if left < health.every:
                     raise HostFailure(
                         _short(
@@ -252,7 +287,7 @@ class HostWork:
                             f"before the {health.deadline:g}s deadline; last: {detail}"
                         )
                     )
-                await asyncio.sleep(health.every)
+                await self.clock.sleep(health.every)
         except asyncio.CancelledError:
             cancelled = True  # stays recorded for _interrupted
             raise
@@ -292,7 +327,7 @@ class HostWork:
         except asyncio.CancelledError:
             self._interrupted(rec)
             raise
-        self.set_state(rec, HostState.HEALTHY, detail=self.redact(detail))
+        self.set_state(rec, HostState.HEALTHY, detail=detail)
         self.on_healthy(rec)
         return True
 
@@ -307,7 +342,7 @@ class HostWork:
                     return None
                 rec.step = step.name
                 await self.run_step(rec, conn, step, rollback=True)
-            await self.gate_health(rec, conn)
+            await self.gate_health(rec, conn, rollback=True)
             if self.spec.current_version and rec.previous_version is not None:
                 now = await self.read_version(rec, conn, "current")
                 if now != rec.previous_version:

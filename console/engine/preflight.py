@@ -5,32 +5,36 @@ strictly), render every command the host will run (a missing var fails here, not
 host 37 of batch 3), read its current version, run the spec's ``preflight`` checks.
 Hosts that fail refuse the start, unless ``allow_unreachable``: then they are shown
 SKIPPED and count against the failure budget.
+
+It sees the engine as an :class:`~console.engine.context.EngineContext`; its events
+carry raw text (the emitter masks secrets in every event).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING
 
 from console.core import events as ev
 from console.core.events import HostState
-from console.engine.hostwork import VERSION_TIMEOUT, _short, _why
+from console.core.text import shorten
+from console.engine.context import EngineContext
+from console.engine.control import HostRecord
+from console.engine.hostwork import DETAIL_MAX, VERSION_TIMEOUT, why
 from console.templating import TemplateError, build_context, render
 from console.transport.base import HostKeyError, TransportError
-
-if TYPE_CHECKING:
-    from console.engine.control import HostRecord
-    from console.engine.core import Engine
 
 log = logging.getLogger(__name__)
 CONCURRENCY = 50  # hosts checked at once (handshakes are capped by the transport too)
 SKEW_LISTED = 5
 
 
-async def run_preflight(engine: Engine) -> str | None:
+def _short(text: str) -> str:
+    return shorten(text, DETAIL_MAX, squash=True)
+
+
+async def run_preflight(engine: EngineContext) -> str | None:
     """Check every host; the refusal reason, or None to go ahead."""
     bad: dict[str, str] = {}
     versions: dict[str, str | None] = {}
@@ -44,9 +48,7 @@ async def run_preflight(engine: Engine) -> str | None:
                 log.exception("preflight of %s", rec.name)
                 error = _short(f"internal error: {exc!r}")
                 result = ev.PreflightResult(host=rec.name, reachable=False, ok=False, error=error)
-        if result.error:  # errors quote command output
-            result = dataclasses.replace(result, error=engine._redactor.redact(result.error))
-        engine._emit(result)
+        engine.emit(result)
         versions[rec.name] = result.version
         if not result.ok:
             bad[rec.name] = result.error
@@ -54,8 +56,8 @@ async def run_preflight(engine: Engine) -> str | None:
     async with asyncio.TaskGroup() as tg:
         for rec in engine.recs.values():
             rec.task = tg.create_task(one(rec), name=f"preflight:{rec.name}")
-    for host, fingerprint in list(getattr(engine.transport, "accepted_keys", ()) or ()):
-        engine._emit(
+    for host, fingerprint in list(engine.transport.accepted_keys):
+        engine.emit(
             ev.Notice(message=f"accepted new host key {fingerprint} (first use)", host=host)
         )
     _summary_notice(engine, versions, bad)
@@ -63,16 +65,16 @@ async def run_preflight(engine: Engine) -> str | None:
         return None
     if not bad:
         return None
-    listed = "; ".join(f"{h}: {why}" for h, why in list(bad.items())[:SKEW_LISTED])
+    listed = "; ".join(f"{h}: {reason}" for h, reason in list(bad.items())[:SKEW_LISTED])
     more = f" (and {len(bad) - SKEW_LISTED} more)" if len(bad) > SKEW_LISTED else ""
     if not engine.allow_unreachable:
         return (
             f"preflight refused the start: {len(bad)} of {len(engine.recs)} hosts failed: "
             f"{listed}{more}; pass --allow-unreachable to go ahead without them"
         )
-    for name, why in bad.items():
+    for name, reason in bad.items():
         rec = engine.recs[name]
-        engine._work.set_state(rec, HostState.SKIPPED, detail=f"preflight: {why}")
+        engine.set_host_state(rec, HostState.SKIPPED, detail=f"preflight: {reason}")
         rec.failed = True
         engine.budget.fail(name)
     if engine.budget.exceeded:
@@ -80,7 +82,7 @@ async def run_preflight(engine: Engine) -> str | None:
             f"preflight: {len(bad)} hosts failed, more than max_failures allows "
             f"({engine.budget.allowed}): {listed}{more}"
         )
-    engine._emit(
+    engine.emit(
         ev.Notice(
             message=f"going ahead without {len(bad)} hosts that failed preflight: {listed}{more}"
         )
@@ -88,9 +90,8 @@ async def run_preflight(engine: Engine) -> str | None:
     return None
 
 
-async def _check(engine: Engine, rec: HostRecord) -> ev.PreflightResult:
+async def _check(engine: EngineContext, rec: HostRecord) -> ev.PreflightResult:
     spec = engine.spec
-    redact = engine._redactor.redact
     name = rec.name
     try:
         conn = await engine.transport.connect(rec.host)
@@ -102,27 +103,27 @@ async def _check(engine: Engine, rec: HostRecord) -> ev.PreflightResult:
         return ev.PreflightResult(
             host=name, reachable=False, ok=False, error=_short(f"unreachable: {exc.message}")
         )
-    engine._work_conns[name] = conn
+    engine.connected(name, conn)
     version: str | None = None
     try:
         if spec.current_version:
             command = render(spec.current_version, build_context(spec, rec.host, None))
             result = await conn.run(command, timeout=VERSION_TIMEOUT)
             if not result.ok or not result.first_line:
-                why = (
-                    _why(result, "current_version")
+                error = (
+                    why(result, "current_version")
                     if not result.ok
                     else "current_version printed nothing"
                 )
-                return ev.PreflightResult(host=name, reachable=True, ok=False, error=why)
-            version = redact(result.first_line)
+                return ev.PreflightResult(host=name, reachable=True, ok=False, error=error)
+            version = result.first_line
         _render_all(engine, rec, version)
         checks: list[tuple[str, bool, str]] = []
         for step in spec.preflight:
             command = render(step.run, build_context(spec, rec.host, version), raw=step.raw)
             result = await conn.run(command, timeout=step.timeout)
             passed = result.ok
-            checks.append((step.name, passed, redact("ok" if passed else _why(result, step.name))))
+            checks.append((step.name, passed, "ok" if passed else why(result, step.name)))
     except TemplateError as exc:
         return ev.PreflightResult(
             host=name, reachable=True, version=version, ok=False, error=_short(str(exc))
@@ -142,7 +143,7 @@ async def _check(engine: Engine, rec: HostRecord) -> ev.PreflightResult:
     )
 
 
-def _render_all(engine: Engine, rec: HostRecord, version: str | None) -> None:
+def _render_all(engine: EngineContext, rec: HostRecord, version: str | None) -> None:
     """Render every command of this host once, so a bad template fails here."""
     spec = engine.spec
     context = build_context(spec, rec.host, version)
@@ -159,7 +160,9 @@ def _render_all(engine: Engine, rec: HostRecord, version: str | None) -> None:
             raise TemplateError(f"rollback step {step.name}: {exc}") from exc
 
 
-def _summary_notice(engine: Engine, versions: dict[str, str | None], bad: dict[str, str]) -> None:
+def _summary_notice(
+    engine: EngineContext, versions: dict[str, str | None], bad: dict[str, str]
+) -> None:
     """One line for the timeline: how many hosts passed, and which versions run where
     (a skew between hosts is worth seeing before anything changes)."""
     total = len(engine.recs)
@@ -174,4 +177,4 @@ def _summary_notice(engine: Engine, versions: dict[str, str | None], bad: dict[s
             parts.append(f"{version} on {n}")
     running = ("; version skew: " if len(seen) > 1 else "; running ") + "; ".join(parts)
     message = f"preflight: {total - len(bad)}/{total} hosts passed" + (running if parts else "")
-    engine._emit(ev.Notice(message=message))
+    engine.emit(ev.Notice(message=message))

@@ -12,9 +12,11 @@ judged against the old one:
   log lines) per host, pools them per cohort (new version vs baseline, the hosts not
   yet moved) and decides whether the new version is worse (:meth:`evaluate`).
 
-The per-host loops that feed all this live in :mod:`console.signals.monitor`;
-``HostMonitor`` is re-exported here, since the engine imports the health API from
-one place. The statistics behind the canary analysis are in :mod:`console.signals.stats`.
+The probe itself (:func:`probe_health`, the :class:`~console.signals.probe.Probe`
+seam) lives in :mod:`console.signals.probe` and is re-exported here; the per-host
+loops that feed all this live in :mod:`console.signals.monitor`, which imports this
+module (never the other way round). The statistics behind the canary analysis are
+in :mod:`console.signals.stats`.
 """
 
 from __future__ import annotations
@@ -27,26 +29,24 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from console.core.events import Alert, CanaryAnalysis, ErrorRateSample
+from console.signals.probe import Probe, health_verdict, one_line, probe_error, probe_health
 from console.signals.stats import canary_analysis, canary_rank_analysis, mann_whitney_u
 from console.spec import ErrorRateSpec, HealthSpec
-from console.transport.base import Connection, RunResult, TransportError
-
-if TYPE_CHECKING:
-    from console.signals.monitor import HostMonitor
 
 __all__ = [
     "VITALS_COMMAND",
     "ErrorRateAnalyzer",
     "HealthTracker",
-    "HostMonitor",
+    "Probe",
     "Vitals",
     "canary_analysis",
     "canary_rank_analysis",
     "health_verdict",
     "mann_whitney_u",
+    "one_line",
     "parse_vitals",
     "probe_error",
     "probe_health",
@@ -55,65 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-DETAIL_MAX = 200
-
-
-def __getattr__(name: str) -> Any:
-    # console.signals.monitor imports this module; a lazy re-export avoids the import cycle.
-    if name == "HostMonitor":
-        from console.signals.monitor import HostMonitor
-
-        return HostMonitor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def one_line(text: str, limit: int = DETAIL_MAX) -> str:
-    """Collapse whitespace and cut to ``limit`` characters, for event details."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# --- health -------------------------------------------------------------------------
-
-
-async def probe_health(conn: Connection, spec: HealthSpec) -> tuple[bool, str]:
-    """Run the health command once under ``spec.timeout``: ``(passed, detail)``.
-
-    Only cancellation propagates: a probe that cannot run has failed, and its reason
-    is the detail the operator sees.
-    """
-    try:
-        result = await conn.run(spec.run, timeout=spec.timeout)
-    except Exception as e:
-        return False, probe_error(conn.host.name, e)
-    return health_verdict(result, spec)
-
-
-def probe_error(host: str, e: Exception) -> str:
-    """The detail of a probe that raised instead of returning a result."""
-    if isinstance(e, TransportError):
-        return one_line(f"unreachable: {e.message}")
-    if isinstance(e, OSError):  # includes TimeoutError
-        return one_line(f"connection error: {e or type(e).__name__}")
-    # a probe must never take the caller down with it
-    log.warning("health probe on %s raised", host, exc_info=e)
-    return one_line(f"probe error: {type(e).__name__}: {e}")
-
-
-def health_verdict(result: RunResult, spec: HealthSpec) -> tuple[bool, str]:
-    """``(passed, detail)`` of a finished health command."""
-    first = one_line(result.first_line)
-    if result.ok:
-        return True, first or "ok"
-    if result.status == "timeout":
-        return False, f"timed out after {spec.timeout:g}s"
-    if result.status == "failed":
-        if result.exit_code is not None:
-            how = f"exit {result.exit_code}"
-        else:
-            how = f"killed by {result.signal}" if result.signal else "failed"
-        return False, one_line(how + (f": {first}" if first else ""))
-    return False, one_line(f"{result.status}" + (f": {first}" if first else ""))
 
 
 class HealthTracker:

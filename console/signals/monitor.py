@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -30,7 +31,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,14 +42,11 @@ from console.signals.health import (
     ErrorRateAnalyzer,
     HealthTracker,
     Vitals,
-    health_verdict,
-    one_line,
     parse_vitals,
-    probe_error,
-    probe_health,
 )
 from console.signals.metrics import MetricsParseError, line_filter, parse_selector, read_counters
-from console.spec import RolloutSpec, VitalsSpec
+from console.signals.probe import health_verdict, one_line, probe_error, probe_health
+from console.spec import HealthSpec, RolloutSpec, VitalsSpec
 from console.transport.base import Connection, LineCallback, RunResult, TransportError
 from console.transport.output import OutputSink
 
@@ -180,12 +178,11 @@ class HostMonitor:
         # Chaining the polls due together into one remote command needs a shell that
         # runs `a && b || c; d` (a POSIX sh, or the simulated fleet's): the connection
         # says whether it has one. None: ask the connection.
-        self.chain = bool(getattr(conn, "chains_commands", False)) if chain is None else chain
+        self.chain = conn.chains_commands if chain is None else chain
         self._marker = f"@@rolldeck-{secrets.token_hex(4)}:"
         # Chained polls run in a shell kept open on the connection when it offers one
         # (console.transport.ssh_shell): no channel to open and close per poll.
-        opener = getattr(conn, "persistent_shell", None)
-        self._shell: Runner | None = opener() if self.chain and persist and opener else None
+        self._shell: Runner | None = conn.persistent_shell() if self.chain and persist else None
         self._wake = asyncio.Event()  # the chained scheduler: something changed
         self.loop_lag = 0.0  # seconds; the overload guard's measure, from timer wakes
         self._recheck = False  # re-probe health at once (a starved timeout)
@@ -240,6 +237,19 @@ class HostMonitor:
         else:
             self._watching.clear()
         self._wake.set()
+
+    def set_health(self, health: HealthSpec | None) -> None:
+        """Judge with this (rendered) health check from now on, with a fresh history.
+
+        The engine calls this when the host starts rolling back: a version-aware check
+        must then judge the version the host goes back to, not the rollout's target.
+        The monitor runs commands verbatim, so the engine renders them. None: no check.
+        """
+        watching = self.watching
+        self.watch_health(False)
+        self.spec = dataclasses.replace(self.spec, health=health)
+        if watching:
+            self.watch_health(True)
 
     async def run(self) -> None:
         """Run every configured signal loop until cancelled."""
@@ -673,11 +683,11 @@ class HostMonitor:
         parts[index].finish(last)
         return index + 1
 
-    def _run_command(
+    async def _run_command(
         self, command: str, *, timeout: float, on_line: LineCallback | None
-    ) -> Awaitable[RunResult]:
+    ) -> RunResult:
         runner = self._shell or self.conn
-        return runner.run(command, timeout=timeout, on_line=on_line)
+        return await runner.run(command, timeout=timeout, on_line=on_line)
 
     def _fail_parts(self, parts: list[_Part], exc: Exception) -> None:
         """Parts whose command could not run: each fails as its own loop would."""
@@ -749,12 +759,14 @@ class HostMonitor:
     # -- health watch --------------------------------------------------------------
 
     async def _watch_loop(self) -> None:
-        hs = self.spec.health
-        assert hs is not None
         loop = asyncio.get_running_loop()
         last_gen = -1
         while True:
             await self._watching.wait()
+            hs = self.spec.health  # read each time: set_health may replace it
+            if hs is None:
+                self._watching.clear()
+                continue
             gen = self._watch_gen
             if gen != last_gen:
                 # A batch's hosts turn healthy together: without a random offset their
@@ -796,11 +808,9 @@ class HostMonitor:
             self._episode = False
 
 
-async def _aclose(stream: AsyncIterator[str]) -> None:
-    """Close a stream iterator so the transport stops the remote process."""
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:
-            log.debug("closing a log stream raised", exc_info=True)
+async def _aclose(stream: AsyncGenerator[str, None]) -> None:
+    """Close a stream so the transport stops the remote process."""
+    try:
+        await stream.aclose()
+    except Exception:
+        log.debug("closing a log stream raised", exc_info=True)

@@ -65,7 +65,7 @@ def split_command_line(line: str) -> list[tuple[str, list[str]]]:
     except ValueError as exc:
         raise _Syntax(f"sh: 1: Syntax error: {exc}") from None
     result: list[tuple[str, list[str]]] = []
-    connector, argv = ";", []
+    connector, argv = ";", list[str]()
     redirect = to_stderr = False
     for token in tokens:
         if redirect:

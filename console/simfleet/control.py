@@ -16,17 +16,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from console.simfleet.commands import Context
 from console.simfleet.host import HostState
 
-if TYPE_CHECKING:
-    from console.simfleet.fleet import SimFleet
-
 CONTROL_USER = "simctl"
 USAGE = "usage: state [HOST...] | kill HOST... | revive HOST... | disk-full HOST on|off\n"
+
+
+class Controllable(Protocol):
+    """What the control user drives: a :class:`~console.simfleet.fleet.SimFleet`.
+    Declared here so the fleet imports its controller and not the other way round."""
+
+    @property
+    def hosts(self) -> Mapping[str, int]: ...
+
+    def host_state(self, name: str) -> HostState: ...
+
+    def set_disk_full(self, name: str, full: bool = True) -> None: ...
+
+    async def kill_host(self, name: str) -> None: ...
+
+    async def revive_host(self, name: str) -> None: ...
 
 
 def state_to_json(state: HostState) -> str:
@@ -39,7 +52,7 @@ def state_from_json(line: str) -> HostState:
     return HostState(**data)
 
 
-def controller(fleet: SimFleet) -> Callable[[str, Context], Awaitable[int]]:
+def controller(fleet: Controllable) -> Callable[[str, Context], Awaitable[int]]:
     """The exec handler for the control user of ``fleet``."""
 
     async def run(line: str, ctx: Context) -> int:

@@ -31,6 +31,7 @@ from console.simfleet.layout import (
     FLEET_FILE,
     INVENTORY_FILE,
     SPEC_FILE,
+    Slot,
     host_slots,
     inventory_yaml,
     rollout_yaml,
@@ -63,7 +64,9 @@ class SimFleet:
             raise ValueError("a fleet needs at least one host")
         self.n = n
         self.directory = Path(directory).resolve()
-        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(os.fspath(scenario))
+        self.scenario = scenario
         self.seed = seed
         self.log_rate = log_rate
         self.time_scale = self.scenario.time_scale if time_scale is None else time_scale
@@ -245,7 +248,7 @@ class SimFleet:
         except (OSError, ValueError, TypeError, AttributeError):
             return {}
 
-    def _write_files(self, slots: list) -> None:
+    def _write_files(self, slots: list[Slot]) -> None:
         header = (
             f"Written by rolldeck sim-fleet: {self.n} simulated hosts on {self.address}, "
             f"scenario {self.scenario.name}, seed {self.seed}."

@@ -31,6 +31,10 @@ Triggers (``unreachable``, ``disk_full``): ``true`` (from the start), ``{after: 
 (from fleet start), or ``{on: COMMAND, version: V, delay: D}`` (when the host receives
 ``svc COMMAND`` for that version; ``new``/``initial`` work here too), each with an
 optional ``recover_after``. Durations: ``250ms``, ``2s``, ``1.5m`` or seconds.
+
+Scenario files are user input (``--scenario FILE``): they are read with the one YAML
+walker (:mod:`console.core.yamlnodes`), so unknown and duplicate keys are errors at
+their line, merge keys (``<<: *slow``) work, and nesting and alias expansion are capped.
 """
 
 from __future__ import annotations
@@ -38,15 +42,18 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from console.core.errors import InputError, did_you_mean
-from console.simfleet.yamlnodes import Fields, compose, line_of, plain
+from console.core.yamlnodes import Doc, line_of
+
+T = TypeVar("T")
 
 DEFAULT_SERVICE = "checkout-api"
 DEFAULT_INITIAL = "2.4.0"
@@ -230,11 +237,46 @@ _RULE_KEYS = ("match", "slow", "disk_full", "unreachable", "versions", *_BEHAVIO
 _TRIGGER_KEYS = ("after", "on", "version", "delay", "recover_after")
 
 
+class Fields:
+    """The keys of one YAML mapping, checked against the keys allowed there (the one
+    walker rejects unknown and duplicate keys and applies merge keys)."""
+
+    def __init__(self, doc: Doc, node: yaml.Node, where: str, allowed: Iterable[str]) -> None:
+        self.doc = doc
+        self.where = where
+        self.line = line_of(node)
+        self.items: dict[str, yaml.Node] = {}
+        self.key_lines: dict[str, int] = {}
+        for entry in doc.mapping(node, where, allowed=tuple(allowed)):
+            self.items[entry.key] = entry.value
+            self.key_lines[entry.key] = line_of(entry.key_node)
+
+    def field(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.items
+
+    def error(self, key: str, message: str) -> InputError:
+        node = self.items.get(key)
+        line = line_of(node) if node is not None else self.line
+        return InputError(message, file=self.doc.file, line=line, field=self.field(key))
+
+    def scalar(self, key: str) -> Any:
+        """The value of a scalar key (None when absent)."""
+        node = self.items.get(key)
+        if node is None:
+            return None
+        return self.doc.scalar(node, self.field(key))
+
+
 class _Loader:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def get(self, f: Fields, key: str, parse: Any, what: str | None = None) -> Any:
+    def get(
+        self, f: Fields, key: str, parse: Callable[[Any], T], what: str | None = None
+    ) -> T | None:
         if key not in f:
             return None
         value = f.scalar(key)
@@ -282,10 +324,12 @@ class _Loader:
                 raise ValueError("expected true or false")
             return v
 
-        def health(v: Any) -> str:
-            if v not in ("ok", "failing"):
-                raise ValueError("expected ok or failing")
-            return str(v)
+        def health(v: Any) -> Literal["ok", "failing"]:
+            if v == "ok":
+                return "ok"
+            if v == "failing":
+                return "failing"
+            raise ValueError("expected ok or failing")
 
         return Behaviour(
             error_rate=self.get(f, "error_rate", parse_ratio),
@@ -306,30 +350,22 @@ class _Loader:
             if len(node.value) != 2:
                 raise f.error(key, "expected [MIN, MAX] durations")
             try:
-                lo, hi = (parse_duration(plain(n, self.path, f.field(key))) for n in node.value)
+                lo, hi = (parse_duration(f.doc.scalar(n, f.field(key))) for n in node.value)
             except ValueError as exc:
                 raise f.error(key, str(exc)) from None
             if hi < lo:
                 raise f.error(key, "MAX is smaller than MIN")
             return (lo, hi)
         d = self.get(f, key, parse_duration)
-        return (d, d)
+        return None if d is None else (d, d)
 
-    def versions(self, node: yaml.Node, where: str) -> dict[str, Behaviour]:
-        if not isinstance(node, yaml.MappingNode):
-            raise InputError("expected a mapping", file=self.path, line=line_of(node), field=where)
+    def versions(self, doc: Doc, node: yaml.Node, where: str) -> dict[str, Behaviour]:
         result: dict[str, Behaviour] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
+        for key, key_node, value_node in doc.mapping(node, where):
             name = f"{where}.{key}"
             if key not in ("default", "initial", "new") and not _VERSION_RE.match(key):
-                raise InputError(
-                    "expected default, initial, new or a version",
-                    file=self.path,
-                    line=line_of(key_node),
-                    field=name,
-                )
-            result[key] = self.behaviour(Fields(value_node, self.path, name, _BEHAVIOUR_KEYS))
+                raise doc.error("expected default, initial, new or a version", key_node, name)
+            result[key] = self.behaviour(Fields(doc, value_node, name, _BEHAVIOUR_KEYS))
         return result
 
     def trigger(self, f: Fields, key: str) -> Trigger | None:
@@ -343,7 +379,7 @@ class _Loader:
             if value is False:
                 return None
             raise f.error(key, "expected true, false, {after: D} or {on: COMMAND}")
-        t = Fields(node, self.path, f.field(key), _TRIGGER_KEYS)
+        t = Fields(f.doc, node, f.field(key), _TRIGGER_KEYS)
         after = self.get(t, "after", parse_duration)
         on = self.text(t, "on")
         if on is not None and on not in COMMANDS:
@@ -361,13 +397,13 @@ class _Loader:
             recover_after=self.get(t, "recover_after", parse_duration),
         )
 
-    def rule(self, node: yaml.Node, where: str) -> HostRule:
-        f = Fields(node, self.path, where, _RULE_KEYS)
+    def rule(self, doc: Doc, node: yaml.Node, where: str) -> HostRule:
+        f = Fields(doc, node, where, _RULE_KEYS)
         match = self.text(f, "match")
         if not match:
             raise InputError("missing key", file=self.path, line=f.line, field=f.field("match"))
         versions = (
-            self.versions(f.items["versions"], f.field("versions")) if "versions" in f else {}
+            self.versions(doc, f.items["versions"], f.field("versions")) if "versions" in f else {}
         )
         return HostRule(
             match=match,
@@ -380,20 +416,20 @@ class _Loader:
         )
 
     def scenario(self, text: str, default_name: str) -> Scenario:
-        root = compose(text, self.path)
-        if root is None:
+        doc = Doc(text, self.path)
+        if doc.root is None:
             raise InputError("empty scenario", file=self.path, line=1)
-        f = Fields(root, self.path, "", _TOP_KEYS)
+        f = Fields(doc, doc.root, "", _TOP_KEYS)
         hosts: list[HostRule] = []
         if "hosts" in f:
             node = f.items["hosts"]
             if not isinstance(node, yaml.SequenceNode):
                 raise f.error("hosts", "expected a list of host rules")
-            hosts = [self.rule(item, f"hosts[{i}]") for i, item in enumerate(node.value)]
+            hosts = [self.rule(doc, item, f"hosts[{i}]") for i, item in enumerate(node.value)]
         rollout: dict[str, Any] = {}
         if "rollout" in f:
-            r = Fields(f.items["rollout"], self.path, "rollout", ROLLOUT_KEYS)
-            rollout = {k: plain(v, self.path, r.field(k)) for k, v in r.items.items()}
+            r = Fields(doc, f.items["rollout"], "rollout", ROLLOUT_KEYS)
+            rollout = {k: doc.plain(v, r.field(k)) for k, v in r.items.items()}
         initial = self.version(f, "initial_version") or DEFAULT_INITIAL
         target = self.version(f, "target_version") or DEFAULT_TARGET
         if initial == target:
@@ -411,7 +447,7 @@ class _Loader:
             time_scale=time_scale if time_scale is not None else 1.0,
             log_rate=log_rate if log_rate is not None else DEFAULT_LOG_RATE,
             request_rate=request_rate if request_rate is not None else DEFAULT_REQUEST_RATE,
-            versions=self.versions(f.items["versions"], "versions") if "versions" in f else {},
+            versions=self.versions(doc, f.items["versions"], "versions") if "versions" in f else {},
             hosts=tuple(hosts),
             rollout=rollout,
         )

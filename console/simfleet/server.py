@@ -204,7 +204,7 @@ class _ExecSession(asyncssh.SSHServerSession[str]):
 
     # asyncssh callbacks
 
-    def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
         self._chan = chan
 
     def pty_requested(self, term_type: str, term_size: object, term_modes: object) -> bool:

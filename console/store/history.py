@@ -15,15 +15,16 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from console.attach.protocol import SOCKET_SUFFIX, socket_alive
 from console.core import events as ev
+from console.core.describe import OUTCOME_WORDS, ROLLOUT_WORDS, describe, format_instant
 from console.core.errors import InputError
-from console.core.events import Event, HostState
+from console.core.events import Event, HostState, Outcome, RolloutState
 from console.core.state import RolloutView
 from console.store.journal import JournalError, list_journals, read_lines
 from console.store.lock import LockInfo, read_lock
@@ -67,7 +68,9 @@ class TimelineEntry:
     ts: float
     offset: float  # seconds since the rollout started
     kind: str
-    text: str
+    text: str  # console.core.describe's words, as headless and the console say them
+    severity: str = "info"
+    host: str | None = None
     operator: str | None = None
     reason: str | None = None
     numbers: dict[str, Any] = field(default_factory=dict)
@@ -283,68 +286,42 @@ def _counts(view: RolloutView) -> dict[str, int]:
     return out
 
 
-def _entry_text(event: Event) -> str | None:
-    """The audit's sentence for an event, or None when it is not a decision point."""
+def _decision_point(event: Event) -> bool:
+    """Whether the audit lists ``event``: what changed the course, not the chatter."""
     match event:
-        case ev.RolloutStarted():
-            return (
-                f"started {event.service} {event.version} on {len(event.hosts)} hosts "
-                f"in {len(event.batches)} batches by {event.operator}"
-            )
-        case ev.RolloutStateChanged():
-            why = f" ({event.reason})" if event.reason else ""
-            return f"state {event.state.value}{why}"
-        case ev.BatchStarted():
-            kind = "rollback batch" if event.rollback else "batch"
-            return f"{kind} {event.index + 1}/{event.total} started: {', '.join(event.hosts)}"
-        case ev.BatchFinished():
-            kind = "rollback batch" if event.rollback else "batch"
-            bad = f", {len(event.failed)} failed: {', '.join(event.failed)}" if event.failed else ""
-            return f"{kind} {event.index + 1} finished: {len(event.succeeded)} ok{bad}"
-        case ev.GateWaiting():
-            until = ""
-            if event.until:
-                until = " until " + time.strftime("%H:%M:%S", time.gmtime(event.until)) + " UTC"
-            return f"gate after batch {event.after_batch + 1}: {event.gate}{until}"
-        case ev.GatePassed():
-            return f"gate after batch {event.after_batch + 1} passed by {event.by}"
-        case ev.HostStateChanged() if event.state in _BAD:
-            detail = f": {event.detail}" if event.detail else ""
-            return f"{event.host} {event.state.value}{detail}"
-        case ev.PreflightResult() if not event.ok:
-            return f"preflight {event.host} refused: {event.error}"
-        case ev.Alert():
-            action = f" -> {event.action}" if event.action else ""
-            return f"ALERT [{event.level}] {event.rule}: {event.message}{action}"
-        case ev.CanaryAnalysis():
-            p = f", p={event.p_value:.3g}" if event.p_value is not None else ""
-            return f"canary analysis: {event.verdict} ({event.test}{p})"
-        case ev.OperatorCommand():
-            verdict = "" if event.accepted else " REFUSED"
-            args = " ".join(f"{k}={v}" for k, v in event.args.items())
-            detail = f": {event.detail}" if event.detail else ""
-            return (
-                f"{event.command}{' ' + args if args else ''}{verdict} by {event.operator}{detail}"
-            )
-        case ev.PlanChanged():
-            return f"plan changed: batch sizes {[len(b) for b in event.batches]}"
-        case ev.Notice():
-            where = f"{event.host}: " if event.host else ""
-            return f"notice: {where}{event.message}"
-        case ev.RolloutFinished():
-            return f"finished: {event.outcome.value} (exit {event.exit_code}): {event.reason}"
-    return None
+        case ev.HostStateChanged():
+            return event.state in _BAD
+        case ev.PreflightResult():
+            return not event.ok
+        case (
+            ev.RolloutStarted()
+            | ev.RolloutStateChanged()
+            | ev.BatchStarted()
+            | ev.BatchFinished()
+            | ev.GateWaiting()
+            | ev.GatePassed()
+            | ev.Alert()
+            | ev.CanaryAnalysis()
+            | ev.OperatorCommand()
+            | ev.PlanChanged()
+            | ev.Notice()
+            | ev.RolloutFinished()
+        ):
+            return True
+    return False
 
 
 def _entry(event: Event, view: RolloutView, start: float) -> TimelineEntry | None:
-    text = _entry_text(event)
-    if text is None:
+    if not _decision_point(event):
         return None
+    said = describe(event)
     entry = TimelineEntry(
         ts=event.ts,
         offset=round(event.ts - start, 3) if start else 0.0,
         kind=event.kind,
-        text=text,
+        text=said.text(),
+        severity=said.severity.value,
+        host=said.host,
         counts=_counts(view),
         state=view.state.value,
     )
@@ -365,6 +342,12 @@ def _entry(event: Event, view: RolloutView, start: float) -> TimelineEntry | Non
         case ev.GatePassed():
             if event.by.startswith("operator:"):
                 entry.operator = event.by.split(":", 1)[1]
+        case ev.GateWaiting():  # the deadline as a value: the words carry it formatted
+            entry.numbers = {"until": event.until, "on_timeout": event.on_timeout}
+        case ev.BatchStarted():  # the words shorten a long host list; the audit keeps it
+            entry.numbers = {"hosts": list(event.hosts)}
+        case ev.BatchFinished():
+            entry.numbers = {"succeeded": list(event.succeeded), "failed": list(event.failed)}
     return entry
 
 
@@ -417,9 +400,18 @@ def _why_stopped(events: Iterable[Event], summary: RolloutSummary) -> dict[str, 
 
 
 def fmt_time(ts: float | None) -> str:
+    """A date and time in the one zone convention (local, with its UTC offset)."""
     if not ts:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return format_instant(ts, date=True)
+
+
+def outcome_words(outcome: str) -> str:
+    """An outcome in the describer's words; 'running' and 'interrupted' as they are."""
+    try:
+        return OUTCOME_WORDS[Outcome(outcome)]
+    except ValueError:
+        return outcome
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -444,7 +436,7 @@ def render_history(rows: list[RolloutSummary]) -> str:
     if not rows:
         return "no rollouts"
     head = ("ID", "SERVICE", "VERSIONS", "WHO", "STARTED", "OUTCOME", "TOOK", "CHANGED", "FAILED")
-    table = [head]
+    table: list[tuple[str, ...]] = [head]
     for s in rows:
         table.append(
             (
@@ -453,7 +445,7 @@ def render_history(rows: list[RolloutSummary]) -> str:
                 versions(s),
                 s.operator,
                 fmt_time(s.started),
-                s.outcome,
+                outcome_words(s.outcome),
                 fmt_duration(s.duration),
                 f"{s.hosts_changed}/{s.hosts}",
                 str(len(s.failures)) + (f" ({', '.join(s.failures[:3])})" if s.failures else ""),
@@ -462,7 +454,7 @@ def render_history(rows: list[RolloutSummary]) -> str:
     return _columns(table)
 
 
-def _columns(rows: list[tuple[str, ...]]) -> str:
+def _columns(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
@@ -477,22 +469,20 @@ def render_timeline(t: Timeline) -> str:
     out = [
         f"rollout {s.rollout_id}: {s.service} {versions(s)}",
         f"  by {s.operator}, started {fmt_time(s.started)}, took {fmt_duration(s.duration)}",
-        f"  outcome: {s.outcome}; {s.hosts_changed} of {s.hosts} hosts changed; "
+        f"  outcome: {outcome_words(s.outcome)}; {s.hosts_changed} of {s.hosts} hosts changed; "
         f"failed: {', '.join(s.failures) or 'none'}",
         "",
     ]
     for e in t.entries:
         out.append(f"+{fmt_duration(e.offset):>7}  {e.text}")
         extra = []
-        if e.reason and e.kind == "operator_command":
-            extra.append(f"reason: {e.reason}")
         if e.numbers and e.kind in ("alert", "canary_analysis"):
             extra.append("numbers: " + json.dumps(e.numbers, sort_keys=True, default=str))
-        extra.append(f"[{e.state}] {_fmt_counts(e.counts)}")
+        extra.append(f"[{ROLLOUT_WORDS[RolloutState(e.state)]}] {_fmt_counts(e.counts)}")
         out.extend(f"{'':10}{x}" for x in extra)
     stopped = t.stopped
     out.append("")
-    out.append(f"why it stopped: {stopped['outcome']}: {stopped['reason'] or '-'}")
+    out.append(f"why it stopped: {outcome_words(stopped['outcome'])}: {stopped['reason'] or '-'}")
     for rule in stopped["rules"]:
         nums = json.dumps(rule["numbers"], sort_keys=True, default=str)
         out.append(f"  rule {rule['rule']} fired -> {rule['action']}: {rule['message']} {nums}")

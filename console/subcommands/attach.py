@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from typing import IO
 
 from console.attach.client import RemoteRollout, connect
@@ -80,7 +79,7 @@ def _exit_code(view_outcome: ev.Outcome | None) -> int:
 
 
 async def _stream(remote: RemoteRollout, out: IO[str], *, as_json: bool) -> int:
-    from console.headless import describe
+    from console.headless import plain_line  # the same lines as `run --headless`
 
     view = remote.view()
 
@@ -88,9 +87,9 @@ async def _stream(remote: RemoteRollout, out: IO[str], *, as_json: bool) -> int:
         if as_json:
             out.write(json.dumps(ev.to_json(event), separators=(",", ":"), default=str) + "\n")
             return
-        line = describe(event)
+        line = plain_line(event)
         if line is not None:
-            out.write(f"{time.strftime('%H:%M:%S', time.localtime(event.ts))} {line}\n")
+            out.write(line + "\n")
 
     for event in remote.snapshot:
         show(event)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from console import spec as specmod
 from console.core.errors import InputError
 from console.core.secrets import Redactor
-from console.plan import Plan, describe_budget, make_plan
-from console.spec import RolloutSpec, format_duration, load_spec
+from console.plan import Plan, describe_budget
+from console.runtime.rollout import Rollout, load_rollout
+from console.spec import RolloutSpec, format_duration
 from console.templating import build_context, context_vars, placeholders, redactor_for, render
-from inventory import load_inventory, select
 
 if TYPE_CHECKING:
     from inventory.model import Host
@@ -84,6 +83,11 @@ class CheckReport:
     commands: list[RenderedCommand]
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def rollout(self) -> Rollout:
+        """What was checked, as the session builds an engine from it."""
+        return Rollout(self.spec, self.hosts, self.plan, self.inventory_path, self.inventory_format)
+
     def to_json(self) -> dict[str, Any]:
         settings = specmod.settings(self.spec)
         settings["inventory"] = self.inventory_path
@@ -126,42 +130,14 @@ def analyse(
     spec_path: str, *, inventory: str | None = None, targets: str | None = None
 ) -> CheckReport:
     """Load, resolve, plan and render; raise InputError for anything invalid."""
-    spec = load_spec(spec_path)
-    inventory_path = inventory or spec.inventory
-    if inventory_path is None:
-        raise InputError(
-            "no inventory: set inventory in the spec or pass --inventory FILE",
-            file=spec.path,
-            field="inventory",
-        )
-    if inventory is None and not os.path.exists(inventory_path):
-        raise InputError(
-            f"inventory {inventory_path} does not exist (resolved from the spec's directory)",
-            file=spec.path,
-            line=spec.lines.get("inventory"),
-            field="inventory",
-        )
-    inv = load_inventory(inventory_path)
-    if targets:
-        hosts = select(inv, targets, field="--targets")
-    else:
-        hosts = select(
-            inv, spec.targets, file=spec.path, line=spec.lines.get("targets"), field="targets"
-        )
-    try:
-        plan = make_plan([h.name for h in hosts], spec.batches, order=spec.order, seed=spec.seed)
-    except ValueError as exc:
-        raise InputError(
-            str(exc), file=spec.path, line=spec.lines.get("batches"), field="batches"
-        ) from None
-    by_name = {h.name: h for h in hosts}
-    ordered = [by_name[name] for name in plan.hosts]
+    rollout = load_rollout(spec_path, inventory=inventory, targets=targets)
+    spec, plan, ordered = rollout.spec, rollout.plan, rollout.hosts
     _check_vars(spec, ordered)
     redactor = redactor_for(spec, ordered)
     return CheckReport(
         spec=spec,
-        inventory_path=inventory_path,
-        inventory_format=inv.format,
+        inventory_path=rollout.inventory_path,
+        inventory_format=rollout.inventory_format,
         targets=targets or spec.targets,
         hosts=ordered,
         plan=plan,
@@ -208,6 +184,9 @@ def _first_host_commands(
     spec: RolloutSpec, host: Host, redactor: Redactor
 ) -> list[RenderedCommand]:
     context = build_context(spec, host, PREVIOUS_VERSION_SHOWN)
+    # Rollback commands run while the host goes back: {version} is then the version
+    # it goes back to (docs/architecture.md, "Placeholders").
+    back = build_context(spec, host, PREVIOUS_VERSION_SHOWN, rollback=True)
     timeouts: dict[str, float | None] = {
         "health": spec.health.timeout if spec.health else None,
         "metrics": spec.metrics.timeout if spec.metrics else None,
@@ -217,7 +196,8 @@ def _first_host_commands(
     }
     out = []
     for where, step in specmod.commands(spec):
-        command = redactor.redact(render(step.run, context, raw=step.raw))
+        ctx = back if where.startswith("rollback") else context
+        command = redactor.redact(render(step.run, ctx, raw=step.raw))
         timeout = timeouts.get(where, step.timeout)
         out.append(RenderedCommand(where, step.name, command, timeout, step.raw, step.once))
     return out

@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ if TYPE_CHECKING:
     from console.spec import RolloutSpec
     from console.store.journal import Journal
     from console.subcommands.check import CheckReport
+    from console.subcommands.run import ConsoleRunner
 
 NAME = "demo"
 HELP = "see rolldeck work: a rollout against a simulated fleet on this machine"
@@ -246,10 +245,9 @@ def _start_fleet(
 
 
 def _warm_imports(console_wanted: bool) -> None:
-    import console.engine
     import console.headless
+    import console.runtime.session
     import console.subcommands.check
-    import console.transport
 
     if console_wanted:
         with contextlib.suppress(ImportError):
@@ -271,7 +269,8 @@ def _run_on(
 ) -> RehearsalResult:
     from console.core.commands import default_operator
     from console.engine import new_rollout_id
-    from console.store.journal import Journal, resolve_state_dir
+    from console.runtime.session import create_journal
+    from console.store.journal import resolve_state_dir
     from console.store.lock import LockHeld, RolloutLock
     from console.subcommands.check import analyse
 
@@ -291,16 +290,12 @@ def _run_on(
     except LockHeld as exc:
         raise _Failed(str(exc)) from None
     try:
-        journal = Journal.create(
+        journal = create_journal(
             state_dir,
             rollout_id,
+            report.rollout,
+            operator,
             {
-                "who": operator,
-                "machine": socket.gethostname(),
-                "pid": os.getpid(),
-                "spec_path": str(fleet.spec_path),
-                "inventory_path": str(fleet.inventory_path),
-                "argv": sys.argv[1:],
                 opts.kind: {
                     "scenario": scenario_name,
                     "hosts": opts.hosts,
@@ -335,31 +330,25 @@ def _run_engine(
     out: IO[str],
     err: IO[str],
 ) -> RehearsalResult:
-    from console.engine import Engine
-    from console.transport import make_transport, rollout_options
+    from console.runtime.session import build_engine
+    from console.transport import rollout_options
 
-    transport = make_transport(
-        rollout_options(
+    run_console = _console(err) if console_wanted else None
+    engine = build_engine(
+        report.rollout,
+        operator=operator,
+        journal=journal,
+        rollout_id=journal.path.stem,
+        options=rollout_options(
             len(report.hosts),
             max_handshakes=10,
             ssh_config=[],  # the fleet is self-contained: ignore ~/.ssh/config
-        )
-    )
-    run_console = _console(err) if console_wanted else None
-    engine = Engine(
-        report.spec,
-        report.hosts,
-        report.plan,
-        transport,
-        journal=journal,
-        operator=operator,
-        rollout_id=journal.path.stem,
+        ),
         exit_when_paused=run_console is None,
-        inventory_path=report.inventory_path,
-    )
-    engine.notice(
-        f"rolldeck {opts.kind} on a simulated fleet: scenario {opts.scenario}, "
-        f"{opts.hosts} hosts, seed {opts.seed}, policy {opts.policy}"
+        notices=[
+            f"rolldeck {opts.kind} on a simulated fleet: scenario {opts.scenario}, "
+            f"{opts.hosts} hosts, seed {opts.seed}, policy {opts.policy}"
+        ],
     )
     if run_console is not None:
         code = int(run_console(engine, resume_hint=False))  # the fleet dies with the demo
@@ -413,13 +402,11 @@ async def _headless(engine: Engine, opts: RehearsalOptions, out: IO[str], err: I
     return OUTCOME_EXIT_CODES[outcome]
 
 
-def _console(err: IO[str]) -> Callable[[Engine], int] | None:
-    try:
-        from console.app import run_console
-    except ImportError as exc:
-        print(f"rolldeck: the console is unavailable ({exc}); running headless", file=err)
-        return None
-    return run_console
+def _console(err: IO[str]) -> ConsoleRunner | None:
+    """The console's entry point (the terminal was checked before the fleet started)."""
+    from console.subcommands.run import console_runner
+
+    return console_runner(err, need_terminal=False)
 
 
 _ON_FAILURE = re.compile(r"^on_failure:.*$", re.MULTILINE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from console.subcommands.demo import RehearsalOptions, add_fleet_arguments, rehearse
+from console.subcommands.demo import Policy, RehearsalOptions, add_fleet_arguments, rehearse
 
 NAME = "drill"
 HELP = "rehearse a failure scenario against a simulated fleet and score the response"
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     on_terminal = sys.stdin.isatty() and sys.stdout.isatty()
     headless = args.headless or args.json or not on_terminal
-    policy = args.policy or ("auto" if headless else "operator")  # someone at the keys?
+    policy: Policy = args.policy or ("auto" if headless else "operator")  # someone at the keys?
     result = rehearse(
         RehearsalOptions(
             scenario=args.scenario,

@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from console.attach.discovery import running_rollouts
+from console.core.describe import ROLLOUT_WORDS
+from console.core.events import RolloutState
 from console.store.history import fmt_time
 from console.store.journal import resolve_state_dir
 
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print("no rollouts running")
         return 0
-    table = [("ID", "SERVICE", "VERSION", "STATE", "OWNER", "PID", "STARTED", "BATCH", "ATTACH")]
+    head = ("ID", "SERVICE", "VERSION", "STATE", "OWNER", "PID", "STARTED", "BATCH", "ATTACH")
+    table: list[tuple[str, ...]] = [head]
     table += [_row(r) for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
@@ -50,10 +53,18 @@ def _row(r: dict[str, Any]) -> tuple[str, ...]:
         str(r["rollout_id"]),
         str(r.get("service") or ""),
         str(r.get("version") or ""),
-        str(r.get("state") or ""),
+        _state(r.get("state")),
         str(r.get("operator") or ""),
         str(r.get("pid") or ""),
         fmt_time(r.get("started")),
         batch,
         attach,
     )
+
+
+def _state(value: object) -> str:
+    """A rollout state in the describer's words (as the console and `show` say it)."""
+    try:
+        return ROLLOUT_WORDS[RolloutState(str(value))]
+    except ValueError:
+        return str(value or "")

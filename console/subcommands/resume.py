@@ -17,7 +17,7 @@ from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
 from console.engine import Engine
 from console.headless import choose_mode, run_headless
-from console.lock_options import acquire_from_args, add_lock_arguments, broke_lock_notice
+from console.lock_options import acquire_from_args, add_lock_arguments
 from console.plan import Plan
 from console.reconcile import Observation
 from console.resume import (
@@ -27,8 +27,11 @@ from console.resume import (
     observe,
     reconcile,
     resumed_hosts,
+    rollback_targets,
 )
+from console.runtime.session import Rollout, build_engine
 from console.store.journal import Journal, resolve_state_dir
+from console.subcommands.run import console_runner
 from console.transport import make_transport, rollout_options
 
 NAME = "resume"
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"rollout {r.rollout_id} has no planned hosts", field="ID")
     hosts = resumed_hosts(r, facts_batches)
     operator = args.operator or default_operator()
-    run_console = None if (args.headless or args.json) else _console()
+    run_console = None if (args.headless or args.json) else console_runner()
     err = sys.stderr
     lock = acquire_from_args(
         args,
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         async def look() -> dict[str, Observation]:
             transport = make_transport(options)  # bound to this loop: the console has its own
             try:
-                return await observe(spec, hosts, transport)
+                return await observe(spec, hosts, transport, rollback_targets(r, spec))
             finally:
                 await transport.close()
 
@@ -104,25 +107,18 @@ def run(args: argparse.Namespace) -> int:
             out = err if mode == "json" else sys.stdout
             for line in describe_state(state):
                 print(line, file=out, flush=True)
-            journal = Journal.open_existing(r.path)
-            engine = Engine(
-                spec,
-                hosts,
-                Plan(batches=tuple(facts_batches)),
-                make_transport(options),
-                journal=journal,
+            engine = build_engine(
+                Rollout(spec, hosts, Plan(batches=tuple(facts_batches)), r.inventory_path),
                 operator=operator,
-                allow_unreachable=allow,
+                journal=Journal.open_existing(r.path),
                 rollout_id=r.rollout_id,
+                options=options,
+                lock=lock,
+                lock_reason=args.reason,
+                allow_unreachable=allow,
                 exit_when_paused=run_console is None,
-                inventory_path=r.inventory_path,
-                resume=state,
+                resume=state.restore_point(),
             )
-            if lock.broken is not None:
-                own = lock.broken.rollout_id == r.rollout_id
-                engine.notice(
-                    broke_lock_notice(operator, lock.broken.describe(), args.reason, own=own)
-                )
             # --yes continues, unless the budget is spent and the spec says pause then:
             # that decision is the operator's, not the flag's.
             held = engine.budget.exceeded and spec.on_failure == "pause"
@@ -145,9 +141,3 @@ def run(args: argparse.Namespace) -> int:
             file=err,
         )
     return code
-
-
-def _console():  # type: ignore[no-untyped-def]
-    from console.subcommands.run import _console as console_entry
-
-    return console_entry()

@@ -11,20 +11,20 @@ import argparse
 import asyncio
 import logging
 import os
-import socket
 import sys
-from collections.abc import Callable
+from typing import IO, Protocol
 
 from console.core.commands import default_operator
 from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
-from console.engine import Engine, new_rollout_id, spec_hash
+from console.engine import Engine, new_rollout_id
 from console.headless import choose_mode, run_headless
-from console.lock_options import acquire_from_args, add_lock_arguments, broke_lock_notice
+from console.lock_options import acquire_from_args, add_lock_arguments
 from console.resume import unfinished_hints
-from console.store.journal import Journal, resolve_state_dir
+from console.runtime.session import build_engine, create_journal
+from console.store.journal import resolve_state_dir
 from console.subcommands.check import analyse
-from console.transport import make_transport, rollout_options
+from console.transport import rollout_options
 
 NAME = "run"
 HELP = "run a rollout (in the console, or headless for CI)"
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rollout {rid} runs in the background (pid {pid}); log {state_dir / rid}.log")
         print(f"attach: rolldeck attach {rid}   watch: rolldeck attach {rid} --read-only")
         return 0
-    run_console = None if (args.headless or args.json or args.serve) else _console()
+    run_console = None if (args.headless or args.json or args.serve) else console_runner()
     rollout_id = new_rollout_id(spec.service)
     for hint in unfinished_hints(state_dir, spec.service):
         print(f"rolldeck: {hint}", file=err)
@@ -117,44 +117,27 @@ def run(args: argparse.Namespace) -> int:
     if lock is None:
         return EXIT_FAILED
     try:
-        journal = Journal.create(
-            state_dir,
-            rollout_id,
-            {
-                "who": operator,
-                "service": spec.service,
-                "version": spec.version,
-                "spec_hash": spec_hash(spec.text),
-                "machine": socket.gethostname(),
-                "pid": os.getpid(),
-                "spec_path": os.path.abspath(spec.path),
-                "inventory_path": os.path.abspath(report.inventory_path),
-                "argv": sys.argv[1:],
-            },
-        )
-        options = rollout_options(
-            len(report.hosts),
-            accept_new_host_keys=args.accept_new_host_keys,
-            max_handshakes=args.max_handshakes,
-        )
-        engine = Engine(
-            spec,
-            report.hosts,
-            report.plan,
-            make_transport(options),
-            journal=journal,
-            operator=operator,
-            allow_unreachable=args.allow_unreachable,
-            rollout_id=rollout_id,
-            exit_when_paused=run_console is None,
-            inventory_path=report.inventory_path,
-        )
-        if lock.broken is not None:
-            engine.notice(
-                broke_lock_notice(operator, lock.broken.describe(), args.reason, own=False)
-            )
+        rollout = report.rollout
+        journal = create_journal(state_dir, rollout_id, rollout, operator)
+        notices: list[str] = []
         if args.accept_new_host_keys:
-            engine.notice("--accept-new-host-keys: unknown host keys are trusted on first use")
+            notices.append("--accept-new-host-keys: unknown host keys are trusted on first use")
+        engine = build_engine(
+            rollout,
+            operator=operator,
+            journal=journal,
+            rollout_id=rollout_id,
+            options=rollout_options(
+                len(rollout.hosts),
+                accept_new_host_keys=args.accept_new_host_keys,
+                max_handshakes=args.max_handshakes,
+            ),
+            lock=lock,
+            lock_reason=args.reason,
+            allow_unreachable=args.allow_unreachable,
+            exit_when_paused=run_console is None,
+            notices=notices,
+        )
         if run_console is not None:
             code = int(run_console(engine, serve_dir=state_dir))
         else:
@@ -181,14 +164,31 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _console() -> Callable[[Engine], int] | None:
-    """The Textual console's entry point, or None (with a notice) when unavailable."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print("rolldeck: not a terminal; running headless", file=sys.stderr)
+class ConsoleRunner(Protocol):
+    """:func:`console.app.run_console`, as the subcommands call it."""
+
+    def __call__(
+        self,
+        engine: Engine,
+        *,
+        serve_dir: str | os.PathLike[str] | None = None,
+        resume_hint: bool = True,
+    ) -> int: ...
+
+
+def console_runner(
+    err: IO[str] | None = None, *, need_terminal: bool = True
+) -> ConsoleRunner | None:
+    """The Textual console's entry point, or None (with a notice on ``err``) when it
+    is unavailable: not a terminal (unless the caller checked), or Textual missing.
+    Imported here, lazily, so a headless run never loads Textual."""
+    err = err or sys.stderr
+    if need_terminal and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("rolldeck: not a terminal; running headless", file=err)
         return None
     try:
         from console.app import run_console
     except ImportError as exc:
-        print(f"rolldeck: the console is unavailable ({exc}); running headless", file=sys.stderr)
+        print(f"rolldeck: the console is unavailable ({exc}); running headless", file=err)
         return None
     return run_console

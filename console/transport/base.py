@@ -6,17 +6,25 @@ memory, for fast unit tests of the engine). The engine never knows which it has.
 
 Contract for :meth:`Connection.run`:
 
-* output is delivered line by line to ``on_line(stream, line)`` as it arrives;
+* output is delivered line by line to ``on_line(stream, line)`` as it arrives, in
+  order within each stream (stdout and stderr are not ordered with each other);
 * ``timeout`` is mandatory: on expiry the *remote process is stopped* (not abandoned)
   and a result with ``status="timeout"`` is returned;
 * if the calling task is cancelled, the remote process is stopped (bounded time,
-  shielded) and ``asyncio.CancelledError`` propagates;
-* a lost connection raises :class:`HostUnreachable`.
+  shielded) and ``asyncio.CancelledError`` propagates; so does an exception raised by
+  ``on_line``, after the process is stopped the same way;
+* a lost connection raises :class:`HostUnreachable`, and so does a command on a
+  connection that was closed.
+
+Every capability a caller may use is declared here, with a value on every
+implementation (``chains_commands`` False, ``persistent_shell()`` None, no
+``accepted_keys``), so no caller probes for one with ``getattr``. The contract is
+held for all three by ``tests/test_transport_contract.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -93,10 +101,10 @@ def rollout_options(host_count: int, **kw: object) -> TransportOptions:
 
 
 @runtime_checkable
-class Connection(Protocol):
-    """An open connection to one host; many commands may run on it at once."""
-
-    host: Host
+class Session(Protocol):
+    """Runs commands one after another in one shell kept open on a connection (the
+    monitor's polls: no channel to open per command). :meth:`run` keeps
+    :meth:`Connection.run`'s contract; :meth:`close` ends the shell."""
 
     async def run(
         self,
@@ -106,23 +114,72 @@ class Connection(Protocol):
         on_line: LineCallback | None = None,
     ) -> RunResult: ...
 
-    def stream(self, command: str) -> AsyncIterator[str]:
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """An open connection to one host; many commands may run on it at once."""
+
+    host: Host
+
+    @property
+    def chains_commands(self) -> bool:
+        """Whether commands run in a POSIX shell, so that ``a && b || c; d`` chains them
+        (the monitor then polls several signals in one command)."""
+        ...
+
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        on_line: LineCallback | None = None,
+    ) -> RunResult: ...
+
+    def stream(self, command: str) -> AsyncGenerator[str, None]:
         """Follow a long-running command's stdout line by line (log tails).
 
-        The remote process is stopped when the iterator is closed or its task cancelled.
+        The remote process is stopped when the generator is closed (``aclose()``) or
+        its task cancelled.
         """
         ...
 
-    async def close(self) -> None: ...
+    def persistent_shell(self) -> Session | None:
+        """A new shell kept open for many short commands, or None where the transport
+        offers none (then each command is a :meth:`run` of its own)."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection: its commands raise :class:`HostUnreachable` from then on;
+        ``Transport.connect`` opens a new one."""
+        ...
 
 
 @runtime_checkable
 class Transport(Protocol):
     """Opens connections to hosts; owns the caps on open connections and handshakes."""
 
-    async def connect(self, host: Host) -> Connection: ...
+    async def connect(self, host: Host) -> Connection:
+        """The host's open connection, reused by every command of the host; raises
+        :class:`TransportError` (:class:`HostUnreachable`, :class:`HostKeyError`)."""
+        ...
 
     @property
-    def open_connections(self) -> int: ...
+    def open_connections(self) -> int:
+        """Connections open now (each holds a slot under ``max_connections``)."""
+        ...
 
-    async def close(self) -> None: ...
+    @property
+    def accepted_keys(self) -> Sequence[tuple[str, str]]:
+        """Host keys trusted on first use, as (host, fingerprint), for the journal;
+        empty for a transport without host keys."""
+        ...
+
+    async def close_host(self, name: str) -> None:
+        """Close one host's connection for good (its Connection refuses commands)."""
+        ...
+
+    async def close(self) -> None:
+        """Close every connection; ``connect`` raises :class:`TransportError` after."""
+        ...

@@ -12,6 +12,9 @@ Timeouts and cancellation behave as the real transports promise: on expiry the
 stop is recorded and ``CancelledError`` propagates. Unreachable hosts refuse
 ``connect``; a host scripted to die at a command raises :class:`HostUnreachable` there
 and refuses every later command and connection.
+
+tests/test_transport_contract.py runs one set of tests over this fake and the two
+real transports, so that what the engine's tests learn from it holds in production.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from console.transport.base import (
@@ -28,21 +30,26 @@ from console.transport.base import (
     HostUnreachable,
     LineCallback,
     RunResult,
+    Session,
+    TransportError,
     TransportOptions,
 )
+from console.transport.output import LineSplitter, OutputSink
 from inventory.model import Host
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
     """What a scripted command does: wait ``delay`` seconds while printing ``lines``
-    (spread evenly over the delay), then exit with ``exit_code``; ``hang`` never exits."""
+    (spread evenly over the delay), then exit with ``exit_code`` (or die of
+    ``signal``, e.g. ``"KILL"``); ``hang`` never exits."""
 
     exit_code: int = 0
     lines: Sequence[str] = ()
     stderr: Sequence[str] = ()
     delay: float = 0.0
     hang: bool = False
+    signal: str | None = None
 
 
 Handler = Callable[[str, str], Reply | None]  # (host name, command) -> reply or fall through
@@ -79,45 +86,59 @@ class _HostScript:
 
 
 class FakeConnection:
+    """One fake host's connection, held to the real ones' contract (base.py) by
+    tests/test_transport_contract.py: output goes through the same line splitter and
+    tails, a closed connection refuses commands, a stop is recorded."""
+
+    # The fake matches whole commands against rules, so it cannot run the monitor's
+    # chained polls: like a host with `rolldeck_shell: none`, it has no shell.
+    chains_commands = False
+
     def __init__(self, transport: FakeTransport, host: Host) -> None:
         self.host = host
+        self.closed = False
         self._t = transport
-        self._closed = False
 
-    async def run(
-        self, command: str, *, timeout: float, on_line: LineCallback | None = None
-    ) -> RunResult:
+    def persistent_shell(self) -> Session | None:
+        """None: no shell to keep open (see :attr:`chains_commands`)."""
+        return None
+
+    def _begin(self, command: str) -> tuple[CommandRecord, Reply]:
+        """Record ``command`` and find its reply; a closed connection or a dead host
+        raises :class:`HostUnreachable` as the real transports do."""
         t = self._t
         rec = CommandRecord(self.host.name, command, time.monotonic())
         t.records.append(rec)
         script = t._script(self.host.name)
-        if self._closed or script.dead:
+        if self.closed or script.dead:
             rec.status = "unreachable"
             rec.finished = time.monotonic()
-            raise HostUnreachable(self.host.name, "connection lost")
+            why = "it was closed" if self.closed else "connection lost"
+            raise HostUnreachable(self.host.name, f"cannot start a command: {why}")
         if script.die_at is not None and script.die_at.search(command):
             script.dead = True
             rec.status = "unreachable"
             rec.finished = time.monotonic()
             raise HostUnreachable(self.host.name, "connection lost (host died)")
-        reply = t._reply(self.host.name, command)
-        out: deque[str] = deque(maxlen=t.options.tail_lines)
-        err: deque[str] = deque(maxlen=t.options.tail_lines)
+        return rec, t._reply(self.host.name, command)
+
+    def _stopped(self, rec: CommandRecord, why: str) -> None:
+        """The fake's model of stopping the remote process."""
+        rec.status = "timeout" if why == "timeout" else "cancelled"
+        rec.finished = time.monotonic()
+        self._t.cancellations.append((self.host.name, rec.command, why))
+
+    async def run(
+        self, command: str, *, timeout: float, on_line: LineCallback | None = None
+    ) -> RunResult:
+        rec, reply = self._begin(command)
+        sink = OutputSink(self._t.options.tail_lines, on_line)
 
         async def play() -> None:
-            pause = reply.delay / max(1, len(reply.lines)) if reply.lines else 0.0
-            if not reply.lines and reply.delay:
-                await asyncio.sleep(reply.delay)
-            for line in reply.lines:
-                if pause:
-                    await asyncio.sleep(pause)
-                out.append(line)
-                if on_line:
-                    on_line("stdout", line)
-            for line in reply.stderr:
-                err.append(line)
-                if on_line:
-                    on_line("stderr", line)
+            async for line in _play(reply.lines, reply.delay):
+                sink.emit("stdout", line)
+            for line in _lines(reply.stderr):
+                sink.emit("stderr", line)
             if reply.hang:
                 await asyncio.Event().wait()
 
@@ -127,45 +148,65 @@ class FakeConnection:
                 await asyncio.sleep(0)  # a real round trip always yields to the loop
                 await play()
         except TimeoutError:
-            rec.status = "timeout"
-            rec.finished = time.monotonic()
-            t.cancellations.append((self.host.name, command, "timeout"))
-            return RunResult("timeout", None, rec.finished - start, tuple(out), tuple(err))
+            self._stopped(rec, "timeout")
+            # Both real transports stop a timed-out command with TERM first.
+            return sink.result("timeout", None, time.monotonic() - start, "TERM")
         except asyncio.CancelledError:
-            rec.status = "cancelled"
-            rec.finished = time.monotonic()
-            t.cancellations.append((self.host.name, command, "cancelled"))
+            self._stopped(rec, "cancelled")
+            raise
+        except BaseException:  # on_line raised: the real transports stop the command
+            self._stopped(rec, "error")
             raise
         rec.finished = time.monotonic()
+        if reply.signal is not None:
+            rec.status = "failed"
+            return sink.result("failed", None, rec.finished - start, reply.signal)
         rec.exit_code = reply.exit_code
         rec.status = "ok" if reply.exit_code == 0 else "failed"
-        return RunResult(rec.status, reply.exit_code, rec.finished - start, tuple(out), tuple(err))
+        return sink.result(rec.status, reply.exit_code, rec.finished - start)
 
-    async def stream(self, command: str) -> AsyncIterator[str]:
-        """Yields the reply's lines, then follows forever if it hangs."""
-        t = self._t
-        rec = CommandRecord(self.host.name, command, time.monotonic())
-        t.records.append(rec)
-        reply = t._reply(self.host.name, command)
+    async def stream(self, command: str) -> AsyncGenerator[str, None]:
+        """Yields the reply's stdout lines, then follows forever if it hangs."""
+        rec, reply = self._begin(command)
         try:
-            for line in reply.lines:
-                if reply.delay:
-                    await asyncio.sleep(reply.delay / max(1, len(reply.lines)))
+            async for line in _play(reply.lines, reply.delay):
                 yield line
             if reply.hang:
                 await asyncio.Event().wait()
-            rec.status = "ok"
+            rec.exit_code = None if reply.signal else reply.exit_code
+            rec.status = "ok" if rec.exit_code == 0 else "failed"
         except (asyncio.CancelledError, GeneratorExit):
-            rec.status = "cancelled"
-            t.cancellations.append((self.host.name, command, "cancelled"))
+            self._stopped(rec, "cancelled")
             raise
         finally:
             rec.finished = time.monotonic()
 
     async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._t._script(self.host.name).open -= 1
+        await self._t.close_host(self.host.name)
+
+
+async def _play(lines: Sequence[str], delay: float) -> AsyncGenerator[str, None]:
+    """``lines`` as a command would print them: spread evenly over ``delay``."""
+    if not lines:
+        if delay:
+            await asyncio.sleep(delay)
+        return
+    pause = delay / len(lines)
+    for line in lines:
+        if pause:
+            await asyncio.sleep(pause)
+        for piece in _lines((line,)):
+            yield piece
+
+
+def _lines(lines: Sequence[str]) -> list[str]:
+    """Scripted lines as the real transports deliver them: through the same splitter
+    (an embedded newline makes two lines, a line over MAX_LINE comes in pieces)."""
+    splitter = LineSplitter()
+    out: list[str] = []
+    for line in lines:
+        out += splitter.feed(line.encode() + b"\n")
+    return out
 
 
 class FakeTransport:
@@ -182,6 +223,7 @@ class FakeTransport:
         self._handlers: list[Handler] = []
         self._hosts: dict[str, _HostScript] = {}
         self._conns: dict[str, FakeConnection] = {}
+        self._closed = False
         self.connect_delay = 0.0
 
     # -- scripting ----------------------------------------------------------------
@@ -239,6 +281,8 @@ class FakeTransport:
     # -- Transport protocol -------------------------------------------------------
 
     async def connect(self, host: Host) -> FakeConnection:
+        if self._closed:
+            raise TransportError(host.name, "the transport is closed")
         s = self._script(host.name)
         if self.connect_delay:
             await asyncio.sleep(self.connect_delay)
@@ -247,7 +291,7 @@ class FakeTransport:
         if s.unreachable is not None or s.dead:
             raise HostUnreachable(host.name, s.unreachable or "connection lost")
         conn = self._conns.get(host.name)
-        if conn is None or conn._closed:
+        if conn is None or conn.closed:
             conn = self._conns[host.name] = FakeConnection(self, host)
             s.open += 1
             s.connects += 1
@@ -257,9 +301,16 @@ class FakeTransport:
     def open_connections(self) -> int:
         return sum(s.open for s in self._hosts.values())
 
+    async def close_host(self, name: str) -> None:
+        conn = self._conns.pop(name, None)
+        if conn is not None and not conn.closed:
+            conn.closed = True
+            self._script(name).open -= 1
+
     async def close(self) -> None:
-        for conn in list(self._conns.values()):
-            await conn.close()
+        self._closed = True
+        for name in list(self._conns):
+            await self.close_host(name)
 
     # -- internals ----------------------------------------------------------------
 

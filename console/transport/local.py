@@ -13,13 +13,20 @@ import contextlib
 import os
 import pwd
 import signal as signals
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 
 import psutil
 
 from console.transport.aio import first_error, run_shielded
-from console.transport.base import LineCallback, RunResult, TransportError, TransportOptions
+from console.transport.base import (
+    HostUnreachable,
+    LineCallback,
+    RunResult,
+    Session,
+    TransportError,
+    TransportOptions,
+)
 from console.transport.output import READ_CHUNK, LineSplitter, OutputSink, pump
 from console.transport.remote_kill import KILL_GRACE
 from inventory.model import Host
@@ -78,15 +85,27 @@ async def stop_group(process: Process, grace: float = KILL_GRACE) -> str | None:
 class LocalConnection:
     """A "connection" to the local machine: every command is a new process group."""
 
+    # The login shell may not be POSIX (fish has no `$?`), and a fork per poll is
+    # cheap here: the monitor polls each signal with a command of its own.
+    chains_commands = False
+
     def __init__(self, transport: LocalTransport, host: Host, tail_lines: int) -> None:
         self.host = host
+        self.closed = False
         self._transport = transport
         self._tail_lines = tail_lines
         self._shell = login_shell()
         self._home = os.path.expanduser("~")  # where sshd would start the command
 
+    def persistent_shell(self) -> Session | None:
+        """None: a local command costs a fork, not a channel; nothing to keep open."""
+        return None
+
     async def _spawn(self, command: str) -> Process:
-        """Start ``command``; if cancelled while starting, stop it before re-raising."""
+        """Start ``command``; if cancelled while starting, stop it before re-raising.
+        A closed connection refuses, as an SSH one does."""
+        if self.closed:
+            raise HostUnreachable(self.host.name, "cannot start a command: it was closed")
         task = asyncio.ensure_future(self._spawn_unguarded(command))
         try:
             return await asyncio.shield(task)
@@ -138,7 +157,7 @@ class LocalConnection:
         status = "ok" if code == 0 else "failed"
         return sink.result(status, code, loop.time() - started, None)
 
-    async def stream(self, command: str) -> AsyncIterator[str]:
+    async def stream(self, command: str) -> AsyncGenerator[str, None]:
         """Stdout lines of a long-running command; closing the iterator stops its group."""
         process = await self._spawn(command)
         assert process.stdout is not None and process.stderr is not None
@@ -187,12 +206,20 @@ class LocalTransport:
     def __init__(self, options: TransportOptions | None = None) -> None:
         self.options = options or TransportOptions()
         self._connections: dict[str, LocalConnection] = {}
+        self._closed = False
 
     @property
     def open_connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def accepted_keys(self) -> tuple[tuple[str, str], ...]:
+        """Always empty: a local host has no host key."""
+        return ()
+
     async def connect(self, host: Host) -> LocalConnection:
+        if self._closed:
+            raise TransportError(host.name, "the transport is closed")
         conn = self._connections.get(host.name)
         if conn is None:
             conn = LocalConnection(self, host, self.options.tail_lines)
@@ -200,7 +227,11 @@ class LocalTransport:
         return conn
 
     async def close_host(self, name: str) -> None:
-        self._connections.pop(name, None)
+        conn = self._connections.pop(name, None)
+        if conn is not None:
+            conn.closed = True
 
     async def close(self) -> None:
-        self._connections.clear()
+        self._closed = True
+        for name in list(self._connections):
+            await self.close_host(name)

@@ -24,13 +24,21 @@ class LineSplitter:
         self._max_line = max_line
 
     def feed(self, data: bytes) -> list[str]:
+        """The lines ``data`` completes. A line longer than ``max_line`` comes in pieces
+        of ``max_line`` (then the rest, maybe empty) however the bytes were chunked:
+        whether a pipe delivered it at once or in parts must not change the lines."""
         self._buf += data
         lines: list[str] = []
+        max_line = self._max_line
         while True:
             end = self._buf.find(b"\n")
             if end < 0:
                 break
-            lines.append(_decode(self._buf[:end]))
+            start = 0
+            while end - start >= max_line:
+                lines.append(_decode(self._buf[start : start + max_line]))
+                start += max_line
+            lines.append(_decode(self._buf[start:end]))
             del self._buf[: end + 1]
         while len(self._buf) >= self._max_line:
             lines.append(_decode(self._buf[: self._max_line]))

@@ -44,8 +44,11 @@ from console.transport.knownhosts import (
     trusted_keys,
 )
 from console.transport.remote_kill import kill_mode, shell_kind
-from console.transport.ssh_channels import DEFAULT_MAX_SESSIONS, SSHConnection, reason
+from console.transport.ssh_channels import DEFAULT_MAX_SESSIONS, SSHConnection
+from console.transport.ssh_running import reason
 from inventory.model import Host
+
+__all__ = ["SSHConnection", "SSHTransport"]
 
 log = logging.getLogger(__name__)
 skip_unlogged_packets()
@@ -122,7 +125,7 @@ def _refusal(policy: _HostKeyPolicy, paths: tuple[str, ...], exc: Exception) -> 
 
 def _backoff(attempt: int) -> float:
     """Exponential backoff with jitter: half fixed, half random, capped."""
-    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (attempt - 1))
     return delay / 2 + random.uniform(0, delay / 2)
 
 
@@ -196,8 +199,8 @@ class SSHTransport:
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._pending.values()):
-            task.cancel()
+        for pending in list(self._pending.values()):
+            pending.cancel()
         async with asyncio.TaskGroup() as group:
             for name in list(self._connections):
                 group.create_task(self.close_host(name))
@@ -255,7 +258,7 @@ class SSHTransport:
                 mode=kill_mode(host),
                 shell=shell_kind(host),
                 tail_lines=self.options.tail_lines,
-                max_sessions=int(self.options.extra.get("max_sessions", DEFAULT_MAX_SESSIONS)),
+                max_sessions=_max_sessions(self.options),
             )
         await self._acquire_slot()
         try:
@@ -487,6 +490,12 @@ class _JumpFailed(Exception):
 def _unusable(task: asyncio.Task[asyncssh.SSHClientConnection]) -> bool:
     """A finished jump task that failed, or whose connection has since closed."""
     return task.cancelled() or task.exception() is not None or task.result().is_closed()
+
+
+def _max_sessions(options: TransportOptions) -> int:
+    """``extra["max_sessions"]``: the server's MaxSessions, when not OpenSSH's 10."""
+    value = options.extra.get("max_sessions", DEFAULT_MAX_SESSIONS)
+    return int(value) if isinstance(value, int | float | str) else DEFAULT_MAX_SESSIONS
 
 
 def _keepalive(options: TransportOptions) -> dict[str, object]:

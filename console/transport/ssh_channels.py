@@ -6,6 +6,9 @@ host's next command reconnects transparently; when the server drops it (``lost``
 commands raise :class:`HostUnreachable` until ``transport.connect(host)`` reconnects.
 
 How a timed-out or cancelled command is stopped: :mod:`console.transport.remote_kill`.
+
+Imports point one way: ``ssh -> ssh_channels -> ssh_shell -> ssh_running``. What this
+module needs of its transport is the small :class:`ConnectionPool` protocol.
 """
 
 from __future__ import annotations
@@ -13,21 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import asyncssh
 
-from console.transport.aio import first_error, run_shielded
+from console.transport.aio import run_shielded
 from console.transport.base import HostUnreachable, LineCallback, RunResult, TransportError
 from console.transport.output import READ_CHUNK, LineSplitter, OutputSink, pump
-from console.transport.remote_kill import KILL_GRACE, kill_script, parse_pid, wrap_pgroup
+from console.transport.remote_kill import KILL_GRACE, kill_script, wrap_pgroup
+from console.transport.ssh_running import Running, reason
+from console.transport.ssh_shell import PersistentShell
 from inventory.model import Host
-
-if TYPE_CHECKING:
-    from console.transport.ssh import SSHTransport
-    from console.transport.ssh_shell import PersistentShell
 
 log = logging.getLogger(__name__)
 
@@ -42,64 +43,16 @@ _SESSION_REFUSED = (
 )
 
 
-def reason(exc: BaseException) -> str:
-    """A one-line reason for an asyncssh or socket error."""
-    if isinstance(exc, asyncssh.DisconnectError):
-        return exc.reason or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+class ConnectionPool(Protocol):
+    """What a connection needs from the transport that owns it
+    (:class:`console.transport.ssh.SSHTransport`): declared here so that this module
+    never imports that one."""
 
+    async def connect(self, host: Host) -> SSHConnection: ...
 
-class _Running:
-    """One command on one channel: its pumps and, in ``pgroup`` mode, its remote pid."""
+    async def close_host(self, name: str) -> None: ...
 
-    def __init__(
-        self,
-        raw: asyncssh.SSHClientConnection,
-        process: asyncssh.SSHClientProcess[bytes],
-        expect_pid: bool,
-    ) -> None:
-        self.raw = raw
-        self.process = process
-        self.pid: int | None = None
-        self.finished = False
-        self.expect_pid = expect_pid  # the pid marker line has not been seen yet
-
-    def stdout_line(self, line: str) -> str | None:
-        """``line`` unless it is the pid marker (the first line in pgroup mode)."""
-        if self.expect_pid:
-            self.expect_pid = False
-            pid = parse_pid(line)
-            if pid is not None:
-                self.pid = pid
-                return None
-        return line
-
-    async def read_pid(self) -> None:
-        """Read stdout up to the pid marker line, when no pump is reading it any more."""
-        splitter = LineSplitter()
-        while self.expect_pid:
-            chunk = await self.process.stdout.read(READ_CHUNK)
-            for line in splitter.feed(chunk) if chunk else splitter.flush():
-                self.stdout_line(line)
-            if not chunk:
-                return
-
-    async def _pumps(self, out: Callable[[str], None], err: Callable[[str], None]) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(pump(self.process.stdout.read, out))
-            group.create_task(pump(self.process.stderr.read, err))
-
-    async def wait(self, sink: OutputSink) -> None:
-        def out(line: str) -> None:
-            kept = self.stdout_line(line)
-            if kept is not None:
-                sink.emit("stdout", kept)
-
-        await first_error(self._pumps(out, partial(sink.emit, "stderr")))
-        await self.process.wait_closed()
-        self.finished = True
+    def capacity_changed(self) -> None: ...
 
 
 class SSHConnection:
@@ -107,7 +60,7 @@ class SSHConnection:
 
     def __init__(
         self,
-        transport: SSHTransport,
+        transport: ConnectionPool,
         host: Host,
         *,
         mode: str,
@@ -195,7 +148,7 @@ class SSHConnection:
         self, command: str, timeout: float, sink: OutputSink, started: float
     ) -> RunResult:
         loop = asyncio.get_running_loop()
-        running: _Running | None = None
+        running: Running | None = None
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -229,7 +182,7 @@ class SSHConnection:
         status = "ok" if exit_code == 0 else "failed"
         return sink.result(status, exit_code, loop.time() - started, signal)
 
-    async def _start(self, command: str, *, eof: bool = True) -> _Running:
+    async def _start(self, command: str, *, eof: bool = True) -> Running:
         """Start ``command``; if cancelled while starting, stop it before re-raising.
 
         Without this, a cancellation landing between the exec request and our getting
@@ -243,23 +196,21 @@ class SSHConnection:
                 await run_shielded(self._stop_when_started(task))
             raise
 
-    async def _stop_when_started(self, task: asyncio.Future[_Running]) -> None:
+    async def _stop_when_started(self, task: asyncio.Future[Running]) -> None:
         await self._stop(await task)
 
-    async def _start_unguarded(self, command: str, eof: bool) -> _Running:
+    async def _start_unguarded(self, command: str, eof: bool) -> Running:
         raw = await self._live()
         wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
         process = await self._exec(raw, wrapped, eof=eof)
-        return _Running(raw, process, expect_pid=self.mode == "pgroup")
+        return Running(raw, process, expect_pid=self.mode == "pgroup")
 
     def persistent_shell(self) -> PersistentShell | None:
         """A shell kept open on this connection for many short commands (polls);
         None for a host without a shell."""
-        from console.transport.ssh_shell import PersistentShell
-
         return PersistentShell(self, self._tail_lines) if self.chains_commands else None
 
-    async def open_session(self, command: str) -> _Running:
+    async def open_session(self, command: str) -> Running:
         """Start ``command`` with its stdin left open, for a caller that feeds it (the
         persistent shell). It holds a channel slot until :meth:`session_closed`; stop
         it with :meth:`stop_session`. Cancelled while it opens, it is stopped once
@@ -276,7 +227,7 @@ class SSHConnection:
             self.session_closed()
             raise
 
-    async def stop_session(self, running: _Running) -> str | None:
+    async def stop_session(self, running: Running) -> str | None:
         """Stop a session's remote processes (see :meth:`_stop`); never raises."""
         return await self._stop(running)
 
@@ -313,7 +264,7 @@ class SSHConnection:
                 ) from exc
         raise AssertionError("unreachable")
 
-    async def _stop(self, running: _Running) -> str | None:
+    async def _stop(self, running: Running) -> str | None:
         """Stop the command's remote processes; bounded by STOP_BUDGET, never raises.
 
         Returns the signal that ended it (``TERM``/``KILL``), when known.
@@ -353,7 +304,7 @@ class SSHConnection:
                     await running.process.wait_closed()
         return signal
 
-    async def _kill_group(self, running: _Running) -> str | None:
+    async def _kill_group(self, running: Running) -> str | None:
         assert running.pid is not None
         killer = await self._exec(running.raw, kill_script(running.pid))
         try:
@@ -363,7 +314,7 @@ class SSHConnection:
             killer.close()
         return said if said in ("TERM", "KILL") else None
 
-    async def _signal_and_wait(self, running: _Running) -> str | None:
+    async def _signal_and_wait(self, running: Running) -> str | None:
         """For servers without a shell: the SSH ``signal`` request, then channel close.
 
         Returns the signal after which the server ended the command, ``None`` if it
@@ -383,10 +334,10 @@ class SSHConnection:
         log.warning("%s: the server ignored TERM and KILL signal requests", self.host.name)
         return None
 
-    async def stream(self, command: str) -> AsyncIterator[str]:
+    async def stream(self, command: str) -> AsyncGenerator[str, None]:
         """Stdout lines of a long-running command; closing the iterator stops it."""
         self._begin()
-        running: _Running | None = None
+        running: Running | None = None
         drain: asyncio.Task[None] | None = None
         try:
             async with self._sessions:
@@ -407,7 +358,7 @@ class SSHConnection:
         finally:
             self._end()
 
-    async def _follow(self, running: _Running) -> AsyncIterator[str]:
+    async def _follow(self, running: Running) -> AsyncGenerator[str, None]:
         splitter = LineSplitter()
         while True:
             try:

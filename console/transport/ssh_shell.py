@@ -31,18 +31,17 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import asyncssh
 
 from console.transport.aio import run_shielded
 from console.transport.base import HostUnreachable, LineCallback, RunResult
 from console.transport.output import OutputSink, pump
+from console.transport.ssh_running import Running
+from inventory.model import Host
 
 EOF_GRACE = 1.0  # seconds an idle shell gets to exit by itself on close
-
-if TYPE_CHECKING:
-    from console.transport.ssh_channels import SSHConnection, _Running
 
 # fd 3 is the script, every command's stdin is /dev/null; `read -r` keeps backslashes;
 # each line runs in a subshell, so a poll's `cd`, `set -e`, traps or variables do not
@@ -102,6 +101,24 @@ class _Job:
             self.stderr_done.set_result(None)
 
 
+class ShellHost(Protocol):
+    """What the shell needs from its connection (an :class:`~console.transport.
+    ssh_channels.SSHConnection`): declared here so this module does not import it."""
+
+    host: Host
+    mode: str  # the host's kill mode: how the shell is started and framed
+
+    async def run(
+        self, command: str, *, timeout: float, on_line: LineCallback | None = None
+    ) -> RunResult: ...
+
+    async def open_session(self, command: str) -> Running: ...
+
+    async def stop_session(self, running: Running) -> str | None: ...
+
+    def session_closed(self) -> None: ...
+
+
 class PersistentShell:
     """Runs one command at a time in a shell kept open on ``conn``.
 
@@ -111,12 +128,12 @@ class PersistentShell:
     in the shell, another is run on an exec channel of its own rather than queued.
     """
 
-    def __init__(self, conn: SSHConnection, tail_lines: int = 20) -> None:
+    def __init__(self, conn: ShellHost, tail_lines: int = 20) -> None:
         self.conn = conn
         self.tail_lines = tail_lines
         self.started = 0  # shells opened so far (1 while nothing went wrong)
         self._lock = asyncio.Lock()
-        self._running: _Running | None = None
+        self._running: Running | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._job: _Job | None = None
         self._marker = ""
@@ -167,7 +184,7 @@ class PersistentShell:
         status = "ok" if code == 0 else "failed"
         return sink.result(status, code, loop.time() - started)
 
-    async def _ensure(self) -> _Running:
+    async def _ensure(self) -> Running:
         """The open shell, started when there is none (or the last one ended)."""
         if self._running is not None and any(t.done() for t in self._readers):
             await run_shielded(self._discard())  # it ended between commands
@@ -186,7 +203,7 @@ class PersistentShell:
 
     async def _read(
         self,
-        running: _Running,
+        running: Running,
         read: Callable[[int], Awaitable[bytes]],
         deliver: Callable[[str], None],
     ) -> None:

@@ -24,12 +24,14 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from console.core.state import HostView, RolloutView
+from console.core.text import shorten
 from screens.rows import (
     COLUMNS,
     SORT_COLUMNS,
     SORT_MODES,
     Cell,
     ColumnSpec,
+    SortKey,
     host_cells,
     matches,
 )
@@ -53,9 +55,8 @@ def _base_width(column: ColumnSpec, table_width: int) -> int:
 
 
 def _fit(text: str, width: int) -> str:
-    if len(text) > width:
-        return text[: max(0, width - 1)] + "…"
-    return text.ljust(width)
+    """``text`` in exactly ``width`` cells: cut by the one shortening rule, else padded."""
+    return shorten(text, width).ljust(width)
 
 
 class HostTable(ScrollView, can_focus=True):
@@ -116,7 +117,7 @@ class HostTable(ScrollView, can_focus=True):
         self._pos: dict[str, int] = {}
         self._cells: dict[str, tuple[Cell, ...]] = {}
         self._strips: dict[str, Strip] = {}
-        self._sort_state: dict[str, tuple] = {}
+        self._sort_state: dict[str, SortKey] = {}
         self._order: dict[str, int] = {}
         self._styles: dict[str, Style] = {}
 

@@ -7,6 +7,8 @@ through :func:`theme_styles` and re-render when the theme changes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.style import Style
 from textual.app import App
 from textual.color import Color, ColorParseError
@@ -16,7 +18,7 @@ from themes import SEMANTIC_VARIABLES
 _EXTRA = ("primary", "accent", "error", "warning", "success", "foreground")
 
 
-def theme_styles(app: App) -> dict[str, Style]:
+def theme_styles(app: App[Any]) -> dict[str, Style]:
     """Semantic variable name -> Rich foreground style for the current theme (cached
     per theme: building Textual's colour system is not free at frame rate)."""
     cache: dict[str, dict[str, Style]] = app.__dict__.setdefault("_rolldeck_styles", {})
@@ -26,7 +28,7 @@ def theme_styles(app: App) -> dict[str, Style]:
     return styles
 
 
-def _resolve(app: App) -> dict[str, Style]:
+def _resolve(app: App[Any]) -> dict[str, Style]:
     variables = app.get_css_variables()
     out: dict[str, Style] = {}
     for name in (*SEMANTIC_VARIABLES, *_EXTRA):

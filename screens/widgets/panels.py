@@ -12,6 +12,7 @@ from textual import events
 from textual.widgets import Static
 
 from console.core import events as ev
+from console.core.describe import GLYPHS
 from console.core.state import RolloutView
 from screens.chart import BASE_GLYPH, NEW_GLYPH, THRESHOLD_GLYPH, plot
 from screens.describe import describe
@@ -72,6 +73,11 @@ class ErrorRatePanel(Static):
         self.update(t, layout=False)  # fixed size: no relayout per frame
 
 
+# Lines in the error colour: a failure's glyph (host, rollback, preflight, outcome) or
+# a refused command.
+_CRITICAL = f"[{GLYPHS['failed']}{GLYPHS['rollback failed']}]|REFUSED"
+
+
 class Timeline(StreamLog):
     """Batch started, host failed, threshold crossed, operator paused... newest last.
 
@@ -84,7 +90,7 @@ class Timeline(StreamLog):
     INDENT = " " * 11  # under the text: past "HH:MM:SS ▶ "
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(max_lines=self.KEEP, id=id, error_pattern=r"[✖‼]|REFUSED")
+        super().__init__(max_lines=self.KEEP, id=id, error_pattern=_CRITICAL)
         self._entries: deque[str] = deque(maxlen=self.KEEP)
         self._wrap_at = 0  # 0: not laid out yet, nothing wrapped
 

@@ -77,7 +77,7 @@ class StreamLog(Log):
         """True while new lines scroll into view (the user has not scrolled up)."""
         return self.is_vertical_scroll_end or self.max_scroll_y == 0
 
-    def set_styles(self, error: Style, prefix: Style) -> None:
+    def set_line_styles(self, error: Style, prefix: Style) -> None:
         hl = self.highlighter
         assert isinstance(hl, ErrorLineHighlighter)
         hl.error = error + Style(bold=True)

@@ -49,7 +49,16 @@ class RolloutHeader(Static):
 class FleetProgress(Static):
     """A stacked bar of host states, with the counts in words beside it."""
 
+    _view: RolloutView | None = None
+
+    def on_resize(self) -> None:
+        # the bar is drawn for the width it has: redraw when that changes (the first
+        # frame may come before the layout has settled, and the clock may be fixed)
+        if self._view is not None:
+            self.show(self._view)
+
     def show(self, view: RolloutView) -> None:
+        self._view = view
         st = theme_styles(self.app)
         buckets = bucket_counts(view)
         total = sum(n for _, n, _ in buckets) or 1

@@ -1,7 +1,5 @@
-"""Rollout spec: the model (this file's dataclasses) and its loader/validator.
-
-The dataclasses are the contract every other module reads (engine, health, simfleet,
-screens); the loader turns YAML into them with file:line:field errors.
+"""Rollout spec, the loader: YAML text to :mod:`console.spec.model` dataclasses, with
+file:line:field errors, on the one YAML walker (:mod:`console.core.yamlnodes`).
 
 Format rules the loader enforces (examples/rollout.yaml shows them all):
 
@@ -24,162 +22,42 @@ Format rules the loader enforces (examples/rollout.yaml shows them all):
   steps; ``error_rate`` needs ``metrics`` or ``logs.error_pattern``; ``seed`` needs
   ``order: shuffle``.
 - Unknown keys, duplicate keys and wrong types are errors, each naming the file, the
-  line and the field path (``steps[2].timeout``, 0-based indices).
+  line and the field path (``steps[2].timeout``, 0-based indices). Merge keys
+  (``<<: *defaults``) apply anywhere; the walker caps nesting and alias expansion.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import yaml
-from yaml.constructor import SafeConstructor
 
 from console import templating
 from console.core.errors import InputError, did_you_mean
-from console.core.secrets import MASK, is_secret_name
+from console.core.yamlnodes import TAG, Doc, is_null, join, line_of
+from console.spec.model import (
+    ON_FAILURE,
+    ORDERS,
+    PERCENT,
+    STEP_TIMEOUT,
+    Budget,
+    ErrorRateSpec,
+    GateSpec,
+    HealthSpec,
+    LogsSpec,
+    MetricsSpec,
+    RollbackSpec,
+    RolloutSpec,
+    Step,
+    VitalsSpec,
+    commands,
+    release_version_command,
+)
 
-OnFailure = Literal["pause", "rollback", "abort"]
-STEP_TIMEOUT = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """A templated shell command. ``raw`` opts out of shell-quoting substituted values;
-    ``once`` marks a step that must never run twice on a host (resume re-checks, never
-    re-runs it)."""
-
-    name: str
-    run: str
-    timeout: float = STEP_TIMEOUT
-    raw: bool = False
-    once: bool = False
-    line: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HealthSpec:
-    run: str
-    every: float = 2.0
-    healthy_after: int = 3
-    deadline: float = 60.0
-    timeout: float = 10.0
-    flap_window: float = 60.0  # flapping: >= flap_transitions pass/fail changes in this window
-    flap_transitions: int = 4
-
-
-@dataclass(frozen=True, slots=True)
-class LogsSpec:
-    run: str
-    error_pattern: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsSpec:
-    """Prometheus text exposition; ``requests``/``errors`` are series selectors such as
-    ``http_requests_total`` or ``http_requests_total{code=~"5.."}``."""
-
-    run: str
-    requests: str
-    errors: str
-    every: float = 5.0
-    timeout: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class VitalsSpec:
-    """``run`` None means: read /proc/loadavg, /proc/meminfo and df over the connection."""
-
-    run: str | None = None
-    every: float = 5.0
-    timeout: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorRateSpec:
-    window: float = 60.0
-    max: float | None = None  # ratio 0..1 (spec writes "2%")
-    max_vs_baseline: float | None = None
-    min_requests: int = 100  # below this many requests in the window, no verdict
-    min_error_lines: int = 5  # log-line mode: minimum errors before a verdict
-
-
-@dataclass(frozen=True, slots=True)
-class GateSpec:
-    """Between batches. ``kind``: 'auto' | 'manual' | 'bake'. A manual gate may carry a
-    timeout with ``on_timeout`` ('abort' | 'pause' | 'rollback' | 'continue'); it never
-    continues by itself unless ``on_timeout`` says 'continue'."""
-
-    kind: Literal["auto", "manual", "bake"] = "auto"
-    bake: float = 0.0
-    timeout: float | None = None
-    on_timeout: str = "abort"
-
-
-@dataclass(frozen=True, slots=True)
-class RollbackSpec:
-    steps: tuple[Step, ...] = ()
-    batches: tuple[int | str, ...] | None = None  # None: same sizes as the rollout's
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """``max_failures`` as written: a count, or a percentage of targeted hosts."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    def allowed(self, targeted: int) -> int:
-        """Failed hosts tolerated; *more* than this fires on_failure."""
-        if self.count is not None:
-            return self.count
-        import math
-
-        return math.floor(targeted * (self.percent or 0.0) / 100.0)
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutSpec:
-    path: str
-    text: str
-    service: str
-    version: str
-    inventory: str | None  # path, resolved relative to the spec file
-    targets: str = "all"
-    batches: tuple[int | str, ...] = (1, "100%")  # ints or "N%" strings
-    max_parallel: int = 20
-    max_failures: Budget = field(default_factory=lambda: Budget(count=0))
-    on_failure: OnFailure = "pause"
-    between_batches: GateSpec = field(default_factory=GateSpec)
-    current_version: str | None = None  # command printing the running version
-    # The release layout: <release_dir>/current links to <release_dir>/releases/<version>;
-    # when set, current_version is derived from it (release_version_command).
-    release_dir: str | None = None
-    preflight: tuple[Step, ...] = ()
-    steps: tuple[Step, ...] = ()
-    health: HealthSpec | None = None
-    logs: LogsSpec | None = None
-    metrics: MetricsSpec | None = None
-    vitals: VitalsSpec | None = None
-    error_rate: ErrorRateSpec | None = None
-    rollback: RollbackSpec = field(default_factory=RollbackSpec)
-    order: Literal["inventory", "sorted", "reverse_sorted", "shuffle"] = "inventory"
-    seed: int | None = None
-    environment: str | None = None
-    secrets: tuple[str, ...] = ()  # var names whose values are redacted everywhere
-    vars: dict[str, Any] = field(default_factory=dict)
-    # field path ("steps[2].timeout", "targets") -> 1-based line, for later errors
-    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
-
-
-# --- loading ----------------------------------------------------------------------------
-#
 # The YAML is composed into its node tree (not constructed into Python objects) and
 # walked with the schema below, so every error can name the node's own line. Scalars
 # are converted by their resolved tag; a number written where text is expected
@@ -188,16 +66,10 @@ class RolloutSpec:
 MAX_DURATION = 30 * 86400.0  # longer than this is a typo, and overflows some timers
 PREFLIGHT_TIMEOUT = 60.0
 
-_TAG = "tag:yaml.org,2002:"
-# libyaml when present: linear on deep nesting (the pure-Python scanner is quadratic
-# there) and it stops at 1,000 levels with a proper error.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
 _NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")
 _SERIES = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*(\{.*\})?")
-_KINDS = {"scalar": "a value", "sequence": "a list", "mapping": "a mapping"}
 
 TOP_KEYS = (
     "service",
@@ -227,8 +99,6 @@ TOP_KEYS = (
 )
 STEP_KEYS = ("name", "run", "timeout", "raw", "once")
 AUX_STEP_KEYS = ("name", "run", "timeout", "raw")  # preflight and rollback: no ``once``
-ON_FAILURE = ("pause", "rollback", "abort")
-ORDERS = ("inventory", "sorted", "reverse_sorted", "shuffle")
 GATE_KINDS = ("manual", "auto", "bake")
 ON_TIMEOUT = ("abort", "pause", "rollback", "continue")
 
@@ -248,50 +118,27 @@ def load_spec(path: str | os.PathLike[str]) -> RolloutSpec:
 
 def parse_spec(text: str, path: str = "<spec>") -> RolloutSpec:
     """Validate spec text; ``path`` names it in errors and anchors ``inventory``."""
-    try:
-        root = yaml.compose(text, Loader=_LOADER)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise InputError(f"YAML syntax error: {problem}", file=path, line=line) from None
-    except yaml.YAMLError as exc:  # ReaderError: control characters, bad encoding
-        raise InputError(f"YAML error: {exc}".splitlines()[0], file=path) from None
-    except RecursionError:
-        raise InputError("YAML nested too deeply", file=path) from None
-    if root is None:
+    doc = Doc(text, path)
+    if doc.root is None:
         raise InputError("the spec is empty", file=path, line=1)
     try:
-        return _Reader(path).spec(root, text)
-    except RecursionError:  # a cycle through aliases that no rule above caught
+        return _Reader(doc).spec(doc.root, text)
+    except RecursionError:  # the walker bounds depth and merges; a guard, not a path
         raise InputError("YAML aliases refer to themselves", file=path) from None
-
-
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _kind(node: yaml.Node) -> str:
-    return _KINDS.get(node.id, node.id)
-
-
-def _join(parent: str, key: str) -> str:
-    return f"{parent}.{key}" if parent else key
 
 
 class _Reader:
     """Typed accessors over YAML nodes; each failure is an InputError at the node."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, doc: Doc) -> None:
+        self.doc = doc
+        self.path = doc.file
         self.lines: dict[str, int] = {}
-        self._constructor = SafeConstructor()
-        self._merging: set[int] = set()  # ids of mappings whose merges are being read
 
     # -- primitives -------------------------------------------------------------------
 
     def fail(self, node: yaml.Node, field: str, message: str) -> NoReturn:
-        raise InputError(message, file=self.path, line=_line(node), field=field or None)
+        self.doc.fail(node, field, message)
 
     def mapping(
         self,
@@ -305,87 +152,25 @@ class _Reader:
         ``allowed`` None accepts any key (vars). Merge keys (``<<: *defaults``) apply,
         with keys written in the mapping itself winning.
         """
-        if not isinstance(node, yaml.MappingNode):
-            self.fail(node, field, f"expected a mapping, got {_kind(node)}")
         out: dict[str, yaml.Node] = {}
-        merged: dict[str, yaml.Node] = {}
-        for key_node, value in node.value:
-            if key_node.tag == _TAG + "merge":
-                for key, sub in self._merged(node, key_node, value, field, allowed).items():
-                    merged.setdefault(key, sub)
-                continue
-            if not isinstance(key_node, yaml.ScalarNode) or not key_node.value:
-                self.fail(key_node, field, "a key must be a plain name")
-            key = str(key_node.value)
-            child = _join(field, key)
-            if key in out:
-                self.fail(key_node, child, "duplicate key")
-            if allowed is not None and key not in allowed:
-                hint = did_you_mean(key, allowed)
-                self.fail(key_node, child, f"unknown key {key!r}{hint}")
-            out[key] = value
-            self.lines[child] = _line(key_node)
-        for key, value in merged.items():
-            if key not in out:
-                out[key] = value
-                self.lines.setdefault(_join(field, key), _line(value))
-        for key in required:
-            if key not in out:
-                self.fail(node, _join(field, key), f"missing required key {key!r}")
-        return out
-
-    def _merged(
-        self,
-        node: yaml.Node,
-        key_node: yaml.Node,
-        value: yaml.Node,
-        field: str,
-        allowed: Sequence[str] | None,
-    ) -> dict[str, yaml.Node]:
-        """The keys a ``<<`` brings in; earlier sources win, as in YAML's merge spec."""
-        sources = list(value.value) if isinstance(value, yaml.SequenceNode) else [value]
-        out: dict[str, yaml.Node] = {}
-        self._merging.add(id(node))
-        try:
-            for source in sources:
-                if id(source) in self._merging:
-                    self.fail(key_node, field, "a merge (<<) refers to a mapping containing it")
-                for key, sub in self.mapping(source, field, allowed).items():
-                    out.setdefault(key, sub)
-        finally:
-            self._merging.discard(id(node))
+        for entry in self.doc.mapping(node, field, allowed=allowed, required=required):
+            out[entry.key] = entry.value
+            self.lines[join(field, entry.key)] = line_of(entry.key_node)
         return out
 
     def sequence(self, node: yaml.Node, field: str) -> list[yaml.Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            self.fail(node, field, f"expected a list, got {_kind(node)}")
-        for i, item in enumerate(node.value):
-            self.lines[f"{field}[{i}]"] = _line(item)
-        return list(node.value)
+        items = self.doc.sequence(node, field)
+        for i, item in enumerate(items):
+            self.lines[f"{field}[{i}]"] = line_of(item)
+        return items
 
     def scalar(self, node: yaml.Node, field: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            self.fail(node, field, f"expected a single value, got {_kind(node)}")
-        tag = node.tag
-        try:
-            if tag == _TAG + "null":
-                return None
-            if tag == _TAG + "bool":
-                return self._constructor.construct_yaml_bool(node)
-            if tag == _TAG + "int":
-                return self._constructor.construct_yaml_int(node)
-            if tag == _TAG + "float":
-                return self._constructor.construct_yaml_float(node)
-        except (ValueError, yaml.YAMLError):
-            self.fail(node, field, f"{node.value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
-        if tag in (_TAG + "str", _TAG + "timestamp"):
-            return str(node.value)
-        self.fail(node, field, f"unsupported YAML tag {tag!r}")
+        return self.doc.scalar(node, field)
 
     def text(self, node: yaml.Node, field: str, *, empty: bool = False) -> str:
         """A string; a number keeps its spelling (``version: 2.10`` is "2.10")."""
         value = self.scalar(node, field)
-        if node.tag in (_TAG + "int", _TAG + "float"):
+        if node.tag in (TAG + "int", TAG + "float"):
             value = str(node.value)
         if not isinstance(value, str):
             shown = "null" if value is None else str(value).lower()
@@ -437,7 +222,7 @@ class _Reader:
         """``90s``, ``2m``, ``1h30m``, ``500ms``, ``1d``; a bare number is seconds."""
         value = self.scalar(node, field)
         if isinstance(value, str):
-            seconds = _parse_duration(value)
+            seconds = parse_duration(value)
             if seconds is None:
                 self.fail(
                     node,
@@ -457,7 +242,7 @@ class _Reader:
     def percent(self, node: yaml.Node, field: str) -> float:
         """``"10%"`` -> 10.0, in 0..100."""
         value = self.scalar(node, field)
-        match = _PERCENT.fullmatch(value) if isinstance(value, str) else None
+        match = PERCENT.fullmatch(value) if isinstance(value, str) else None
         if match is None:
             self.fail(node, field, f"expected a percentage like 10%, got {node.value!r}")
         pct = float(match.group(1))
@@ -495,7 +280,7 @@ class _Reader:
         self, node: yaml.Node, field: str, value: str, offset: int, message: str
     ) -> NoReturn:
         """Point into a literal block (``run: |``) at the line holding ``offset``."""
-        line = _line(node)
+        line = line_of(node)
         if isinstance(node, yaml.ScalarNode) and node.style == "|":
             line += 1 + value.count("\n", 0, offset)
         raise InputError(message, file=self.path, line=line, field=field)
@@ -508,7 +293,7 @@ class _Reader:
 
         def opt(key: str, read: Callable[[yaml.Node, str], Any]) -> None:
             node = top.get(key)
-            if node is not None and not _is_null(node):
+            if node is not None and not is_null(node):
                 kw[key] = read(node, key)
 
         kw["service"] = self.name(top["service"], "service")
@@ -616,7 +401,7 @@ class _Reader:
         if value in ("manual", "auto"):
             return GateSpec(kind=value)
         if isinstance(value, bool | None) or (
-            isinstance(value, str) and _parse_duration(value) is None
+            isinstance(value, str) and parse_duration(value) is None
         ):
             hint = did_you_mean(str(node.value), ("manual", "auto"))
             self.fail(node, field, f"expected manual, auto or a bake time like 2m{hint}")
@@ -654,9 +439,9 @@ class _Reader:
         self, node: yaml.Node, field: str, name: str, timeout: float, keys: Sequence[str]
     ) -> Step:
         if isinstance(node, yaml.ScalarNode):
-            self.lines[f"{field}.run"] = _line(node)
+            self.lines[f"{field}.run"] = line_of(node)
             run = self.command(node, f"{field}.run")
-            return Step(name=name, run=run, timeout=timeout, line=_line(node))
+            return Step(name=name, run=run, timeout=timeout, line=line_of(node))
         m = self.mapping(node, field, keys, required=("run",))
         return Step(
             name=self.text(m["name"], f"{field}.name") if "name" in m else name,
@@ -664,13 +449,13 @@ class _Reader:
             timeout=self.duration(m["timeout"], f"{field}.timeout") if "timeout" in m else timeout,
             raw=self.boolean(m["raw"], f"{field}.raw") if "raw" in m else False,
             once=self.boolean(m["once"], f"{field}.once") if "once" in m else False,
-            line=_line(node),
+            line=line_of(node),
         )
 
     def _fields(
         self, m: dict[str, yaml.Node], field: str, readers: dict[str, Callable[..., Any]]
     ) -> dict[str, Any]:
-        return {key: readers[key](m[key], _join(field, key)) for key in readers if key in m}
+        return {key: readers[key](m[key], join(field, key)) for key in readers if key in m}
 
     def _positive_int(self, node: yaml.Node, field: str) -> int:
         return self.integer(node, field, minimum=1)
@@ -679,8 +464,7 @@ class _Reader:
         if isinstance(node, yaml.ScalarNode):
             return HealthSpec(run=self.command(node, field))
         keys = ("run", "every", "healthy_after", "deadline", "timeout")
-        keys += ("flap_window", "flap_transitions")
-        m = self.mapping(node, field, keys, required=("run",))
+        m = self.mapping(node, field, (*keys, "flap_window", "flap_transitions"), ("run",))
         kw = self._fields(
             m,
             field,
@@ -699,7 +483,7 @@ class _Reader:
         if spec.deadline < needed:
             self.fail(
                 m.get("deadline", node),
-                _join(field, "deadline"),
+                join(field, "deadline"),
                 f"{format_duration(spec.deadline)} is too short for {spec.healthy_after} passes "
                 f"{format_duration(spec.every)} apart (needs at least {format_duration(needed)})",
             )
@@ -744,7 +528,7 @@ class _Reader:
         return value
 
     def vitals(self, node: yaml.Node, field: str) -> VitalsSpec | None:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "bool":
+        if isinstance(node, yaml.ScalarNode) and node.tag == TAG + "bool":
             return VitalsSpec() if self.boolean(node, field) else None
         if isinstance(node, yaml.ScalarNode):
             return VitalsSpec(run=self.command(node, field))
@@ -797,10 +581,10 @@ class _Reader:
             return RollbackSpec(steps=self.steps(node, field, "rollback", STEP_TIMEOUT, keys=keys))
         m = self.mapping(node, field, ("steps", "batches"))
         steps: tuple[Step, ...] = ()
-        if "steps" in m and not _is_null(m["steps"]):
+        if "steps" in m and not is_null(m["steps"]):
             steps = self.steps(m["steps"], f"{field}.steps", "rollback", STEP_TIMEOUT, keys=keys)
         batches = None
-        if "batches" in m and not _is_null(m["batches"]):
+        if "batches" in m and not is_null(m["batches"]):
             batches = self.batches(m["batches"], f"{field}.batches")
         return RollbackSpec(steps=steps, batches=batches)
 
@@ -816,7 +600,7 @@ class _Reader:
     def variables(self, node: yaml.Node, field: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in self.mapping(node, field, None).items():
-            child = _join(field, key)
+            child = join(field, key)
             if not templating.VAR_NAME.fullmatch(key):
                 self.fail(value, child, f"{key!r} is not a var name (letters, digits, '_')")
             out[key] = self.scalar(value, child)
@@ -858,11 +642,9 @@ class _Reader:
             fail("seed", f"seed only applies to order: shuffle (order is {spec.order})")
 
 
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null"
-
-
-def _parse_duration(text: str) -> float | None:
+def parse_duration(text: str) -> float | None:
+    """Seconds in a duration as the spec writes it (``90s``, ``1h30m``, ``500ms``, a
+    bare number); None when ``text`` is not one. Signs are never part of one."""
     s = text.strip()
     if _NUMBER.fullmatch(s):
         return float(s)
@@ -899,57 +681,3 @@ def _resolve_inventory(spec_path: str, value: str) -> str:
     if os.path.isabs(value):
         return value
     return os.path.normpath(os.path.join(os.path.dirname(spec_path), value))
-
-
-def release_version_command(release_dir: str) -> str:
-    """The command that prints the version of the release layout's ``current`` link
-    (``releases/2.4.0`` or an absolute target: the last path element); it fails,
-    failing the host, when there is no ``current`` link yet."""
-    return f'rolldeck_t=$(readlink -- {release_dir}/current) && basename -- "$rolldeck_t"'
-
-
-def commands(spec: RolloutSpec) -> list[tuple[str, Step]]:
-    """(field path, step) for every command a rollout may run, in running order."""
-    out: list[tuple[str, Step]] = []
-    if spec.current_version:
-        out.append(("current_version", Step("current_version", spec.current_version)))
-    out += [(f"preflight[{i}]", s) for i, s in enumerate(spec.preflight)]
-    out += [(f"steps[{i}]", s) for i, s in enumerate(spec.steps)]
-    for name, part in (("health", spec.health), ("logs", spec.logs), ("metrics", spec.metrics)):
-        if part is not None:
-            out.append((name, Step(name, part.run)))
-    if spec.vitals is not None and spec.vitals.run:
-        out.append(("vitals", Step("vitals", spec.vitals.run)))
-    out += [(f"rollback.steps[{i}]", s) for i, s in enumerate(spec.rollback.steps)]
-    return out
-
-
-def percent_of(size: str, total: int) -> int:
-    """``"10%"`` of ``total`` hosts, rounded up, at least 1 (exact: no float error)."""
-    match = _PERCENT.fullmatch(size)
-    if match is None:
-        raise ValueError(f"not a percentage: {size!r}")
-    exact = Fraction(match.group(1)) * total / 100
-    return max(1, math.ceil(exact))
-
-
-def settings(spec: RolloutSpec) -> dict[str, Any]:
-    """The resolved settings as JSON-ready data; secret vars are masked."""
-    data = dataclasses.asdict(spec)
-    for key in ("path", "text", "lines"):
-        data.pop(key, None)
-    for group in (data["preflight"], data["steps"], data["rollback"]["steps"]):
-        for step in group:
-            step.pop("line", None)
-    data["batches"] = list(spec.batches)
-    data["max_failures"] = _budget_text(spec.max_failures)
-    data["vars"] = {
-        k: (MASK if is_secret_name(k, spec.secrets) else v) for k, v in spec.vars.items()
-    }
-    return data
-
-
-def _budget_text(budget: Budget) -> str | int:
-    if budget.count is not None:
-        return budget.count
-    return f"{budget.percent or 0:g}%"

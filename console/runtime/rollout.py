@@ -1,0 +1,69 @@
+"""What a rollout acts on, loaded once: the spec, the targeted hosts and their plan.
+
+Its own module, apart from :mod:`console.runtime.session`, because ``rolldeck check``
+loads a rollout too and must not pay for importing the engine, the transport and SSH.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from console.core.errors import InputError
+from console.plan import Plan, make_plan
+from console.spec import RolloutSpec, load_spec
+from inventory import load_inventory, select
+from inventory.model import Host
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """What a rollout acts on: its spec, the targeted hosts (in plan order), their plan
+    and the inventory they came from."""
+
+    spec: RolloutSpec
+    hosts: list[Host]
+    plan: Plan
+    inventory_path: str = ""
+    inventory_format: str = ""
+
+
+def load_rollout(
+    spec_path: str, *, inventory: str | None = None, targets: str | None = None
+) -> Rollout:
+    """Load the spec and its inventory, select the targets and cut the plan; bad input
+    raises :class:`InputError` naming the file, line and field to fix.
+
+    ``inventory`` and ``targets`` override the spec's (``--inventory``, ``--targets``).
+    """
+    spec = load_spec(spec_path)
+    inventory_path = inventory or spec.inventory
+    if inventory_path is None:
+        raise InputError(
+            "no inventory: set inventory in the spec or pass --inventory FILE",
+            file=spec.path,
+            field="inventory",
+        )
+    if inventory is None and not os.path.exists(inventory_path):
+        raise InputError(
+            f"inventory {inventory_path} does not exist (resolved from the spec's directory)",
+            file=spec.path,
+            line=spec.lines.get("inventory"),
+            field="inventory",
+        )
+    inv = load_inventory(inventory_path)
+    if targets:
+        hosts = select(inv, targets, field="--targets")
+    else:
+        hosts = select(
+            inv, spec.targets, file=spec.path, line=spec.lines.get("targets"), field="targets"
+        )
+    try:
+        plan = make_plan([h.name for h in hosts], spec.batches, order=spec.order, seed=spec.seed)
+    except ValueError as exc:
+        raise InputError(
+            str(exc), file=spec.path, line=spec.lines.get("batches"), field="batches"
+        ) from None
+    by_name = {h.name: h for h in hosts}
+    ordered = [by_name[name] for name in plan.hosts]
+    return Rollout(spec, ordered, plan, inventory_path, inv.format)

@@ -1,0 +1,75 @@
+"""Rollout spec: the model (:mod:`console.spec.model`, dataclasses that import only
+the core) and its loader (:mod:`console.spec.load`, on the one YAML walker).
+
+Modules the loader depends on (templating, plan) import :mod:`console.spec.model`,
+never this package, so no import cycle runs through the loader. Everything else may
+import the public names from here.
+"""
+
+from console.spec.load import (
+    AUX_STEP_KEYS,
+    GATE_KINDS,
+    MAX_DURATION,
+    ON_TIMEOUT,
+    PREFLIGHT_TIMEOUT,
+    STEP_KEYS,
+    TOP_KEYS,
+    format_duration,
+    load_spec,
+    parse_duration,
+    parse_spec,
+)
+from console.spec.model import (
+    ON_FAILURE,
+    ORDERS,
+    STEP_TIMEOUT,
+    Budget,
+    ErrorRateSpec,
+    GateSpec,
+    HealthSpec,
+    LogsSpec,
+    MetricsSpec,
+    OnFailure,
+    Order,
+    RollbackSpec,
+    RolloutSpec,
+    Step,
+    VitalsSpec,
+    commands,
+    percent_of,
+    release_version_command,
+    settings,
+)
+
+__all__ = [
+    "AUX_STEP_KEYS",
+    "GATE_KINDS",
+    "MAX_DURATION",
+    "ON_FAILURE",
+    "ON_TIMEOUT",
+    "ORDERS",
+    "PREFLIGHT_TIMEOUT",
+    "STEP_KEYS",
+    "STEP_TIMEOUT",
+    "TOP_KEYS",
+    "Budget",
+    "ErrorRateSpec",
+    "GateSpec",
+    "HealthSpec",
+    "LogsSpec",
+    "MetricsSpec",
+    "OnFailure",
+    "Order",
+    "RollbackSpec",
+    "RolloutSpec",
+    "Step",
+    "VitalsSpec",
+    "commands",
+    "format_duration",
+    "load_spec",
+    "parse_duration",
+    "parse_spec",
+    "percent_of",
+    "release_version_command",
+    "settings",
+]

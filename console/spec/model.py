@@ -1,0 +1,208 @@
+"""Rollout spec, the model: the dataclasses every other module reads (engine, plan,
+health, simfleet, screens), and the rules that only read them.
+
+This module imports nothing of rolldeck but :mod:`console.core`, so anything may
+import it without pulling in the loader (:mod:`console.spec.load`) and its
+dependencies: the template checker imports it, and the loader imports the template
+checker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+from console.core.secrets import MASK, is_secret_name
+
+OnFailure = Literal["pause", "rollback", "abort"]
+Order = Literal["inventory", "sorted", "reverse_sorted", "shuffle"]
+ON_FAILURE: tuple[OnFailure, ...] = ("pause", "rollback", "abort")
+# The batch orders (the planner's rule 1 says what each means).
+ORDERS: tuple[Order, ...] = ("inventory", "sorted", "reverse_sorted", "shuffle")
+STEP_TIMEOUT = 300.0
+PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A templated shell command. ``raw`` opts out of shell-quoting substituted values;
+    ``once`` marks a step that must never run twice on a host (resume re-checks, never
+    re-runs it)."""
+
+    name: str
+    run: str
+    timeout: float = STEP_TIMEOUT
+    raw: bool = False
+    once: bool = False
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSpec:
+    run: str
+    every: float = 2.0
+    healthy_after: int = 3
+    deadline: float = 60.0
+    timeout: float = 10.0
+    flap_window: float = 60.0  # flapping: >= flap_transitions pass/fail changes in this window
+    flap_transitions: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class LogsSpec:
+    run: str
+    error_pattern: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSpec:
+    """Prometheus text exposition; ``requests``/``errors`` are series selectors such as
+    ``http_requests_total`` or ``http_requests_total{code=~"5.."}``."""
+
+    run: str
+    requests: str
+    errors: str
+    every: float = 5.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class VitalsSpec:
+    """``run`` None means: read /proc/loadavg, /proc/meminfo and df over the connection."""
+
+    run: str | None = None
+    every: float = 5.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRateSpec:
+    window: float = 60.0
+    max: float | None = None  # ratio 0..1 (spec writes "2%")
+    max_vs_baseline: float | None = None
+    min_requests: int = 100  # below this many requests in the window, no verdict
+    min_error_lines: int = 5  # log-line mode: minimum errors before a verdict
+
+
+@dataclass(frozen=True, slots=True)
+class GateSpec:
+    """Between batches. ``kind``: 'auto' | 'manual' | 'bake'. A manual gate may carry a
+    timeout with ``on_timeout`` ('abort' | 'pause' | 'rollback' | 'continue'); it never
+    continues by itself unless ``on_timeout`` says 'continue'."""
+
+    kind: Literal["auto", "manual", "bake"] = "auto"
+    bake: float = 0.0
+    timeout: float | None = None
+    on_timeout: str = "abort"
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackSpec:
+    steps: tuple[Step, ...] = ()
+    batches: tuple[int | str, ...] | None = None  # None: same sizes as the rollout's
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """``max_failures`` as written: a count, or a percentage of targeted hosts."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def allowed(self, targeted: int) -> int:
+        """Failed hosts tolerated; *more* than this fires on_failure."""
+        if self.count is not None:
+            return self.count
+        return math.floor(targeted * (self.percent or 0.0) / 100.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutSpec:
+    path: str
+    text: str
+    service: str
+    version: str
+    inventory: str | None  # path, resolved relative to the spec file
+    targets: str = "all"
+    batches: tuple[int | str, ...] = (1, "100%")  # ints or "N%" strings
+    max_parallel: int = 20
+    max_failures: Budget = field(default_factory=lambda: Budget(count=0))
+    on_failure: OnFailure = "pause"
+    between_batches: GateSpec = field(default_factory=GateSpec)
+    current_version: str | None = None  # command printing the running version
+    # The release layout: <release_dir>/current links to <release_dir>/releases/<version>;
+    # when set, current_version is derived from it (release_version_command).
+    release_dir: str | None = None
+    preflight: tuple[Step, ...] = ()
+    steps: tuple[Step, ...] = ()
+    health: HealthSpec | None = None
+    logs: LogsSpec | None = None
+    metrics: MetricsSpec | None = None
+    vitals: VitalsSpec | None = None
+    error_rate: ErrorRateSpec | None = None
+    rollback: RollbackSpec = field(default_factory=RollbackSpec)
+    order: Order = "inventory"
+    seed: int | None = None
+    environment: str | None = None
+    secrets: tuple[str, ...] = ()  # var names whose values are redacted everywhere
+    vars: dict[str, Any] = field(default_factory=dict)
+    # field path ("steps[2].timeout", "targets") -> 1-based line, for later errors
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+
+def percent_of(size: str, total: int) -> int:
+    """``"10%"`` of ``total`` hosts, rounded up, at least 1 (exact: no float error)."""
+    match = PERCENT.fullmatch(size)
+    if match is None:
+        raise ValueError(f"not a percentage: {size!r}")
+    exact = Fraction(match.group(1)) * total / 100
+    return max(1, math.ceil(exact))
+
+
+def commands(spec: RolloutSpec) -> list[tuple[str, Step]]:
+    """(field path, step) for every command a rollout may run, in running order."""
+    out: list[tuple[str, Step]] = []
+    if spec.current_version:
+        out.append(("current_version", Step("current_version", spec.current_version)))
+    out += [(f"preflight[{i}]", s) for i, s in enumerate(spec.preflight)]
+    out += [(f"steps[{i}]", s) for i, s in enumerate(spec.steps)]
+    for name, part in (("health", spec.health), ("logs", spec.logs), ("metrics", spec.metrics)):
+        if part is not None:
+            out.append((name, Step(name, part.run)))
+    if spec.vitals is not None and spec.vitals.run:
+        out.append(("vitals", Step("vitals", spec.vitals.run)))
+    out += [(f"rollback.steps[{i}]", s) for i, s in enumerate(spec.rollback.steps)]
+    return out
+
+
+def release_version_command(release_dir: str) -> str:
+    """The command that prints the version of the release layout's ``current`` link
+    (``releases/2.4.0`` or an absolute target: the last path element); it fails,
+    failing the host, when there is no ``current`` link yet."""
+    return f'rolldeck_t=$(readlink -- {release_dir}/current) && basename -- "$rolldeck_t"'
+
+
+def settings(spec: RolloutSpec) -> dict[str, Any]:
+    """The resolved settings as JSON-ready data; secret vars are masked."""
+    data = dataclasses.asdict(spec)
+    for key in ("path", "text", "lines"):
+        data.pop(key, None)
+    for group in (data["preflight"], data["steps"], data["rollback"]["steps"]):
+        for step in group:
+            step.pop("line", None)
+    data["batches"] = list(spec.batches)
+    data["max_failures"] = _budget_text(spec.max_failures)
+    data["vars"] = {
+        k: (MASK if is_secret_name(k, spec.secrets) else v) for k, v in spec.vars.items()
+    }
+    return data
+
+
+def _budget_text(budget: Budget) -> str | int:
+    if budget.count is not None:
+        return budget.count
+    return f"{budget.percent or 0:g}%"
