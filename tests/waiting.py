@@ -27,6 +27,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 
 from console.core.events import Event
+from screens.dashboard import DashboardScreen
 
 TIMEOUT = 30.0  # only reached when the awaited thing never happens
 POLL = 0.01
@@ -133,7 +134,7 @@ async def frame_applied(pilot: Pilot[Any], *, timeout: float = TIMEOUT) -> None:
             timeout=max(0.0, deadline - loop.time()),
             what="a frame tick after the event source was drained",
         )
-        dash = getattr(app, "_dashboard", None)
+        dash = next((s for s in app.screen_stack if isinstance(s, DashboardScreen)), None)
         drawn = dash is not None and dash.ready and app.frames > 0
         if drawn and not source.pending():
             return

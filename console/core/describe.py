@@ -297,8 +297,13 @@ def describe(event: ev.Event) -> Description:
                 "rollout started",
             )
         case ev.RolloutStateChanged():
+            word = ROLLOUT_WORDS[event.state]
+            # "paused by alice: why" already says the state: not "paused: paused by ..."
+            said = event.reason.startswith(f"{word} ")
             return _d(
-                f"rollout {ROLLOUT_WORDS[event.state]}{_why(event.reason)}",
+                f"rollout {shorten(event.reason, DETAIL_SHOWN, squash=True)}"
+                if said
+                else f"rollout {word}{_why(event.reason)}",
                 ROLLOUT_SEVERITY[event.state],
                 ROLLOUT_WORDS[event.state],
             )

@@ -5,8 +5,10 @@
 running plan, and act only through the operations named here (emit an event, announce
 the phase, set a host's state, apply a policy...). The engine satisfies the protocol;
 these modules do not import it, so there is no cycle and no reaching into its
-private state. A resumed rollout reaches the engine through a :class:`RestorePoint`
-(``Engine.restore``), built by :mod:`console.resume` from the journal and the hosts.
+private state. A strategy sees the engine through its own, narrower protocol
+(:class:`console.engine.strategy.StrategyContext`). A resumed rollout reaches the
+engine through a :class:`RestorePoint` (``Engine.restore``), built by
+:mod:`console.resume` from the journal and the hosts.
 """
 
 from __future__ import annotations

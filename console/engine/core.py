@@ -1,9 +1,13 @@
-"""The rollout state machine: preflight, batches, gates, the failure budget, rollback.
+"""The rollout runner: preflight, batches of host tasks, the failure budget, commands.
 
 One :class:`Engine` runs one rollout inside an ``asyncio.TaskGroup``: a batch is a
 nested task group of host tasks (at most ``max_parallel`` at once), the monitors and
-the error-rate evaluator run beside it, and everything stops with it. Operator
-commands (:meth:`Engine.execute`) never block: they flip flags in
+the error-rate evaluator run beside it, and everything stops with it. The shape of
+the rollout (which batch next, gates between, when to stop, how a rollback runs) is
+its :class:`~console.engine.strategy.Strategy` (``Engine(strategy=...)``, rolling by
+default), which drives the engine through the moves of a
+:class:`~console.engine.strategy.StrategyContext`. Operator commands
+(:meth:`Engine.execute`) never block: they flip flags in
 :class:`~console.engine.control.Control`, cancel tasks (abort) and wake whoever
 waits; every one is journaled as an ``OperatorCommand``, refused ones with the reason.
 
@@ -22,7 +26,8 @@ Where the engine stops and how it ends:
   each host keeps its state and step (INTERRUPTED where a step was cut); ``ABORTED``,
   or ``FAILED`` when it was ``on_failure: abort`` or an unanswered gate that fired it.
 * rollback: no new host starts, moving hosts finish their steps and health gating,
-  then exactly the changed hosts run the rollback steps, newest batch first.
+  then the strategy rolls back (rolling: exactly the changed hosts run the rollback
+  steps, newest batch first).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 from console.core import events as ev
@@ -43,16 +48,18 @@ from console.core.commands import Command
 from console.core.events import HostState, Outcome, RolloutState
 from console.core.secrets import is_secret_name
 from console.core.state import RolloutView
+from console.engine import gates
 from console.engine.batches import Batches
 from console.engine.commands import decide
 from console.engine.context import RestorePoint
 from console.engine.control import Budget, Control, HostRecord
 from console.engine.emitter import Emitter
-from console.engine.gates import ANALYZE_EVERY, run_gate
 from console.engine.hostwork import HostWork, Probe, signals_spec
 from console.engine.machine import legal, on_failure_action
 from console.engine.preflight import run_preflight
-from console.plan import Plan, make_plan
+from console.engine.rolling import RollingStrategy
+from console.engine.strategy import Strategy, Verdict, aborted
+from console.plan import Plan
 from console.signals.health import ErrorRateAnalyzer, probe_health
 from console.spec import ErrorRateSpec, HealthSpec, RolloutSpec
 from console.store.journal import Journal
@@ -62,7 +69,6 @@ from inventory.model import Host
 
 log = logging.getLogger(__name__)
 POLICY = "policy"  # the operator name of commands the engine's rules issue
-Verdict = tuple[Outcome, str]
 
 
 def new_rollout_id(service: str) -> str:
@@ -89,6 +95,7 @@ class Engine:
         probe: Probe = probe_health,
         resume: RestorePoint | None = None,
         clock: Clock = SYSTEM,
+        strategy: Strategy | None = None,
     ) -> None:
         self.spec = spec
         self.plan = plan
@@ -101,6 +108,7 @@ class Engine:
         self.inventory_path = inventory_path
         self.bus = EventBus()
         self.clock = clock
+        self.strategy: Strategy = strategy or RollingStrategy()
         # A resumed rollout starts from its journal's picture and appends to it.
         self._first_event: ev.Event | None = None  # resume: instead of RolloutStarted
         self.view = resume.view if resume is not None else RolloutView()
@@ -290,54 +298,17 @@ class Engine:
             return Outcome.FAILED, refusal
         assert self._tg is not None
         self._start_monitors(self._tg, background)
-        if stop := await self._stop_check():
+        if stop := await self.stop_check():
             return stop
         self.announce(c.pause_reason if c.halted else "")
-        i = self._start_batch
-        unpaused = lambda: not c.halted or c.stopping or self.exit_when_paused  # noqa: E731
-        while i < len(self.batches):
-            # Paused between batches: neither the next batch nor the gate's bake clock
-            # starts until the operator resumes (the header must say PAUSED, not WAITING).
-            await c.wait_for(unpaused)
-            if stop := await self._stop_check():
-                return stop
-            if self._gate_first is not None:  # resumed before a gate it never passed
-                gate, self._gate_first = self._gate_first, None
-                await run_gate(self, gate)
-                continue  # paused or stopped at the gate: back to the checks above
-            await self._run_batch(i)
-            if stop := await self._stop_check():
-                return stop
-            await c.wait_for(unpaused)
-            if stop := await self._stop_check():
-                return stop
-            if i + 1 < len(self.batches):
-                await run_gate(self, i)
-            if stop := await self._stop_check():
-                return stop
-            i += 1
-        failed = sorted(self.budget.failed)
-        tail = f"; {len(failed)} failed within the budget: {', '.join(failed)}" if failed else ""
-        healthy = sum(r.state == HostState.HEALTHY for r in self.recs.values())
-        return Outcome.SUCCEEDED, f"{healthy} hosts on {self.spec.version}{tail}"
-
-    async def _stop_check(self) -> Verdict | None:
-        c = self.control
-        if c.aborted:
-            return (Outcome.FAILED if c.abort_by_policy else Outcome.ABORTED), c.abort_reason
-        if c.rollback_requested:
-            return await self._rollback_phase()
-        if c.halted and self.exit_when_paused:
-            pending = [
-                r for r in self.recs.values() if r.state in (HostState.PENDING, HostState.FROZEN)
-            ]
-            if pending or self.budget.exceeded:
-                return Outcome.PAUSED, c.pause_reason or "paused"
-        return None
+        verdict = await self.strategy.run(self)
+        if verdict[0] == Outcome.SUCCEEDED and (stop := await self.stop_check()):
+            return stop  # a strategy's last move does not outrun an abort or a rollback
+        return verdict
 
     # -- batches --------------------------------------------------------------------
 
-    async def _run_batch(self, index: int) -> None:
+    async def run_batch(self, index: int) -> None:
         names = self.batches.hosts(index)
         self.emit(ev.BatchStarted(index=index, total=len(self.batches), hosts=names))
         queue = deque(n for n in names if self.recs[n].state == HostState.PENDING)
@@ -426,8 +397,8 @@ class Engine:
             n = len(self.budget.failed)
             self.fire(
                 "max_failures",
-                f"{n} hosts failed, more than max_failures allows ({self.budget.allowed}): "
-                + ", ".join(sorted(self.budget.failed)),
+                f"{n} host{'' if n == 1 else 's'} failed, more than max_failures allows "
+                f"({self.budget.allowed}): " + ", ".join(sorted(self.budget.failed)),
                 {"failed": n, "allowed": self.budget.allowed, "targeted": len(self.recs)},
                 host=rec.name,
             )
@@ -516,7 +487,7 @@ class Engine:
         """Error-rate samples and the verdict, about once a second."""
         c = self.control
         while True:
-            await self.clock.sleep(ANALYZE_EVERY)
+            await self.clock.sleep(gates.ANALYZE_EVERY)
             if c.rolling_back or c.aborted:
                 continue
             now = self._analyzer.clock()
@@ -537,7 +508,7 @@ class Engine:
 
     # -- rollback -------------------------------------------------------------------
 
-    async def _rollback_phase(self) -> Verdict:
+    def begin_rollback(self) -> list[HostRecord]:
         c = self.control
         if not c.rolling_back:
             c.rolling_back = True
@@ -545,58 +516,24 @@ class Engine:
         for r in self.recs.values():  # stopped by a freeze before changing anything
             if r.state == HostState.FROZEN and not r.changed:
                 self._work.set_state(r, HostState.PENDING, detail="not started (rollback)")
-        targets = [
-            r for r in self.recs.values() if r.changed and r.state not in (HostState.ROLLED_BACK,)
-        ]
-        targets.sort(key=lambda r: (-(r.batch if r.batch is not None else -1), r.order))
-        groups = self._rollback_groups(targets)
-        what = f"{len(targets)} changed hosts"
-        self.announce(
-            f"{c.pause_reason}; then {what} roll back" if c.halted else f"rolling back {what}"
-        )
-        for k, group in enumerate(groups):
-            if all(self.recs[n].state == HostState.ROLLED_BACK for n in group):
-                continue
-            self.emit(ev.BatchStarted(index=k, total=len(groups), hosts=group, rollback=True))
-            attempted: dict[str, None] = {}
-            queue = deque(n for n in group if self.recs[n].state != HostState.ROLLED_BACK)
-            await self._dispatch(queue, self._rollback_task, attempted, rollback=True)
-            recs = [self.recs[n] for n in attempted]
-            self.emit(
-                ev.BatchFinished(
-                    index=k,
-                    succeeded=tuple(r.name for r in recs if r.state == HostState.ROLLED_BACK),
-                    failed=tuple(r.name for r in recs if r.state == HostState.ROLLBACK_FAILED),
-                    rollback=True,
-                )
-            )
-            if c.aborted:
-                return (Outcome.FAILED if c.abort_by_policy else Outcome.ABORTED), c.abort_reason
-            if c.halted and self.exit_when_paused and queue:
-                return Outcome.PAUSED, "paused during rollback"
-        if c.halted and self.exit_when_paused:
-            left = [
-                r.name
-                for r in targets
-                if r.state not in (HostState.ROLLED_BACK, HostState.ROLLBACK_FAILED)
-            ]
-            if left:
-                return Outcome.PAUSED, f"paused during rollback; {len(left)} hosts not rolled back"
-        bad = [r.name for r in targets if r.state == HostState.ROLLBACK_FAILED]
-        if bad:
-            return Outcome.FAILED, f"rollback failed on {len(bad)} hosts: {', '.join(bad)}"
-        return Outcome.ROLLED_BACK, f"rolled back {len(targets)} hosts to their previous versions"
+        return [r for r in self.recs.values() if r.changed and r.state != HostState.ROLLED_BACK]
 
-    def _rollback_groups(self, targets: list[HostRecord]) -> list[tuple[str, ...]]:
-        if not targets:
-            return []
-        sizes = self.spec.rollback.batches
-        if sizes:
-            return [tuple(b) for b in make_plan([r.name for r in targets], list(sizes)).batches]
-        groups: dict[int, list[str]] = {}
-        for r in targets:
-            groups.setdefault(r.batch if r.batch is not None else -1, []).append(r.name)
-        return [tuple(g) for g in groups.values()]
+    async def run_rollback_batch(self, index: int, total: int, hosts: Sequence[str]) -> int:
+        group = tuple(hosts)
+        self.emit(ev.BatchStarted(index=index, total=total, hosts=group, rollback=True))
+        attempted: dict[str, None] = {}
+        queue = deque(n for n in group if self.recs[n].state != HostState.ROLLED_BACK)
+        await self._dispatch(queue, self._rollback_task, attempted, rollback=True)
+        recs = [self.recs[n] for n in attempted]
+        self.emit(
+            ev.BatchFinished(
+                index=index,
+                succeeded=tuple(r.name for r in recs if r.state == HostState.ROLLED_BACK),
+                failed=tuple(r.name for r in recs if r.state == HostState.ROLLBACK_FAILED),
+                rollback=True,
+            )
+        )
+        return len(queue)
 
     # -- resuming -------------------------------------------------------------------
 
@@ -681,6 +618,47 @@ class Engine:
 
     def connected(self, host: str, conn: Connection) -> None:
         self._work_conns[host] = conn
+
+    # -- what a strategy drives (strategy.StrategyContext) -------------------------
+
+    @property
+    def start_batch(self) -> int:
+        return self._start_batch
+
+    @property
+    def gate_first(self) -> int | None:
+        return self._gate_first
+
+    async def wait_unpaused(self) -> None:
+        c = self.control
+        await c.wait_for(lambda: not c.halted or c.stopping or self.exit_when_paused)
+
+    async def stop_check(self) -> Verdict | None:
+        c = self.control
+        if stop := aborted(c):
+            return stop
+        if c.rollback_requested:
+            return await self.strategy.roll_back(self)
+        if c.halted and self.exit_when_paused:
+            pending = [
+                r for r in self.recs.values() if r.state in (HostState.PENDING, HostState.FROZEN)
+            ]
+            if pending or self.budget.exceeded:
+                return Outcome.PAUSED, c.pause_reason or "paused"
+        return None
+
+    async def run_gate(self, after: int) -> None:
+        await gates.run_gate(self, after)
+
+    def replan(self, size: int | str, reason: str, hosts: Collection[str] | None = None) -> bool:
+        def keep(name: str) -> bool:
+            pending = self.recs[name].state == HostState.PENDING
+            return pending and (hosts is None or name in hosts)
+
+        _, _, changed = self.batches.recut(size, keep)
+        if changed:
+            self.emit(ev.PlanChanged(batches=self.batches.snapshot(), reason=reason))
+        return changed
 
     # -- plumbing -------------------------------------------------------------------
 

@@ -1,0 +1,62 @@
+"""The rolling rollout: the plan's batches one after another, the spec's gate between.
+
+The default :class:`~console.engine.strategy.Strategy`. Between every two moves it
+waits while paused (neither the next batch nor a gate's bake clock starts until the
+operator resumes: the header must say PAUSED, not WAITING) and asks ``stop_check``.
+A resumed rollout starts at ``ctx.start_batch``, first passing the gate it stopped
+before (``ctx.gate_first``). Its rollback runs the changed hosts' rollback steps,
+newest batch first (or in the spec's ``rollback.batches``).
+"""
+
+from __future__ import annotations
+
+from console.engine.control import HostRecord
+from console.engine.strategy import StrategyContext, Verdict, roll_back_hosts, succeeded
+from console.plan import make_plan
+from console.spec import RolloutSpec
+
+
+class RollingStrategy:
+    name = "rolling"
+
+    async def run(self, ctx: StrategyContext) -> Verdict:
+        i, gate_first = ctx.start_batch, ctx.gate_first
+        while i < len(ctx.batches):  # operators may re-cut the plan as it runs
+            await ctx.wait_unpaused()
+            if stop := await ctx.stop_check():
+                return stop
+            if gate_first is not None:  # resumed before a gate it never passed
+                gate, gate_first = gate_first, None
+                await ctx.run_gate(gate)
+                continue  # paused or stopped at the gate: back to the checks above
+            await ctx.run_batch(i)
+            if stop := await ctx.stop_check():
+                return stop
+            await ctx.wait_unpaused()
+            if stop := await ctx.stop_check():
+                return stop
+            if i + 1 < len(ctx.batches):
+                await ctx.run_gate(i)
+            if stop := await ctx.stop_check():
+                return stop
+            i += 1
+        return succeeded(ctx)
+
+    async def roll_back(self, ctx: StrategyContext) -> Verdict:
+        spec = ctx.spec
+        return await roll_back_hosts(ctx, lambda targets: rollback_groups(spec, targets))
+
+
+def rollback_groups(spec: RolloutSpec, targets: list[HostRecord]) -> list[tuple[str, ...]]:
+    """Newest batch first (plan order within one), grouped as the hosts were deployed,
+    or re-cut into the spec's ``rollback.batches``."""
+    ordered = sorted(targets, key=lambda r: (-(r.batch if r.batch is not None else -1), r.order))
+    if not ordered:
+        return []
+    if spec.rollback.batches:
+        names = [r.name for r in ordered]
+        return [tuple(b) for b in make_plan(names, list(spec.rollback.batches)).batches]
+    groups: dict[int, list[str]] = {}
+    for r in ordered:
+        groups.setdefault(r.batch if r.batch is not None else -1, []).append(r.name)
+    return [tuple(g) for g in groups.values()]
