@@ -217,3 +217,29 @@ def test_restore_point_carries_the_reconciliation() -> None:
     assert point.pause_reason == PAUSE_REASON and point.plan_text == state.plan_text()
     assert isinstance(point.first_event, ev.Notice)
     assert point.view.hosts["a"].state == HostState.HEALTHY
+
+
+async def test_a_resumed_rollback_observes_health_against_the_version_going_back_to() -> None:
+    """Resuming a rollback: a host going back to 1.0 is healthy when it serves 1.0
+    (``{version}`` means the version it should run now), not judged against 2.0."""
+    from console.resume import observe
+    from console.spec import parse_spec
+    from console.transport.fake import FakeTransport
+    from inventory.model import Host
+
+    spec = parse_spec(
+        "service: shop\nversion: '2.0'\ncurrent_version: version\n"
+        "steps: [{name: install, run: 'install {version}'}]\n"
+        "health: {run: 'serves {version}', every: 0.01s, healthy_after: 1, deadline: 1s}\n"
+        "rollback: {steps: ['activate {previous_version}']}\n",
+        "spec.yaml",
+    )
+    fake = FakeTransport()
+    fake.on(r"^version$", lines=["1.0"])
+    fake.on(r"^serves 1\.0$", exit_code=0)
+    fake.on(r"^serves 2\.0$", exit_code=1, lines=["serving 1.0"])
+    hosts = [Host(name="h01", address="10.0.0.1"), Host(name="h02", address="10.0.0.2")]
+    seen = await observe(spec, hosts, fake, {"h01": "1.0"})
+    assert seen["h01"].healthy is True  # judged against the version it goes back to
+    assert seen["h02"].healthy is False  # not rolling back: judged against the target
+    assert fake.ran("h01", r"^serves 1\.0$") and not fake.ran("h01", r"^serves 2\.0$")

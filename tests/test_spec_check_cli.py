@@ -248,3 +248,18 @@ def test_help_mentions_no_connection(capsys: pytest.CaptureFixture[str]) -> None
         main(["check", "--help"])
     assert info.value.code == 0
     assert "without connecting" in capsys.readouterr().out
+
+
+def test_rollback_commands_render_the_version_a_host_goes_back_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """During rollback {version} is the version the host goes back to and
+    {new_version} the rollout's target: check shows rollback steps as they will run."""
+    spec = SPEC.replace(
+        'rollback: {steps: ["activate {previous_version}"]}',
+        'rollback: {steps: ["activate {version} --from {new_version}"]}',
+    )
+    code, out, _ = run(capsys, str(write(tmp_path, spec)))
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if "activate" in ln)
+    assert "activate '<previous_version>' --from 2.0.0" in line

@@ -29,10 +29,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 from console.core import events as ev
+from console.core.clock import Clock
 from console.core.events import HostState, Outcome
 from console.engine.batches import Batches
 from console.engine.control import Budget, Control, HostRecord
 from console.spec import RolloutSpec
+from console.transport.base import Transport
 
 __all__ = [
     "RollbackOrder",
@@ -72,6 +74,17 @@ class StrategyContext(Protocol):
 
     @property
     def exit_when_paused(self) -> bool: ...
+    @property
+    def clock(self) -> Clock:
+        """The engine's clock: a strategy's own waits (a ramp, a bake) run on it."""
+        ...
+
+    @property
+    def transport(self) -> Transport:
+        """To reach what is not a targeted host (a load balancer); hosts' work is the
+        engine's (``run_batch``, ``run_rollback_batch``)."""
+        ...
+
     @property
     def start_batch(self) -> int:
         """Where a resumed rollout continues (0 for a fresh one)."""
