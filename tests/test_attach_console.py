@@ -20,6 +20,7 @@ from console.core.commands import Command
 from console.core.events import Outcome, RolloutState
 from tests.test_engine_helpers import journal_in, make_engine, spec_from
 from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401
+from tests.waiting import settled
 
 pytestmark = pytest.mark.slow
 
@@ -60,20 +61,27 @@ async def test_read_only_console_and_a_second_console_on_one_rollout(tmp_path: P
             assert app.view.rollout_id == "shop-c1"  # the snapshot, before any live event
             assert app.check_action("pause_resume", ()) is None  # disabled, shown dimmed
             await pilot.press("p")
-            await asyncio.sleep(0.3)
+            await settled(pilot)  # the key handled, the console at rest
             assert not run.engine.control.paused
-            assert not any(isinstance(e, ev.OperatorCommand) for e in run.engine.view.timeline), (
-                "a read-only console sent a command"
-            )
 
             driver.controller.execute(Command("pause", operator="erin", reason="check logs"))
             await until(lambda: app.view.state == RolloutState.PAUSED)
             assert "erin" in app.view.state_reason
             assert run.engine.control.paused
+            commands = [
+                (e.command, e.operator)
+                for e in run.engine.view.timeline
+                if isinstance(e, ev.OperatorCommand)
+            ]
+            assert commands == [("pause", "erin")], "a read-only console sent a command"
 
             # The owner refuses the observer's commands even if it sends one directly.
             observer.controller.execute(Command("resume", operator="mallory"))
             await until(lambda: bool(observer.refusals))
+            # one connection is in order: had ``p`` sent a pause, it was refused first
+            assert len(observer.refusals) == 1 and ": resume:" in observer.refusals[0], (
+                observer.refusals
+            )
             assert run.engine.control.paused
 
             await pilot.press("q")

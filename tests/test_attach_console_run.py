@@ -18,6 +18,7 @@ from console.core.events import RolloutState
 from tests.test_attach_console import until
 from tests.test_engine_helpers import journal_in, make_engine, spec_from
 from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ async def test_console_run_serves_an_attach_socket(tmp_path: Path) -> None:
         process_stats=lambda: (0.0, 0.0),
     )
     sock = socket_path_for(tmp_path, "shop-cr")
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE):
         await until(lambda: sock.exists() and app.view.batch_index is not None)
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         oncall = await connect(sock)
@@ -46,13 +47,16 @@ async def test_console_run_serves_an_attach_socket(tmp_path: Path) -> None:
             Command("pause", operator="oncall", reason="taking over from another terminal")
         )
         await until(lambda: app.view.state == RolloutState.PAUSED)
-        await pilot.pause(0.3)
-        paused = [
-            e
-            for e in app.view.timeline
-            if isinstance(e, ev.OperatorCommand) and e.command == "pause"
-        ]
-        assert paused and paused[0].operator == "oncall"
+
+        def paused() -> list[ev.OperatorCommand]:
+            return [
+                e
+                for e in app.view.timeline
+                if isinstance(e, ev.OperatorCommand) and e.command == "pause"
+            ]
+
+        await wait_until(paused, what="the pause command in the console's timeline")
+        assert [e.operator for e in paused()] == ["oncall"]
         await oncall.close()
         app.exit()
     await until(lambda: not sock.exists())

@@ -21,6 +21,7 @@ import pytest
 
 from console.attach.detach import DetachError, detached_command, spawn_detached
 from console.attach.protocol import socket_path_for
+from tests.waiting import wait_until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +72,20 @@ def wait_gone(pid: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"pid {pid} still running")
 
 
+def journaled_state(journal: Path) -> str | None:
+    """The last rollout state the owner's journal holds (a line being written is
+    skipped)."""
+    state = None
+    for line in journal.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("kind") == "rollout_state":
+            state = record.get("state")
+    return state
+
+
 def test_detached_owner_attach_send_ps_history_show(tmp_path: Path) -> None:
     sd = str(tmp_path)
     cmd = [sys.executable, "-c", OWNER, sd, "shop-d1", str(ROOT)]
@@ -79,6 +94,7 @@ def test_detached_owner_attach_send_ps_history_show(tmp_path: Path) -> None:
     sock = socket_path_for(tmp_path, rid)
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     log = tmp_path / f"{rid}.log"
+    journal = tmp_path / f"{rid}.jsonl"
     assert log.exists() and stat.S_IMODE(os.stat(log).st_mode) == 0o600
     assert os.getsid(pid) == pid  # its own session: the terminal going away cannot hit it
 
@@ -108,7 +124,10 @@ def test_detached_owner_attach_send_ps_history_show(tmp_path: Path) -> None:
         unknown = rolldeck("attach", "nope", "--state-dir", sd, "--headless")
         assert unknown.returncode == 2 and "no running rollout 'nope'" in unknown.stderr
 
-        time.sleep(0.5)
+        wait_until_sync(
+            lambda: journaled_state(journal) == "paused",
+            what="the owner's journal to show the rollout paused",
+        )
         resumed = rolldeck(
             "attach", rid, "--state-dir", sd, "--send", "resume", "--operator", "bob"
         )
@@ -160,25 +179,34 @@ def test_killed_owner_shows_as_interrupted_and_watchers_exit_3(tmp_path: Path) -
     sd = str(tmp_path)
     cmd = [sys.executable, "-c", OWNER, sd, "shop-k1", str(ROOT)]
     pid, rid = spawn_detached(["run", "x"], tmp_path, command=cmd)
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "console", "attach", rid, "--state-dir", sd, "--headless"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # a file, not a pipe: the test polls it for the watcher's first line without blocking
+    watched = tmp_path / "watcher.out"
+    with watched.open("w") as stdout:
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "console", "attach", rid, "--state-dir", sd, "--headless"],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     try:
-        time.sleep(1.5)  # the watcher is attached and following
+        # the watcher prints (and flushes) the snapshot once attached, then follows
+        wait_until_sync(
+            lambda: watched.read_text().strip() or watcher.poll() is not None,
+            what="the watcher's first line (attached)",
+        )
+        assert watcher.poll() is None, watcher.communicate()[1]
         running = json.loads(rolldeck("history", "--state-dir", sd, "--json").stdout)
         assert running["outcome"] == "running" and running["pid"] == pid
         os.kill(pid, signal.SIGKILL)
         wait_gone(pid)
-        out, _ = watcher.communicate(timeout=30)
+        _, err = watcher.communicate(timeout=30)
     finally:
         if watcher.poll() is None:
             watcher.kill()
             watcher.communicate()
-    assert watcher.returncode == 3
+    out = watched.read_text()
+    assert watcher.returncode == 3, err
     assert "lost the rollout" in out
     row = json.loads(rolldeck("history", "--state-dir", sd, "--json").stdout)
     assert row["rollout_id"] == rid and row["outcome"] == "interrupted"
@@ -191,10 +219,11 @@ def test_sigterm_pauses_the_detached_owner_and_it_exits_resumable(tmp_path: Path
     cmd = [sys.executable, "-c", OWNER, sd, "shop-t1", str(ROOT)]
     pid, rid = spawn_detached(["run", "x"], tmp_path, command=cmd)
     journal = tmp_path / f"{rid}.jsonl"
-    deadline = time.monotonic() + 20
-    while '"step_started"' not in journal.read_text():  # mid-rollout: a host is moving
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until_sync(  # mid-rollout: a host is moving
+        lambda: '"step_started"' in journal.read_text(),
+        timeout=20,
+        what="a step started in the owner's journal",
+    )
     os.kill(pid, signal.SIGTERM)
     wait_gone(pid)
     row = json.loads(rolldeck("history", "--state-dir", sd, "--json").stdout)

@@ -25,9 +25,10 @@ from console.attach.server import AttachError, AttachServer, serve_engine
 from console.cli import main as cli_main
 from console.core import events as ev
 from console.core.commands import Command
-from console.core.events import Event, Outcome, RolloutState
+from console.core.events import Event, HostState, Outcome, RolloutState
 from console.core.state import RolloutView
 from tests.test_engine_helpers import Run, journal_in, make_engine, spec_from
+from tests.waiting import wait_until
 
 SLOW = "batches: [1, 2, 3]\nmax_parallel: 3\n"
 
@@ -44,12 +45,31 @@ async def until(pred: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def quiet(run: Run, settle: float = 0.3) -> None:
-    """Until the engine has published nothing for ``settle`` seconds."""
-    last = -1
-    while run.engine.view.seq != last:
-        last = run.engine.view.seq
-        await asyncio.sleep(settle)
+MOVING = frozenset(
+    {HostState.PREFLIGHT, HostState.RUNNING, HostState.VERIFYING, HostState.ROLLING_BACK}
+)
+
+
+def parked(run: Run) -> bool:
+    """The paused engine has nothing left to publish: no host task running and every
+    host's last change published (none moving in the view), and the batch being
+    dispatched either holds hosts that will not start until a resume or has ended
+    with its ``BatchFinished`` published (then the strategy waits for the resume)."""
+    engine = run.engine
+    if not engine.control.paused:
+        return False
+    if any(r.task is not None and not r.task.done() for r in engine.recs.values()):
+        return False
+    view = engine.view
+    if any(h.state in MOVING for h in view.hosts.values()):
+        return False
+    batches = engine.batches
+    if batches.queue:  # hosts left that no one starts while paused
+        return True
+    return batches.queue is None and any(
+        isinstance(e, ev.BatchFinished) and e.index == batches.index and not e.rollback
+        for e in view.timeline
+    )
 
 
 class Watcher:
@@ -124,7 +144,7 @@ async def test_two_consoles_pause_read_only_late_attach_and_ps(tmp_path: Path) -
         await until(lambda: bob.remote.refusals)
         assert "read-only" in bob.remote.refusals[0]
         await until(lambda: any(isinstance(n, ev.Notice) for n in bob.of(ev.Notice)))
-        await quiet(run)
+        await wait_until(lambda: parked(run), what="the paused engine to have no host moving")
         assert run.engine.control.paused
         assert not any(
             isinstance(e, ev.OperatorCommand) and e.operator == "bob"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 from textual.app import App, ComposeResult
+from textual.screen import Screen
 
 from console.core import events as ev
 from console.core.describe import (
@@ -44,6 +45,7 @@ from screens.changes import collect
 from screens.format import HOST_STATE_STYLE
 from screens.rows import host_cells
 from screens.widgets.panels import Timeline
+from tests.waiting import settled
 
 T0 = 1_790_000_000.0  # a fixed instant, so the words are fixed too
 
@@ -242,7 +244,7 @@ async def _console_lines(events: list[ev.Event]) -> list[str]:
     async with app.run_test(size=(240, 60)) as pilot:
         panel = app.query_one(Timeline)
         panel.add(collect(events).timeline)  # what the dashboard hands it per frame
-        await pilot.pause()
+        await settled(pilot, Screen, events=False)  # no dashboard here: Textual at rest
         return [str(line).split(" ", 2)[2] for line in panel.lines]
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,12 +74,23 @@ async def _signal_when_installing(run: Run, sigs: list[signal.Signals]) -> Outco
     sub = run.engine.bus.subscribe()
 
     async def trigger() -> None:
-        async for batch in sub.batches():
-            if any(isinstance(e, ev.StepStarted) and e.step == "install" for e in batch):
-                for sig in sigs:
-                    os.kill(os.getpid(), sig)
-                    await asyncio.sleep(0.05)
-                return
+        stream = aiter(sub.batches())
+
+        async def until_seen(pred: Callable[[ev.Event], bool], what: str) -> None:
+            while True:
+                batch = await anext(stream, None)
+                assert batch is not None, f"the rollout ended before {what}"
+                if any(pred(e) for e in batch):
+                    return
+
+        await until_seen(
+            lambda e: isinstance(e, ev.StepStarted) and e.step == "install", "an install"
+        )
+        for n, sig in enumerate(sigs, 1):
+            os.kill(os.getpid(), sig)
+            if n < len(sigs):  # the next signal only once the engine took this one
+                took = f"the engine took {sig.name}"
+                await until_seen(lambda e: isinstance(e, ev.OperatorCommand), took)
 
     task = asyncio.create_task(trigger())
     outcome = await run_headless(run.engine, mode="plain", out=out, err=err)

@@ -22,8 +22,10 @@ from console.runtime.session import build_engine, load_rollout
 from console.simfleet import SimFleet
 from console.transport import TransportOptions
 from screens.confirm import ConfirmScreen
+from screens.dashboard import DashboardScreen
 from tests.fixtures.simfleet import FleetFactory, sim_connect
 from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401
+from tests.waiting import settled
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +72,11 @@ async def test_pause_stops_new_hosts_and_quit_leaves_it_paused(
         await until(
             app, lambda: not [h for h in app.view.hosts.values() if h.state.value in moving]
         )
+        await settled(pilot)  # everything published so far is folded into the view
         at_pause = started(app)
+        # the scenario: a window in which an engine that was not paused would start hosts
         await asyncio.sleep(1.0)
+        await settled(pilot)  # whatever it published meanwhile is folded too
         assert started(app) == at_pause, "no new host may start while paused"
         pending = [n for n, h in app.view.hosts.items() if h.state == HostState.PENDING]
         assert pending, "the rollout was paused before it finished"
@@ -130,7 +135,9 @@ async def test_quitting_now_cancels_the_engine_thread_cleanly(
         await pilot.press("q")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
-        await pilot.pause(0.2)
+        await until(app, lambda: app.quit_paused)  # the pause is sent, the quit pending
+        # events=False: keep app.subscription the EngineThread (asserted below)
+        await settled(pilot, DashboardScreen, events=False)
         assert app.is_running, "a host is mid-install: the console waits for it"
         await pilot.press("q")
         await until(app, lambda: not app.is_running, timeout=60)

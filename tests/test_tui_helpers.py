@@ -7,11 +7,9 @@ sees one: it records every Command and publishes what an engine would answer
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
 
 from console.app import RolldeckApp
 from console.core import events as ev
@@ -74,18 +72,6 @@ class RecordingController:
 
     def names(self) -> list[str]:
         return [c.name for c in self.commands]
-
-
-async def drained(pilot: Pilot, timeout: float = 10.0) -> None:
-    """Until the app's frame tick has folded every published event (then one more
-    message round for the widgets): deterministic, unlike sleeping a fixed time."""
-    sub = pilot.app.subscription
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while sub.pending() and loop.time() < deadline:
-        await pilot.pause(0.05)
-    assert not sub.pending(), "the frame tick did not drain the bus"
-    await pilot.pause(0.05)
 
 
 def make_app(

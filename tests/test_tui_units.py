@@ -230,18 +230,20 @@ def test_parent_groups_are_shown_after_their_children() -> None:
 
 
 async def test_timeline_wraps_under_its_text_and_rewraps_on_resize() -> None:
+    from screens.dashboard import DashboardScreen
     from screens.widgets.panels import Timeline
     from tests.test_tui_helpers import make_app
+    from tests.waiting import settled
 
     app = make_app("rolling_back")[0]
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
+        await settled(pilot, DashboardScreen)
         t = app.screen.query_one(Timeline)
         narrow = list(t.lines)
         assert t._wrap_at > 0 and all(len(line) <= t._wrap_at for line in narrow)
         assert any(line.startswith(" " * 11) and line.strip() for line in narrow)
         await pilot.resize_terminal(200, 40)
-        await pilot.pause(0.3)
+        await settled(pilot, DashboardScreen)
         wide = list(t.lines)
         assert t._wrap_at > 60 and len(wide) < len(narrow)
         # the same words, in the same order, whatever the width
