@@ -168,6 +168,27 @@ async def test_a_new_strategy_plugs_in() -> None:
     assert run.kinds(ev.RolloutFinished)[-1].reason == "5 hosts on 2.0"
 
 
+class IdleHalf(AllAtOnce):
+    """Blue-green's first move: deploy one pool only, the other stays as it is."""
+
+    async def run(self, ctx: StrategyContext) -> Verdict:
+        ctx.replan("100%", "the idle pool", hosts=NAMES[:2])
+        await ctx.run_batch(0)
+        if stop := await ctx.stop_check():
+            return stop
+        return succeeded(ctx)
+
+
+async def test_a_strategy_deploys_a_subset() -> None:
+    run = make_engine(spec_from(), 5, strategy=IdleHalf())
+    await run_engine(run)
+    assert run.outcome == Outcome.SUCCEEDED
+    assert [e.hosts for e in forward_batches(run)] == [NAMES[:2]]
+    assert [run.final(n) for n in NAMES] == [HostState.HEALTHY] * 2 + [HostState.PENDING] * 3
+    assert not any(run.deploy_commands(n) for n in NAMES[2:])
+    assert run.kinds(ev.RolloutFinished)[-1].reason == "2 hosts on 2.0"
+
+
 async def test_pause_under_a_new_strategy_headless() -> None:
     """Paused in its one batch: moving hosts finish, the rest never start, PAUSED."""
     spec = spec_from("max_parallel: 2\n")
