@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from console.simfleet import SimFleet, parse_scenario
 from tests.fixtures.simfleet import FleetFactory, sim_connect
+from tests.waiting import wait_until
 
 
 async def run(
@@ -134,12 +135,14 @@ async def test_restart_keeps_state_and_briefly_fails_health(sim_fleet: SimFleet)
         assert r.exit_status == 0 and "restarted checkout-api 2.4.1" in r.stdout
         r = await conn.run("svc health")  # warm-up right after the restart
         assert (r.exit_status, r.stdout) == (1, "fail: 503 Service Unavailable: warming up\n")
-        for _ in range(100):
+
+        async def healthy() -> bool:
+            nonlocal r
             r = await conn.run("svc health")
-            if r.exit_status == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert r.exit_status == 0 and r.stdout.startswith("ok: checkout-api 2.4.1 up ")
+            return r.exit_status == 0
+
+        await wait_until(healthy, what="svc health to pass after the warm-up")
+        assert r.stdout.startswith("ok: checkout-api 2.4.1 up ")
         assert "drained" in r.stdout
         await conn.run("svc undrain", check=True)
         status = (await conn.run("svc status")).stdout
@@ -178,23 +181,50 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def test_metrics_parse_and_match_the_error_rate(sim_fleet_factory: FleetFactory) -> None:
     fleet = await sim_fleet_factory(n=3, scenario="bad-canary")
-    async with sim_connect(fleet, "web-01") as conn:
-        first = _samples((await conn.run("svc metrics", check=True)).stdout)
-        await asyncio.sleep(0.3)  # at time_scale 0.05: 6 simulated s, ~120 requests
-        second = _samples((await conn.run("svc metrics", check=True)).stdout)
-        for cmd in ("svc install 2.4.1", "svc activate 2.4.1", "svc restart"):
-            await conn.run(cmd, check=True)
-        await asyncio.sleep(0.6)
-        third = _samples((await conn.run("svc metrics", check=True)).stdout)
-
+    # Traffic is a function of the host's clock (time.monotonic, this process's): this
+    # many requests a second (time_scale 0.05: 400).
+    rate = fleet.scenario.request_rate / fleet.time_scale
     ok = ("http_requests_total", (("code", "200"),))
     err = ("http_requests_total", (("code", "500"),))
+
+    def total(sample: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+        return sample[ok] + sample[err]
+
+    async with sim_connect(fleet, "web-01") as conn:
+
+        async def metrics() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            return _samples((await conn.run("svc metrics", check=True)).stdout)
+
+        first = second = third = await metrics()
+        for cmd in ("svc install 2.4.1", "svc activate 2.4.1"):  # 2.4.0 still runs
+            await conn.run(cmd, check=True)
+
+        async def old_counted() -> bool:  # plenty for the 0.5% check and the reset check
+            nonlocal second
+            second = await metrics()
+            return total(second) > 200 and second[ok] > first[ok]
+
+        await wait_until(old_counted, what="the old version to count more than 200 requests")
+        restarting = asyncio.get_running_loop().time()  # the host's clock too: monotonic
+        await conn.run("svc restart", check=True)
+
+        async def new_counted() -> bool:  # enough for the 15% check to within 0.02
+            nonlocal third
+            third = await metrics()
+            return total(third) >= 100
+
+        await wait_until(new_counted, what="the new version to count 100 requests")
+        elapsed = asyncio.get_running_loop().time() - restarting
+
     assert second[ok] > first[ok] >= 0  # counters only grow...
-    old_total = second[ok] + second[err]
-    assert old_total > 50
+    old_total = total(second)
     assert second[err] / old_total == pytest.approx(0.005, abs=0.01)
-    new_total = third[ok] + third[err]
-    assert 0 < new_total < old_total + 400  # ...and reset on restart like a real process
+    new_total = total(third)
+    # ...and reset on restart like a real process: the new process counts only what it
+    # served since the restart began (a bound that holds however slow the machine); a
+    # counter carried over would add old_total (> 200) to it.
+    assert 0 < new_total <= rate * elapsed + 2
+    assert third[("process_start_time_seconds", ())] > second[("process_start_time_seconds", ())]
     assert third[err] / new_total == pytest.approx(0.15, abs=0.02)  # bad-canary's new version
     count = third[("http_request_duration_seconds_count", ())]
     assert count == new_total
@@ -212,11 +242,17 @@ async def test_logs_recent_and_follow_stops_on_close(sim_fleet_factory: FleetFac
     fleet = await sim_fleet_factory(n=2, log_rate=50)
     host = fleet.sim_host("web-01")
     async with sim_connect(fleet, "web-01") as conn:
-        await asyncio.sleep(0.3)
-        r = await conn.run("svc logs -n 5")
-        assert r.exit_status == 0 and len(r.stdout.splitlines()) == 5
+        recent: list[str] = []
+
+        async def five_lines() -> bool:  # 50 a second, written as time passes
+            nonlocal recent
+            recent = (await conn.run("svc logs -n 5", check=True)).stdout.splitlines()
+            return len(recent) >= 5
+
+        await wait_until(five_lines, what="5 log lines on web-01")
+        assert len(recent) == 5
         line = re.compile(r"^\S+Z (INFO |ERROR) checkout-api\[\d+\]: .+$")
-        assert all(line.match(x) for x in r.stdout.splitlines())
+        assert all(line.match(x) for x in recent)
 
         proc = await conn.create_process("svc logs --follow")
         got = []
@@ -226,11 +262,8 @@ async def test_logs_recent_and_follow_stops_on_close(sim_fleet_factory: FleetFac
         assert len(host.followers) == 1
         proc.close()
         await asyncio.wait_for(proc.wait_closed(), 5)
-        for _ in range(50):
-            if not host.followers:
-                break
-            await asyncio.sleep(0.02)
-        assert not host.followers  # the server-side command really stopped
+        # the server-side command really stopped
+        await wait_until(lambda: not host.followers, what="the log follower to stop")
 
 
 @pytest.mark.parametrize("signal", ["TERM", "KILL", "INT"])
@@ -238,9 +271,18 @@ async def test_signal_stops_long_commands(sim_fleet_factory: FleetFactory, signa
     hang_everywhere = parse_scenario("versions: {new: {install_hangs: true}}\n")
     fleet = await sim_fleet_factory(n=1, scenario=hang_everywhere, log_rate=20)
     async with sim_connect(fleet, "web-01") as conn:
-        for command in ("sleep 300", "svc install 2.4.1", "svc logs --follow"):
+        host = fleet.sim_host("web-01")
+        running = {  # what shows the command is under way on the host
+            "echo started; sleep 300": None,  # "started" is read below; the sleep follows
+            "svc install 2.4.1": lambda: host.installing == 1,
+            "svc logs --follow": lambda: bool(host.followers),
+        }
+        for command, started in running.items():
             proc = await conn.create_process(command)
-            await asyncio.sleep(0.15)
+            if started is None:
+                assert await asyncio.wait_for(proc.stdout.readline(), 10) == "started\n"
+            else:
+                await wait_until(started, what=f"{command!r} to be running on the host")
             assert proc.exit_status is None and proc.exit_signal is None  # still running
             proc.send_signal(signal)
             await asyncio.wait_for(proc.wait_closed(), 5)
@@ -260,10 +302,6 @@ async def test_closing_channel_stops_a_hung_install(sim_fleet_factory: FleetFact
         assert host.installing == 1
         proc.close()
         await asyncio.wait_for(proc.wait_closed(), 5)
-        for _ in range(50):
-            if host.installing == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert host.installing == 0
+        await wait_until(lambda: host.installing == 0, what="the hung install to stop")
         assert (await conn.run("svc install 2.4.0")).exit_status == 0  # the host still answers
     assert fleet.host_state("web-02").installed == ("2.4.0",)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
+
+from tests.waiting import wait_until_sync
 
 PARENT = textwrap.dedent(
     """
@@ -17,7 +19,7 @@ PARENT = textwrap.dedent(
     from console.simfleet.process import start_fleet_process
     fleet = start_fleet_process(2, sys.argv[1], scenario="healthy", seed=1)
     print(fleet.pid, flush=True)
-    time.sleep(120)
+    time.sleep(120)  # the scenario: a parent that lives on until the test SIGKILLs it
     """
 )
 
@@ -34,17 +36,19 @@ def test_fleet_child_exits_when_parent_is_killed(tmp_path):
         assert psutil.pid_exists(child)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def child_gone() -> bool:
             try:
-                if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
-                    break
+                return psutil.Process(child).status() == psutil.STATUS_ZOMBIE
             except psutil.NoSuchProcess:
-                break
-            time.sleep(0.2)
-        else:
-            os.kill(child, signal.SIGKILL)
-            raise AssertionError("the fleet outlived its parent")
+                return True
+
+        try:
+            wait_until_sync(child_gone, what="the fleet to exit after its parent", interval=0.05)
+        except AssertionError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+            raise
     finally:
         if parent.poll() is None:
             parent.kill()

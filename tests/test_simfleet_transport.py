@@ -11,6 +11,7 @@ import pytest
 
 from console.simfleet import SimFleet, parse_scenario
 from tests.fixtures.simfleet import FleetFactory
+from tests.waiting import wait_until
 
 transport_ssh = pytest.importorskip("console.transport.ssh")
 base = pytest.importorskip("console.transport.base")
@@ -54,14 +55,12 @@ async def test_timeout_stops_a_hung_install(sim_fleet_factory: FleetFactory) -> 
     )
     async with transport() as t:
         conn = await t.connect(hosts(fleet)["web-01"])
-        r = await conn.run("svc install 2.4.1", timeout=0.3)
+        # The install hangs, so any timeout ends it; 1 s lets the channel open first (a
+        # timeout while it opens stops nothing and reports no signal), on a busy machine too.
+        r = await conn.run("svc install 2.4.1", timeout=1.0)
         assert r.status == "timeout" and r.signal == "TERM"
-        sim = fleet.sim_host("web-01")
-        for _ in range(50):
-            if sim.installing == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert sim.installing == 0  # the remote install really stopped
+        sim = fleet.sim_host("web-01")  # the remote install really stopped:
+        await wait_until(lambda: sim.installing == 0, what="the hung install to stop")
         assert (await conn.run("svc health", timeout=5)).ok  # and the connection lives on
 
 
@@ -75,20 +74,20 @@ async def test_stream_follows_logs_and_closing_stops_it(sim_fleet_factory: Fleet
         assert all("checkout-api[" in line for line in got)
         assert sim.followers
         await stream.aclose()
-        for _ in range(50):
-            if not sim.followers:
-                break
-            await asyncio.sleep(0.02)
-        assert not sim.followers
+        await wait_until(lambda: not sim.followers, what="the log follower to stop")
 
 
 async def test_unreachable_host_raises_host_unreachable(sim_fleet: SimFleet) -> None:
     inv = hosts(sim_fleet)
     async with transport() as t:
         conn = await t.connect(inv["api-01"])
-        run = asyncio.create_task(conn.run("sleep 30", timeout=20))
-        await asyncio.sleep(0.1)
-        await sim_fleet.kill_host("api-01")
+        started = asyncio.Event()
+        run = asyncio.create_task(
+            conn.run("echo started; sleep 30", timeout=20, on_line=lambda s, x: started.set())
+        )
+        await wait_until(started.is_set, what="the command to start")  # it is running...
+        assert not run.done()
+        await sim_fleet.kill_host("api-01")  # ...when its host goes
         with pytest.raises(base.HostUnreachable):
             await asyncio.wait_for(run, 10)
         with pytest.raises(base.HostUnreachable):

@@ -11,6 +11,7 @@ import pytest
 from console.transport.base import HostUnreachable
 from console.transport.ssh import SSHTransport
 from tests.fixtures.sshd import DEFAULT_STARTUPS, SSHDServer, SSHFleet, make_fleet
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.sshd
 
@@ -121,9 +122,10 @@ async def test_connection_cap_waits_while_every_connection_is_busy(sshd_fleet, t
         ]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 15)
         third = asyncio.create_task(transport.connect(fleet.hosts[2]))
+        # Something that must NOT happen: 0.5 s only bounds how long we look for it.
         done, _ = await asyncio.wait([third], timeout=0.5)
         assert not done, "a third connection opened while both were busy"
-        assert transport.open_connections == 2
+        assert transport.open_connections == 2 and transport.handshakes == 2
         flag.touch()
         assert all(r.ok for r in await asyncio.gather(*holders))
         conn = await asyncio.wait_for(third, 10)
@@ -149,7 +151,10 @@ async def test_closing_the_transport_mid_handshake_is_a_transport_error(stock_ss
     CancelledError it never asked for."""
     from console.transport.base import TransportError
 
+    connected = asyncio.Event()
+
     async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()  # the client is in the handshake, waiting for our banner
         await reader.read()
 
     server = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
@@ -159,7 +164,8 @@ async def test_closing_the_transport_mid_handshake_is_a_transport_error(stock_ss
     transport = SSHTransport(fleet.options)
     try:
         waiter = asyncio.create_task(transport.connect(host))
-        await asyncio.sleep(0.2)
+        await wait_until(connected.is_set, what="the client to connect to the silent server")
+        assert not waiter.done()
         await transport.close()
         with pytest.raises(TransportError, match="closed while connecting"):
             await waiter

@@ -13,6 +13,7 @@ from console.transport.local import LocalConnection, LocalTransport
 from console.transport.ssh import SSHConnection
 from inventory.model import Host
 from tests.fixtures.sshd import living_processes, unique_sleep
+from tests.waiting import wait_until
 
 LOCALHOST = Host(name="localhost", address="localhost")
 
@@ -26,11 +27,11 @@ async def local_conn():
 
 
 async def wait_started(marker: str, count: int = 1) -> None:
-    for _ in range(200):
-        if len(living_processes(marker)) >= count:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"{marker!r} never started")
+    await wait_until(
+        lambda: len(living_processes(marker)) >= count,
+        what=f"{count} {marker!r} processes to start",
+        interval=0.025,
+    )
 
 
 async def test_run_output_tails_and_exit_code(local_conn: LocalConnection) -> None:
@@ -144,7 +145,7 @@ async def test_cancelling_at_any_moment_of_the_spawn_leaves_nothing_running(loca
     for delay in (0, 0.001, 0.003, 0.006, 0.01, 0.02, 0.05):
         sleep = unique_sleep()
         task = asyncio.create_task(local_conn.run(f"{sleep} & {sleep}", timeout=60))
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay)  # the scenario: a cancel landing at some moment of the spawn
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

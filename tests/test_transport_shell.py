@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,6 +17,7 @@ from console.transport.ssh_shell import PersistentShell
 from inventory.loader import load_inventory
 from tests.fixtures.simfleet import FleetFactory
 from tests.fixtures.sshd import SSHFleet, living_processes, unique_sleep
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -34,12 +36,14 @@ async def sshd_shell(
 
 
 async def until_gone(marker: str) -> list[psutil.Process]:
-    for _ in range(100):
-        left = living_processes(marker)
-        if not left:
-            return []
-        await asyncio.sleep(0.05)
-    return living_processes(marker)
+    """Until no process carries ``marker`` (the stop reaps its own children, but a
+    container's init may be slow with orphans); fails naming the survivors."""
+    await wait_until(
+        lambda: not living_processes(marker),
+        what=f"{marker!r} to be gone",
+        interval=0.05,
+    )
+    return []
 
 
 @pytest.mark.sshd
@@ -139,6 +143,7 @@ async def test_closing_an_idle_shell_needs_no_kill(sshd_shell) -> None:
 async def test_timeout_kills_the_remote_command_and_a_new_shell_follows(sshd_shell) -> None:
     _, shell = sshd_shell
     sleep = unique_sleep()
+    assert (await shell.run("true", timeout=10)).ok  # the shell is open: the 1 s is the command's
     r = await shell.run(f"echo started; {sleep}", timeout=1.0)
     assert r.status == "timeout" and r.stdout_tail == ("started",)
     assert await until_gone(sleep) == []
@@ -151,11 +156,7 @@ async def test_cancellation_kills_the_remote_command(sshd_shell) -> None:
     _, shell = sshd_shell
     sleep = unique_sleep()
     task = asyncio.create_task(shell.run(sleep, timeout=60))
-    for _ in range(100):
-        if living_processes(sleep):
-            break
-        await asyncio.sleep(0.05)
-    assert living_processes(sleep)
+    await wait_until(lambda: living_processes(sleep), what=f"{sleep!r} to start", interval=0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -163,14 +164,34 @@ async def test_cancellation_kills_the_remote_command(sshd_shell) -> None:
 
 
 @pytest.mark.sshd
-async def test_busy_shell_runs_a_second_command_on_its_own_channel(sshd_shell) -> None:
-    _, shell = sshd_shell
-    slow = asyncio.create_task(shell.run("sleep 0.5; echo slow", timeout=10))
-    await asyncio.sleep(0.1)
-    quick = await shell.run("echo quick", timeout=10)
-    assert quick.stdout_tail == ("quick",)
-    assert (await slow).stdout_tail == ("slow",)
-    assert shell.started == 1
+async def test_busy_shell_runs_a_second_command_on_its_own_channel(
+    sshd_shell, tmp_path: Path
+) -> None:
+    """The slow command holds the shell until the test lets it go; the quick one,
+    issued meanwhile, runs on an exec channel of its own and finishes first."""
+    conn, shell = sshd_shell
+    execs: list[str] = []
+    real = conn.run
+
+    async def spy(command, **kwargs):  # type: ignore[no-untyped-def]
+        execs.append(command)
+        return await real(command, **kwargs)
+
+    conn.run = spy  # type: ignore[method-assign]
+    flag = tmp_path / "release"
+    started = asyncio.Event()
+    hold = f"echo started; while [ ! -e {flag} ]; do sleep 0.02; done; echo slow"
+    slow = asyncio.create_task(shell.run(hold, timeout=30, on_line=lambda s, x: started.set()))
+    try:
+        await wait_until(started.is_set, what="the slow command to run in the shell")
+        quick = await shell.run("echo quick", timeout=10)
+        assert quick.stdout_tail == ("quick",)
+        assert not slow.done()  # the quick one did not wait for the shell
+        assert execs == ["echo quick"]  # its own channel
+    finally:
+        flag.touch()
+    assert (await slow).stdout_tail == ("started", "slow")
+    assert shell.started == 1 and execs == ["echo quick"]
 
 
 @pytest.mark.sshd
