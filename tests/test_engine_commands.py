@@ -24,13 +24,44 @@ def when(pred, action):
 
 
 def later(delay: float, fn) -> None:
+    """Only where the wait is the scenario (an operator keeping the rollout paused)."""
     asyncio.get_running_loop().call_later(delay, fn)
+
+
+def script(*rules):
+    """Several ``when`` rules on one run: each sees every event, in order."""
+
+    def react(event: Event, run: Run) -> None:
+        for rule in rules:
+            rule(event, run)
+
+    return react
 
 
 def healthy(host: str):
     return lambda e: (
         isinstance(e, ev.HostStateChanged) and e.host == host and e.state == HostState.HEALTHY
     )
+
+
+def frozen(*names: str):
+    """True from the event on which the last of ``names`` turned FROZEN (it remembers:
+    one per rule). A host announces FROZEN and then waits, with no await between: when
+    the rule fires, every one of them is held."""
+    seen: set[str] = set()
+
+    def pred(e: Event) -> bool:
+        if isinstance(e, ev.HostStateChanged) and e.state == HostState.FROZEN:
+            seen.add(e.host)
+        return seen >= set(names)
+
+    return pred
+
+
+def batch_finished(index: int):
+    """The forward batch ``index`` is over. Paused, the strategy's next await after it
+    is the wait for resume: when the rule fires, the engine is parked there."""
+    return lambda e: isinstance(e, ev.BatchFinished) and e.index == index and not e.rollback
 
 
 def step_started(host: str, step: str):
@@ -41,17 +72,21 @@ async def test_pause_then_resume_continues_where_it_stopped() -> None:
     run = make_engine(spec_from("batches: [1, 2]\n"), 5)
     seen: dict[str, list[str]] = {}
 
-    def act(r: Run) -> None:
-        r.engine.pause(reason="looks odd", operator="alice")
+    def check_and_resume(r: Run) -> None:
+        seen["while_paused"] = [n for n in ("h02", "h03", "h04") if r.deploy_commands(n)]
+        r.engine.resume(operator="alice")
 
-        def check_and_resume() -> None:
-            seen["while_paused"] = [n for n in ("h02", "h03", "h04") if r.deploy_commands(n)]
-            r.engine.resume(operator="alice")
-
-        later(0.2, check_and_resume)
-
-    await run_engine(run, when(healthy("h01"), act))
+    pause = when(healthy("h01"), lambda r: r.engine.pause(reason="looks odd", operator="alice"))
+    # Parked at the wait for resume, nothing moves and no event can say "still nothing
+    # started": the operator stays paused a while (the scenario), time for a broken
+    # pause to start batch 2.
+    stay = when(batch_finished(0), lambda r: later(0.2, lambda: check_and_resume(r)))
+    await run_engine(run, script(pause, stay))
     assert seen["while_paused"] == []
+    issued = run.kinds(ev.OperatorCommand)
+    resumed = run.events.index(next(c for c in issued if c.command == "resume"))
+    started = [e.host for e in run.events[:resumed] if isinstance(e, ev.StepStarted)]
+    assert set(started) == {"h01"}  # nothing else started while paused
     assert run.outcome == Outcome.SUCCEEDED
     assert all(run.final(n) == HostState.HEALTHY for n in run.engine.recs)
     cmds = [(c.command, c.operator, c.reason) for c in run.kinds(ev.OperatorCommand)]
@@ -92,18 +127,14 @@ async def test_freeze_stops_between_steps_and_resume_continues() -> None:
     run.fake.on(r"^install", delay=0.1)
     frozen_at: dict[str, object] = {}
 
-    def act(r: Run) -> None:
-        r.engine.freeze(reason="db alarm")
+    def check(r: Run) -> None:
+        frozen_at["states"] = {n: r.engine.recs[n].state for n in ("h01", "h02")}
+        frozen_at["detail"] = r.engine.recs["h01"].detail
+        frozen_at["activated"] = [n for n in ("h01", "h02") if r.fake.ran(n, "^activate")]
+        r.engine.resume()
 
-        def check() -> None:
-            frozen_at["states"] = {n: r.engine.recs[n].state for n in ("h01", "h02")}
-            frozen_at["detail"] = r.engine.recs["h01"].detail
-            frozen_at["activated"] = [n for n in ("h01", "h02") if r.fake.ran(n, "^activate")]
-            r.engine.resume()
-
-        later(0.3, check)
-
-    await run_engine(run, when(step_started("h01", "install"), act))
+    freeze = when(step_started("h01", "install"), lambda r: r.engine.freeze(reason="db alarm"))
+    await run_engine(run, script(freeze, when(frozen("h01", "h02"), check)))
     assert frozen_at["states"] == {"h01": HostState.FROZEN, "h02": HostState.FROZEN}
     assert frozen_at["detail"] == "frozen after install"
     assert frozen_at["activated"] == []
@@ -151,11 +182,8 @@ async def test_abort_while_frozen_says_after_which_step() -> None:
     run = make_engine(spec_from("batches: [100%]\n"), 1)
     run.fake.on(r"^install", delay=0.05)
 
-    def act(r: Run) -> None:
-        r.engine.freeze()
-        later(0.2, r.engine.abort)
-
-    await run_engine(run, when(step_started("h01", "install"), act))
+    freeze = when(step_started("h01", "install"), lambda r: r.engine.freeze())
+    await run_engine(run, script(freeze, when(frozen("h01"), lambda r: r.engine.abort())))
     assert run.outcome == Outcome.ABORTED
     assert run.engine.recs["h01"].detail == "aborted after install"
 
@@ -337,11 +365,11 @@ async def test_console_quit_while_paused_ends_the_run_paused() -> None:
     # The console pauses, then asks the engine to stop once nothing moves.
     run = make_engine(spec_from("batches: [1, 2]\n"), 5)
 
-    def act(r: Run) -> None:
-        r.engine.pause(reason="console quit")
-        later(0.2, lambda: setattr(r.engine, "exit_when_paused", True))
+    def quit_(r: Run) -> None:
+        r.engine.exit_when_paused = True
 
-    await run_engine(run, when(healthy("h01"), act))
+    pause = when(healthy("h01"), lambda r: r.engine.pause(reason="console quit"))
+    await run_engine(run, script(pause, when(batch_finished(0), quit_)))
     assert run.outcome == Outcome.PAUSED
     assert not run.deploy_commands("h02")
 
@@ -350,11 +378,11 @@ async def test_console_quit_while_frozen_ends_the_run_paused() -> None:
     run = make_engine(spec_from("batches: [100%]\n"), 2)
     run.fake.on(r"^install", delay=0.05)
 
-    def act(r: Run) -> None:
-        r.engine.freeze()
-        later(0.2, lambda: setattr(r.engine, "exit_when_paused", True))
+    def quit_(r: Run) -> None:
+        r.engine.exit_when_paused = True
 
-    await run_engine(run, when(step_started("h01", "install"), act))
+    freeze = when(step_started("h01", "install"), lambda r: r.engine.freeze())
+    await run_engine(run, script(freeze, when(frozen("h01", "h02"), quit_)))
     assert run.outcome == Outcome.PAUSED
     assert run.final("h01") == HostState.FROZEN
 
@@ -364,11 +392,10 @@ async def test_rollback_while_frozen_rolls_back_changed_hosts_only() -> None:
     run.fake.on(r"^install", delay=0.1, hosts=["h01"])
     run.fake.on(r"^version$", delay=0.15, lines=["1.0"], hosts=["h02"])
 
-    def act(r: Run) -> None:
-        r.engine.freeze()
-        later(0.3, lambda: r.engine.rollback(reason="bad build"))
-
-    await run_engine(run, when(step_started("h01", "install"), act))
+    freeze = when(step_started("h01", "install"), lambda r: r.engine.freeze())
+    # h01 held after install, h02 (slow to read its version) before its first step
+    roll_back = when(frozen("h01", "h02"), lambda r: r.engine.rollback(reason="bad build"))
+    await run_engine(run, script(freeze, roll_back))
     assert run.outcome == Outcome.ROLLED_BACK
     assert run.final("h01") == HostState.ROLLED_BACK
     assert HostState.FROZEN in run.states("h01")

@@ -16,6 +16,7 @@ from console.signals.monitor import HostMonitor, _chainable, _marker_status
 from console.spec import ErrorRateSpec, HealthSpec, MetricsSpec, RolloutSpec, VitalsSpec
 from console.transport.base import LineCallback, RunResult
 from inventory.model import Host
+from tests.waiting import wait_until
 
 Handler = Callable[[], Awaitable[tuple[int, list[str]]]]
 _PART = re.compile(r'^(.*) && echo (\S+)ok \|\| echo "(\S+)failed \$\?"$')
@@ -128,13 +129,21 @@ class Harness:
     def warnings(self) -> list[Alert]:
         return [a for a in self.of(Alert) if a.level == "warning"]
 
-    async def run_for(self, seconds: float) -> None:
+    async def run_until(self, cond: Callable[[], object], *, what: str) -> None:
+        """Run the monitor until ``cond()`` holds, then stop it (it must not have
+        stopped by itself, and must end by cancellation)."""
         task = asyncio.create_task(self.monitor.run())
-        await asyncio.sleep(seconds)
-        assert not task.done()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        try:
+            await wait_until(lambda: task.done() or cond(), what=what)
+        finally:
+            ended = task.done()
+            task.cancel()
+            if ended:
+                await task  # its exception, if it raised
+            else:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        assert not ended, "the monitor stopped by itself"
 
 
 def test_markers_and_what_can_be_chained():
@@ -150,7 +159,10 @@ def test_markers_and_what_can_be_chained():
 async def test_polls_due_together_run_as_one_command():
     h = Harness(spec(health=HEALTH, vitals=VITALS, metrics=METRICS))
     h.monitor.watch_health(True)
-    await h.run_for(1.6)
+    await h.run_until(
+        lambda: len(h.of(HealthSample)) >= 8 and len(h.of(VitalsSample)) >= 3 and h.observed >= 3,
+        what="8 health samples, 3 vitals samples and 3 metrics scrapes",
+    )
     health = h.of(HealthSample)
     assert len(health) >= 8 and all(s.ok for s in health)
     assert len(h.of(VitalsSample)) >= 3 and h.observed >= 3
@@ -166,7 +178,10 @@ async def test_each_part_keeps_its_own_exit_code_and_detail():
     h.conn.handlers["svc metrics"] = answer(7, ["refused"])
     h.conn.handlers["svc health"] = answer(1, ["fail: 503"])
     h.monitor.watch_health(True)
-    await h.run_for(1.0)
+    await h.run_until(
+        lambda: h.unhealthy and h.warnings() and h.of(VitalsSample),
+        what="the health failure, the metrics warning and a vitals sample",
+    )
     assert h.unhealthy and h.unhealthy[0] == ("web-01", "exit 1: fail: 503")
     (w,) = h.warnings()
     assert w.rule == "signal.metrics"
@@ -183,7 +198,10 @@ async def test_a_hung_part_times_out_alone_and_the_rest_still_run():
 
     h.conn.handlers["svc vitals"] = hang
     h.monitor.watch_health(True)
-    await h.run_for(1.5)
+    await h.run_until(
+        lambda: h.warnings() and h.conn.stopped >= 2 and len(h.of(HealthSample)) >= 5,
+        what="the vitals warning, 2 hung commands stopped and 5 health samples",
+    )
     (w,) = h.warnings()
     assert w.rule == "signal.vitals" and "timeout" in w.message
     assert h.conn.stopped >= 2  # the hung command was stopped, not abandoned
@@ -209,7 +227,8 @@ async def test_a_health_timeout_while_the_console_is_starved_is_rechecked(
 
     h.conn.handlers["svc health"] = once_slow
     h.monitor.watch_health(True)
-    await h.run_for(1.0)
+    # the first probe's timeout judged (as starvation, or as a failure) and 2 more probes
+    await h.run_until(lambda: calls >= 3 and h.of(HealthSample), what="3 probes, a health sample")
     health = h.of(HealthSample)
     assert calls >= 3 and health
     if starved:
@@ -225,12 +244,15 @@ async def test_set_health_on_the_chained_path_runs_the_new_command():
     task = asyncio.create_task(h.monitor.run())
     try:
         h.monitor.watch_health(True)
-        async with asyncio.timeout(10):
-            while not any(c.endswith("svc health") for c in h.conn.commands):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            h.monitor.set_health(HealthSpec(run="svc health --version 1", every=0.1))
-            while not any(c.endswith("svc health --version 1") for c in h.conn.commands):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: any(c.endswith("svc health") for c in h.conn.commands),
+            what="a chained command ending with the health check",
+        )
+        h.monitor.set_health(HealthSpec(run="svc health --version 1", every=0.1))
+        await wait_until(
+            lambda: any(c.endswith("svc health --version 1") for c in h.conn.commands),
+            what="a chained command ending with the new health check",
+        )
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

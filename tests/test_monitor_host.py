@@ -113,6 +113,28 @@ async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
             await asyncio.sleep(0.005)
 
 
+class Witness:
+    """Another monitor on the loop, polling vitals every 5 ms. A "nothing happened"
+    check waits for some of its polls (the monitor under test had that long to act,
+    however loaded the machine), not for a fixed time."""
+
+    def __init__(self) -> None:
+        self.h = Harness(make_spec(vitals=VitalsSpec(run="svc vitals", every=0.005)))
+        self.h.conn.handlers["svc vitals"] = lambda: (0, ["0.10 0.20 0.30 1/100 7"])
+
+    async def __aenter__(self) -> Witness:
+        await self.h.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.h.__aexit__(*exc)
+
+    async def polls(self, n: int = 10) -> None:
+        """Until it polled ``n`` more times."""
+        start = self.h.conn.count("svc vitals")
+        await until(lambda: self.h.conn.count("svc vitals") >= start + n)
+
+
 LOGS = LogsSpec(run="svc logs --follow", error_pattern=r"\b(ERROR|CRITICAL)\b")
 
 
@@ -269,7 +291,10 @@ async def test_vitals_default_command_and_a_failing_signal_backs_off():
         (warning,) = h.warnings("signal.vitals")
         assert warning.message == "vitals: unreachable: connection lost"
         assert warning.host == "web-01"
-        assert h.conn.count("svc metrics") > 5  # unaffected by vitals failing
+        # unaffected by vitals failing: polled in each back-off gap (each > its period)
+        vitals_at = [i for i, (c, _) in enumerate(h.conn.runs) if c == VITALS_COMMAND]
+        failing = h.conn.runs[vitals_at[1] : vitals_at[4]]
+        assert sum(c == "svc metrics" for c, _ in failing) >= 3
     assert (VITALS_COMMAND, 2.5) in h.conn.runs
 
 
@@ -304,14 +329,14 @@ async def test_health_watch_reports_once_per_episode_and_flapping():
 
     h = Harness(make_spec(health=HEALTH), vitals=False)
     h.conn.handlers["svc health"] = health
-    async with h:
-        await asyncio.sleep(0.05)
+    async with h, Witness() as witness:
+        await witness.polls()
         assert not results  # nothing probed until the host is deployed and watched
         h.monitor.watch_health(True)
         await until(lambda: len(h.of(HealthSample)) >= len(script) + 2)
         h.monitor.watch_health(False)
         stopped_at = len(results)
-        await asyncio.sleep(0.05)
+        await witness.polls()
         assert len(results) <= stopped_at + 1  # at most the probe in flight
     samples = h.of(HealthSample)
     assert [s.ok for s in samples[: len(script)]] == script
@@ -349,9 +374,9 @@ async def test_health_watch_fail_after_tolerates_a_blip():
 
 async def test_nothing_configured_runs_nothing_and_no_health_watch_without_spec():
     h = Harness(make_spec(), vitals=False)
-    async with h:
+    async with h, Witness() as witness:
         h.monitor.watch_health(True)
-        await asyncio.sleep(0.05)
+        await witness.polls()
         assert not h.monitor.watching and not h.conn.runs and not h.events
 
 
@@ -394,9 +419,9 @@ async def test_set_health_judges_with_the_new_command_and_a_fresh_history():
 async def test_set_health_while_not_watching_only_replaces_the_command():
     h = Harness(make_spec(health=HEALTH), vitals=False)
     h.conn.handlers["svc health --version 1"] = lambda: (0, ["ok"])
-    async with h:
+    async with h, Witness() as witness:
         h.monitor.set_health(HealthSpec(run="svc health --version 1", every=0.005))
-        await asyncio.sleep(0.02)
+        await witness.polls()
         assert not h.conn.runs and not h.monitor.watching
         h.monitor.watch_health(True)
         await until(lambda: h.conn.count("svc health --version 1") >= 2)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from console.core.events import Alert, Event, HealthSample, LogLines, VitalsSample
+from console.core.events import Alert, ErrorRateSample, Event, HealthSample, LogLines, VitalsSample
 from console.signals.health import ErrorRateAnalyzer, probe_health
 from console.signals.monitor import HostMonitor
 from console.simfleet import SimFleet
@@ -25,6 +25,7 @@ from console.transport.base import Connection, TransportOptions
 from console.transport.ssh import SSHTransport
 from inventory.loader import load_inventory
 from tests.fixtures.simfleet import FleetFactory
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +67,7 @@ class Watch:
             while passes < health.healthy_after:
                 ok, _ = await probe_health(conn, health)
                 passes = passes + 1 if ok else 0
-                await asyncio.sleep(health.every)
+                await asyncio.sleep(health.every)  # the engine's gating cadence
         self.monitors[host].watch_health(True)
 
 
@@ -117,19 +118,57 @@ async def first_alert(analyzer: ErrorRateAnalyzer, within: float) -> Alert | Non
     return None
 
 
+def cohort(analyzer: ErrorRateAnalyzer, name: str) -> ErrorRateSample:
+    return next(s for s in analyzer.samples() if s.scope == f"cohort:{name}")
+
+
+async def baseline_measured(w: Watch) -> None:
+    """Until every host's counters were scraped twice (so a restart shows as a reset)
+    and the baseline cohort has enough requests in its window for a verdict."""
+    assert w.spec.error_rate is not None
+    need = w.spec.error_rate.min_requests
+
+    def measured() -> bool:
+        counted = {s.scope for s in w.analyzer.samples() if s.requests}
+        baseline = cohort(w.analyzer, "baseline").requests or 0
+        return counted >= set(w.conns) and baseline >= need
+
+    await wait_until(measured, what=f"every host scraped and {need} baseline requests")
+
+
+async def quiet_until(
+    analyzer: ErrorRateAnalyzer, cond: Callable[[], object], *, what: str
+) -> None:
+    """Until ``cond()``, evaluating the analyzer at every poll: it must never alert."""
+    alerts: list[Alert] = []
+
+    def check() -> object:
+        alert = analyzer.evaluate()
+        if alert is not None:
+            alerts.append(alert)
+        return alerts or cond()
+
+    await wait_until(check, what=what, interval=0.05)
+    assert not alerts, alerts[0].message
+
+
 async def test_bad_canary_alerts_with_the_numbers(sim_fleet_factory: FleetFactory) -> None:
     fleet = await sim_fleet_factory(n=4, scenario="bad-canary", seed=5)
     async with watching(fleet) as w:
-        await asyncio.sleep(1.0)  # the baseline is measured
-        assert await first_alert(w.analyzer, 0.5) is None
+        await baseline_measured(w)
+        assert w.analyzer.evaluate() is None  # no new cohort yet: nothing to judge
         await w.deploy("web-01")
         alert = await first_alert(w.analyzer, 15.0)
         assert alert is not None, "the bad canary was not caught"
         assert w.analyzer.resets >= 1  # the canary's restart reset its counters
-        for _ in range(200):  # 15% of ~5 lines a second: ERROR lines show up soon
-            if w.monitors["web-01"].error_lines:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(  # 15% of ~5 lines a second: ERROR lines show up soon
+            lambda: w.monitors["web-01"].error_lines and w.of(HealthSample, "web-01"),
+            what="ERROR lines from web-01's log and a sample of its health watch",
+        )
+        await wait_until(
+            lambda: all(w.of(VitalsSample, h) and w.of(LogLines, h) for h in w.conns),
+            what="vitals and log lines from every host",
+        )
     assert w.spec.error_rate is not None
     assert alert.rule == "error_rate.max" and alert.level == "critical"
     n = alert.numbers
@@ -154,16 +193,31 @@ async def test_bad_canary_alerts_with_the_numbers(sim_fleet_factory: FleetFactor
 
 async def test_healthy_canary_does_not_alert(sim_fleet_factory: FleetFactory) -> None:
     fleet = await sim_fleet_factory(n=3, scenario="healthy", seed=2)
+    # The counters are whole numbers: a window's rate is within 1/requests of the truth,
+    # so "within 0.003" needs a few hundred requests (the window's count rises and falls).
+    precise = 400
+    samples: list[ErrorRateSample] = []
+
+    def new_cohort_measured() -> bool:
+        new = cohort(w.analyzer, "new")
+        samples.append(new)
+        return (new.requests or 0) >= precise
+
     async with watching(fleet) as w:
-        await asyncio.sleep(0.5)
+        await baseline_measured(w)
         await w.deploy("web-01")
-        assert await first_alert(w.analyzer, 2.0) is None
+        # judged (min_requests reached) and never alerting
+        await quiet_until(w.analyzer, new_cohort_measured, what=f"{precise} new requests")
         await w.conns["api-01"].run("svc restart", timeout=10)  # a baseline restart
-        assert await first_alert(w.analyzer, 1.0) is None
+        await quiet_until(
+            w.analyzer,
+            lambda: w.analyzer.resets >= 2 and new_cohort_measured(),
+            what="the baseline restart seen, then the new cohort judged again",
+        )
     assert w.unhealthy == []
     assert [a for a in w.of(Alert) if a.level == "warning"] == []
     assert w.analyzer.resets >= 2
-    new = next(s for s in w.analyzer.samples() if s.scope == "cohort:new")
+    new = samples[-1]
     assert new.requests and new.requests >= 100 and new.rate == pytest.approx(0.005, abs=0.003)
 
 
@@ -179,11 +233,16 @@ async def test_flapping_health_and_missing_metrics(sim_fleet_factory: FleetFacto
     async with watching(fleet, misnamed) as w:
         await w.deploy("worker-01", gate=False)  # flaps on the new version
         await w.deploy("web-01")  # steady
-        for _ in range(200):
-            if any(s.status == "flapping" for s in w.of(HealthSample, "worker-01")):
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+        await wait_until(
+            lambda: any(s.status == "flapping" for s in w.of(HealthSample, "worker-01")),
+            what="worker-01 reported flapping",
+        )
+        await wait_until(
+            lambda: (
+                {a.host for a in w.of(Alert) if a.rule == "signal.metrics.missing"} >= set(w.conns)
+            ),
+            what="a missing-metrics warning from every host",
+        )
     statuses = [s.status for s in w.of(HealthSample, "worker-01")]
     assert "flapping" in statuses
     assert [h for h, _ in w.unhealthy] == ["worker-01"]  # once for the episode

@@ -20,6 +20,7 @@ from console.store.journal import Journal, read_journal
 from console.transport import make_transport
 from inventory.model import Host
 from tests.fixtures.sshd import SSHFleet, free_port, living_processes, unique_sleep, write_keypair
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.sshd
 FleetMaker = Callable[..., SSHFleet]
@@ -36,12 +37,16 @@ release_dir: "{{vars.root}}"  # the release layout: current -> releases/<version
 steps:
   - name: install
     run: >-
-      ( test ! -e {{vars.root}}/FAIL || ( sleep 0.3; false ) ) &&
+      ( test ! -e {{vars.root}}/FAIL || (
+      w=$(cat {{vars.root}}/FAIL); while test -n "$w" && test ! -e "$w"; do sleep 0.02; done;
+      sleep 0.3; false ) ) &&
       mkdir -p {{vars.root}}/releases/{{version}} &&
       printf '%s\\n' {{version}} > {{vars.root}}/releases/{{version}}/VERSION
     timeout: 10s
   - name: migrate
-    run: if test -e {{vars.root}}/HANG; then {sleep}; fi; echo migrated {{host}}
+    run: >-
+      if test -e {{vars.root}}/HANG; then touch {{vars.root}}/MIGRATING; {sleep}; fi;
+      echo migrated {{host}}
     timeout: {migrate_timeout}
   - name: activate
     run: ln -sfn releases/{{version}} {{vars.root}}/current
@@ -151,6 +156,58 @@ def on_step(
     return react
 
 
+def on(
+    pred: Callable[[Event], bool], action: Callable[[Engine], None]
+) -> Callable[[Event, Engine], None]:
+    """``action(engine)`` once, on the first event for which ``pred`` holds."""
+    done: list[bool] = []
+
+    def react(e: Event, engine: Engine) -> None:
+        if not done and pred(e):
+            done.append(True)
+            action(engine)
+
+    return react
+
+
+def state_is(host: str, state: HostState) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, ev.HostStateChanged) and (e.host, e.state) == (host, state)
+
+
+def step_is(host: str, step: str) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, ev.StepStarted) and (e.host, e.step) == (host, step)
+
+
+def all_seen(*preds: Callable[[Event], bool]) -> Callable[[Event], bool]:
+    """True from the event by which each of ``preds`` has matched some event (it
+    remembers: one per rule)."""
+    hit = [False] * len(preds)
+
+    def pred(e: Event) -> bool:
+        for i, p in enumerate(preds):
+            hit[i] = hit[i] or p(e)
+        return all(hit)
+
+    return pred
+
+
+def both(*reacts: Callable[[Event, Engine], None]) -> Callable[[Event, Engine], None]:
+    """Several react callbacks on one run: each sees every event, in order."""
+
+    def react(e: Event, engine: Engine) -> None:
+        for r in reacts:
+            r(e, engine)
+
+    return react
+
+
+async def gone(marker: str) -> None:
+    """Until no process runs ``marker`` (a killed remote command exits asynchronously)."""
+    await wait_until(
+        lambda: not living_processes(marker), what=f"no process running {marker!r}", interval=0.1
+    )
+
+
 @pytest.mark.slow
 async def test_full_rollout_of_20_hosts_in_a_ramp(sshd_fleet: FleetMaker, tmp_path: Path) -> None:
     fleet = sshd_fleet(20)
@@ -175,8 +232,9 @@ async def test_full_rollout_of_20_hosts_in_a_ramp(sshd_fleet: FleetMaker, tmp_pa
 async def test_failing_step_on_one_host(sshd_fleet: FleetMaker, on_failure: str) -> None:
     fleet = sshd_fleet(8)
     seed(fleet)
-    (fleet.root("web-03") / "FAIL").touch()  # batch 2 is web-02, web-03
-    # web-02 is slow in migrate, so it is still moving when web-03 fails
+    # batch 2 is web-02, web-03; web-03 fails once web-02 is in its slow migrate, so
+    # web-02 is still moving then (a FAIL file may name a file to wait for)
+    (fleet.root("web-03") / "FAIL").write_text(str(fleet.root("web-02") / "MIGRATING"))
     hang = "sleep 0.5" if on_failure != "abort" else unique_sleep()
     spec = make_spec(batches="[1, 2]", on_failure=on_failure, sleep=hang)
     (fleet.root("web-02") / "HANG").touch()
@@ -206,7 +264,7 @@ async def test_failing_step_on_one_host(sshd_fleet: FleetMaker, on_failure: str)
         assert engine.recs["web-02"].detail == "aborted during migrate"
         assert active(fleet, "web-02") == "1.0"  # cut before activate
         assert (fleet.root("web-02") / "releases/2.0/VERSION").exists()  # install had run
-        assert not living_processes(hang)
+        await gone(hang)
     assert any(isinstance(e, ev.Alert) and e.rule == "max_failures" for e in events)
 
 
@@ -224,8 +282,7 @@ async def test_hung_step_times_out_and_the_remote_process_is_gone(sshd_fleet: Fl
     finished = [e for e in events if isinstance(e, ev.StepFinished) and e.host == "web-01"]
     assert finished[-1].status == "timeout"
     assert active(fleet, "web-01") == "1.0" and active(fleet, "web-02") == "2.0"
-    await asyncio.sleep(0.2)
-    assert not living_processes(sleep)
+    await gone(sleep)
 
 
 async def test_unreachable_host_refuses_then_allowed(sshd_fleet: FleetMaker) -> None:
@@ -308,16 +365,14 @@ async def test_pause_then_resume(sshd_fleet: FleetMaker) -> None:
     engine = engine_for(fleet, spec)
     snapshot: dict[str, object] = {}
 
-    def act(engine: Engine) -> None:
-        engine.pause(reason="check dashboards")
+    def look_and_resume(engine: Engine) -> None:
+        snapshot["active"] = {h.name: active(fleet, h.name) for h in fleet.hosts}
+        engine.resume()
 
-        def look_and_resume() -> None:
-            snapshot["active"] = {h.name: active(fleet, h.name) for h in fleet.hosts}
-            engine.resume()
-
-        asyncio.get_running_loop().call_later(0.5, look_and_resume)
-
-    outcome, _ = await drive(engine, on_step("web-01", "install", act))
+    pause = on_step("web-01", "install", lambda e: e.pause(reason="check dashboards"))
+    # web-01 was moving when the pause came: it finishes, then nothing else starts
+    resume = on(state_is("web-01", HostState.HEALTHY), look_and_resume)
+    outcome, _ = await drive(engine, both(pause, resume))
     assert snapshot["active"] == {"web-01": "2.0", **{f"web-{i:02d}": "1.0" for i in range(2, 7)}}
     assert outcome == Outcome.SUCCEEDED
     assert all(active(fleet, h.name) == "2.0" for h in fleet.hosts)
@@ -331,10 +386,10 @@ async def test_abort_mid_batch_stops_in_flight_commands(sshd_fleet: FleetMaker) 
     sleep = unique_sleep()
     engine = engine_for(fleet, make_spec(batches="[1, 3]", sleep=sleep))
 
-    def react(e: Event, engine: Engine) -> None:
-        if isinstance(e, ev.StepStarted) and e.step == "activate" and e.host == "web-04":
-            asyncio.get_running_loop().call_later(0.3, lambda: engine.abort(reason="stop now"))
-
+    # web-04 went through while web-02 and web-03 hang in migrate
+    hanging = (step_is("web-02", "migrate"), step_is("web-03", "migrate"))
+    through = all_seen(state_is("web-04", HostState.HEALTHY), *hanging)
+    react = on(through, lambda e: e.abort(reason="stop now"))
     outcome, events = await drive(engine, react)
     assert outcome == Outcome.ABORTED
     for name in ("web-02", "web-03"):
@@ -344,8 +399,7 @@ async def test_abort_mid_batch_stops_in_flight_commands(sshd_fleet: FleetMaker) 
     assert engine.recs["web-04"].state == HostState.HEALTHY  # it had finished
     assert engine.recs["web-05"].state == HostState.PENDING
     assert active(fleet, "web-05") == "1.0"
-    await asyncio.sleep(0.2)
-    assert not living_processes(sleep)
+    await gone(sleep)
     cancelled = {
         e.host for e in events if isinstance(e, ev.StepFinished) and e.status == "cancelled"
     }
