@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Literal
 
 from console.core import events as ev
-from console.core.describe import HOST_GLYPHS, HOST_WORDS, OUTCOME_WORDS, ROLLOUT_WORDS
+from console.core.describe import HOST_GLYPHS, HOST_WORDS, OUTCOME_WORDS, ROLLOUT_WORDS, is_chatty
 from console.core.describe import describe as describe_event
 from console.core.events import Event, HostState, Outcome
 from console.core.state import RolloutView
@@ -175,9 +175,7 @@ class _Printer:
                 self.out.write(line + "\n")
                 self.out.flush()
         elif self._live is not None and _notable(event):
-            words = describe(event)
-            if words is not None:
-                self._live.console.print(words, markup=False, highlight=False)
+            self._live.console.print(describe_event(event).text(), markup=False, highlight=False)
 
     def note(self, message: str, err: IO[str]) -> None:
         """A message for the operator: above the live table, else on stderr."""
@@ -233,9 +231,9 @@ _BAD = frozenset(
 
 
 def describe(event: Event) -> str | None:
-    """The words of a notable event (console.core.describe's), or None for a chatty one."""
-    d = describe_event(event)
-    return None if d.chatty else d.text()
+    """The words of a notable event (console.core.describe's), or None for a chatty one
+    (decided before any words are built: plain mode sees every event)."""
+    return None if is_chatty(event) else describe_event(event).text()
 
 
 def plain_line(event: Event) -> str | None:

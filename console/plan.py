@@ -104,11 +104,8 @@ def parse_size(value: object) -> int | str:
     """An operator's batch size (``set_batch_size``) in the spec's terms: a count of
     at least 1 (an int or digits) or a percentage above 0% and at most 100%.
     ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad batch size {value!r}")
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"a batch size is at least 1, got {value}")
+    if isinstance(value, int):  # bool included: batch_size refuses it
+        batch_size(value, 1)  # the planner's rule for a count, or ValueError
         return value
     if not isinstance(value, str):
         raise ValueError(f"bad batch size {value!r}")

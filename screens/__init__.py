@@ -2,6 +2,6 @@
 
 Screens render a :class:`console.core.state.RolloutView` that the app folds from engine
 events; they talk back only through :class:`screens.context.ConsoleContext`. Pure
-helpers (``format``, ``rows``, ``changes``, ``chart``, ``describe``, ``synthetic``)
+helpers (``format``, ``rows``, ``changes``, ``chart``, ``describe``)
 import no Textual and are unit-tested on their own.
 """

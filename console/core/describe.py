@@ -20,6 +20,7 @@ read elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -243,11 +244,31 @@ def _d(
     severity: Severity,
     meaning: str,
     host: str | None = None,
-    *,
-    chatty: bool = False,
 ) -> Description:
     parts = (text,) if isinstance(text, str) else text
-    return Description(parts, severity, GLYPHS[meaning], host, chatty)
+    return Description(parts, severity, GLYPHS[meaning], host)
+
+
+_LEVELS = frozenset(s.value for s in Severity)
+
+# The events that come by the hundred: front ends that list only what matters skip
+# them, before any words are built (headless plain mode sees every event).
+CHATTY_EVENTS = (
+    ev.VersionRead,
+    ev.StepStarted,
+    ev.StepOutput,
+    ev.HealthSample,
+    ev.VitalsSample,
+    ev.LogLines,
+    ev.ErrorRateSample,
+)
+
+
+def is_chatty(event: ev.Event) -> bool:
+    """One of the events that come by the hundred (a step that finished ok too)."""
+    return isinstance(event, CHATTY_EVENTS) or (
+        isinstance(event, ev.StepFinished) and event.status == "ok"
+    )
 
 
 def _plural(n: int, word: str, many: str | None = None) -> str:
@@ -286,6 +307,12 @@ def _args(args: Mapping[str, Any]) -> str:
 
 
 def describe(event: ev.Event) -> Description:
+    """The words, severity, glyph and host of ``event`` (``chatty`` per :func:`is_chatty`)."""
+    words = _words(event)
+    return dataclasses.replace(words, chatty=True) if is_chatty(event) else words
+
+
+def _words(event: ev.Event) -> Description:
     """The one description of ``event``; every kind in :mod:`console.core.events` has one."""
     match event:
         case ev.RolloutStarted():
@@ -305,7 +332,7 @@ def describe(event: ev.Event) -> Description:
                 if said
                 else f"rollout {word}{_why(event.reason)}",
                 ROLLOUT_SEVERITY[event.state],
-                ROLLOUT_WORDS[event.state],
+                word,
             )
         case ev.RolloutFinished():
             word = OUTCOME_WORDS[event.outcome]
@@ -365,7 +392,6 @@ def describe(event: ev.Event) -> Description:
                 Severity.INFO,
                 "version",
                 event.host,
-                chatty=True,
             )
         case ev.StepStarted():
             kind = "rollback step" if event.rollback else "step"
@@ -375,7 +401,6 @@ def describe(event: ev.Event) -> Description:
                 Severity.INFO,
                 "step",
                 event.host,
-                chatty=True,
             )
         case ev.StepOutput():
             last = shorten(event.lines[-1], DETAIL_SHOWN, squash=True) if event.lines else ""
@@ -385,7 +410,6 @@ def describe(event: ev.Event) -> Description:
                 Severity.INFO,
                 "output",
                 event.host,
-                chatty=True,
             )
         case ev.StepFinished():
             return _step_finished(event)
@@ -402,7 +426,6 @@ def describe(event: ev.Event) -> Description:
                 Severity.INFO,
                 "vitals",
                 event.host,
-                chatty=True,
             )
         case ev.LogLines():
             errors = f", {_plural(event.errors, 'error')}" if event.errors else ""
@@ -411,7 +434,6 @@ def describe(event: ev.Event) -> Description:
                 Severity.WARNING if event.errors else Severity.INFO,
                 "output",
                 event.host,
-                chatty=True,
             )
         case ev.ErrorRateSample():
             host = None if event.scope.startswith("cohort:") else event.scope
@@ -422,15 +444,13 @@ def describe(event: ev.Event) -> Description:
                 Severity.INFO,
                 "error rate",
                 host,
-                chatty=True,
             )
         case ev.Alert():
             action = f" -> {event.action}" if event.action else ""
-            levels = {s.value for s in Severity}
             return _d(
                 f"ALERT [{event.level}] {event.rule}: "
                 f"{shorten(event.message, DETAIL_SHOWN, squash=True)}{action}",
-                Severity(event.level) if event.level in levels else Severity.WARNING,
+                Severity(event.level) if event.level in _LEVELS else Severity.WARNING,
                 "alert",
                 event.host,
             )
@@ -518,7 +538,6 @@ def _step_finished(event: ev.StepFinished) -> Description:
         severity,
         "step" if event.status == "ok" else "failed",
         event.host,
-        chatty=event.status == "ok",
     )
 
 
@@ -529,14 +548,12 @@ def _health(event: ev.HealthSample) -> Description:
     severity = Severity.OK if event.ok else Severity.WARNING
     if event.status == "flapping":
         severity = Severity.WARNING
-    return _d(
-        f"{event.host} health {status}{row}{detail}", severity, "health", event.host, chatty=True
-    )
+    return _d(f"{event.host} health {status}{row}{detail}", severity, "health", event.host)
 
 
 def _command(event: ev.OperatorCommand) -> Description:
     why = f" ({shorten(event.reason, DETAIL_SHOWN, squash=True)})" if event.reason else ""
-    detail = f": {shorten(event.detail, DETAIL_SHOWN, squash=True)}" if event.detail else ""
+    detail = _why(event.detail)
     verdict = "" if event.accepted else " REFUSED"
     return _d(
         f"{event.command}{_args(event.args)} by {event.operator}{why}{verdict}{detail}",
