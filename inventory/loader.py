@@ -91,7 +91,7 @@ def _parse(text: str, file: str) -> Inventory:
         return parse_ini(text, file)
     doc = InventoryDoc(text, file)
     root = doc.root
-    if root is None or is_null(root):
+    if root is None or is_null(root):  # None narrows the type for mypy
         raise InputError("the inventory file is empty (only comments)", file=file)
     if is_native(doc, root):
         return parse_native(root, doc)

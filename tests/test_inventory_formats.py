@@ -391,3 +391,19 @@ def test_yaml_merge_key_in_native_host(tmp_path: Path) -> None:
     )
     b = inv.hosts["b"]
     assert (b.address, b.port, b.user, b.vars) == ("10.0.0.2", 2200, "ops", {"x": 1})
+
+
+def test_a_merge_key_inside_a_var_value_is_data(tmp_path: Path) -> None:
+    """``<<`` inside a var's value merges as YAML says (it did before the shared YAML
+    walker; the inventory's own rule about merge keys is for where hosts are named)."""
+    path = write(
+        tmp_path,
+        "hosts.yml",
+        """\
+        all:
+          hosts:
+            web1:
+              cfg: {<<: {a: 1, b: 1}, b: 2}
+        """,
+    )
+    assert load_inventory(path).hosts["web1"].vars["cfg"] == {"a": 1, "b": 2}

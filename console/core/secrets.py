@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 MASK = "***"
 
@@ -25,9 +26,9 @@ _KEY_PATH_NAMES = frozenset(
 )
 
 
-def is_secret_name(name: str, declared: Iterable[str] = ()) -> bool:
+def is_secret_name(name: str, declared: Collection[str] = ()) -> bool:
     """True for vars named in ``secrets`` or whose name looks secret (not key paths)."""
-    if name in set(declared):
+    if name in declared:
         return True
     words = {m.group(0).lower() for m in _SECRET_WORDS.finditer(name)}
     if not words:
@@ -37,6 +38,11 @@ def is_secret_name(name: str, declared: Iterable[str] = ()) -> bool:
         if lowered in _KEY_PATH_NAMES or lowered.endswith(("_file", "_path")):
             return False
     return True
+
+
+def mask_vars(values: Mapping[str, Any], declared: Collection[str] = ()) -> dict[str, Any]:
+    """``values`` with every secret var's value replaced by :data:`MASK`."""
+    return {k: MASK if is_secret_name(k, declared) else v for k, v in values.items()}
 
 
 class Redactor:

@@ -355,7 +355,9 @@ class Doc:
         else:
             active[key] = field
             value = {}
-            for entry in self.mapping(node, field):
+            # Spelled out: a subclass's defaults (inventories turn merge keys off
+            # where they name hosts) must not reach nested plain data.
+            for entry in self.mapping(node, field, merge=True, null_empty=False):
                 name = self._construct(entry.key_node, field)
                 value[name] = self._plain(entry.value, join(field, entry.key), done, active)
             del active[key]

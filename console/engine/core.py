@@ -46,7 +46,7 @@ from console.core.bus import EventBus, Subscription
 from console.core.clock import SYSTEM, Clock
 from console.core.commands import Command
 from console.core.events import HostState, Outcome, RolloutState
-from console.core.secrets import is_secret_name
+from console.core.secrets import mask_vars
 from console.core.state import RolloutView
 from console.engine import gates
 from console.engine.batches import Batches
@@ -667,9 +667,7 @@ class Engine:
         hosts = {}
         for name, rec in self.recs.items():
             info = rec.host.to_json()
-            info["vars"] = {
-                k: "***" if is_secret_name(k, spec.secrets) else v for k, v in info["vars"].items()
-            }
+            info["vars"] = mask_vars(info["vars"], spec.secrets)
             hosts[name] = info
         return ev.RolloutStarted(
             rollout_id=self.rollout_id,

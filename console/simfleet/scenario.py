@@ -51,7 +51,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from console.core.errors import InputError, did_you_mean
-from console.core.yamlnodes import Doc, line_of
+from console.core.yamlnodes import Doc, join, line_of
 
 T = TypeVar("T")
 
@@ -246,13 +246,11 @@ class Fields:
         self.where = where
         self.line = line_of(node)
         self.items: dict[str, yaml.Node] = {}
-        self.key_lines: dict[str, int] = {}
         for entry in doc.mapping(node, where, allowed=tuple(allowed)):
             self.items[entry.key] = entry.value
-            self.key_lines[entry.key] = line_of(entry.key_node)
 
     def field(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
+        return join(self.where, key)
 
     def __contains__(self, key: str) -> bool:
         return key in self.items

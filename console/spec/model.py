@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from console.core.secrets import MASK, is_secret_name
+from console.core.secrets import mask_vars
 
 OnFailure = Literal["pause", "rollback", "abort"]
 Order = Literal["inventory", "sorted", "reverse_sorted", "shuffle"]
@@ -196,9 +196,7 @@ def settings(spec: RolloutSpec) -> dict[str, Any]:
             step.pop("line", None)
     data["batches"] = list(spec.batches)
     data["max_failures"] = _budget_text(spec.max_failures)
-    data["vars"] = {
-        k: (MASK if is_secret_name(k, spec.secrets) else v) for k, v in spec.vars.items()
-    }
+    data["vars"] = mask_vars(spec.vars, spec.secrets)
     return data
 
 
