@@ -143,7 +143,7 @@ async def test_silent_server_times_out(sshd_fleet) -> None:
     host = dataclasses.replace(fleet.hosts[0], port=port)
     transport = SSHTransport(dataclasses.replace(fleet.options, connect_timeout=0.5))
     try:
-        with pytest.raises(HostUnreachable, match=r"no SSH login within 0.5s"):
+        with pytest.raises(HostUnreachable, match=r"no answer from .* for 0.5 s while connecting"):
             await transport.connect(host)
     finally:
         await transport.close()

@@ -34,9 +34,13 @@ from console.core.bus import EventBus, Subscription
 from console.core.commands import Command
 from console.core.events import Event
 from console.core.state import RolloutView
+from console.core.text import printable
 
 CONNECT_TIMEOUT = 5.0
 SNAPSHOT_TIMEOUT = 60.0  # a long rollout's journal can take a while to replay
+# The owner sends at least a stats line every second (server.STATS_EVERY): this long
+# without a byte means it froze (SIGSTOP, a stuck machine) or the link is gone.
+SILENCE_TIMEOUT = 15.0
 
 
 class RemoteController:
@@ -67,8 +71,10 @@ class RemoteRollout:
         *,
         maxsize: int = 20_000,
         hard_limit: int = 200_000,
+        silence: float = SILENCE_TIMEOUT,
     ) -> None:
         self._reader = reader
+        self.silence = silence
         self._writer = writer
         self.hello = hello
         self.rollout_id = str(hello.get("rollout_id") or "")
@@ -104,9 +110,16 @@ class RemoteRollout:
         try:
             while True:
                 try:
-                    msg = await read_message(self._reader)
+                    async with asyncio.timeout(self.silence):
+                        msg = await read_message(self._reader)
                 except ProtocolError as exc:
                     self.error = str(exc)
+                    return
+                except TimeoutError:
+                    self.error = (
+                        f"its owner did not answer for {self.silence:g} s "
+                        "(frozen, or its machine is unreachable)"
+                    )
                     return
                 if msg is None:
                     return
@@ -134,7 +147,7 @@ class RemoteRollout:
             self.open_connections = int(msg.get("open_connections") or 0)
         elif kind == "refused":
             text = f"refused by the rollout's owner: {msg.get('command')}: {msg.get('message')}"
-            self.refusals.append(text)
+            self.refusals.append(printable(text))  # printed as is by `attach --send`
             self.bus.publish(ev.Notice(message=text))
         elif kind == "error":
             self.error = str(msg.get("message") or "error")
@@ -176,6 +189,7 @@ async def connect(
     read_only: bool = False,
     *,
     probe: bool = False,
+    silence: float = SILENCE_TIMEOUT,
 ) -> RemoteRollout:
     """Attach to the rollout served on ``socket_path``: hello, then the snapshot.
     Raises ProtocolError (or OSError) when nothing sane answers."""
@@ -197,7 +211,7 @@ async def connect(
     except BaseException:
         writer.close()
         raise
-    remote = RemoteRollout(reader, writer, hello, snapshot)
+    remote = RemoteRollout(reader, writer, hello, snapshot, silence=silence)
     if probe:
         writer.close()
     return remote

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from console.attach.protocol import SOCKET_SUFFIX, VERSION, addressable, encode
 from console.attach.server import serve_engine
 from console.core.errors import RolldeckError
+from console.core.safe_files import create_private
 
 if TYPE_CHECKING:
     from console.core.events import Outcome
@@ -70,7 +71,7 @@ def spawn_detached(
     cmd = command or detached_command(argv, sd)
     before = {p.name for p in sd.glob(f"*{SOCKET_SUFFIX}")}
     log = sd / f"detached-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    fd = create_private(log, append=True)  # O_EXCL | O_NOFOLLOW, 0600
     try:
         child = subprocess.Popen(
             cmd,
@@ -93,8 +94,9 @@ def spawn_detached(
             if hello is not None and hello.get("pid") == child.pid:
                 rid = str(hello.get("rollout_id") or path.stem)
                 final = sd / f"{rid}.log"
-                with contextlib.suppress(OSError):
-                    os.rename(log, final)  # the child's descriptor follows the file
+                with contextlib.suppress(OSError):  # never over a name already there
+                    os.link(log, final)  # the child's descriptor follows the file
+                    os.unlink(log)
                 return child.pid, rid
         if code is not None:
             raise DetachError(

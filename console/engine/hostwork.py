@@ -24,10 +24,17 @@ from console.core.events import HostState
 from console.core.text import shorten
 from console.engine.control import Control, HostRecord
 from console.engine.emitter import Emitter
+from console.engine.leases import LeaseError, LeaseRefused, Leases
 from console.signals.probe import Probe as Probe  # the engine takes one
 from console.spec import HealthSpec, RolloutSpec, Step
 from console.templating import TemplateError, build_context, render
-from console.transport.base import Connection, RunResult, Transport, TransportError
+from console.transport.base import (
+    Connection,
+    HostUnresponsive,
+    RunResult,
+    Transport,
+    TransportError,
+)
 from inventory.model import Host
 
 VERSION_TIMEOUT = 30.0
@@ -100,6 +107,7 @@ class HostWork:
         self.exit_when_frozen = False  # headless: frozen hosts end their task
         # Called with a host that just passed health gating (monitor hand-off).
         self.on_healthy: Callable[[HostRecord], None] = lambda rec: None
+        self.leases: Leases | None = None  # the host's lease, taken before its first step
 
     # -- helpers ------------------------------------------------------------------
 
@@ -142,6 +150,23 @@ class HostWork:
         except TransportError as exc:
             raise HostFailure(_short(f"unreachable: {exc.message}")) from exc
 
+    async def take_lease(self, rec: HostRecord, conn: Connection) -> None:
+        """The host's lease before anything changes on it (HostFailure when held)."""
+        if self.leases is None:
+            return
+        try:
+            await self.leases.acquire(rec.host, conn)
+        except LeaseRefused as exc:
+            raise HostFailure(_short(exc.detail)) from exc
+        except LeaseError as exc:
+            raise HostFailure(_short(f"lease: {exc}")) from exc
+        except TransportError as exc:
+            raise HostFailure(_short(f"unreachable: {exc.message}")) from exc
+
+    async def release_lease(self, rec: HostRecord) -> None:
+        if self.leases is not None:
+            await self.leases.release(rec.host)
+
     async def read_version(self, rec: HostRecord, conn: Connection, role: str) -> str | None:
         """Run ``current_version`` and journal it; None when the spec has no such command."""
         if not self.spec.current_version:
@@ -152,6 +177,8 @@ class HostWork:
             result = await conn.run(command, timeout=VERSION_TIMEOUT)
         except TemplateError as exc:
             raise HostFailure(_short(f"current_version: {exc}")) from exc
+        except HostUnresponsive as exc:  # a frozen host: what was awaited, for how long
+            raise HostFailure(_short(f"{exc.message} for the {role} version read")) from exc
         except TransportError as exc:
             raise HostFailure(_short(f"unreachable: {exc.message}")) from exc
         if not result.ok or not result.first_line:
@@ -199,6 +226,8 @@ class HostWork:
         except asyncio.CancelledError:
             status = "cancelled"
             raise
+        except HostUnresponsive as exc:  # a frozen host: what was awaited, for how long
+            raise HostFailure(_short(f"{exc.message} for step {step.name}")) from exc
         except TransportError as exc:
             raise HostFailure(_short(f"unreachable during {step.name}: {exc.message}")) from exc
         finally:
@@ -305,6 +334,7 @@ class HostWork:
         self.set_state(rec, HostState.RUNNING, detail="retry" if rec.attempts > 1 else "")
         try:
             conn = await self.connect(rec)
+            await self.take_lease(rec, conn)
             if not rec.previous_read:
                 rec.previous_version = await self.read_version(rec, conn, "previous")
                 rec.previous_read = True
@@ -323,12 +353,14 @@ class HostWork:
                 await self.read_version(rec, conn, "new")
         except HostFailure as exc:
             self.set_state(rec, HostState.FAILED, detail=exc.detail)
+            await self.release_lease(rec)
             return False
         except asyncio.CancelledError:
             self._interrupted(rec)
             raise
         self.set_state(rec, HostState.HEALTHY, detail=detail)
         self.on_healthy(rec)
+        await self.release_lease(rec)
         return True
 
     async def rollback(self, rec: HostRecord) -> bool | None:
@@ -337,6 +369,7 @@ class HostWork:
         self.set_state(rec, HostState.ROLLING_BACK, detail=f"to {rec.previous_version}")
         try:
             conn = await self.connect(rec)
+            await self.take_lease(rec, conn)
             for step in self.spec.rollback.steps:
                 if not await self.hold_if_frozen(rec, rollback=True):
                     return None
@@ -351,11 +384,13 @@ class HostWork:
                     )
         except HostFailure as exc:
             self.set_state(rec, HostState.ROLLBACK_FAILED, detail=exc.detail)
+            await self.release_lease(rec)
             return False
         except asyncio.CancelledError:
             self._interrupted(rec)
             raise
         self.set_state(rec, HostState.ROLLED_BACK, detail=f"on {rec.previous_version}")
+        await self.release_lease(rec)
         return True
 
     def _interrupted(self, rec: HostRecord) -> None:

@@ -47,6 +47,17 @@ class HostUnreachable(TransportError):
     """Connection refused, timed out, dropped, or authentication failed."""
 
 
+class HostUnresponsive(HostUnreachable):
+    """The server kept the connection up but did not answer within a bound (a frozen
+    host): the connection is dropped and never reused. ``operation`` and ``bound``
+    (seconds) name what was awaited, for the host's reason."""
+
+    def __init__(self, host: str, operation: str, bound: float) -> None:
+        super().__init__(host, f"no answer from {host} for {bound:g} s while {operation}")
+        self.operation = operation
+        self.bound = bound
+
+
 class HostKeyError(TransportError):
     """The host's key is unknown or changed: never accepted silently."""
 
@@ -75,11 +86,19 @@ class RunResult:
         return ""
 
 
+DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds; ssh's own default is the TCP stack's (minutes)
+
+
 @dataclass(slots=True)
 class TransportOptions:
-    """Connection policy shared by every host of a rollout."""
+    """Connection policy shared by every host of a rollout.
 
-    connect_timeout: float = 15.0
+    ``connect_timeout``: seconds to connect, log in, and for the server to answer any
+    protocol request (a channel open, a kill, a close) once connected. None: the
+    host's ``ConnectTimeout`` from the ssh config, else :data:`DEFAULT_CONNECT_TIMEOUT`.
+    """
+
+    connect_timeout: float | None = None
     max_connections: int = 256  # open connections at once
     max_handshakes: int = 10  # concurrent handshakes (OpenSSH MaxStartups 10:30:100)
     handshake_retries: int = 4  # retries, with backoff, of a connection dropped pre-auth

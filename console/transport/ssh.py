@@ -32,7 +32,15 @@ from typing import Any
 import asyncssh
 
 from console.transport.asyncssh_tuning import skip_unlogged_packets
-from console.transport.base import HostKeyError, HostUnreachable, TransportError, TransportOptions
+from console.transport.base import (
+    DEFAULT_CONNECT_TIMEOUT,
+    HostKeyError,
+    HostUnreachable,
+    HostUnresponsive,
+    TransportError,
+    TransportOptions,
+)
+from console.transport.deadlines import bounded, debug_from_env
 from console.transport.knownhosts import (
     HostKeyVerdict,
     KnownHostsCache,
@@ -54,6 +62,7 @@ log = logging.getLogger(__name__)
 skip_unlogged_packets()
 
 BACKOFF_BASE = 0.1
+CLOSE_BOUND = 5.0  # seconds a closing connection may take to say goodbye (then aborted)
 BACKOFF_CAP = 2.0
 # Raised when the server closes the TCP connection before authentication completes,
 # which is how OpenSSH's MaxStartups (and an overloaded bastion) sheds handshakes.
@@ -151,6 +160,7 @@ class SSHTransport:
         self.jump_connections = 0  # connections opened to jump hosts (ProxyJump), shared
         self._append_lock = asyncio.Lock()
         self._closed = False
+        debug_from_env()  # ROLLDECK_DEBUG_DEADLINES=1: print waits that outlive their bound
 
     @property
     def open_connections(self) -> int:
@@ -193,9 +203,11 @@ class SSHTransport:
         if raw is not None:
             self._release_slot()
             raw.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5.0):
+            try:
+                async with bounded(name, "closing the connection", CLOSE_BOUND):
                     await raw.wait_closed()
+            except HostUnresponsive:
+                raw.abort()  # a frozen server never answers the close: drop the socket
 
     async def close(self) -> None:
         self._closed = True
@@ -211,8 +223,26 @@ class SSHTransport:
         for jump in opened:
             if isinstance(jump, asyncssh.SSHClientConnection):
                 jump.close()  # and the hops before it (set_tunnel)
-                with contextlib.suppress(asyncssh.Error, OSError):
-                    await jump.wait_closed()
+                try:
+                    async with bounded("jump host", "closing the connection", CLOSE_BOUND):
+                        await jump.wait_closed()
+                except HostUnresponsive:
+                    jump.abort()
+                except (asyncssh.Error, OSError):
+                    pass
+
+    def discard(self, conn: SSHConnection) -> None:
+        """A server that stopped answering (a bound fired): drop its connection at once
+        and for good. Aborting the socket fails every wait on it (channel opens, reads,
+        the persistent shell), so nothing stays blocked on the frozen server; the
+        connection is never reused (its next command fails fast until
+        :meth:`connect` opens a new one)."""
+        raw = conn.detach("dead")
+        if raw is None:
+            return
+        self._release_slot()
+        raw.abort()
+        log.warning("%s: dropped the connection: %s", conn.host.name, conn.dead_reason)
 
     def capacity_changed(self) -> None:
         """A connection went idle or a slot was freed: wake hosts waiting for room."""
@@ -262,12 +292,13 @@ class SSHTransport:
             )
         await self._acquire_slot()
         try:
-            raw, client = await self._handshake(host)
+            raw, client, bound = await self._handshake(host)
         except BaseException:
             self._release_slot()
             raise
         _tcp_keepalive(raw)
         conn.attach(raw, host)
+        conn.reply_timeout = bound
         conn.last_used = asyncio.get_running_loop().time()
         client.on_lost = partial(self._lost, conn, raw)
         self._connections[host.name] = conn
@@ -276,13 +307,24 @@ class SSHTransport:
             raise HostUnreachable(host.name, "the server closed the connection right after login")
         return conn
 
-    async def _handshake(self, host: Host) -> tuple[asyncssh.SSHClientConnection, _Client]:
+    async def connect_bound(self, host: Host) -> float:
+        """Seconds to connect and log in to ``host``, and for it to answer a request
+        once connected: ``--connect-timeout`` > ``ConnectTimeout`` in the ssh config >
+        :data:`DEFAULT_CONNECT_TIMEOUT`."""
+        if self.options.connect_timeout is not None:
+            return float(self.options.connect_timeout)
+        configured = (await self._ssh_config_for(host)).connect_timeout
+        return configured if configured else DEFAULT_CONNECT_TIMEOUT
+
+    async def _handshake(self, host: Host) -> tuple[asyncssh.SSHClientConnection, _Client, float]:
         options = self.options
         try:
             paths = await self._known_hosts_files(host)
+            bound = await self.connect_bound(host)
         except (OSError, ValueError, asyncssh.Error) as exc:
             message = f"cannot read the SSH client configuration: {exc}"
             raise HostUnreachable(host.name, message) from exc
+        where = f"{host.address}:{host.port or 22}"
         attempt = 0
         while True:
             known = await asyncio.to_thread(self._known_hosts.load, paths)
@@ -297,18 +339,23 @@ class SSHTransport:
                 jump = await self._jump_for(host)
                 async with self._handshake_slots:
                     self.handshakes += 1
-                    raw = await asyncssh.connect(
-                        host.address,
-                        host.port or (),
-                        config=self._config(),
-                        username=host.user or (),
-                        client_keys=self._client_keys(host),
-                        known_hosts=known,
-                        client_factory=factory,
-                        connect_timeout=options.connect_timeout,
-                        **({"tunnel": jump} if jump is not None else {}),
-                        **_keepalive(options),
-                    )
+                    # Our bound, not asyncssh's connect_timeout: it covers TCP, key
+                    # exchange and authentication alike, and says which host and when.
+                    async with bounded(host.name, f"connecting to {where}", bound):
+                        raw = await asyncssh.connect(
+                            host.address,
+                            host.port or (),
+                            config=self._config(),
+                            username=host.user or (),
+                            client_keys=self._client_keys(host),
+                            known_hosts=known,
+                            client_factory=factory,
+                            connect_timeout=None,
+                            **({"tunnel": jump} if jump is not None else {}),
+                            **_keepalive(options),
+                        )
+            except HostUnresponsive:
+                raise
             except _JumpFailed as exc:
                 raise HostUnreachable(host.name, str(exc)) from None
             except asyncssh.HostKeyNotVerifiable as exc:
@@ -341,7 +388,7 @@ class SSHTransport:
                 except BaseException:  # cancelled or the file unwritable: no half-open host
                     raw.close()
                     raise
-            return raw, clients[-1]
+            return raw, clients[-1], bound
 
     async def _ssh_config_for(self, host: Host) -> _SSHConfigFacts:
         """What the ssh config says for this host (known_hosts, ProxyJump), read once
@@ -357,8 +404,11 @@ class SSHTransport:
                 client_keys=None,
             )
             jump = resolved.tunnel if isinstance(resolved.tunnel, str) else None
+            timeout = resolved.connect_timeout  # ConnectTimeout, when the config sets it
             facts = self._ssh_configs[key] = _SSHConfigFacts(
-                resolved.known_hosts, None if jump in (None, "", "none") else jump
+                resolved.known_hosts,
+                None if jump in (None, "", "none") else jump,
+                float(timeout) if timeout else None,
             )
         return facts
 
@@ -397,14 +447,18 @@ class SSHTransport:
             conn_before = conn
             async with self._handshake_slots:
                 self.jump_connections += 1
-                conn = await asyncssh.connect(
-                    name,
-                    int(port) if port.isdigit() else (),
-                    username=user or (),
-                    config=self._config(),
-                    connect_timeout=self.options.connect_timeout,
-                    **({"tunnel": conn} if conn is not None else {}),
-                )
+                # The jump's own ConnectTimeout (from the config) unless the flag is set.
+                flag = self.options.connect_timeout
+                bound = float(flag) if flag is not None else DEFAULT_CONNECT_TIMEOUT
+                async with bounded(hop, "connecting to the jump host", bound):
+                    conn = await asyncssh.connect(
+                        name,
+                        int(port) if port.isdigit() else (),
+                        username=user or (),
+                        config=self._config(),
+                        connect_timeout=flag if flag is not None else (),
+                        **({"tunnel": conn} if conn is not None else {}),
+                    )
             if previous := conn_before:
                 conn.set_tunnel(previous)  # closing the last hop closes the chain
             _tcp_keepalive(conn)
@@ -420,8 +474,8 @@ class SSHTransport:
             return f"connection refused by {where}"
         if isinstance(exc, socket.gaierror):
             return f"cannot resolve {host.address!r}: {exc.strerror or exc}"
-        if isinstance(exc, TimeoutError):
-            return f"no SSH login within {self.options.connect_timeout:g}s at {where}"
+        if isinstance(exc, TimeoutError):  # asyncssh's own login timer
+            return f"no SSH login in time at {where}"
         if isinstance(exc, asyncssh.DisconnectError):
             return f"disconnected by {where}: {reason(exc)}"
         if isinstance(exc, OSError):
@@ -481,6 +535,7 @@ class SSHTransport:
 class _SSHConfigFacts:
     known_hosts: object  # asyncssh's resolved value: a list of paths, or None
     jump: str | None  # the ProxyJump spec (`user@host:port[,...]`), None when none
+    connect_timeout: float | None  # ConnectTimeout (seconds), None when not set
 
 
 class _JumpFailed(Exception):

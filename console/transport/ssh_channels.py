@@ -23,7 +23,15 @@ from typing import Protocol
 import asyncssh
 
 from console.transport.aio import run_shielded
-from console.transport.base import HostUnreachable, LineCallback, RunResult, TransportError
+from console.transport.base import (
+    DEFAULT_CONNECT_TIMEOUT,
+    HostUnreachable,
+    HostUnresponsive,
+    LineCallback,
+    RunResult,
+    TransportError,
+)
+from console.transport.deadlines import REGISTRY, bounded
 from console.transport.output import READ_CHUNK, LineSplitter, OutputSink, pump
 from console.transport.remote_kill import KILL_GRACE, kill_script, wrap_pgroup
 from console.transport.ssh_running import Running, reason
@@ -34,6 +42,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SESSIONS = 10  # OpenSSH's MaxSessions: channels open at once on one connection
 STOP_BUDGET = KILL_GRACE + 13.0  # the most a stop may take (a loaded host is slow)
+PID_WAIT = 2.0  # seconds for a stopped command's pid line, when no pump read it yet
 CHANNEL_OPEN_ATTEMPTS = 6  # ~2.5 s of backoff in all
 # OpenSSH answers "no more sessions" (MaxSessions) with CONNECT_FAILED.
 _SESSION_REFUSED = (
@@ -53,6 +62,8 @@ class ConnectionPool(Protocol):
     async def close_host(self, name: str) -> None: ...
 
     def capacity_changed(self) -> None: ...
+
+    def discard(self, conn: SSHConnection) -> None: ...
 
 
 class SSHConnection:
@@ -78,6 +89,10 @@ class SSHConnection:
         self.busy = 0  # commands and streams in flight: a busy connection is never evicted
         self.last_used = 0.0
         self.connects = 0  # TCP connections opened for this host so far
+        # How long the server may take to answer a request (channel open, the kill,
+        # close): the host's connect timeout, set by the transport on every connect.
+        self.reply_timeout = DEFAULT_CONNECT_TIMEOUT
+        self.dead: HostUnresponsive | None = None  # the bound that found it frozen
         self._transport = transport
         self._raw: asyncssh.SSHClientConnection | None = None
         self._tail_lines = tail_lines
@@ -94,7 +109,27 @@ class SSHConnection:
         self._raw = raw
         self.host = host
         self.state = "open"
+        self.dead = None
         self.connects += 1
+
+    @property
+    def dead_reason(self) -> str:
+        return self.dead.message if self.dead is not None else ""
+
+    def unanswered(self) -> HostUnresponsive | None:
+        """Why the connection was dropped as frozen (a fresh exception to raise), or
+        None while it is not."""
+        dead = self.dead
+        if dead is None or self.state != "dead":
+            return None
+        return HostUnresponsive(dead.host, dead.operation, dead.bound)
+
+    def _frozen(self, exc: HostUnresponsive, raw: asyncssh.SSHClientConnection) -> None:
+        """A bound on ``raw`` fired: drop it for good (every wait on it ends now)."""
+        if not self.owns(raw):
+            return  # already replaced or dropped
+        self.dead = exc
+        self._transport.discard(self)
 
     def detach(self, state: str) -> asyncssh.SSHClientConnection | None:
         """Drop the TCP connection (returned, for the caller to close); enter ``state``."""
@@ -111,7 +146,12 @@ class SSHConnection:
             await self._transport.connect(self.host)
         if self.state == "open" and self._raw is not None:
             return self._raw
-        why = "it was closed" if self.state == "closed" else "the connection was lost"
+        if self.state == "dead":
+            why = f"the connection was dropped ({self.dead_reason})"
+        elif self.state == "closed":
+            why = "it was closed"
+        else:
+            why = "the connection was lost"
         raise HostUnreachable(self.host.name, f"cannot start a command: {why}")
 
     def _begin(self) -> None:
@@ -130,17 +170,21 @@ class SSHConnection:
         started = loop.time()
         sink = OutputSink(self._tail_lines, on_line)
         self._begin()
+        # The whole command: its timeout, then at worst an open still unanswered and a
+        # stop, each under a bound of its own.
+        whole = timeout + self.reply_timeout + STOP_BUDGET + 1.0
         try:
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._sessions.acquire()
-            except TimeoutError:
-                return sink.result("timeout", None, loop.time() - started, None)
-            try:
-                remaining = max(0.0, timeout - (loop.time() - started))
-                return await self._run_on_channel(command, remaining, sink, started)
-            finally:
-                self._sessions.release()
+            with REGISTRY.tracking(self.host.name, "running a command", whole):
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._sessions.acquire()
+                except TimeoutError:
+                    return sink.result("timeout", None, loop.time() - started, None)
+                try:
+                    remaining = max(0.0, timeout - (loop.time() - started))
+                    return await self._run_on_channel(command, remaining, sink, started)
+                finally:
+                    self._sessions.release()
         finally:
             self._end()
 
@@ -158,7 +202,14 @@ class SSHConnection:
             if not deadline.expired():
                 raise
             signal = await run_shielded(self._stop(running)) if running is not None else None
+            frozen = self.unanswered()
+            if frozen is not None:  # the open or the kill found the server frozen
+                raise frozen from None
             return sink.result("timeout", None, loop.time() - started, signal)
+        except HostUnresponsive:
+            if running is not None:
+                await run_shielded(self._stop(running))
+            raise
         except asyncio.CancelledError:
             if running is not None:
                 await run_shielded(self._stop(running))
@@ -197,6 +248,8 @@ class SSHConnection:
             raise
 
     async def _stop_when_started(self, task: asyncio.Future[Running]) -> None:
+        # The start is bounded (:meth:`_exec`: the channel open answers within the
+        # reply timeout, or the connection is dropped), so this await ends.
         await self._stop(await task)
 
     async def _start_unguarded(self, command: str, eof: bool) -> Running:
@@ -237,20 +290,31 @@ class SSHConnection:
         self._end()
 
     async def _exec(
-        self, raw: asyncssh.SSHClientConnection, command: str, *, eof: bool = True
+        self,
+        raw: asyncssh.SSHClientConnection,
+        command: str,
+        *,
+        eof: bool = True,
+        what: str = "opening a channel",
     ) -> asyncssh.SSHClientProcess[bytes]:
         """Open a channel, exec ``command`` and close its stdin.
 
         sshd frees a closed session's MaxSessions slot only when it garbage-collects the
         channel, a moment after the close handshake ("no more sessions" in its log), so
-        a refused open is retried briefly before the host is given up on.
+        a refused open is retried briefly before the host is given up on. Each open
+        (channel, exec request) must be answered within the reply timeout: a server
+        that does not is frozen, and its connection is dropped (:meth:`_frozen`).
         """
         for attempt in range(1, CHANNEL_OPEN_ATTEMPTS + 1):
             try:
-                process = await raw.create_process(command, encoding=None)
+                async with bounded(self.host.name, what, self.reply_timeout):
+                    process = await raw.create_process(command, encoding=None)
                 if eof:
                     process.stdin.write_eof()
                 return process
+            except HostUnresponsive as exc:
+                self._frozen(exc, raw)
+                raise
             except asyncssh.ChannelOpenError as exc:
                 refused = exc.code in _SESSION_REFUSED
                 if not refused or attempt == CHANNEL_OPEN_ATTEMPTS or raw.is_closed():
@@ -275,13 +339,14 @@ class SSHConnection:
                 "%s: connection lost; the remote command may still be running", self.host.name
             )
             return None
+        budget = min(STOP_BUDGET, KILL_GRACE + self.reply_timeout + 2.0)
         try:
-            async with asyncio.timeout(STOP_BUDGET):
+            async with bounded(self.host.name, "stopping a command", budget):
                 if running.expect_pid and not running.finished:
                     # The marker is the command's first output, at most one RTT away. The
                     # pumps are gone by now (or never started), so read it here.
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(2.0):
+                        async with asyncio.timeout(min(PID_WAIT, self.reply_timeout)):
                             await running.read_pid()
                 if running.finished:
                     return None
@@ -293,20 +358,25 @@ class SSHConnection:
                     signal = await self._kill_group(running)
                 else:
                     signal = await self._signal_and_wait(running)
+        except HostUnresponsive as exc:
+            # The kill goes to the same server: no answer means it is frozen.
+            self._frozen(exc, running.raw)
+            log.warning("%s: could not stop the remote command: %s", self.host.name, exc)
         except (TimeoutError, TransportError, asyncssh.Error, OSError) as exc:
             log.warning("%s: could not confirm the remote command stopped: %s", self.host.name, exc)
         finally:
             # Closing the channel is the last resort of signal mode, and waiting for the
             # server's close reply means it has processed every request sent before.
             running.process.close()
-            with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
-                async with asyncio.timeout(1.0):
-                    await running.process.wait_closed()
+            if not running.raw.is_closed():
+                with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+                    async with asyncio.timeout(1.0):
+                        await running.process.wait_closed()
         return signal
 
     async def _kill_group(self, running: Running) -> str | None:
         assert running.pid is not None
-        killer = await self._exec(running.raw, kill_script(running.pid))
+        killer = await self._exec(running.raw, kill_script(running.pid), what="sending the kill")
         try:
             said = (await killer.stdout.read()).decode(errors="replace").strip()
             await killer.wait_closed()

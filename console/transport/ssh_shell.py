@@ -36,7 +36,7 @@ from typing import Protocol
 import asyncssh
 
 from console.transport.aio import run_shielded
-from console.transport.base import HostUnreachable, LineCallback, RunResult
+from console.transport.base import HostUnreachable, HostUnresponsive, LineCallback, RunResult
 from console.transport.output import OutputSink, pump
 from console.transport.ssh_running import Running
 from inventory.model import Host
@@ -118,6 +118,8 @@ class ShellHost(Protocol):
 
     def session_closed(self) -> None: ...
 
+    def unanswered(self) -> HostUnresponsive | None: ...
+
 
 class PersistentShell:
     """Runs one command at a time in a shell kept open on ``conn``.
@@ -166,6 +168,9 @@ class PersistentShell:
             signal = await run_shielded(self._discard())
             if not deadline.expired():
                 raise
+            frozen = self.conn.unanswered()
+            if frozen is not None:  # the open or the kill found the server frozen
+                raise frozen from None
             return sink.result("timeout", None, loop.time() - started, signal)
         except _ShellEnded as ended:
             await run_shielded(self._discard())
