@@ -7,7 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from console.core.commands import default_operator
 from console.core.errors import InputError
+from console.engine.leases import LeaseOptions
 from console.spec import parse_duration
 from console.store.lock import LockHeld, RolloutLock
 
@@ -61,7 +63,13 @@ def acquire_from_args(
     resume_of: str | None = None,
 ) -> RolloutLock | None:
     """Take the lock as the command line asks (break, message, wait); None, after
-    saying who holds it, when it is held."""
+    saying who holds it, when it is held. ``--break-lock`` needs ``--reason``: it is
+    journaled here and on every host whose lease it breaks."""
+    if args.break_lock and not args.reason.strip():
+        raise InputError(
+            "--break-lock needs --reason TEXT (journaled locally and on the hosts)",
+            field="--reason",
+        )
     try:
         return RolloutLock.acquire(
             state_dir,
@@ -73,7 +81,13 @@ def acquire_from_args(
             message=args.lock_message,
             wait=lock_wait(args),
             on_wait=say_waiting,
+            operator=getattr(args, "operator", None) or default_operator(),
         )
     except LockHeld as exc:
         print(f"rolldeck: {exc}", file=sys.stderr)
         return None
+
+
+def lease_options(args: argparse.Namespace, operator: str) -> LeaseOptions:
+    """The fleet lock and host leases as the command line asks (who, break, why)."""
+    return LeaseOptions(operator=operator, break_lock=args.break_lock, reason=args.reason)

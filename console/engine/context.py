@@ -24,6 +24,7 @@ from console.core.events import HostState
 from console.core.state import RolloutView
 from console.engine.batches import Batches
 from console.engine.control import Budget, Control, HostRecord
+from console.engine.leases import Leases
 from console.spec import HealthSpec, RolloutSpec
 from console.transport.base import Connection, Transport
 
@@ -49,6 +50,17 @@ class EngineContext(Protocol):
     def allow_unreachable(self) -> bool: ...
     @property
     def exit_when_paused(self) -> bool: ...
+    @property
+    def leases(self) -> Leases | None:
+        """The fleet lock and host leases this rollout holds (None: not taken)."""
+        ...
+
+    @property
+    def preflight_hint(self) -> str:
+        """What a refused preflight suggests (the command line sets it: it names that
+        command's own flag), or ''."""
+        ...
+
     @property
     def has_monitors(self) -> bool:
         """Monitors watch the deployed hosts' health (else a bake probes them)."""

@@ -39,6 +39,8 @@ async def run_preflight(engine: EngineContext) -> str | None:
     bad: dict[str, str] = {}
     versions: dict[str, str | None] = {}
     sem = asyncio.Semaphore(CONCURRENCY)
+    if engine.leases is not None and (refusal := await engine.leases.lock_fleet()):
+        return refusal  # another console holds the service: no host is checked
 
     async def one(rec: HostRecord) -> None:
         async with sem:
@@ -68,9 +70,10 @@ async def run_preflight(engine: EngineContext) -> str | None:
     listed = "; ".join(f"{h}: {reason}" for h, reason in list(bad.items())[:SKEW_LISTED])
     more = f" (and {len(bad) - SKEW_LISTED} more)" if len(bad) > SKEW_LISTED else ""
     if not engine.allow_unreachable:
+        hint = f"; {engine.preflight_hint}" if engine.preflight_hint else ""
         return (
             f"preflight refused the start: {len(bad)} of {len(engine.recs)} hosts failed: "
-            f"{listed}{more}; pass --allow-unreachable to go ahead without them"
+            f"{listed}{more}{hint}"
         )
     for name, reason in bad.items():
         rec = engine.recs[name]
@@ -104,6 +107,8 @@ async def _check(engine: EngineContext, rec: HostRecord) -> ev.PreflightResult:
             host=name, reachable=False, ok=False, error=_short(f"unreachable: {exc.message}")
         )
     engine.connected(name, conn)
+    if engine.leases is not None and (held := await engine.leases.check(rec.host, conn)):
+        return ev.PreflightResult(host=name, reachable=True, ok=False, error=_short(held))
     version: str | None = None
     try:
         if spec.current_version:

@@ -20,6 +20,8 @@ import asyncio
 import dataclasses
 import re
 import shlex
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -202,6 +204,89 @@ async def _df(args: list[str], ctx: Context) -> int:
 async def _hostname(args: list[str], ctx: Context) -> int:
     ctx.out(f"{ctx.host.name}\n")
     return 0
+
+
+# --- rolldeck-lease: the remote leases of console/engine/leases.py, in memory ---------
+
+# SimHost -> lease directory -> name -> {"owner", "rollout", "beat"}; history by name.
+_LEASES: weakref.WeakKeyDictionary[SimHost, dict[str, dict[str, dict[str, str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_LEASE_HISTORY: weakref.WeakKeyDictionary[SimHost, dict[str, list[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _rolldeck_lease(args: list[str], ctx: Context) -> int:
+    """``rolldeck-lease OP DIR ARGS...``: the same operations and answers as the
+    POSIX script of :mod:`console.engine.leases` (take, takeover, read, beat, release),
+    kept in memory per simulated host."""
+    if len(args) < 3:
+        ctx.err("usage: rolldeck-lease take|takeover|read|beat|release DIR ARGS...\n")
+        return 2
+    op, directory, rest = args[0], args[1], args[2:]
+    leases = _LEASES.setdefault(ctx.host, {}).setdefault(directory, {})
+    history = _LEASE_HISTORY.setdefault(ctx.host, {})
+    now = str(int(time.time()))
+
+    def held(name: str) -> None:
+        lease = leases[name]
+        ctx.out(f"HELD\n{now}\n{lease['beat']}\n{lease['owner']}\n")
+
+    def note(name: str, line: str) -> None:
+        lines = history.setdefault(f"{directory}/{name}", [])
+        lines.append(f"{now} {line}")
+        del lines[:-500]
+
+    if op == "take" and len(rest) == 4:
+        name, rollout, owner, line = rest
+        if name in leases:
+            held(name)
+        else:
+            leases[name] = {"owner": owner, "rollout": rollout, "beat": now}
+            note(name, line)
+            ctx.out("TAKEN\n")
+        return 0
+    if op == "takeover" and len(rest) == 5:
+        name, expected, rollout, owner, line = rest
+        if name not in leases or leases[name]["rollout"] == expected:
+            leases[name] = {"owner": owner, "rollout": rollout, "beat": now}
+            note(name, line)
+            ctx.out("TAKEN\n")
+        else:
+            held(name)
+        return 0
+    if op == "read" and len(rest) == 1:
+        if rest[0] in leases:
+            held(rest[0])
+        else:
+            ctx.out("FREE\n")
+        return 0
+    if op == "beat":
+        rollout, names = rest[0], rest[1:]
+        for name in names:
+            if name in leases and leases[name]["rollout"] == rollout:
+                leases[name]["beat"] = now
+                ctx.out(f"OK {name}\n")
+            else:
+                ctx.out(f"LOST {name}\n")
+        return 0
+    if op == "release" and len(rest) == 3:
+        name, rollout, line = rest
+        if name in leases and leases[name]["rollout"] == rollout:
+            del leases[name]
+            note(name, line)
+            ctx.out("RELEASED\n")
+        else:
+            ctx.out("NOTOURS\n")
+        return 0
+    ctx.err(f"rolldeck-lease: bad operation {op!r} or arguments\n")
+    return 2
+
+
+def lease_history(host: SimHost) -> dict[str, list[str]]:
+    """Every lease history line kept on ``host`` (for tests), by ``DIR/NAME``."""
+    return {k: list(v) for k, v in _LEASE_HISTORY.get(host, {}).items()}
 
 
 # --- svc: the simulated service ----------------------------------------------------
@@ -395,4 +480,5 @@ _BUILTINS: dict[str, _Handler] = {
     "cat": _cat,
     "df": _df,
     "hostname": _hostname,
+    "rolldeck-lease": _rolldeck_lease,
 }

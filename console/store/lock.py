@@ -1,7 +1,10 @@
 """One rollout at a time per (service, inventory): a lock file in the state directory.
 
 The file is created atomically with ``O_CREAT | O_EXCL`` (mode 0600) and holds JSON:
-pid, user, host, start time, rollout id, service, inventory. A second rollout finds it
+pid, user (the Unix account), operator (``--operator``), host, start time, rollout id,
+service, inventory. It is the fast path on one machine and what ``rolldeck ps`` reads:
+the fleet lock and the host leases (:mod:`console.engine.leases`) are what two
+consoles on two machines, or with two inventory paths, see of each other. A second rollout finds it
 and is refused with a message naming the holder. A lock whose pid is dead on this
 machine is *stale*: it is reported as such and only removed when the operator passes
 ``--break-lock`` (the engine journals that). A lock held by a live process on this
@@ -31,6 +34,7 @@ from typing import Any
 
 from console.core.commands import default_operator
 from console.core.errors import RolldeckError
+from console.core.safe_files import create_private, read_private, write_atomic
 
 LOCK_POLL = 1.0  # seconds between two looks at a held lock while --lock-wait waits
 HEARTBEAT_EVERY = 5.0  # seconds between two rewrites of a held lock
@@ -57,6 +61,7 @@ class LockInfo:
     inventory: str
     message: str = ""  # --lock-message: what the holder is doing, for whoever finds it
     heartbeat: float = 0.0  # rewritten every HEARTBEAT_EVERY s while held; 0: never
+    operator: str = ""  # --operator (the Unix account when not given)
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
@@ -64,8 +69,9 @@ class LockInfo:
         if self.heartbeat:
             beat = f", last heartbeat {max(0.0, time.time() - self.heartbeat):.0f}s ago"
         said = f', message "{self.message}"' if self.message else ""
+        who = self.user if self.operator in ("", self.user) else f"{self.operator} ({self.user})"
         return (
-            f"rollout {self.rollout_id} by {self.user} on {self.host} "
+            f"rollout {self.rollout_id} by {who} on {self.host} "
             f"(pid {self.pid}, started {when}{beat}{said})"
         )
 
@@ -89,6 +95,7 @@ class LockInfo:
             inventory=str(data.get("inventory", "")),
             message=str(data.get("message", "")),
             heartbeat=float(data.get("heartbeat", 0.0) or 0.0),
+            operator=str(data.get("operator", "") or ""),
         )
 
 
@@ -113,7 +120,7 @@ def _pid_alive(pid: int) -> bool:
 def read_lock(path: Path) -> LockInfo | None:
     """The holder, or None when the file is missing or unreadable (torn by a crash)."""
     try:
-        return LockInfo.from_json(json.loads(path.read_text()))
+        return LockInfo.from_json(json.loads(read_private(path, limit=1 << 16)))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
@@ -124,7 +131,7 @@ def is_stale(info: LockInfo | None, path: Path) -> bool:
     """Dead pid on this machine, or a torn file older than a few seconds."""
     if info is None:
         try:
-            return time.time() - path.stat().st_mtime > 5.0
+            return time.time() - path.lstat().st_mtime > 5.0  # a planted link: its own age
         except FileNotFoundError:
             return True
     if info.heartbeat_lost:
@@ -169,18 +176,8 @@ class RolloutLock:
         ):
             return False
         self.info = replace(self.info, heartbeat=time.time())
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, json.dumps(asdict(self.info)).encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        with contextlib.suppress(OSError):  # fresh O_EXCL|O_NOFOLLOW temp file, renamed
+            write_atomic(self.path, json.dumps(asdict(self.info)).encode())
         return True
 
     @classmethod
@@ -197,6 +194,7 @@ class RolloutLock:
         wait: float = 0.0,
         on_wait: Callable[[LockHeld], None] | None = None,
         heartbeat: bool = True,
+        operator: str = "",
     ) -> RolloutLock:
         """``resume_of``: the rollout being resumed; its own stale lock (its console
         died) is taken over without ``--break-lock`` (``broken`` says so, to journal).
@@ -215,6 +213,7 @@ class RolloutLock:
                     break_lock=break_lock,
                     resume_of=resume_of,
                     message=message,
+                    operator=operator,
                 )
             except LockHeld as exc:
                 left = deadline - time.monotonic()
@@ -240,6 +239,7 @@ class RolloutLock:
         break_lock: bool,
         resume_of: str | None,
         message: str,
+        operator: str = "",
     ) -> RolloutLock:
         path = lock_path(state_dir, service, inventory)
         info = LockInfo(
@@ -252,11 +252,12 @@ class RolloutLock:
             inventory=os.path.abspath(inventory) if inventory else "",
             message=message,
             heartbeat=time.time(),
+            operator=operator or default_operator(),
         )
         broken: LockInfo | None = None
         for _ in range(3):
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = create_private(path)  # O_EXCL | O_NOFOLLOW, 0600
             except FileExistsError:
                 holder = read_lock(path)
                 stale = is_stale(holder, path)
