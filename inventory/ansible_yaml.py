@@ -25,15 +25,20 @@ GROUP_KEYS = ("hosts", "children", "vars")
 
 
 def parse_ansible_yaml(root: Node, doc: InventoryDoc) -> Inventory:
-    file = doc.file
-    builder = InventoryBuilder(file, "ansible-yaml", group_priority=True)
+    builder = InventoryBuilder(doc.file, "ansible-yaml", group_priority=True)
+    feed_ansible_yaml(root, doc, builder)
+    return builder.build(doc.file, AnsibleHostMaker(doc.file))
+
+
+def feed_ansible_yaml(root: Node, doc: InventoryDoc, builder: InventoryBuilder) -> None:
+    """Read one Ansible YAML file into ``builder`` (shared by an inventory's files)."""
+    builder.file = doc.file
     for name, key_node, value in doc.mapping(root, "", "a mapping of groups", names=True):
         if name == "plugin":
             raise doc.error(
                 "this is an inventory plugin configuration, not an inventory", key_node, name
             )
         _group(doc, builder, name, key_node, value, name, set())
-    return builder.build(file, AnsibleHostMaker(file))
 
 
 def _group(
@@ -92,7 +97,11 @@ def _hosts(
         line = pnode.start_mark.line + 1
         try:
             host_part, port = split_port(pattern.strip())
-            names = expand(host_part) if has_range(host_part) or "]" in host_part else [host_part]
+            names = (
+                expand(host_part, builder.room)
+                if has_range(host_part) or "]" in host_part
+                else [host_part]
+            )
         except RangeError as exc:
             raise InputError(
                 str(exc), file=doc.file, line=line, field=f"{field}.{pattern}"

@@ -17,6 +17,7 @@ groups (10,000 hosts typically share a handful of such sets).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +28,25 @@ from inventory.model import Host, Inventory
 ALL = "all"
 UNGROUPED = "ungrouped"
 # Ranges make a million hosts one line away; past this it is a typo, not a fleet.
-MAX_HOSTS = 1_000_000
+# ``ROLLDECK_MAX_HOSTS`` raises (or lowers) it; see :func:`max_hosts`.
+MAX_HOSTS = 100_000
+MAX_HOSTS_ENV = "ROLLDECK_MAX_HOSTS"
 
-# A var's value and the line that set it, kept so a bad connection value (say
-# ``ansible_port=seventy`` in a group's vars) is reported where it was written.
-Sourced = tuple[Any, int | None]
+# A var's value, the line and the file that set it, kept so a bad connection value
+# (say ``ansible_port=seventy`` in a group's vars) is reported where it was written.
+Sourced = tuple[Any, int | None, str]
+# One vars directory's data: entity name -> var -> sourced value.
+VarsLayer = dict[str, dict[str, Sourced]]
+
+
+def max_hosts() -> int:
+    """The inventory size limit: ``$ROLLDECK_MAX_HOSTS`` when set, else MAX_HOSTS."""
+    text = os.environ.get(MAX_HOSTS_ENV, "").strip()
+    if not text:
+        return MAX_HOSTS
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"expected a positive integer, found {text!r}", field=MAX_HOSTS_ENV)
+    return int(text)
 
 
 @dataclass(slots=True)
@@ -39,7 +54,7 @@ class _Group:
     name: str
     line: int | None
     hosts: list[str] = field(default_factory=list)
-    children: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
+    children: dict[str, tuple[int | None, str | None, str]] = field(default_factory=dict)
     vars: dict[str, Sourced] = field(default_factory=dict)
     priority: int = 1
 
@@ -72,11 +87,17 @@ MakeHost = Callable[[ResolvedHost], Host]
 class InventoryBuilder:
     """Collects an inventory's facts in file order; see the module docstring."""
 
-    def __init__(self, file: str, fmt: str, *, group_priority: bool = False) -> None:
-        self.file = file
+    def __init__(
+        self, file: str, fmt: str, *, group_priority: bool = False, limit: int | None = None
+    ) -> None:
+        self.file = file  # the file being read: facts and errors name it
         self.format = fmt
+        self.limit = max_hosts() if limit is None else limit
         self._group_priority = group_priority
         self._hosts: dict[str, _Host] = {}
+        # group_vars/ and host_vars/ data, one layer per inventory source, in order.
+        self._group_layers: list[VarsLayer] = []
+        self._host_layers: list[VarsLayer] = []
         self._groups: dict[str, _Group] = {
             ALL: _Group(ALL, None),
             UNGROUPED: _Group(UNGROUPED, None),
@@ -89,6 +110,17 @@ class InventoryBuilder:
 
     def has_host(self, name: str) -> bool:
         return name in self._hosts
+
+    @property
+    def room(self) -> int:
+        """How many more hosts the inventory may hold (its size limit)."""
+        return max(self.limit - len(self._hosts), 0)
+
+    def add_vars_layer(self, groups: VarsLayer, hosts: VarsLayer) -> None:
+        """One inventory source's group_vars/ and host_vars/ data (Ansible's
+        host_group_vars plugin): applied above the inventory files' own vars."""
+        self._group_layers.append(groups)
+        self._host_layers.append(hosts)
 
     @property
     def group_names(self) -> list[str]:
@@ -108,10 +140,8 @@ class InventoryBuilder:
         host = self._hosts.get(name)
         if host is None:
             self._check_name(name, "host", line)
-            if len(self._hosts) >= MAX_HOSTS:
-                raise InputError(
-                    f"more than {MAX_HOSTS} hosts", file=self.file, line=line, field=name
-                )
+            if len(self._hosts) >= self.limit:
+                raise too_many_hosts(self.limit, self.file, line, name)
             host = self._hosts[name] = _Host(name, line)
         if group is not None:
             self.add_group(group, line)
@@ -129,7 +159,7 @@ class InventoryBuilder:
             )
         self.add_group(parent, line)
         self.add_group(child, line)
-        self._groups[parent].children.setdefault(child, (line, field))
+        self._groups[parent].children.setdefault(child, (line, field, self.file))
 
     def set_group_var(self, group: str, key: str, value: Any, line: int | None) -> None:
         self.add_group(group, line)
@@ -144,10 +174,10 @@ class InventoryBuilder:
                 )
             self._groups[group].priority = priority
             return
-        self._groups[group].vars[key] = (value, line)
+        self._groups[group].vars[key] = (value, line, self.file)
 
     def set_host_var(self, host: str, key: str, value: Any, line: int | None) -> None:
-        self._hosts[host].vars[key] = (value, line)
+        self._hosts[host].vars[key] = (value, line, self.file)
 
     def _check_name(self, name: str, what: str, line: int | None) -> None:
         # Names reach terminals, patterns and log lines: no blanks, no control characters.
@@ -183,6 +213,8 @@ class InventoryBuilder:
                 members[group].append(name)
             merged = dict(group_vars)
             merged.update(entry.vars)
+            for layer in self._host_layers:
+                merged.update(layer.get(name, ()))
             hosts[name] = make_host(ResolvedHost(name, entry.line, shown, merged))
         return Inventory(path=path, hosts=hosts, groups=members, format=self.format)
 
@@ -200,9 +232,17 @@ class InventoryBuilder:
             every |= ancestors[group]
         every.add(ALL)
         ordered = sorted(every, key=sort_key.__getitem__)
+        # Ansible's order (VARIABLE_PRECEDENCE): the files' vars for all, then for the
+        # groups; then group_vars/all, then group_vars/<group>, source by source.
         group_vars: dict[str, Sourced] = {}
         for group in ordered:
             group_vars.update(self._groups[group].vars)
+        for layer in self._group_layers:
+            group_vars.update(layer.get(ALL, ()))
+        for layer in self._group_layers:
+            for group in ordered:
+                if group != ALL:
+                    group_vars.update(layer.get(group, ()))
         shown = tuple(sorted(every - {ALL}))
         return tuple(ordered), shown, group_vars
 
@@ -211,7 +251,7 @@ class InventoryBuilder:
         everything = self._groups[ALL].children
         for name in self._groups:
             if name != ALL and name not in has_parent:
-                everything.setdefault(name, (None, None))
+                everything.setdefault(name, (None, None, self.file))
 
     def _topological_order(self) -> list[str]:
         """Groups, parents before children; a cycle is an error naming its closing edge."""
@@ -235,10 +275,10 @@ class InventoryBuilder:
                 seen = state.get(child)
                 if seen == 1:
                     cycle = [*path[path.index(child) :], child]
-                    line, field = self._groups[name].children[child]
+                    line, field, file = self._groups[name].children[child]
                     raise InputError(
                         f"cycle in children: {' -> '.join(cycle)}",
-                        file=self.file,
+                        file=file,
                         line=line,
                         field=field,
                     )
@@ -269,6 +309,15 @@ class InventoryBuilder:
                 found |= ancestors[parent]
             ancestors[name] = frozenset(found)
         return ancestors
+
+
+def too_many_hosts(limit: int, file: str, line: int | None, field: str | None) -> InputError:
+    return InputError(
+        f"more than {limit:,} hosts in the inventory (set {MAX_HOSTS_ENV} to raise the limit)",
+        file=file,
+        line=line,
+        field=field,
+    )
 
 
 def is_clean_name(text: str) -> bool:

@@ -33,6 +33,13 @@ _MAX_LITERAL = 10_000
 
 def parse_ini(text: str, file: str) -> Inventory:
     builder = InventoryBuilder(file, "ini", group_priority=True)
+    feed_ini(text, file, builder)
+    return builder.build(file, AnsibleHostMaker(file))
+
+
+def feed_ini(text: str, file: str, builder: InventoryBuilder) -> None:
+    """Read one INI file into ``builder`` (shared by every file of an inventory)."""
+    builder.file = file
     group, kind = UNGROUPED, "hosts"
     # Groups used before being declared: name -> (line, why), checked at the end.
     pending: dict[str, tuple[int, str]] = {}
@@ -84,7 +91,6 @@ def parse_ini(text: str, file: str) -> Inventory:
     if pending:
         name, (number, message) = min(pending.items(), key=lambda item: item[1][0])
         raise InputError(message, file=file, line=number, field=name)
-    return builder.build(file, AnsibleHostMaker(file))
 
 
 def _host_line(builder: InventoryBuilder, line: str, number: int, group: str, file: str) -> None:
@@ -99,7 +105,11 @@ def _host_line(builder: InventoryBuilder, line: str, number: int, group: str, fi
     pattern = tokens[0]
     try:
         host_part, port = split_port(pattern)
-        names = expand(host_part) if has_range(host_part) or "]" in host_part else [host_part]
+        names = (
+            expand(host_part, builder.room)
+            if has_range(host_part) or "]" in host_part
+            else [host_part]
+        )
     except RangeError as exc:
         raise InputError(str(exc), file=file, line=number, field=pattern) from None
     if pattern == "---":

@@ -40,12 +40,20 @@ class Host:
 
 @dataclass(slots=True)
 class Inventory:
-    """Hosts in inventory order, and groups (name -> member host names, transitively)."""
+    """Hosts in inventory order, and groups (name -> member host names, transitively).
+
+    ``path`` is what was loaded: one file or directory, or several joined with
+    ``os.pathsep`` (what the journal records and ``load_inventory`` reads back)."""
 
     path: str
     hosts: dict[str, Host]
     groups: dict[str, list[str]]
     format: str = "native"
+    # The inventory files read, the group_vars/host_vars files read (in precedence
+    # order), and what was found but not read (each a sentence naming the file).
+    files: tuple[str, ...] = ()
+    vars_files: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.hosts)

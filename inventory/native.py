@@ -206,7 +206,7 @@ class _NativeParser:
             key=conn.key or defaults.key,
             known_hosts=self.known_hosts,
             groups=resolved.groups,
-            vars={k: v for k, (v, _line) in resolved.vars.items()},
+            vars={k: v for k, (v, _line, _file) in resolved.vars.items()},
             source_line=resolved.line,
         )
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 
 from console.core.errors import InputError, did_you_mean
 from inventory.model import Host, Inventory
+from inventory.varsdirs import read_text
 
 _TERMS = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
 _SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]{1,9})|([0-9]{1,9}):([0-9]{0,9}))\]$")
@@ -141,3 +142,26 @@ def _members(inv: Inventory, groups: Iterable[str]) -> set[str]:
     for group in groups:
         found.update(inv.groups[group])
     return found
+
+
+# A limit file is a list of hosts written by people or tools; this is plenty.
+MAX_LIMIT_FILE_BYTES = 4 * 1024 * 1024
+
+
+def read_limit_file(path: str) -> str:
+    """An Ansible limit file (``--targets @FILE``) as one pattern: a term per line
+    (blank lines and ``#`` comments skipped), joined as a union with ``,``."""
+    text = read_text(path, MAX_LIMIT_FILE_BYTES, "a targets file")
+    terms = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        term = raw.split("#", 1)[0].strip()
+        if not term:
+            continue
+        if any(c.isspace() for c in term) or not term.isprintable():
+            raise InputError(
+                f"one host pattern per line, found {term!r}", file=path, line=number, field="@"
+            )
+        terms.append(term)
+    if not terms:
+        raise InputError("the targets file names no host or pattern", file=path)
+    return ",".join(terms)

@@ -12,7 +12,8 @@ import re
 import string
 
 # One expansion may not produce more names than this: a typo like [0:99999999] should
-# be an error, not an out-of-memory.
+# be an error, not an out-of-memory. Callers pass a lower limit (the room left in the
+# inventory); the size is computed from the bounds before any name is built.
 MAX_RANGE_HOSTS = 1_000_000
 
 _RANGE = re.compile(r"\[([^\[\]]*)\]")
@@ -49,8 +50,39 @@ def has_range(name: str) -> bool:
     return "[" in name
 
 
-def expand(pattern: str) -> list[str]:
-    """All names a host pattern stands for, in order (just ``[pattern]`` without ranges)."""
+def expand(pattern: str, limit: int = MAX_RANGE_HOSTS) -> list[str]:
+    """All names a host pattern stands for, in order (just ``[pattern]`` without ranges).
+
+    A pattern standing for more than ``limit`` names raises :class:`TooManyHosts`
+    before any name is built.
+    """
+    size = range_size(pattern)
+    if size > limit:
+        raise TooManyHosts(
+            f"range {pattern!r} expands to {size:,} hosts, over the inventory's limit "
+            f"({limit:,} more allowed; set ROLLDECK_MAX_HOSTS to raise it)",
+            size,
+        )
+    return _expand(pattern)
+
+
+def range_size(pattern: str) -> int:
+    """How many names ``pattern`` stands for, from the bounds alone (validated)."""
+    size = 1
+    for m in _RANGE.finditer(pattern):
+        size *= _range_count(m.group(1), pattern)
+    return size
+
+
+class TooManyHosts(RangeError):
+    """A range larger than the caller's limit; ``size`` is what it would expand to."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+def _expand(pattern: str) -> list[str]:
     m = _RANGE.search(pattern)
     if m is None:
         if "[" in pattern or "]" in pattern:
@@ -60,10 +92,37 @@ def expand(pattern: str) -> list[str]:
     if "]" in head:
         raise RangeError(f"unbalanced bracket in host name {pattern!r}")
     items = _range_items(m.group(1), pattern)
-    tails = expand(tail) if has_range(tail) or "]" in tail else [tail]
+    tails = _expand(tail) if has_range(tail) or "]" in tail else [tail]
     if len(items) * len(tails) > MAX_RANGE_HOSTS:
         raise RangeError(f"range {pattern!r} expands to more than {MAX_RANGE_HOSTS} hosts")
     return [f"{head}{item}{rest}" for item in items for rest in tails]
+
+
+def _range_count(spec: str, pattern: str) -> int:
+    bounds = spec.split(":")
+    if len(bounds) not in (2, 3):
+        raise RangeError(f"range [{spec}] in {pattern!r} must be [begin:end] or [begin:end:step]")
+    begin, end = bounds[0] or "0", bounds[1]
+    step_text = bounds[2] if len(bounds) == 3 else "1"
+    if not end:
+        raise RangeError(f"range [{spec}] in {pattern!r} has no end")
+    if not step_text.isdigit() or int(step_text) == 0 or len(step_text) > 9:
+        raise RangeError(f"range [{spec}] in {pattern!r}: step must be a positive integer")
+    step = int(step_text)
+    letters = string.ascii_letters
+    if len(begin) == 1 and len(end) == 1 and begin in letters and end in letters:
+        first, last = letters.index(begin), letters.index(end)
+    elif begin.isdigit() and end.isdigit() and begin.isascii() and end.isascii():
+        if len(begin) > 9 or len(end) > 9:
+            raise RangeError(f"range [{spec}] in {pattern!r} is too large")
+        first, last = int(begin), int(end)
+    else:
+        raise RangeError(
+            f"range [{spec}] in {pattern!r}: bounds must be two numbers or two letters"
+        )
+    if first > last:
+        raise RangeError(f"range [{spec}] in {pattern!r}: begin is after end")
+    return (last - first) // step + 1
 
 
 def _range_items(spec: str, pattern: str) -> list[str]:

@@ -17,12 +17,16 @@ from typing import TYPE_CHECKING, Any
 from console import spec as specmod
 from console.core.errors import InputError
 from console.core.secrets import Redactor
+from console.core.text import printable
 from console.plan import Plan, describe_budget
 from console.runtime.rollout import Rollout, load_rollout
 from console.spec import RolloutSpec, format_duration
 from console.templating import build_context, context_vars, placeholders, redactor_for, render
+from inventory.ansible_vars import unhonoured
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from inventory.model import Host
 
 NAME = "check"
@@ -36,17 +40,26 @@ ORDER = 60
 
 PREVIOUS_VERSION_SHOWN = "<previous_version>"  # what check renders: nothing is read yet
 NAMES_SHOWN = 8  # a batch with more hosts is abbreviated
+VARS_FILES_SHOWN = 10  # past this, vars files are counted (--verbose lists them)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="rollout spec (YAML)")
     parser.add_argument(
-        "--inventory", metavar="FILE", help="inventory file (default: the spec's inventory)"
+        "--inventory",
+        metavar="PATH",
+        action="append",
+        help="inventory file or directory (repeat to merge several; default: the spec's)",
     )
     parser.add_argument(
-        "--targets", metavar="PATTERN", help="host pattern (default: the spec's targets)"
+        "--targets",
+        metavar="PATTERN",
+        help="host pattern (default: the spec's targets; @FILE: one pattern a line)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--verbose", action="store_true", help="list every vars file read (default: a count)"
+    )
 
 
 @dataclass(slots=True)
@@ -82,11 +95,21 @@ class CheckReport:
     gate: str
     commands: list[RenderedCommand]
     warnings: list[str] = field(default_factory=list)
+    vars_files: tuple[str, ...] = ()
+    inventory_notes: tuple[str, ...] = ()
 
     @property
     def rollout(self) -> Rollout:
         """What was checked, as the session builds an engine from it."""
-        return Rollout(self.spec, self.hosts, self.plan, self.inventory_path, self.inventory_format)
+        return Rollout(
+            self.spec,
+            self.hosts,
+            self.plan,
+            self.inventory_path,
+            self.inventory_format,
+            self.vars_files,
+            self.inventory_notes,
+        )
 
     def to_json(self) -> dict[str, Any]:
         settings = specmod.settings(self.spec)
@@ -114,6 +137,7 @@ class CheckReport:
                 ],
             },
             "warnings": list(self.warnings),
+            "vars_files": list(self.vars_files),
         }
 
 
@@ -121,13 +145,16 @@ def run(args: argparse.Namespace) -> int:
     report = analyse(args.spec, inventory=args.inventory, targets=args.targets)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(format_report(report))
+    else:  # host names, vars and commands come from files: no terminal escapes
+        print(printable(format_report(report, verbose=args.verbose), multiline=True))
     return 0
 
 
 def analyse(
-    spec_path: str, *, inventory: str | None = None, targets: str | None = None
+    spec_path: str,
+    *,
+    inventory: str | Sequence[str] | None = None,
+    targets: str | None = None,
 ) -> CheckReport:
     """Load, resolve, plan and render; raise InputError for anything invalid."""
     rollout = load_rollout(spec_path, inventory=inventory, targets=targets)
@@ -144,8 +171,33 @@ def analyse(
         budget=describe_budget(spec, plan),
         gate=describe_gate(spec),
         commands=_first_host_commands(spec, ordered[0], redactor) if ordered else [],
-        warnings=warnings(spec, plan, ordered),
+        warnings=[
+            *warnings(spec, plan, ordered),
+            *(f"inventory: {note}" for note in rollout.inventory_notes),
+            *connection_warnings(ordered),
+        ],
+        vars_files=rollout.vars_files,
+        inventory_notes=rollout.inventory_notes,
     )
+
+
+HOSTS_NAMED = 5  # a warning shared by more hosts names this many and counts the rest
+
+
+def connection_warnings(hosts: list[Host]) -> list[str]:
+    """One warning per Ansible connection var rolldeck does not honour, naming the
+    hosts that set it (grouped: 1,000 hosts sharing one var make one line)."""
+    by_var: dict[tuple[str, str], list[str]] = {}
+    for host in hosts:
+        for var, why in unhonoured(host.vars):
+            by_var.setdefault((var, why), []).append(host.name)
+    out = []
+    for (var, why), names in by_var.items():
+        shown = ", ".join(names[:HOSTS_NAMED])
+        if len(names) > HOSTS_NAMED:
+            shown += f" and {len(names) - HOSTS_NAMED} more"
+        out.append(f"{var}: {why} ({_count(len(names))}: {shown})")
+    return out
 
 
 def _check_vars(spec: RolloutSpec, hosts: list[Host]) -> None:
@@ -255,13 +307,21 @@ def warnings(spec: RolloutSpec, plan: Plan, hosts: list[Host]) -> list[str]:
     return out
 
 
-def format_report(report: CheckReport) -> str:
+def format_report(report: CheckReport, *, verbose: bool = False) -> str:
     spec, plan = report.spec, report.plan
     width = 100
     lines = [
         f"spec        {spec.path}: {spec.service} {spec.version}",
         f"inventory   {report.inventory_path}"
         + (f" ({report.inventory_format})" if report.inventory_format else ""),
+    ]
+    if report.vars_files:
+        lines.append(f"vars files  {len(report.vars_files)} read (group_vars/, host_vars/)")
+        shown = report.vars_files if verbose else report.vars_files[:VARS_FILES_SHOWN]
+        lines += [f"  {file}" for file in shown]
+        if len(shown) < len(report.vars_files):
+            lines.append(f"  ... {len(report.vars_files) - len(shown)} more (--verbose lists all)")
+    lines += [
         f"targets     {report.targets}: {_count(plan.total_hosts)}",
         f"plan        {_count(len(plan), 'batch', 'batches')}, order {spec.order}"
         + (f" (seed {spec.seed})" if spec.seed is not None else "")
@@ -298,6 +358,7 @@ def _count(n: int, one: str = "host", many: str = "hosts") -> str:
 
 
 def _names(batch: tuple[str, ...]) -> str:
+    batch = tuple(printable(name) for name in batch)  # a newline in a name stays on its line
     if len(batch) <= NAMES_SHOWN:
         return " ".join(batch)
     head = " ".join(batch[: NAMES_SHOWN - 2])

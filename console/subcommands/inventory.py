@@ -19,17 +19,23 @@ from rich.table import Table
 from rich.text import Text
 
 from console.core.secrets import MASK, is_secret_name
+from console.core.text import printable
 from inventory import load_inventory, select
-from inventory.model import Host
+from inventory.model import Host, Inventory
+from inventory.patterns import read_limit_file
 
 NAME = "inventory"
-HELP = "show the hosts of an inventory (native YAML, Ansible YAML or INI)"
+HELP = "show the hosts of an inventory (native YAML, Ansible YAML or INI; file or directory)"
 DESCRIPTION = """\
 Load an inventory (format detected: rolldeck's native YAML, Ansible YAML, Ansible
-INI), resolve groups and variable precedence, and print every host (or those a
---targets pattern selects) with its address, port, user, groups and vars.
---json prints a list of objects with exactly the keys name, address, port, user,
-groups and vars. Exit code 0, or 2 for a bad inventory or a pattern matching nothing.
+INI; a directory is every inventory file in it, as Ansible reads it; several are
+merged in order), apply group_vars/ and host_vars/, resolve groups and variable
+precedence, and print every host (or those a --targets pattern selects) with its
+address, port, user, groups and vars, then the vars files read and anything found
+but not read. --json prints a list of objects with exactly the keys name, address,
+port, user, groups and vars (the vars files go to stderr). Exit code 0, or 2 for a
+bad inventory or a pattern matching nothing. At most 100,000 hosts
+($ROLLDECK_MAX_HOSTS changes it).
 
 patterns (Ansible's): web   web:api (union, also web,api)   web:&eu (intersection)
   web:!web-07 (exclusion)   web-0* (glob)   ~web-0[1-3] (regex)   web[0] (position)"""
@@ -42,20 +48,32 @@ RICH_TABLE_MAX_ROWS = 500
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="inventory file")
+    parser.add_argument(
+        "file", metavar="PATH", nargs="+", help="inventory file or directory (several: merged)"
+    )
     parser.add_argument(
         "--targets",
         metavar="PATTERN",
         default="all",
-        help="host pattern selecting the hosts to show (default: all)",
+        help="host pattern selecting the hosts to show (default: all; @FILE: one a line)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--verbose", action="store_true", help="list every vars file read (default: a count)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     inv = load_inventory(args.file)
-    hosts = select(inv, args.targets, field="--targets")
+    if args.targets.startswith("@"):
+        where = args.targets[1:]
+        hosts = select(inv, read_limit_file(where), file=where, field="--targets")
+    else:
+        hosts = select(inv, args.targets, field="--targets")
+    report = sources_report(inv, verbose=args.verbose)
     if args.json:
+        if report:
+            sys.stderr.write("".join(f"rolldeck: {line}\n" for line in report))
         # One host per line: readable, and each line is written by json's C encoder
         # (``indent=`` would switch to the pure-Python one, 5x slower on 10,000 hosts).
         lines = (
@@ -64,28 +82,52 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("[\n" + ",\n".join(lines) + "\n]\n")
         return 0
-    title = f"{inv.path} ({inv.format}, {len(hosts)} hosts)"
+    title = printable(f"{inv.path} ({inv.format}, {len(hosts)} hosts)")
     rows = [_cells(host) for host in hosts]
     if len(rows) <= RICH_TABLE_MAX_ROWS:
         Console(file=sys.stdout, highlight=False).print(_rich_table(title, rows))
     else:
         sys.stdout.write(_plain_table(title, rows))
+    sys.stdout.write("".join(line + "\n" for line in report))
     return 0
+
+
+def sources_report(inv: Inventory, *, verbose: bool) -> list[str]:
+    """What was read besides the inventory files: the vars files (a count, or a line
+    each with ``verbose``), and a line for each thing found but not read."""
+    lines: list[str] = []
+    if len(inv.files) > 1:
+        lines.append(f"inventory files read: {len(inv.files)}")
+        if verbose:
+            lines += [f"  {printable(f)}" for f in inv.files]
+    if inv.vars_files:
+        count = len(inv.vars_files)
+        lines.append(f"vars files read: {count} ({_vars_summary(inv.vars_files)})")
+        if verbose:
+            lines += [f"  {printable(f)}" for f in inv.vars_files]
+    lines += [f"note: {printable(note)}" for note in inv.notes]
+    return lines
+
+
+def _vars_summary(files: tuple[str, ...]) -> str:
+    groups = sum(1 for f in files if "/group_vars/" in f or f.startswith("group_vars/"))
+    return f"{groups} in group_vars, {len(files) - groups} in host_vars"
 
 
 def _cells(host: Host) -> tuple[list[str], list[str]]:
     """The first five columns, and the vars as ``key=value`` items.
 
-    json.dumps escapes control characters in values; names are validated on load.
+    Every cell through the one sanitiser (values are JSON, which escapes too): no
+    terminal escape from a name, an address, a group or a var reaches the terminal.
     """
     fixed = [
-        host.name,
-        host.address,
+        printable(host.name),
+        printable(host.address),
         "" if host.port is None else str(host.port),
-        host.user or "",
-        ",".join(host.groups),
+        printable(host.user or ""),
+        printable(",".join(host.groups)),
     ]
-    items = [f"{k}={json.dumps(v, default=str)}" for k, v in _masked(host.vars).items()]
+    items = [printable(f"{k}={json.dumps(v, default=str)}") for k, v in _masked(host.vars).items()]
     return fixed, items
 
 
