@@ -27,6 +27,7 @@ from console.core.describe import HOST_GLYPHS, HOST_WORDS, OUTCOME_WORDS, ROLLOU
 from console.core.describe import describe as describe_event
 from console.core.events import Event, HostState, Outcome
 from console.core.state import RolloutView
+from console.core.text import printable
 from console.hangup import TERMINAL_LOST, TerminalLoss, terminal_fds
 
 if TYPE_CHECKING:
@@ -212,9 +213,9 @@ class _Printer:
             return
         text = _counts(view)
         outcome = OUTCOME_WORDS[view.outcome] if view.outcome else "unknown"
-        self.out.write(f"rollout {view.rollout_id}: {outcome} ({text})\n")
+        self.out.write(f"rollout {printable(view.rollout_id)}: {outcome} ({text})\n")
         if view.state_reason and self.mode == "rich":
-            self.out.write(f"  {view.state_reason}\n")
+            self.out.write(f"  {printable(view.state_reason)}\n")
         self.out.flush()
 
 
@@ -260,8 +261,10 @@ def render_view(view: RolloutView) -> RenderableType:
     batch = (
         f"batch {view.batch_index + 1}/{len(view.batches)}" if view.batch_index is not None else ""
     )
+    # Every string from outside goes in as Text (never parsed as Rich markup) and
+    # through printable (no terminal escapes).
     head = Text.assemble(
-        (f"{view.service} {view.version}", "bold"),
+        (printable(f"{view.service} {view.version}"), "bold"),
         f"  {ROLLOUT_WORDS[view.state].upper()}  {batch}  ",
         _counts(view),
     )
@@ -282,12 +285,12 @@ def render_view(view: RolloutView) -> RenderableType:
         style = STYLES.get(h.state, "")
         table.add_row(
             HOST_GLYPHS[h.state],
-            h.name,
+            Text(printable(h.name)),
             str(h.batch + 1) if h.batch is not None else "",
-            h.version or "",
+            Text(printable(h.version or "")),
             Text(HOST_WORDS[h.state], style=style),
-            h.step or "",
-            h.detail,
+            Text(printable(h.step or "")),
+            Text(printable(" ".join(h.detail.split()))),
         )
     more = len(hosts) - ROWS_SHOWN
     parts: list[RenderableType] = [head, table]

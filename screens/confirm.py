@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from console.core.state import MOVING_STATES, RolloutView
+from console.core.text import printable
 
 LIST_HOSTS = 12
 
@@ -98,8 +99,9 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(self.title_text, id="dialog-title")
-            yield Static(self.body, id="dialog-body", markup=False)
+            # host names and versions are from outside: no markup, no escapes
+            yield Static(printable(self.title_text), id="dialog-title", markup=False)
+            yield Static(printable(self.body, multiline=True), id="dialog-body", markup=False)
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel (n)", id="cancel", variant="default")
                 yield Button(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,6 +12,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
+from console.core.text import printable
 from screens.changes import Changes
 from screens.context import ConsoleContext
 from screens.format import FAILING_STATES
@@ -168,14 +170,14 @@ class DashboardScreen(Screen[None]):
         following = log.following
         source = "all hosts" if self.log_host is None else self.log_host
         mode = "following" if following else "scrolled back · g to follow"
-        log.border_title = f"Log · {source} · {mode}"
+        log.border_title = Text(printable(f"Log · {source} · {mode}"))  # a str is markup
         table = self.table
         bits = [f"Hosts {table.row_count}/{len(self.ctx.view.hosts)}", f"sort: {table.sort_mode}"]
         if table.failing_first:
             bits.append("failing first")
         if table.filter_text:
             bits.append(f"filter: {table.filter_text}")
-        table.border_title = " · ".join(bits)
+        table.border_title = Text(printable(" · ".join(bits)))
 
     def _apply_styles(self) -> None:
         st = theme_styles(self.app)

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from console.core.commands import Command
 from console.core.state import HostView, StepRecord
+from console.core.text import printable
 from screens.changes import Changes
 from screens.context import ConsoleContext
 from screens.format import (
@@ -134,19 +135,22 @@ class HostDetailScreen(Screen[None]):
         st = theme_styles(self.app)
         t = Text(no_wrap=True, overflow="ellipsis")
         if h is None:
-            t.append(f"{self.host}: not in this rollout")
+            t.append(printable(f"{self.host}: not in this rollout"))
             self.query_one("#detail-header", Static).update(t)
             return
         symbol, word, var = HOST_STATE_STYLE[h.state]
-        t.append(f"{h.name}", Style(bold=True))
+        # Text, never markup; every text from outside through the one sanitiser
+        t.append(printable(h.name), Style(bold=True))
         t.append(f"  {symbol} {word}", st[var] + Style(bold=True))
         batch = f"batch {h.batch + 1}" if h.batch is not None else "no batch"
         groups = ",".join(h.groups) or "-"
-        t.append(f"  {batch}  groups {groups}  {h.address}", st["muted"])
-        t.append(f"\nversion {h.previous_version or '?'} → {h.version or '?'}")
-        t.append(f"  (target {self.ctx.view.version or '?'})", st["muted"])
+        t.append(printable(f"  {batch}  groups {groups}  {h.address}"), st["muted"])
+        t.append("\n" + printable(f"version {h.previous_version or '?'} → {h.version or '?'}"))
+        t.append(printable(f"  (target {self.ctx.view.version or '?'})"), st["muted"])
         if h.detail:
-            t.append(f"\n{h.detail}", st["host-failed"] if var == "host-failed" else Style())
+            t.append(
+                "\n" + printable(h.detail), st["host-failed"] if var == "host-failed" else Style()
+            )
         self.query_one("#detail-header", Static).update(t)
 
     def _steps(self, force: bool = False) -> None:
@@ -163,11 +167,11 @@ class HostDetailScreen(Screen[None]):
         for i, r in enumerate(recs):
             name = f"↺ {r.name}" if r.rollback else r.name
             table.add_row(
-                name,
+                Text(printable(name)),  # a str cell would be read as Rich markup
                 Text(r.status, style=st[_STATUS_VAR.get(r.status, "muted")]),
                 "-" if r.exit_code is None else str(r.exit_code),
                 format_duration(r.duration),
-                Text(r.command, no_wrap=True, overflow="ellipsis"),
+                Text(printable(r.command), no_wrap=True, overflow="ellipsis"),
                 key=str(i),
             )
         if recs:
@@ -184,8 +188,9 @@ class HostDetailScreen(Screen[None]):
         self._shown_step = index
         rec: StepRecord = h.steps[index]
         out = self.query_one("#step-output", StreamLog)
-        out.border_title = f"Output · {rec.name}"
-        out.replace([f"$ {rec.command}", *rec.output])
+        out.border_title = Text(printable(f"Output · {rec.name}"))  # a str is markup
+        # a multi-line command reads as its lines (StreamLog makes each printable)
+        out.replace([*(f"$ {c}" for c in rec.command.splitlines() or [""]), *rec.output])
 
     def _health(self) -> None:
         h = self.hv
@@ -203,7 +208,7 @@ class HostDetailScreen(Screen[None]):
         )
         t.append(f"  {health_strip(h.health_history, 30)}", st["muted"])
         if h.health_detail:
-            t.append(f"  {h.health_detail}", st["muted"])
+            t.append(printable(f"  {h.health_detail}"), st["muted"])
         t.append("\nerror rate ", Style(bold=True))
         t.append(
             f"{format_rate(h.error_rate, h.error_rate_unit)} {sparkline(h.error_rate_history, 20)}"
@@ -225,7 +230,7 @@ class HostDetailScreen(Screen[None]):
         title = f"Log · {self.host}"
         if q:
             title += f" · search: {self.query_text} ({len(lines)} lines)"
-        log.border_title = title
+        log.border_title = Text(printable(title))  # a str border title is markup
 
     # -- events and actions -------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 from console.core.describe import GLYPHS
 from console.core.events import HostState
 from console.core.state import HostView
-from console.core.text import shorten
+from console.core.text import printable, shorten
 from screens.format import (
     FAILING_STATES,
     HOST_STATE_STYLE,
@@ -95,7 +95,7 @@ def host_cells(
     if h.version is None:
         version: Cell = ("-", "muted")
     else:
-        version = (h.version, "host-healthy" if h.version == target_version else None)
+        version = (printable(h.version), "host-healthy" if h.version == target_version else None)
     rate_text = format_rate(h.error_rate, h.error_rate_unit)
     spark = sparkline(h.error_rate_history, 5, ceiling if h.error_rate_unit == "ratio" else None)
     over = (
@@ -110,20 +110,22 @@ def host_cells(
         mem = f"{h.mem_used_pct:.0f}%" if h.mem_used_pct is not None else "-"
         vitals = f"{load} {mem}"
     if h.state in FAILING_STATES and h.detail:
-        last: Cell = (shorten(h.detail, log_width, squash=True), "host-failed")
+        last: Cell = (shorten(printable(h.detail), log_width, squash=True), "host-failed")
     else:
         line = _SYSLOG_TAG.sub(r"\1", _LEADING_TIMESTAMP.sub("", h.last_log))
-        last = (shorten(line, log_width), "muted")
+        last = (shorten(printable(line), log_width), "muted")
     return (
         (
             str(h.batch + 1) if h.batch is not None else "-",
             "batch-active" if h.batch is not None and h.batch == active_batch else "muted",
         ),
         (f"{symbol} {word}", var),
-        (h.name, None),
-        (",".join(h.groups) or "-", "muted"),
+        # Segments go to the terminal as they are: every text from outside is made
+        # printable here (the one sanitiser), names, groups, versions, steps, logs.
+        (printable(h.name), None),
+        (printable(",".join(h.groups)) or "-", "muted"),
         version,
-        (h.step or "-", None),
+        (printable(h.step or "-"), None),
         health,
         (f"{rate_text:>5} {spark}", "host-failed" if over else None),
         (vitals, None),

@@ -44,8 +44,10 @@ def _deep_flow() -> str:
     return "[" * DEEP + "]" * DEEP
 
 
-def _deep_block(indent: int) -> str:
-    lines = [" " * (indent + i) + f"k{i}:" for i in range(DEEP)]
+def _deep_block(indent: int, depth: int = 2000) -> str:
+    """Deeper than both limits (ours and libyaml's 1,000), and at 2 MB well inside the
+    10 MiB a scenario may have (5,000 levels of indentation would be 12 MiB)."""
+    lines = [" " * (indent + i) + f"k{i}:" for i in range(depth)]
     return "\n" + "\n".join(lines) + " 1"
 
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from console.core import events as ev
 from console.core.events import HostState, Outcome, RolloutState
-from console.core.text import shorten
+from console.core.text import printable, shorten
 
 HOSTS_SHOWN = 60  # characters of a batch's host list in a one-line description
 COMMAND_SHOWN = 80  # characters of a rendered command
@@ -246,6 +246,9 @@ def _d(
     host: str | None = None,
 ) -> Description:
     parts = (text,) if isinstance(text, str) else text
+    # The one choke point for every front end's words: hosts, versions, output and
+    # details come from outside, so terminal escapes in them are shown, never sent.
+    parts = tuple(printable(p) if isinstance(p, str) else p for p in parts)
     return Description(parts, severity, GLYPHS[meaning], host)
 
 

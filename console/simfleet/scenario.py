@@ -51,6 +51,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from console.core.errors import InputError, did_you_mean
+from console.core.files import MAX_INPUT_BYTES, read_limited, universal_newlines
 from console.core.yamlnodes import Doc, join, line_of
 
 T = TypeVar("T")
@@ -477,8 +478,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             f"no such scenario (built-ins: {', '.join(builtin_names())}){hint}",
             field="scenario",
         )
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # bounded before parsing, like every file rolldeck reads
+        data = read_limited(str(path), MAX_INPUT_BYTES, "a scenario")
+        text = universal_newlines(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read scenario: {exc}", file=str(path)) from None
     return parse_scenario(text, str(path), path.stem)

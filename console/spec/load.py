@@ -38,8 +38,11 @@ import yaml
 
 from console import templating
 from console.core.errors import InputError, did_you_mean
+from console.core.files import MAX_INPUT_BYTES, read_limited, universal_newlines
 from console.core.yamlnodes import TAG, Doc, is_null, join, line_of
 from console.spec.model import (
+    LEASE_PATH,
+    LEASE_STALE_AFTER,
     ON_FAILURE,
     ORDERS,
     PERCENT,
@@ -48,6 +51,7 @@ from console.spec.model import (
     ErrorRateSpec,
     GateSpec,
     HealthSpec,
+    LeaseSpec,
     LogsSpec,
     MetricsSpec,
     RollbackSpec,
@@ -96,6 +100,8 @@ TOP_KEYS = (
     "environment",
     "secrets",
     "vars",
+    "lock_host",
+    "lease",
 )
 STEP_KEYS = ("name", "run", "timeout", "raw", "once")
 AUX_STEP_KEYS = ("name", "run", "timeout", "raw")  # preflight and rollback: no ``once``
@@ -106,9 +112,8 @@ ON_TIMEOUT = ("abort", "pause", "rollback", "continue")
 def load_spec(path: str | os.PathLike[str]) -> RolloutSpec:
     """Read and validate a rollout spec file; raise InputError for anything wrong."""
     name = os.fspath(path)
-    try:
-        with open(name, encoding="utf-8") as fh:
-            text = fh.read()
+    try:  # the size is bounded before anything is parsed (``check /dev/zero``)
+        text = universal_newlines(read_limited(name, MAX_INPUT_BYTES, "a spec").decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text ({exc.reason})", file=name) from None
     except OSError as exc:
@@ -332,6 +337,8 @@ class _Reader:
         opt("environment", self.text)
         opt("secrets", self.secrets)
         opt("vars", self.variables)
+        opt("lock_host", self.name)
+        opt("lease", self.lease)
         kw.setdefault("inventory", None)
         spec = RolloutSpec(path=self.path, text=text, lines=self.lines, **kw)
         self.cross_check(spec, top)
@@ -451,6 +458,24 @@ class _Reader:
             once=self.boolean(m["once"], f"{field}.once") if "once" in m else False,
             line=line_of(node),
         )
+
+    def lease(self, node: yaml.Node, field: str) -> LeaseSpec:
+        """``lease: {path: DIR, stale_after: DURATION}``: where each host keeps the
+        leases (a template; absolute, ``~/...`` or starting with a placeholder)."""
+        m = self.mapping(node, field, ("path", "stale_after"))
+        path = LEASE_PATH
+        if "path" in m:
+            where = join(field, "path")
+            path = self.command(m["path"], where).rstrip("/") or "/"
+            if not path.startswith(("/", "~/", "{")):
+                self.fail(m["path"], where, f"must be absolute or start with ~/, not {path!r}")
+        stale = LEASE_STALE_AFTER
+        if "stale_after" in m:
+            where = join(field, "stale_after")
+            stale = self.duration(m["stale_after"], where)
+            if stale < 5:
+                self.fail(m["stale_after"], where, "must be at least 5s")
+        return LeaseSpec(path=path, stale_after=stale)
 
     def _fields(
         self, m: dict[str, yaml.Node], field: str, readers: dict[str, Callable[..., Any]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Self
 
 from rich.highlighter import Highlighter
 from rich.style import Style
@@ -19,6 +20,8 @@ from rich.text import Text
 from textual import events
 from textual.geometry import Size
 from textual.widgets import Log
+
+from console.core.text import printable
 
 DEFAULT_ERROR_PATTERN = r"\b(ERROR|CRITICAL|FATAL|Traceback)\b"
 HOST_SEPARATOR = " │ "
@@ -57,6 +60,16 @@ class StreamLog(Log):
         self.highlighter = ErrorLineHighlighter(error_pattern)
         self._pinned = True  # at the end: stays at the end when resized
         self._last_size = Size(0, 0)
+
+    # Every line shown here is from outside (a host's logs, names, an event's words):
+    # the one sanitiser shows control characters and escapes instead of sending them
+    # (Textual's Log replaces only U+0000-U+0014: ESC, C1 and bidi would pass).
+
+    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
+        return super().write_lines([printable(line) for line in lines], scroll_end)
+
+    def write(self, data: str, scroll_end: bool | None = None) -> Self:
+        return super().write(printable(data, multiline=True), scroll_end)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)

@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from console.core.state import RolloutView
+from console.core.text import printable
 from screens.format import (
     batch_position,
     bucket_counts,
@@ -24,10 +25,11 @@ class RolloutHeader(Static):
     def show(self, view: RolloutView, now: float, *, read_only: bool, note: str = "") -> None:
         st = theme_styles(self.app)
         t = Text(no_wrap=True, overflow="ellipsis")
-        t.append(view.service or "rolldeck", Style(bold=True))
-        t.append(f"  {old_versions(view)} → {view.version or '?'}")
+        # service, versions and environment come from the spec and the hosts
+        t.append(printable(view.service or "rolldeck"), Style(bold=True))
+        t.append(printable(f"  {old_versions(view)} → {view.version or '?'}"))
         if view.environment:
-            t.append(f"  [{view.environment}]", st["accent"])
+            t.append(printable(f"  [{view.environment}]"), st["accent"])
         t.append(f"  {batch_position(view)}  ")
         word, var = state_label(view)
         t.append(f" {word} ", st[var] + Style(bold=True, reverse=True))
@@ -42,7 +44,7 @@ class RolloutHeader(Static):
         if read_only:
             t.append("  READ-ONLY", st["batch-active"] + Style(bold=True))
         if note:
-            t.append(f"  {note}", st["batch-active"] + Style(bold=True))
+            t.append(printable(f"  {note}"), st["batch-active"] + Style(bold=True))
         self.update(t, layout=False)  # fixed size: no relayout per frame
 
 
