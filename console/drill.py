@@ -16,11 +16,11 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from console.core import events as ev
 from console.core.events import DrillScorecard, Event, HostState, Outcome
+from console.core.safe_files import open_append
 from console.simfleet.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def append_event(path: str | os.PathLike[str], event: Event) -> None:
     """Append one event to a finished rollout's journal, fsync'd, in the journal's
     own JSON-lines format. The file must exist (its 0600 mode is kept as it is)."""
     line = json.dumps(ev.to_json(event), separators=(",", ":"), default=str) + "\n"
-    fd = os.open(Path(path), os.O_WRONLY | os.O_APPEND)
+    fd = open_append(path)  # never through a symlink, only a regular file of ours
     try:
         view = memoryview(line.encode())
         while view:

@@ -14,6 +14,7 @@ import pytest
 
 from console.cli import main as cli_main
 from console.core import events as ev
+from console.core.commands import unix_user
 from console.core.events import Event, HostState, Outcome
 from console.core.state import RolloutView
 from console.store.history import history, render_history, render_timeline, resolve_id, timeline
@@ -157,7 +158,13 @@ async def test_show_records_the_operator_decision_with_reason_and_state(
     after = t.entries[t.entries.index(cmd) + 1]
     assert after.kind == "rollout_state" and after.state == "paused"
     assert t.stopped["decisions"] == [
-        {"command": "pause", "operator": "carol", "reason": "latency up on h01", "ts": cmd.ts}
+        {
+            "command": "pause",
+            "operator": "carol",
+            "user": unix_user(),  # the Unix user, from the kernel, beside the label
+            "reason": "latency up on h01",
+            "ts": cmd.ts,
+        }
     ]
     code, out, _ = capture(capsys, "show", "other-pz", "--state-dir", str(tmp_path))
     assert code == 0

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from console.core.safe_files import UnsafeDirectory, ensure_private_dir, write_atomic
+
 
 def config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -35,9 +37,14 @@ def load_theme_choice(known: tuple[str, ...]) -> tuple[str | None, str | None]:
 
 
 def save_theme_choice(theme: str) -> Path:
-    """Write the choice atomically (temp file + rename), mode 0600, directory 0700."""
+    """Write the choice atomically (a fresh O_EXCL | O_NOFOLLOW temp file, renamed),
+    mode 0600, in a directory created 0700 and refused (PermissionError) when it is
+    not ours or is writable by group or others (console.core.safe_files)."""
     path = config_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path = ensure_private_dir(path.parent, what="config directory") / path.name
+    except UnsafeDirectory as exc:
+        raise PermissionError(str(exc)) from None
     data: dict[str, object] = {}
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
@@ -46,10 +53,5 @@ def save_theme_choice(theme: str) -> Path:
     except (OSError, ValueError):
         pass
     data["theme"] = theme
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data).encode())
     return path

@@ -2,7 +2,10 @@
 
 Versioned hello both ways, then the server sends the snapshot (the events so far,
 framed by ``snapshot`` / ``snapshot_end``), then the live stream; the client sends
-commands. Every line is bounded (:data:`MAX_LINE`), so a peer cannot make the other
+commands. Who the client is comes from the kernel (:func:`peer_uid`), never from
+the wire: the server journals that Unix user with every command, beside the
+``operator`` label the client sent, and tells the client in its hello ("user").
+Every line is bounded (:data:`MAX_LINE`), so a peer cannot make the other
 buffer without limit.
 
 Client -> server::
@@ -13,7 +16,7 @@ Client -> server::
 Server -> client::
 
     {"type": "hello", "version": 1, "rollout_id": ..., "read_only": ..., "pid": ...,
-     "summary": {...}}                       # probe: the hello is all, then bye
+     "user": ..., "summary": {...}}          # probe: the hello is all, then bye
     {"type": "snapshot", "count": N}  N x {"type": "event", "event": {...}}
     {"type": "snapshot_end"}
     {"type": "event", "event": {...}}        # live
@@ -30,6 +33,7 @@ import contextlib
 import json
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,31 @@ MAX_CLIENT_LINE = 64 * 1024  # client -> server: hellos and commands are small
 HELLO_TIMEOUT = 5.0
 SOCKET_SUFFIX = ".sock"
 SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes with the NUL; keep a margin
+
+
+# Peer credentials of a Unix socket: SO_PEERCRED (Linux: struct ucred, pid/uid/gid),
+# LOCAL_PEERCRED (macOS/FreeBSD: struct xucred, version/uid/ngroups/groups[16], level
+# SOL_LOCAL = 0). Python's stdlib has no getpeereid(); a platform with neither cannot
+# say who connected (the attach server then refuses to share its socket with a group).
+_UCRED = "3i"
+_XUCRED = "IIh16I"
+_SOL_LOCAL = 0
+PEER_CREDENTIALS = hasattr(socket, "SO_PEERCRED") or hasattr(socket, "LOCAL_PEERCRED")
+
+
+def peer_uid(sock: socket.socket | Any) -> int | None:
+    """The effective uid of the process at the other end of a connected Unix socket,
+    as the kernel recorded it at connect(); None where the platform cannot say."""
+    if hasattr(socket, "SO_PEERCRED"):
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(_UCRED))
+        _pid, uid, _gid = struct.unpack(_UCRED, raw)
+        return int(uid)
+    local = getattr(socket, "LOCAL_PEERCRED", None)
+    if local is not None:  # not exercised on Linux, where SO_PEERCRED answers
+        raw = sock.getsockopt(_SOL_LOCAL, local, struct.calcsize(_XUCRED))
+        _version, uid = struct.unpack_from("II", raw)
+        return int(uid)
+    return None
 
 
 class ProtocolError(RolldeckError):

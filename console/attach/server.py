@@ -11,19 +11,26 @@ synchronous step of the event loop.
 Every client is bounded: its own bus subscription (ephemeral events dropped past
 ``client_maxsize``, disconnected past ``client_hard_limit``) and a send timeout, so a
 stuck console can neither stall the engine nor grow memory. Commands from clients go
-to ``engine.execute`` exactly as sent (the client names its operator); a client that
-asked to be read-only is refused on this side, not only in its UI.
+to ``engine.execute`` as sent, except who sent them: the client names its operator (a
+label, kept), and the server stamps the Unix user the kernel says is at the other end
+of the socket (SO_PEERCRED; LOCAL_PEERCRED on macOS), so the journal records who
+connected, not only what they claimed. A client that asked to be read-only is refused
+on this side, not only in its UI.
 
 The socket is created without a window in which anyone else could connect: bound in a
 fresh 0700 directory, chmod'ed (0600, or 0660 and chgrp'ed to a named group),
 hard-linked to ``<state_dir>/<rollout_id>.sock`` (never replacing a live one), and only
-then listened on. It is removed when the rollout ends or the server closes.
+then listened on. It is removed when the rollout ends or the server closes. Sharing
+with a group needs the group to reach it: the state directory may be 0750 (group
+read and search, never group write: see ``console.core.safe_files``), and a
+platform without peer credentials refuses ``group`` (it could not say who sent what).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import grp
 import os
 import socket
@@ -35,18 +42,20 @@ from typing import TYPE_CHECKING, Any
 from console.attach.protocol import (
     HELLO_TIMEOUT,
     MAX_CLIENT_LINE,
+    PEER_CREDENTIALS,
     VERSION,
     ProtocolError,
     addressable,
     check_hello,
     encode,
+    peer_uid,
     read_message,
     socket_alive,
     socket_path_for,
 )
 from console.core import events as ev
 from console.core.bus import Subscription
-from console.core.commands import Command
+from console.core.commands import Command, unix_user
 from console.core.errors import RolldeckError
 from console.core.events import Event
 
@@ -67,10 +76,13 @@ class AttachError(RolldeckError):
 
 
 class _Client:
-    def __init__(self, writer: asyncio.StreamWriter, read_only: bool, sub: Subscription) -> None:
+    def __init__(
+        self, writer: asyncio.StreamWriter, read_only: bool, sub: Subscription, user: str
+    ) -> None:
         self.writer = writer
         self.read_only = read_only
         self.sub = sub
+        self.user = user  # the Unix user at the other end, per the kernel
 
 
 class AttachServer:
@@ -180,6 +192,12 @@ class AttachServer:
                 gid = grp.getgrnam(self.group).gr_gid
             except KeyError:
                 raise AttachError(f"no group named {self.group!r}") from None
+            if not PEER_CREDENTIALS:
+                raise AttachError(
+                    "--attach-group needs the kernel to say who connects (SO_PEERCRED or "
+                    "LOCAL_PEERCRED), which this platform does not: a group member's "
+                    "commands could not be journaled under their Unix name"
+                )
         tmpdir = Path(tempfile.mkdtemp(prefix=".attach-", dir=final.parent))  # 0700
         tmp = tmpdir / "s"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -322,12 +340,14 @@ class AttachServer:
             await self._send(writer, encode({"type": "error", "message": msg}))
             return
         read_only = bool(hello.get("read_only"))
+        user = _peer_user(writer)
         reply = {
             "type": "hello",
             "version": VERSION,
             "rollout_id": self.engine.rollout_id,
             "read_only": read_only,
             "pid": os.getpid(),
+            "user": user,
             "summary": self.summary(),
         }
         if hello.get("mode") == "probe":
@@ -341,7 +361,7 @@ class AttachServer:
         )
         if self._own.closed or self._close_task is not None:
             sub.close()  # the rollout is over: the snapshot is all there is
-        client = _Client(writer, read_only, sub)
+        client = _Client(writer, read_only, sub, user)
         self._clients.add(client)
         self.clients_served += 1
         try:
@@ -442,7 +462,18 @@ class AttachServer:
             why = "the rollout is over"
             client.writer.write(encode({"type": "refused", "command": name, "message": why}))
             return
-        self.engine.execute(command)
+        # Who sent it is the kernel's word, whatever the client wrote; its operator
+        # name stays beside it as a label.
+        self.engine.execute(dataclasses.replace(command, user=client.user))
+
+
+def _peer_user(writer: asyncio.StreamWriter) -> str:
+    """The Unix user at the other end of the socket. Without peer credentials (a
+    platform that has none: the group feature is refused there) the socket is 0600,
+    so only this process's user, or root, could have connected: named as ours."""
+    sock = writer.get_extra_info("socket")
+    uid = peer_uid(sock) if sock is not None else None
+    return unix_user(uid)
 
 
 def serve_engine(

@@ -3,12 +3,17 @@
 The engine's methods (``pause()``, ``rollback()``...) are thin wrappers that build a
 :class:`Command` and hand it to :meth:`Engine.execute`; an attached console sends the
 same JSON over a socket. Every command is idempotent (safe to send twice) and carries
-the operator's name and an optional reason, both journaled.
+the operator's name (a label the operator chose), the Unix user who issued it (from
+the kernel: this process's effective uid, or the attach socket's peer credentials,
+set by the attach server and never read from the wire) and an optional reason, all
+journaled.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
+import pwd
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,12 +37,23 @@ def default_operator() -> str:
         return "unknown"
 
 
+def unix_user(uid: int | None = None) -> str:
+    """The Unix user name of ``uid`` (default: this process's effective uid), from the
+    password database, not the environment; ``uid N`` when it has no entry."""
+    uid = os.geteuid() if uid is None else uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     name: str
     operator: str = field(default_factory=default_operator)
     reason: str = ""
     args: dict[str, Any] = field(default_factory=dict)
+    user: str = field(default_factory=unix_user)  # who, per the kernel; not serialised
 
     def __post_init__(self) -> None:
         if self.name not in COMMAND_NAMES:

@@ -313,11 +313,14 @@ class OperatorCommand(Event):
 
     kind: ClassVar[str] = "operator_command"
     command: str  # pause | freeze | resume | abort | rollback | continue | skip | retry | ...
-    operator: str
+    operator: str  # the label the operator gave (--operator): asserted, not checked
     reason: str = ""
     args: dict[str, Any] = field(default_factory=dict)
     accepted: bool = True
     detail: str = ""  # why it was refused, or what it did
+    # The Unix user who issued it, from the kernel (the owner's euid, or the attach
+    # socket's SO_PEERCRED); "" in journals written before it was recorded.
+    user: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

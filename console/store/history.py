@@ -26,6 +26,7 @@ from console.core.describe import OUTCOME_WORDS, ROLLOUT_WORDS, describe, format
 from console.core.errors import InputError
 from console.core.events import Event, HostState, Outcome, RolloutState
 from console.core.state import RolloutView
+from console.core.text import printable
 from console.store.journal import JournalError, list_journals, read_lines
 from console.store.lock import LockInfo, read_lock
 
@@ -56,6 +57,7 @@ class RolloutSummary:
     batches: int
     pid: int | None
     journal: str
+    user: str = ""  # the Unix user who started it (journal header), "" in old journals
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +78,7 @@ class TimelineEntry:
     numbers: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # healthy/failed/pending/...
     state: str = ""
+    user: str | None = None  # an operator command's Unix user, from the kernel
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +174,7 @@ def summarize(
         version=view.version,
         previous_versions=sorted(view.previous_versions()),
         operator=view.operator or str(header.get("who") or ""),
+        user=str(header.get("user") or ""),
         started=view.started or header.get("created"),
         finished=end,
         outcome=outcome,
@@ -328,6 +332,7 @@ def _entry(event: Event, view: RolloutView, start: float) -> TimelineEntry | Non
     match event:
         case ev.OperatorCommand():
             entry.operator = event.operator
+            entry.user = event.user or None
             entry.reason = event.reason
             entry.numbers = {"accepted": event.accepted, **dict(event.args)}
         case ev.Alert():
@@ -389,7 +394,13 @@ def _why_stopped(events: Iterable[Event], summary: RolloutSummary) -> dict[str, 
             )
         elif isinstance(e, ev.OperatorCommand) and e.accepted and e.command in STOPPING_COMMANDS:
             decisions.append(
-                {"command": e.command, "operator": e.operator, "reason": e.reason, "ts": e.ts}
+                {
+                    "command": e.command,
+                    "operator": e.operator,
+                    "user": e.user,
+                    "reason": e.reason,
+                    "ts": e.ts,
+                }
             )
         elif isinstance(e, ev.RolloutFinished):
             reason = e.reason
@@ -427,6 +438,12 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m"
 
 
+def who(operator: str, user: str | None) -> str:
+    """The operator's label beside the Unix user the kernel named: ``alice (unix
+    bob)``; the label alone for journals written before the user was recorded."""
+    return f"{operator} (unix {user})" if user else operator
+
+
 def versions(s: RolloutSummary) -> str:
     before = ",".join(s.previous_versions) or "?"
     return f"{before} -> {s.version}"
@@ -443,7 +460,7 @@ def render_history(rows: list[RolloutSummary]) -> str:
                 s.rollout_id,
                 s.service,
                 versions(s),
-                s.operator,
+                who(s.operator, s.user),
                 fmt_time(s.started),
                 outcome_words(s.outcome),
                 fmt_duration(s.duration),
@@ -455,6 +472,7 @@ def render_history(rows: list[RolloutSummary]) -> str:
 
 
 def _columns(rows: Sequence[tuple[str, ...]]) -> str:
+    rows = [tuple(printable(c) for c in r) for r in rows]  # journaled text is from outside
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
@@ -468,7 +486,8 @@ def render_timeline(t: Timeline) -> str:
     s = t.summary
     out = [
         f"rollout {s.rollout_id}: {s.service} {versions(s)}",
-        f"  by {s.operator}, started {fmt_time(s.started)}, took {fmt_duration(s.duration)}",
+        f"  by {who(s.operator, s.user)}, started {fmt_time(s.started)}, "
+        f"took {fmt_duration(s.duration)}",
         f"  outcome: {outcome_words(s.outcome)}; {s.hosts_changed} of {s.hosts} hosts changed; "
         f"failed: {', '.join(s.failures) or 'none'}",
         "",
@@ -476,6 +495,8 @@ def render_timeline(t: Timeline) -> str:
     for e in t.entries:
         out.append(f"+{fmt_duration(e.offset):>7}  {e.text}")
         extra = []
+        if e.user:
+            extra.append(f"who: {who(e.operator or '', e.user)}")
         if e.numbers and e.kind in ("alert", "canary_analysis"):
             extra.append("numbers: " + json.dumps(e.numbers, sort_keys=True, default=str))
         extra.append(f"[{ROLLOUT_WORDS[RolloutState(e.state)]}] {_fmt_counts(e.counts)}")
@@ -490,8 +511,10 @@ def render_timeline(t: Timeline) -> str:
         out.append("  operator decisions (pause, freeze, abort, rollback):")
     for d in stopped["decisions"]:
         why = f" ({d['reason']})" if d["reason"] else ""
-        out.append(f"    {d['command']} by {d['operator']}{why} at {fmt_time(d['ts'])}")
-    return "\n".join(out)
+        by = who(d["operator"], d.get("user"))
+        out.append(f"    {d['command']} by {by}{why} at {fmt_time(d['ts'])}")
+    # Each line one line: names, reasons and messages are from outside (no escapes).
+    return "\n".join(printable(line) for line in out)
 
 
 __all__ = [

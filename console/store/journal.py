@@ -10,7 +10,10 @@ worker thread (group commit), then hands the batch, in order, to ``on_commit`` (
 engine publishes it to its consumers there). So an event is on disk before anyone sees
 it, and many events written during one fsync share the next one.
 
-Files are created with mode 0600 through ``os.open``, never widened later.
+Files are created with mode 0600, ``O_EXCL | O_NOFOLLOW``, in a state directory that
+passed :func:`console.core.safe_files.check_private_dir`; appends and reads never
+follow a symlink (see ``safe_files``). The header records the Unix user (from the
+process's effective uid) beside the ``who`` label the operator chose.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from console.core.commands import unix_user
 from console.core.errors import RolldeckError
 from console.core.events import EVENT_TYPES, Event, from_json, to_json
+from console.core.safe_files import create_private, ensure_private_dir, open_append, read_private
 
 FORMAT = 1
 SUFFIX = ".jsonl"
@@ -43,11 +49,15 @@ def default_state_dir() -> Path:
     return Path(base) / "rolldeck"
 
 
-def resolve_state_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The state directory (created 0700 if missing)."""
+def resolve_state_dir(
+    override: str | os.PathLike[str] | None = None, *, shared: bool = False
+) -> Path:
+    """The state directory, resolved, created 0700 if missing, and refused (exit 2,
+    naming the path, the mode and the fix) when it is not ours or is writable by group
+    or others. ``shared``: only reading or attaching (``attach``, ``ps``, ``history``,
+    ``show``), so a directory owned by another user is fine (same mode rule)."""
     path = Path(override) if override else default_state_dir()
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return ensure_private_dir(path, shared=shared)
 
 
 def journal_path(state_dir: Path, rollout_id: str) -> Path:
@@ -84,14 +94,16 @@ class Journal:
         and fsync the header line."""
         path = journal_path(state_dir, rollout_id)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            fd = create_private(path, append=True)
         except FileExistsError as exc:
             raise JournalError(f"journal {path} already exists") from exc
         except OSError as exc:
             raise JournalError(f"cannot create journal {path}: {exc.strerror}") from exc
-        head = {"kind": "journal", "format": FORMAT, "rollout_id": rollout_id}
+        head: dict[str, Any] = {"kind": "journal", "format": FORMAT, "rollout_id": rollout_id}
         head["created"] = time.time()
         head.update(header or {})
+        head["uid"] = os.geteuid()  # who ran it, from the kernel; "who" is a label
+        head["user"] = unix_user()
         _write_all(fd, [json.dumps(head, separators=(",", ":"))])
         return cls(path, fd)
 
@@ -101,7 +113,7 @@ class Journal:
         A torn last line (the console died mid-write) is cut off first, so the next
         event starts on a line of its own."""
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            fd = open_append(path, read=True)
         except OSError as exc:
             raise JournalError(f"cannot open journal {path}: {exc.strerror}") from exc
         try:
@@ -212,7 +224,7 @@ def append_to(path: str | os.PathLike[str], events: list[Event]) -> None:
     if not lines:
         return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        fd = open_append(path)
     except OSError as exc:
         raise JournalError(f"cannot append to journal {path}: {exc.strerror}") from exc
     try:
@@ -228,7 +240,7 @@ def read_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every JSON object in the file. A torn last line (a crash mid-write) is dropped;
     a bad line anywhere else is corruption and raises JournalError."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_private(path)
     except OSError as exc:
         raise JournalError(f"cannot read journal {path}: {exc.strerror}") from exc
     lines = raw.split(b"\n")
@@ -265,5 +277,13 @@ def list_journals(state_dir: str | os.PathLike[str]) -> list[Path]:
     d = Path(state_dir)
     if not d.is_dir():
         return []
-    files = [p for p in d.iterdir() if p.suffix == SUFFIX and p.is_file()]
+    files = [p for p in d.iterdir() if p.suffix == SUFFIX and _regular(p)]
     return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def _regular(path: Path) -> bool:
+    """A regular file itself, not a symlink to one (not followed: it is not ours)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False

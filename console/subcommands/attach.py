@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    state_dir = resolve_state_dir(args.state_dir)
+    state_dir = resolve_state_dir(args.state_dir, shared=True)
     path = await find_socket(state_dir, args.id)
     try:
         remote = await connect(path, read_only=args.read_only)
@@ -126,6 +126,7 @@ async def _send(remote: RemoteRollout, args: argparse.Namespace) -> int:
                         verdict = "accepted" if event.accepted else "REFUSED"
                         detail = f": {event.detail}" if event.detail else ""
                         print(f"{command.name} {verdict} by {remote.rollout_id}{detail}")
+                        print(f"journaled as {event.operator} (unix {event.user})")
                         return EXIT_OK if event.accepted else EXIT_FAILED
                     if isinstance(event, ev.Notice) and remote.refusals:
                         print(f"rolldeck: {remote.refusals[-1]}", file=sys.stderr)

@@ -7,6 +7,7 @@ import json
 import sys
 
 from console.core.errors import InputError
+from console.core.text import printable
 from console.store.history import history, render_history
 from console.store.journal import resolve_state_dir
 
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError("must be at least 1", field="--limit")
-    rows = history(resolve_state_dir(args.state_dir), service=args.service, limit=args.limit)
+    state_dir = resolve_state_dir(args.state_dir, shared=True)
+    rows = history(state_dir, service=args.service, limit=args.limit)
     out = sys.stdout
     if args.json:
         for row in rows:
@@ -38,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.write(render_history(rows) + "\n")
         for row in rows:  # how to pick up what is not over (issue 7)
+            rid = printable(row.rollout_id)  # read from a journal file
             if row.outcome in ("paused", "interrupted"):
-                out.write(f"{row.rollout_id} is {row.outcome}: rolldeck resume {row.rollout_id}\n")
+                out.write(f"{rid} is {row.outcome}: rolldeck resume {rid}\n")
             elif row.outcome == "running":
-                out.write(f"{row.rollout_id} is running: rolldeck attach {row.rollout_id}\n")
+                out.write(f"{rid} is running: rolldeck attach {rid}\n")
     return 0

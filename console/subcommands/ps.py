@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = asyncio.run(running_rollouts(resolve_state_dir(args.state_dir)))
+    rows = asyncio.run(running_rollouts(resolve_state_dir(args.state_dir, shared=True)))
     if args.json:
         for row in rows:
             sys.stdout.write(json.dumps(row, default=str) + "\n")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from console.core.text import printable
 from console.store.history import render_timeline, resolve_id, timeline
 from console.store.journal import JournalError, resolve_state_dir
 
@@ -26,15 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = resolve_id(resolve_state_dir(args.state_dir), args.id)
+    path = resolve_id(resolve_state_dir(args.state_dir, shared=True), args.id)
     try:
         t = timeline(path)
     except JournalError as exc:
-        print(f"rolldeck: {exc}", file=sys.stderr)
+        print(f"rolldeck: {printable(str(exc))}", file=sys.stderr)
         return 3
     if args.json:
         json.dump(t.to_json(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_timeline(t) + "\n")
+        # render_timeline sanitises each line; this keeps the whole page safe too
+        sys.stdout.write(printable(render_timeline(t), multiline=True) + "\n")
     return 0
