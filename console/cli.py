@@ -18,7 +18,8 @@ from types import ModuleType
 import console
 import console.subcommands
 from console import gc_policy
-from console.core.errors import EXIT_BAD_INPUT, InputError, RolldeckError
+from console.core.errors import EXIT_BAD_INPUT, RolldeckError
+from console.core.text import printable
 
 # Where the chosen subcommand's ``run`` lands in the parsed namespace: a name no
 # subcommand's option can take (a dash is not a valid ``dest`` from a flag).
@@ -94,11 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc_policy.tune()
     try:
         return int(handler(args) or 0)
-    except InputError as exc:
-        print(f"rolldeck: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RolldeckError as exc:
-        print(f"rolldeck: {exc}", file=sys.stderr)
+    except RolldeckError as exc:  # InputError too: one line, file contents made safe
+        print(f"rolldeck: {printable(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

@@ -40,6 +40,16 @@ from inventory.model import Host
 RESUMABLE = (None, Outcome.PAUSED)
 CONCURRENCY = 20  # hosts observed at once (handshakes are capped by the transport too)
 PAUSE_REASON = "resumed: waiting for the operator"
+ROLLBACK_PAUSE_REASON = "rollback requested: waiting for the operator"
+# An ended rollout ``rolldeck rollback`` takes back: every outcome but rolled back
+# (a succeeded release may turn out bad later), and an unfinished one not running.
+ROLLBACK_FROM = (
+    None,
+    Outcome.PAUSED,
+    Outcome.FAILED,
+    Outcome.ABORTED,
+    Outcome.SUCCEEDED,
+)
 
 
 @dataclass(slots=True)
@@ -78,6 +88,7 @@ class ResumeState:
     operator: str
     first_event: ev.Event = field(init=False)
     start_batch: int = 0
+    pause_reason: str = PAUSE_REASON
 
     @property
     def gate_first(self) -> int | None:
@@ -110,7 +121,8 @@ class ResumeState:
             by.setdefault(d.action, []).append(name)
         parts = [f"{len(v)} {k.replace('_', ' ')}" for k, v in sorted(by.items())]
         if self.rolling_back:
-            rest = f"the rollback continues on {len(by.get('roll_back', []))} hosts"
+            n = len(by.get("roll_back", []))
+            rest = f"the rollback continues on {n} host{'' if n == 1 else 's'}"
         else:
             todo = len(by.get("deploy", [])) + len(by.get("redeploy", []))
             total = len(self.facts.batches)
@@ -155,7 +167,7 @@ class ResumeState:
             gate_first=self.gate_first,
             rolling_back=self.rolling_back,
             plan_text=self.plan_text(),
-            pause_reason=PAUSE_REASON,
+            pause_reason=self.pause_reason,
         )
 
 
@@ -207,9 +219,32 @@ def find_rollout(state_dir: Path, rollout_id: str | None, service: str | None) -
 def _check_resumable(state_dir: Path, r: Replay, owners: dict[str, int]) -> None:
     if r.view.outcome not in RESUMABLE:
         assert r.view.outcome is not None
-        raise InputError(
-            f"rollout {r.rollout_id} already ended: {r.view.outcome.value}", field="ID"
+        back = (
+            f"; `rolldeck rollback {r.rollout_id}` takes back the hosts it changed"
+            if r.view.outcome in ROLLBACK_FROM
+            else ""
         )
+        raise InputError(
+            f"rollout {r.rollout_id} already ended: {r.view.outcome.value}{back}", field="ID"
+        )
+    _check_not_running(state_dir, r, owners)
+
+
+def find_for_rollback(state_dir: Path, rollout_id: str) -> Replay:
+    """The rollout ``rolldeck rollback`` takes back: ended (failed, aborted, succeeded),
+    stopped (paused, interrupted) or with a rollback cut short; never a running one."""
+    r = replay(resolve_id(state_dir, rollout_id))
+    if r.view.outcome not in ROLLBACK_FROM:
+        assert r.view.outcome is not None
+        raise InputError(
+            f"rollout {r.rollout_id} already ended {r.view.outcome.value}: nothing to roll back",
+            field="ID",
+        )
+    _check_not_running(state_dir, r, live_owners(state_dir))
+    return r
+
+
+def _check_not_running(state_dir: Path, r: Replay, owners: dict[str, int]) -> None:
     running, pid = is_running(state_dir, r.rollout_id, r.header, owners)
     if running:
         raise InputError(
@@ -323,11 +358,12 @@ async def health_gate(conn: Connection, health: HealthSpec) -> tuple[bool, str]:
         await asyncio.sleep(health.every)
 
 
-def rollback_targets(r: Replay, spec: RolloutSpec) -> dict[str, str]:
+def rollback_targets(r: Replay, spec: RolloutSpec, *, requested: bool = False) -> dict[str, str]:
     """Hosts a resumed rollback takes back, with the version each goes back to
-    (empty when the journal shows no rollback)."""
+    (empty when the journal shows no rollback, unless ``requested``: ``rolldeck
+    rollback`` of an ended rollout)."""
     facts = journal_facts(r.events, frozenset(s.name for s in spec.steps if s.once))
-    if not facts.rolling_back:
+    if not (facts.rolling_back or requested):
         return {}
     return {
         name: hf.previous_version
@@ -336,11 +372,28 @@ def rollback_targets(r: Replay, spec: RolloutSpec) -> dict[str, str]:
     }
 
 
+def changed_hosts(r: Replay, spec: RolloutSpec) -> list[str]:
+    """The hosts the rollout changed (a deploy step started on them), in plan order."""
+    facts = journal_facts(r.events, frozenset(s.name for s in spec.steps if s.once))
+    return [n for b in facts.batches for n in b if facts.hosts[n].changed]
+
+
 def reconcile(
-    r: Replay, spec: RolloutSpec, observed: dict[str, Observation], operator: str
+    r: Replay,
+    spec: RolloutSpec,
+    observed: dict[str, Observation],
+    operator: str,
+    *,
+    roll_back: bool = False,
 ) -> ResumeState:
+    """``roll_back``: ``rolldeck rollback``: the rollout is taken back whatever its
+    journal shows, and only the hosts it changed take part."""
     once = frozenset(s.name for s in spec.steps if s.once)
     facts = journal_facts(r.events, once)
+    if roll_back:
+        facts.rolling_back = True
+        kept = (tuple(n for n in b if facts.hosts[n].changed) for b in facts.batches)
+        facts.batches = [b for b in kept if b]
     decisions = {
         name: decide(
             facts.hosts[name],
@@ -359,7 +412,18 @@ def reconcile(
         if d.state == HostState.PENDING and facts.hosts[n].batch is not None
     ]
     start = min((b for b in todo if b is not None), default=len(facts.batches))
-    return ResumeState(r, facts, observed, decisions, operator, start_batch=start)
+    state = ResumeState(r, facts, observed, decisions, operator, start_batch=start)
+    if roll_back:
+        outcome = r.view.outcome.value if r.view.outcome else "interrupted"
+        state.pause_reason = ROLLBACK_PAUSE_REASON
+        state.first_event = ev.Notice(
+            message=(
+                f"rollback of rollout {r.rollout_id} ({outcome}) requested by {operator} "
+                f"(pid {os.getpid()} on {socket.gethostname()}) after "
+                f"{len(r.events)} journaled events"
+            )
+        )
+    return state
 
 
 def describe_state(state: ResumeState) -> list[str]:

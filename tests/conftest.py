@@ -1,3 +1,3 @@
 """Shared pytest configuration; fixtures live in tests/fixtures/ by concern."""
 
-pytest_plugins = ["tests.fixtures.sshd", "tests.fixtures.simfleet"]
+pytest_plugins = ["tests.fixtures.sshd", "tests.fixtures.simfleet", "tests.fixtures.wedge"]

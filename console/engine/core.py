@@ -55,6 +55,7 @@ from console.engine.context import RestorePoint
 from console.engine.control import Budget, Control, HostRecord
 from console.engine.emitter import Emitter
 from console.engine.hostwork import HostWork, Probe, signals_spec
+from console.engine.leases import LeaseOptions, Leases
 from console.engine.machine import legal, on_failure_action
 from console.engine.preflight import run_preflight
 from console.engine.rolling import RollingStrategy
@@ -96,6 +97,7 @@ class Engine:
         resume: RestorePoint | None = None,
         clock: Clock = SYSTEM,
         strategy: Strategy | None = None,
+        leases: LeaseOptions | None = None,
     ) -> None:
         self.spec = spec
         self.plan = plan
@@ -106,6 +108,7 @@ class Engine:
         self.rollout_id = rollout_id or new_rollout_id(spec.service)
         self._exit_when_paused = exit_when_paused
         self.inventory_path = inventory_path
+        self.preflight_hint = ""  # what a refused preflight suggests (set by the CLI)
         self.bus = EventBus()
         self.clock = clock
         self.strategy: Strategy = strategy or RollingStrategy()
@@ -133,6 +136,14 @@ class Engine:
         )
         self._work.on_healthy = self._on_healthy
         self._work.exit_when_frozen = exit_when_paused
+        # The fleet lock and host leases (console/engine/leases.py); None: not taken.
+        self._leases: Leases | None = None
+        if leases is not None:
+            ordered = [self.recs[n].host for n in plan.hosts]
+            self._leases = Leases(
+                spec, ordered, leases, self.rollout_id, transport, self.emit, self._lease_lost
+            )
+        self._work.leases = self._leases
         self._use_monitors = monitors
         self._work_conns: dict[str, Connection] = {}  # reachable hosts, from preflight
         self._monitors: dict[str, Any] = {}
@@ -220,6 +231,7 @@ class Engine:
                 args=dict(command.args),
                 accepted=accepted,
                 detail=detail,
+                user=command.user,
             )
         )
         if accepted and effect is not None:
@@ -242,6 +254,8 @@ class Engine:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 background = [tg.create_task(self._emitter.tick_output())]
+                if self._leases is not None:
+                    background.append(tg.create_task(self._leases.keep(), name="leases"))
                 try:
                     outcome, reason = await self._main(background)
                 finally:
@@ -281,6 +295,11 @@ class Engine:
         self.finished = True
 
     async def _shutdown(self) -> None:
+        if self._leases is not None:  # before the connections close: they carry it
+            try:
+                await asyncio.shield(self._leases.release_all())
+            except Exception as exc:
+                self._emitter.emit(ev.Notice(message=f"releasing leases: {exc}"))
         try:
             await asyncio.shield(self.transport.close())
         except Exception as exc:  # closing must not hide the outcome
@@ -294,8 +313,8 @@ class Engine:
         self.announce(c.pause_reason if c.halted else "")
         refusal = await run_preflight(self)
         c.preflight = False
-        if refusal:
-            return Outcome.FAILED, refusal
+        if refusal:  # a resumed rollout stays resumable: it may have changed hosts
+            return (Outcome.FAILED if self._first_event is None else Outcome.PAUSED), refusal
         assert self._tg is not None
         self._start_monitors(self._tg, background)
         if stop := await self.stop_check():
@@ -618,6 +637,17 @@ class Engine:
 
     def connected(self, host: str, conn: Connection) -> None:
         self._work_conns[host] = conn
+
+    @property
+    def leases(self) -> Leases | None:
+        return self._leases
+
+    def _lease_lost(self, host: str, detail: str) -> None:
+        """Another console took a lease we held: stop starting work, say where."""
+        self.emit(
+            ev.Alert(level="critical", rule="lease_lost", message=detail, host=host, action="pause")
+        )
+        self.policy("pause", f"lease lost on {host}")
 
     # -- what a strategy drives (strategy.StrategyContext) -------------------------
 

@@ -7,13 +7,16 @@ loads a rollout too and must not pay for importing the engine, the transport and
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from console.core.errors import InputError
 from console.plan import Plan, make_plan
 from console.spec import RolloutSpec, load_spec
 from inventory import load_inventory, select
+from inventory.loader import join_sources
 from inventory.model import Host
+from inventory.patterns import read_limit_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,18 +29,28 @@ class Rollout:
     plan: Plan
     inventory_path: str = ""
     inventory_format: str = ""
+    # group_vars/host_vars files read, and what the inventory found but did not read.
+    vars_files: tuple[str, ...] = ()
+    inventory_notes: tuple[str, ...] = ()
 
 
 def load_rollout(
-    spec_path: str, *, inventory: str | None = None, targets: str | None = None
+    spec_path: str,
+    *,
+    inventory: str | Sequence[str] | None = None,
+    targets: str | None = None,
 ) -> Rollout:
     """Load the spec and its inventory, select the targets and cut the plan; bad input
     raises :class:`InputError` naming the file, line and field to fix.
 
-    ``inventory`` and ``targets`` override the spec's (``--inventory``, ``--targets``).
+    ``inventory`` and ``targets`` override the spec's (``--inventory``, given once or
+    more: merged in order; ``--targets``, where ``@FILE`` reads patterns from a file).
+    Several inventories are recorded as one ``os.pathsep``-joined path.
     """
     spec = load_spec(spec_path)
-    inventory_path = inventory or spec.inventory
+    if isinstance(inventory, str):
+        inventory = [inventory]
+    inventory_path = join_sources(inventory) if inventory else spec.inventory
     if inventory_path is None:
         raise InputError(
             "no inventory: set inventory in the spec or pass --inventory FILE",
@@ -51,8 +64,11 @@ def load_rollout(
             line=spec.lines.get("inventory"),
             field="inventory",
         )
-    inv = load_inventory(inventory_path)
-    if targets:
+    inv = load_inventory(inventory or inventory_path)
+    if targets and targets.startswith("@"):
+        pattern, where = read_limit_file(targets[1:]), targets[1:]
+        hosts = select(inv, pattern, file=where, field="--targets")
+    elif targets:
         hosts = select(inv, targets, field="--targets")
     else:
         hosts = select(
@@ -66,4 +82,4 @@ def load_rollout(
         ) from None
     by_name = {h.name: h for h in hosts}
     ordered = [by_name[name] for name in plan.hosts]
-    return Rollout(spec, ordered, plan, inventory_path, inv.format)
+    return Rollout(spec, ordered, plan, inventory_path, inv.format, inv.vars_files, inv.notes)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from console.core.clock import SYSTEM, Clock
 from console.engine import Engine, RestorePoint, spec_hash
+from console.engine.leases import LeaseOptions
 from console.lock_options import broke_lock_notice
 from console.runtime.rollout import Rollout, load_rollout
 from console.signals.probe import Probe, probe_health
@@ -76,6 +77,7 @@ def build_engine(
     resume: RestorePoint | None = None,
     clock: Clock = SYSTEM,
     notices: Iterable[str] = (),
+    leases: LeaseOptions | None = None,
 ) -> Engine:
     """The engine for ``rollout``, its start's notices queued.
 
@@ -84,7 +86,8 @@ def build_engine(
     the lock the caller holds; a stale one it broke or took over is journaled, with
     ``lock_reason``. ``resume``: where a journaled rollout continues from (``rolldeck
     resume``). ``exit_when_paused``: headless (nobody at the keys to resume it).
-    ``clock``: the engine's time (a test's manual clock).
+    ``clock``: the engine's time (a test's manual clock). ``leases``: take the fleet
+    lock and host leases on the hosts (``run`` and ``resume``; see engine/leases.py).
     """
     if transport is None:
         transport = make_transport(options or rollout_options(len(rollout.hosts)))
@@ -103,6 +106,7 @@ def build_engine(
         probe=probe,
         resume=resume,
         clock=clock,
+        leases=leases,
     )
     if lock is not None and lock.broken is not None:
         own = lock.broken.rollout_id == engine.rollout_id

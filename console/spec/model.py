@@ -41,6 +41,25 @@ class Step:
     line: int | None = None
 
 
+LEASE_PATH = "~/.rolldeck/leases"  # on each host, under the login user's home
+LEASE_STALE_AFTER = 60.0  # seconds without a heartbeat before a lease is stale
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSpec:
+    """Where the remote leases live on a host and when one is stale (``lease:``).
+
+    ``path`` is a directory template (``{vars.root}/leases``; ``~/`` is the login
+    user's home); the heartbeat is rewritten every ``stale_after / 6`` seconds."""
+
+    path: str = LEASE_PATH
+    stale_after: float = LEASE_STALE_AFTER
+
+    @property
+    def every(self) -> float:
+        return max(1.0, self.stale_after / 6)
+
+
 @dataclass(frozen=True, slots=True)
 class HealthSpec:
     run: str
@@ -150,6 +169,9 @@ class RolloutSpec:
     environment: str | None = None
     secrets: tuple[str, ...] = ()  # var names whose values are redacted everywhere
     vars: dict[str, Any] = field(default_factory=dict)
+    # The host holding the service's fleet-wide lock (None: the plan's first host).
+    lock_host: str | None = None
+    lease: LeaseSpec = field(default_factory=LeaseSpec)
     # field path ("steps[2].timeout", "targets") -> 1-based line, for later errors
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 

@@ -15,9 +15,10 @@ import sys
 from console.core.commands import default_operator
 from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
+from console.core.hints import flag_hint
 from console.engine import Engine
 from console.headless import choose_mode, run_headless
-from console.lock_options import acquire_from_args, add_lock_arguments
+from console.lock_options import acquire_from_args, add_lock_arguments, lease_options
 from console.plan import Plan
 from console.reconcile import Observation
 from console.resume import (
@@ -33,6 +34,7 @@ from console.runtime.session import Rollout, build_engine
 from console.store.journal import Journal, resolve_state_dir
 from console.subcommands.run import console_runner
 from console.transport import make_transport, rollout_options
+from console.transport.cli_options import add_connect_timeout, connect_timeout
 
 NAME = "resume"
 HELP = "resume a rollout whose console died or that stopped paused"
@@ -47,6 +49,16 @@ latest unfinished rollout (of --service); a unique prefix works.
 exit codes as for `rolldeck run`: 0 succeeded, 2 bad input, 3 failed, 4 rolled back,
 5 aborted, 6 paused"""
 ORDER = 15
+# A refused preflight leaves the rollout paused (it may have changed hosts already).
+UNREACHABLE_HINT = flag_hint(
+    "resume",
+    "the rollout stays paused: resume once they are back, or with {0} to go ahead "
+    "without them (they count against the failure budget)",
+    "--allow-unreachable",
+)
+ALLOW_NOTICE = (
+    "--allow-unreachable: hosts that fail preflight are skipped and count against the budget"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +78,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="trust unknown host keys on first use (journaled)",
     )
+    parser.add_argument(
+        "--allow-unreachable",
+        action="store_true",
+        help="go ahead even if hosts fail preflight; they count against the failure budget",
+    )
+    add_connect_timeout(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    timeout = connect_timeout(args)
     state_dir = resolve_state_dir(args.state_dir)
     r = find_rollout(state_dir, args.id, args.service)
     spec = load_resumed_spec(r)
@@ -90,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
     if lock is None:
         return EXIT_FAILED
     try:
-        options = rollout_options(len(hosts), accept_new_host_keys=args.accept_new_host_keys)
-        allow = bool(r.started.settings.get("allow_unreachable"))
+        options = rollout_options(
+            len(hosts), accept_new_host_keys=args.accept_new_host_keys, connect_timeout=timeout
+        )
+        allow = args.allow_unreachable or bool(r.started.settings.get("allow_unreachable"))
         mode = choose_mode(args.json, sys.stdout)
         logging.basicConfig(level=logging.ERROR, format="rolldeck: %(name)s: %(message)s")
 
@@ -115,10 +136,13 @@ def run(args: argparse.Namespace) -> int:
                 options=options,
                 lock=lock,
                 lock_reason=args.reason,
+                leases=lease_options(args, operator),
                 allow_unreachable=allow,
                 exit_when_paused=run_console is None,
                 resume=state.restore_point(),
+                notices=[ALLOW_NOTICE] if args.allow_unreachable else (),
             )
+            engine.preflight_hint = str(UNREACHABLE_HINT)
             # --yes continues, unless the budget is spent and the spec says pause then:
             # that decision is the operator's, not the flag's.
             held = engine.budget.exceeded and spec.on_failure == "pause"

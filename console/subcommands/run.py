@@ -17,14 +17,16 @@ from typing import IO, Protocol
 from console.core.commands import default_operator
 from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
+from console.core.hints import flag_hint
 from console.engine import Engine, new_rollout_id
 from console.headless import choose_mode, run_headless
-from console.lock_options import acquire_from_args, add_lock_arguments
+from console.lock_options import acquire_from_args, add_lock_arguments, lease_options
 from console.resume import unfinished_hints
 from console.runtime.session import build_engine, create_journal
 from console.store.journal import resolve_state_dir
 from console.subcommands.check import analyse
 from console.transport import rollout_options
+from console.transport.cli_options import add_connect_timeout, connect_timeout
 
 NAME = "run"
 HELP = "run a rollout (in the console, or headless for CI)"
@@ -39,12 +41,24 @@ exit codes: 0 succeeded, 2 bad input, 3 failed and stopped (on_failure abort, or
 preflight or the lock refused the start), 4 rolled back, 5 aborted by the operator,
 6 paused (resumable)"""
 ORDER = 10
+UNREACHABLE_HINT = flag_hint(
+    "run",
+    "pass {0} to go ahead without them (they count against the failure budget)",
+    "--allow-unreachable",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="rollout spec (YAML)")
-    parser.add_argument("--inventory", metavar="FILE", help="inventory (default: the spec's)")
-    parser.add_argument("--targets", metavar="PATTERN", help="host pattern (default: the spec's)")
+    parser.add_argument(
+        "--inventory",
+        metavar="PATH",
+        action="append",
+        help="inventory file or directory (repeat to merge; default: the spec's)",
+    )
+    parser.add_argument(
+        "--targets", metavar="PATTERN", help="host pattern, or @FILE (default: the spec's)"
+    )
     parser.add_argument("--headless", action="store_true", help="no console: print progress")
     parser.add_argument("--json", action="store_true", help="headless: JSON-lines events on stdout")
     parser.add_argument("--yes", action="store_true", help="headless: pass manual gates")
@@ -80,11 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10,
         help="concurrent SSH handshakes (default 10, OpenSSH's MaxStartups)",
     )
+    add_connect_timeout(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.max_handshakes < 1:
         raise InputError("must be at least 1", field="--max-handshakes")
+    timeout = connect_timeout(args)
     report = analyse(args.spec, inventory=args.inventory, targets=args.targets)
     spec = report.spec
     if not report.hosts:
@@ -131,13 +147,16 @@ def run(args: argparse.Namespace) -> int:
                 len(rollout.hosts),
                 accept_new_host_keys=args.accept_new_host_keys,
                 max_handshakes=args.max_handshakes,
+                connect_timeout=timeout,
             ),
             lock=lock,
             lock_reason=args.reason,
             allow_unreachable=args.allow_unreachable,
             exit_when_paused=run_console is None,
             notices=notices,
+            leases=lease_options(args, operator),
         )
+        engine.preflight_hint = str(UNREACHABLE_HINT)
         if run_console is not None:
             code = int(run_console(engine, serve_dir=state_dir))
         else:
