@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from console.core.errors import InputError, did_you_mean
-from console.core.secrets import Redactor, is_secret_name
+from console.core.secrets import SECRET_ENV, Redactor, is_secret_name
 
 if TYPE_CHECKING:
     from console.spec.model import RolloutSpec
@@ -255,4 +255,13 @@ def redactor_for(
                 continue
             if is_secret_name(name, spec.secrets):
                 values.add(_as_text(value))
+        if spec.become_password is not None and host is not None:
+            # become's password template ('{vars.x}'), whatever the var is called
+            try:
+                context = build_context(spec, host, None, environ=environ)
+                values.add(render(spec.become_password, context, raw=True))
+            except TemplateError:
+                pass  # not set for this host: nothing to mask, and become says so
+    env = os.environ if environ is None else environ
+    values.update(env[name] for name in SECRET_ENV if env.get(name))
     return Redactor(values)

@@ -15,6 +15,12 @@ from typing import Any
 
 MASK = "***"
 
+# Environment variables rolldeck itself reads that hold a secret: their values are
+# masked like a secret var's (``templating.redactor_for``). The become password
+# (console/become.py) is written to sudo's stdin, never on a command line.
+BECOME_PASSWORD_ENV = "ROLLDECK_BECOME_PASSWORD"
+SECRET_ENV = (BECOME_PASSWORD_ENV,)
+
 # Substrings, plus Ansible's ``*_pass`` (ansible_ssh_pass, ansible_become_pass) and
 # ``pw``/``pwd`` as whole words of a snake_case name.
 _SECRET_WORDS = re.compile(

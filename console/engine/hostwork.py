@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from console.become import Become, become_for, command_for, refusal
 from console.core import events as ev
 from console.core.clock import SYSTEM, Clock
+from console.core.errors import InputError
 from console.core.events import HostState
 from console.core.text import shorten
 from console.engine.control import Control, HostRecord
@@ -31,11 +33,28 @@ from console.templating import TemplateError, build_context, render
 from console.transport.base import (
     Connection,
     HostUnresponsive,
+    LineCallback,
     RunResult,
     Transport,
     TransportError,
 )
 from inventory.model import Host
+
+
+@runtime_checkable
+class BecomeRunner(Protocol):
+    """A connection that runs a command through sudo itself (SSH: the password on
+    stdin, the stop through sudo); others get the wrapped command (sudo -n only)."""
+
+    async def run_become(
+        self,
+        command: str,
+        become: Become,
+        *,
+        timeout: float,
+        on_line: LineCallback | None = None,
+    ) -> RunResult: ...
+
 
 VERSION_TIMEOUT = 30.0
 DETAIL_MAX = 200
@@ -144,6 +163,46 @@ class HostWork:
             return None
         return dataclasses.replace(health, run=run)
 
+    def become(self, rec: HostRecord, step: Step | None) -> Become | None:
+        """How ``step`` (None: the version read) runs on ``rec``'s host (become.py)."""
+        try:
+            return become_for(self.spec, rec.host, step)
+        except InputError as exc:  # TemplateError too: become_password not filled
+            what = step.name if step is not None else "current_version"
+            raise HostFailure(f"become for {what}: {exc.message}") from exc
+
+    async def remote(
+        self,
+        rec: HostRecord,
+        conn: Connection,
+        command: str,
+        become: Become | None,
+        *,
+        timeout: float,
+        on_line: LineCallback | None = None,
+    ) -> RunResult:
+        """Run ``command`` on ``conn``, as the login user or under ``become``."""
+        if become is None:
+            return await conn.run(command, timeout=timeout, on_line=on_line)
+        if isinstance(conn, BecomeRunner):
+            return await conn.run_become(command, become, timeout=timeout, on_line=on_line)
+        if become.password is not None:
+            raise HostFailure(
+                f"become with a password needs an SSH host; {rec.name} is not one "
+                "(use a NOPASSWD sudoers rule)"
+            )
+        wrapped = command_for(command, become, report_pid=False)
+        return await conn.run(wrapped, timeout=timeout, on_line=on_line)
+
+    def refused(
+        self, rec: HostRecord, result: RunResult, become: Become | None, what: str
+    ) -> str | None:
+        """The host's detail when sudo, not the command, refused ``what``."""
+        if become is None or result.ok or result.status == "timeout":
+            return None
+        lines = (*result.stderr_tail, *result.stdout_tail)
+        return refusal(lines, result.exit_code, host=rec.host, become=become, what=what)
+
     async def connect(self, rec: HostRecord) -> Connection:
         try:
             return await self.transport.connect(rec.host)
@@ -172,9 +231,10 @@ class HostWork:
         if not self.spec.current_version:
             self.emitter.emit(ev.VersionRead(host=rec.name, version=None, role=role))
             return None
+        become = self.become(rec, None)
         try:
             command = self.render(rec, self.spec.current_version)
-            result = await conn.run(command, timeout=VERSION_TIMEOUT)
+            result = await self.remote(rec, conn, command, become, timeout=VERSION_TIMEOUT)
         except TemplateError as exc:
             raise HostFailure(_short(f"current_version: {exc}")) from exc
         except HostUnresponsive as exc:  # a frozen host: what was awaited, for how long
@@ -182,8 +242,9 @@ class HostWork:
         except TransportError as exc:
             raise HostFailure(_short(f"unreachable: {exc.message}")) from exc
         if not result.ok or not result.first_line:
+            refused = self.refused(rec, result, become, f"the {role} version read")
             raise HostFailure(
-                why(result, "current_version")
+                refused or why(result, "current_version")
                 if not result.ok
                 else "current_version printed nothing"
             )
@@ -199,6 +260,7 @@ class HostWork:
             command = self.render(rec, step.run, raw=step.raw, rollback=rollback)
         except TemplateError as exc:
             raise HostFailure(_short(f"{step.name}: {exc}")) from exc
+        become = self.become(rec, step)
         rec.in_step = step.name
         if not rollback:
             rec.changed = True
@@ -220,7 +282,9 @@ class HostWork:
         code: int | None = None
         tail: tuple[str, ...] = ()
         try:
-            result = await conn.run(command, timeout=step.timeout, on_line=on_line)
+            result = await self.remote(
+                rec, conn, command, become, timeout=step.timeout, on_line=on_line
+            )
             status, code = result.status, result.exit_code
             tail = (*result.stdout_tail, *result.stderr_tail)
         except asyncio.CancelledError:
@@ -246,7 +310,8 @@ class HostWork:
                 )
             )
         if not result.ok:
-            raise HostFailure(why(result, step.name))
+            refused = self.refused(rec, result, become, f"step {step.name}")
+            raise HostFailure(refused or why(result, step.name))
         return result
 
     async def hold_if_frozen(self, rec: HostRecord, *, rollback: bool) -> bool:

@@ -67,7 +67,7 @@ def parse_pid(line: str) -> int | None:
     return int(value) if value.isdigit() and int(value) > 1 else None
 
 
-def kill_script(pid: int, grace: float = KILL_GRACE) -> str:
+def kill_script(pid: int, grace: float = KILL_GRACE, *, also: tuple[int, ...] = ()) -> str:
     """A command that stops process group ``pid``: TERM, wait up to ``grace``, KILL.
 
     It prints the signal that ended the group (``TERM`` or ``KILL``). ``kill -SIG -P``
@@ -76,24 +76,28 @@ def kill_script(pid: int, grace: float = KILL_GRACE) -> str:
     container whose init does not reap, killed orphans linger as zombies. If ``pid``
     is not a group leader (a server that did not ``setsid``), no group ``pid`` exists
     and only the process itself is signalled, so an unrelated group is never hit.
+    ``also``: more groups stopped the same way, together (a command run under sudo
+    with ``use_pty`` has a session of its own; console/become.py).
     """
-    if pid <= 1:
-        raise ValueError(f"refusing to signal pid {pid}")
+    groups = (pid, *(g for g in also if g != pid))
+    if any(g <= 1 for g in groups):
+        raise ValueError(f"refusing to signal pid {min(groups)}")
     rounds = max(1, round(grace / 0.1))
     script = (
-        f"P={pid}; "
+        f"P={pid}; G='{' '.join(map(str, groups))}'; "
+        "one() { kill -$1 -$2 2>/dev/null || kill -$1 $2 2>/dev/null; }; "
+        'each() { r=1; for g in $G; do one "$1" "$g" && r=0; done; return $r; }; '
         "if ps -A -o pgid= -o stat= >/dev/null 2>&1; then "
         "alive() { ps -A -o pgid= -o stat= | "
-        "awk -v p=\"$P\" '$1 == p && $2 !~ /^Z/ { f = 1 } END { exit !f }'; }; "
-        "else alive() { kill -0 -$P 2>/dev/null || kill -0 $P 2>/dev/null; }; fi; "
+        'awk -v g=" $G " \'index(g, " " $1 " ") && $2 !~ /^Z/ { f = 1 } END { exit !f }\'; }; '
+        "else alive() { each 0; }; fi; "
         # kill -0 is a builtin (no fork, cheap under load) but also sees zombies, so
         # the ps-based check runs only when it says "still there", every 3rd round.
-        "there() { kill -0 -$P 2>/dev/null || kill -0 $P 2>/dev/null; }; "
-        "kill -TERM -$P 2>/dev/null || kill -TERM $P 2>/dev/null; i=0; "
+        "there() { each 0; }; "
+        "each TERM; i=0; "
         f'while [ "$i" -lt {rounds} ] && there; do '
         "if [ $((i % 3)) -eq 1 ] && ! alive; then break; fi; "
         "sleep 0.1; i=$((i+1)); done; "
-        "if alive; then kill -KILL -$P 2>/dev/null || kill -KILL $P 2>/dev/null; "
-        "echo KILL; else echo TERM; fi"
+        "if alive; then each KILL; echo KILL; else echo TERM; fi"
     )
     return "exec /bin/sh -c " + shlex.quote(script)

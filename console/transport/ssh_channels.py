@@ -22,6 +22,7 @@ from typing import Protocol
 
 import asyncssh
 
+from console.become import Become, command_for, kill_command
 from console.transport.aio import run_shielded
 from console.transport.base import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -163,8 +164,25 @@ class SSHConnection:
         if self.busy == 0:
             self._transport.capacity_changed()
 
+    async def run_become(
+        self,
+        command: str,
+        become: Become,
+        *,
+        timeout: float,
+        on_line: LineCallback | None = None,
+    ) -> RunResult:
+        """:meth:`run` through sudo (console/become.py): the password, if any, goes to
+        sudo's stdin, and a stop kills the command's groups through sudo too."""
+        return await self.run(command, timeout=timeout, on_line=on_line, become=become)
+
     async def run(
-        self, command: str, *, timeout: float, on_line: LineCallback | None = None
+        self,
+        command: str,
+        *,
+        timeout: float,
+        on_line: LineCallback | None = None,
+        become: Become | None = None,
     ) -> RunResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -182,21 +200,26 @@ class SSHConnection:
                     return sink.result("timeout", None, loop.time() - started, None)
                 try:
                     remaining = max(0.0, timeout - (loop.time() - started))
-                    return await self._run_on_channel(command, remaining, sink, started)
+                    return await self._run_on_channel(command, remaining, sink, started, become)
                 finally:
                     self._sessions.release()
         finally:
             self._end()
 
     async def _run_on_channel(
-        self, command: str, timeout: float, sink: OutputSink, started: float
+        self,
+        command: str,
+        timeout: float,
+        sink: OutputSink,
+        started: float,
+        become: Become | None = None,
     ) -> RunResult:
         loop = asyncio.get_running_loop()
         running: Running | None = None
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                running = await self._start(command)
+                running = await self._start(command, become=become)
                 await running.wait(sink)
         except TimeoutError:
             if not deadline.expired():
@@ -233,13 +256,15 @@ class SSHConnection:
         status = "ok" if exit_code == 0 else "failed"
         return sink.result(status, exit_code, loop.time() - started, signal)
 
-    async def _start(self, command: str, *, eof: bool = True) -> Running:
+    async def _start(
+        self, command: str, *, eof: bool = True, become: Become | None = None
+    ) -> Running:
         """Start ``command``; if cancelled while starting, stop it before re-raising.
 
         Without this, a cancellation landing between the exec request and our getting
         the process back would leave the remote command running with nobody to stop it.
         """
-        task = asyncio.ensure_future(self._start_unguarded(command, eof))
+        task = asyncio.ensure_future(self._start_unguarded(command, eof, become))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -252,11 +277,16 @@ class SSHConnection:
         # reply timeout, or the connection is dropped), so this await ends.
         await self._stop(await task)
 
-    async def _start_unguarded(self, command: str, eof: bool) -> Running:
+    async def _start_unguarded(
+        self, command: str, eof: bool, become: Become | None = None
+    ) -> Running:
         raw = await self._live()
+        stdin = None
+        if become is not None:  # sudo reads the password, if any, from stdin
+            command, stdin = command_for(command, become), become.stdin
         wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
-        process = await self._exec(raw, wrapped, eof=eof)
-        return Running(raw, process, expect_pid=self.mode == "pgroup")
+        process = await self._exec(raw, wrapped, eof=eof, stdin=stdin)
+        return Running(raw, process, expect_pid=self.mode == "pgroup", become=become)
 
     def persistent_shell(self) -> PersistentShell | None:
         """A shell kept open on this connection for many short commands (polls);
@@ -296,6 +326,7 @@ class SSHConnection:
         *,
         eof: bool = True,
         what: str = "opening a channel",
+        stdin: bytes | None = None,
     ) -> asyncssh.SSHClientProcess[bytes]:
         """Open a channel, exec ``command`` and close its stdin.
 
@@ -309,6 +340,8 @@ class SSHConnection:
             try:
                 async with bounded(self.host.name, what, self.reply_timeout):
                     process = await raw.create_process(command, encoding=None)
+                if stdin is not None:  # a become password: never on the command line
+                    process.stdin.write(stdin)
                 if eof:
                     process.stdin.write_eof()
                 return process
@@ -376,7 +409,12 @@ class SSHConnection:
 
     async def _kill_group(self, running: Running) -> str | None:
         assert running.pid is not None
-        killer = await self._exec(running.raw, kill_script(running.pid), what="sending the kill")
+        become, stdin = running.become, None
+        also = (running.become_pid,) if running.become_pid is not None else ()
+        script = kill_script(running.pid, also=also)
+        if become is not None:  # root's (the become user's) processes: kill through sudo
+            script, stdin = kill_command(script, become), become.stdin
+        killer = await self._exec(running.raw, script, what="sending the kill", stdin=stdin)
         try:
             said = (await killer.stdout.read()).decode(errors="replace").strip()
             await killer.wait_closed()

@@ -14,6 +14,8 @@ from functools import partial
 
 import asyncssh
 
+from console.become import Become
+from console.become import parse_pid as parse_become_pid
 from console.transport.aio import first_error
 from console.transport.output import READ_CHUNK, LineSplitter, OutputSink, pump
 from console.transport.remote_kill import parse_pid
@@ -36,12 +38,18 @@ class Running:
         raw: asyncssh.SSHClientConnection,
         process: asyncssh.SSHClientProcess[bytes],
         expect_pid: bool,
+        become: Become | None = None,
     ) -> None:
         self.raw = raw
         self.process = process
         self.pid: int | None = None
         self.finished = False
         self.expect_pid = expect_pid  # the pid marker line has not been seen yet
+        # Under become (console/become.py) the command's own shell reports its pid
+        # next: with sudo's use_pty it leads a process group of its own to stop too.
+        self.become = become
+        self.become_pid: int | None = None
+        self.expect_become_pid = become is not None
 
     def stdout_line(self, line: str) -> str | None:
         """``line`` unless it is the pid marker (the first line in pgroup mode)."""
@@ -50,6 +58,12 @@ class Running:
             pid = parse_pid(line)
             if pid is not None:
                 self.pid = pid
+                return None
+        if self.expect_become_pid:
+            self.expect_become_pid = False
+            become_pid = parse_become_pid(line)
+            if become_pid is not None:
+                self.become_pid = become_pid
                 return None
         return line
 
