@@ -43,12 +43,19 @@ from console.transport.base import (
 from console.transport.deadlines import bounded, debug_from_env
 from console.transport.knownhosts import (
     HostKeyVerdict,
+    HostNames,
     KnownHostsCache,
+    KnownHostsFiles,
     append_entry,
+    describe_files,
     entry_line,
+    files_from_config,
+    files_recording,
     fingerprint,
+    hash_known_hosts,
+    host_names,
+    local_username,
     lookup_name,
-    resolve_paths,
     trusted_keys,
 )
 from console.transport.remote_kill import kill_mode, shell_kind
@@ -80,7 +87,7 @@ class _HostKeyPolicy:
 
     def __init__(self, known: asyncssh.SSHKnownHosts, accept_new: bool) -> None:
         self._known = known
-        self._accept_new = accept_new
+        self._accept_new = accept_new  # False when there is no user file to write to
         self.verdict: HostKeyVerdict | None = None
         self.key: asyncssh.SSHKey | None = None
         self.host = ""
@@ -115,20 +122,33 @@ class _Client(asyncssh.SSHClient):
             self.on_lost()
 
 
-def _refusal(policy: _HostKeyPolicy, paths: tuple[str, ...], exc: Exception) -> str:
-    files = ", ".join(paths)
+def _refusal(
+    policy: _HostKeyPolicy, files: KnownHostsFiles, exc: Exception, accept_new: bool
+) -> str:
+    """The refusal in words, naming every file looked in (blocking: stats and, for a
+    changed key, reads the files; run it in a thread)."""
+    looked = describe_files(files.all)
     verdict = policy.verdict
     if verdict is None:  # revoked key, bad certificate: asyncssh says why
-        return f"host key refused: {exc}"
+        return f"host key refused: {exc} (looked in {looked})"
     if verdict.known:
+        holders = files_recording(files.all, policy.host, policy.addr, policy.port)
+        recorded = "; ".join(f"{path} records {', '.join(keys)}" for path, keys in holders)
         return (
             f"HOST KEY CHANGED for {verdict.lookup}: the server presented {verdict.presented} "
-            f"but {files} records {', '.join(verdict.known)}; refusing to connect "
-            "(possible man-in-the-middle; if the host was rebuilt, remove the old key)"
+            f"but {recorded or looked + ' record ' + ', '.join(verdict.known)}; refusing to "
+            "connect (possible man-in-the-middle; if the host was rebuilt, remove the old key)"
         )
+    if accept_new and files.writable is None:
+        hint = (
+            "--accept-new-host-keys cannot record it: UserKnownHostsFile is none "
+            "and global files are read-only"
+        )
+    else:
+        hint = "verify it and add it, or pass --accept-new-host-keys to trust it on first use"
     return (
-        f"unknown host key for {verdict.lookup}: {verdict.presented} is not in {files}; "
-        "verify it and add it, or pass --accept-new-host-keys to trust it on first use"
+        f"unknown host key for {verdict.lookup}: {verdict.presented} is not in any of "
+        f"{looked}; {hint}"
     )
 
 
@@ -154,7 +174,6 @@ class SSHTransport:
         self._room = asyncio.Event()  # set when a slot may have become available
         self._handshake_slots = asyncio.Semaphore(max(1, self.options.max_handshakes))
         self._known_hosts = KnownHostsCache()
-        self._known_paths: dict[tuple[str, int | None, str | None], tuple[str, ...]] = {}
         self._ssh_configs: dict[tuple[str, int | None, str | None], _SSHConfigFacts] = {}
         self._jumps: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
         self.jump_connections = 0  # connections opened to jump hosts (ProxyJump), shared
@@ -327,8 +346,12 @@ class SSHTransport:
         where = f"{host.address}:{host.port or 22}"
         attempt = 0
         while True:
-            known = await asyncio.to_thread(self._known_hosts.load, paths)
-            policy = _HostKeyPolicy(known, options.accept_new_host_keys)
+            try:
+                known = await asyncio.to_thread(self._known_hosts.load, paths.all)
+            except (OSError, ValueError) as exc:
+                raise HostKeyError(host.name, f"cannot read known_hosts: {exc}") from None
+            writable = paths.writable is not None
+            policy = _HostKeyPolicy(known, options.accept_new_host_keys and writable)
             clients: list[_Client] = []
 
             def factory(policy: _HostKeyPolicy = policy, made: list[_Client] = clients) -> _Client:
@@ -359,7 +382,9 @@ class SSHTransport:
             except _JumpFailed as exc:
                 raise HostUnreachable(host.name, str(exc)) from None
             except asyncssh.HostKeyNotVerifiable as exc:
-                raise HostKeyError(host.name, _refusal(policy, paths, exc)) from None
+                accept = options.accept_new_host_keys
+                words = await asyncio.to_thread(_refusal, policy, paths, exc, accept)
+                raise HostKeyError(host.name, words) from None
             except _DROPPED as exc:
                 if attempt >= options.handshake_retries:
                     raise HostUnreachable(
@@ -377,7 +402,7 @@ class SSHTransport:
                     raise HostKeyError(
                         host.name,
                         f"host key changed: the server offers none of the key types "
-                        f"{', '.join(paths)} records ({reason(exc)})",
+                        f"{', '.join(paths.all)} records ({reason(exc)})",
                     ) from None
                 raise HostUnreachable(host.name, f"key exchange failed: {reason(exc)}") from None
             except Exception as exc:
@@ -405,8 +430,10 @@ class SSHTransport:
             )
             jump = resolved.tunnel if isinstance(resolved.tunnel, str) else None
             timeout = resolved.connect_timeout  # ConnectTimeout, when the config sets it
+            names = host_names(resolved.config, host.address, local_username())
             facts = self._ssh_configs[key] = _SSHConfigFacts(
-                resolved.known_hosts,
+                files_from_config(resolved.config, names),
+                names,
                 None if jump in (None, "", "none") else jump,
                 float(timeout) if timeout else None,
             )
@@ -445,20 +472,29 @@ class SSHTransport:
                 name, _, port = where[1:].partition("]")
                 port = port.removeprefix(":")
             conn_before = conn
+            hop_port = int(port) if port.isdigit() else None
+            hop_known, hop_files = await self._hop_known_hosts(hop, name, hop_port, user)
             async with self._handshake_slots:
                 self.jump_connections += 1
                 # The jump's own ConnectTimeout (from the config) unless the flag is set.
                 flag = self.options.connect_timeout
                 bound = float(flag) if flag is not None else DEFAULT_CONNECT_TIMEOUT
-                async with bounded(hop, "connecting to the jump host", bound):
-                    conn = await asyncssh.connect(
-                        name,
-                        int(port) if port.isdigit() else (),
-                        username=user or (),
-                        config=self._config(),
-                        connect_timeout=flag if flag is not None else (),
-                        **({"tunnel": conn} if conn is not None else {}),
-                    )
+                try:
+                    async with bounded(hop, "connecting to the jump host", bound):
+                        conn = await asyncssh.connect(
+                            name,
+                            hop_port or (),
+                            username=user or (),
+                            config=self._config(),
+                            known_hosts=hop_known,
+                            connect_timeout=flag if flag is not None else (),
+                            **({"tunnel": conn} if conn is not None else {}),
+                        )
+                except asyncssh.HostKeyNotVerifiable as exc:
+                    looked = await asyncio.to_thread(describe_files, hop_files.all)
+                    raise asyncssh.HostKeyNotVerifiable(
+                        f"{exc.reason}; looked in {looked}"
+                    ) from None
             if previous := conn_before:
                 conn.set_tunnel(previous)  # closing the last hop closes the chain
             _tcp_keepalive(conn)
@@ -495,45 +531,58 @@ class SSHTransport:
             return list(self.options.client_keys)
         return ()  # ~/.ssh/config IdentityFile, else the default keys; the agent either way
 
-    async def _known_hosts_files(self, host: Host) -> tuple[str, ...]:
-        """The inventory's file, the option's, else what ssh_config says (strictly)."""
+    async def _known_hosts_files(self, host: Host) -> KnownHostsFiles:
+        """The user files (the inventory's ``known_hosts``, else ``--known-hosts``, else
+        the ssh config's UserKnownHostsFile, else OpenSSH's two defaults), then the global
+        ones (GlobalKnownHostsFile, else /etc/ssh/ssh_known_hosts{,2}). "UserKnownHostsFile
+        none" leaves the global files: it never turns checking off (asyncssh would)."""
+        files = (await self._ssh_config_for(host)).known
         explicit = host.known_hosts or self.options.known_hosts
-        if explicit:
-            return resolve_paths([explicit])
-        key = (host.address, host.port, host.user)
-        cached = self._known_paths.get(key)
-        if cached is None:
-            resolved = await self._ssh_config_for(host)
-            configured = resolved.known_hosts
-            # "UserKnownHostsFile none" would disable checking in asyncssh: never here.
-            cached = resolve_paths(configured if isinstance(configured, list) else None)
-            self._known_paths[key] = cached
-        return cached
+        return files.with_user([explicit]) if explicit else files
+
+    async def _hop_known_hosts(
+        self, hop: str, name: str, port: int | None, user: str
+    ) -> tuple[asyncssh.SSHKnownHosts, KnownHostsFiles]:
+        """A ProxyJump hop's keys, looked up as any host's (its own ssh config entry)."""
+        jump_host = Host(name=hop, address=name, port=port, user=user or None)
+        files = (await self._ssh_config_for(jump_host)).known
+        return await asyncio.to_thread(self._known_hosts.load, files.all), files
 
     async def _remember_key(
-        self, host: Host, paths: tuple[str, ...], policy: _HostKeyPolicy
+        self, host: Host, files: KnownHostsFiles, policy: _HostKeyPolicy
     ) -> None:
-        """Trust on first use: append the key to the first known_hosts file, once."""
+        """Trust on first use: append the key to the first user known_hosts file (global
+        files are read-only), once; hashed when HashKnownHosts applies to the host."""
         assert policy.key is not None and policy.verdict is not None
-        async with self._append_lock:
-            known = await asyncio.to_thread(self._known_hosts.load, paths)
-            already = policy.key in trusted_keys(known, policy.host, policy.addr, policy.port)
-            if not already:
-                line = entry_line(policy.host, policy.port, policy.key)
-                await asyncio.to_thread(append_entry, paths[0], line)
+        target = files.writable
+        assert target is not None  # the policy accepts only when there is a user file
+        names = (await self._ssh_config_for(host)).names
+        try:
+            config = self.options.ssh_config
+            hashed = await asyncio.to_thread(hash_known_hosts, config, names, host.user)
+            async with self._append_lock:
+                known = await asyncio.to_thread(self._known_hosts.load, files.all)
+                already = policy.key in trusted_keys(known, policy.host, policy.addr, policy.port)
+                if not already:
+                    line = entry_line(policy.host, policy.port, policy.key, hashed=hashed)
+                    await asyncio.to_thread(append_entry, target, line)
+        except (OSError, ValueError) as exc:
+            raise HostKeyError(host.name, f"cannot record the new host key: {exc}") from None
         self.accepted_keys.append((host.name, policy.verdict.presented))
         log.warning(
-            "%s: trusted new host key %s for %s on first use (added to %s)",
+            "%s: trusted new host key %s for %s on first use (added to %s%s)",
             host.name,
             policy.verdict.presented,
             policy.verdict.lookup,
-            paths[0],
+            target,
+            ", hashed" if hashed else "",
         )
 
 
 @dataclass(frozen=True, slots=True)
 class _SSHConfigFacts:
-    known_hosts: object  # asyncssh's resolved value: a list of paths, or None
+    known: KnownHostsFiles  # where its host keys are looked up (before --known-hosts)
+    names: HostNames  # HostName, Port, User...: for HashKnownHosts' Host/Match lines
     jump: str | None  # the ProxyJump spec (`user@host:port[,...]`), None when none
     connect_timeout: float | None  # ConnectTimeout (seconds), None when not set
 
