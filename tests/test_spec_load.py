@@ -168,7 +168,8 @@ def test_minimal_spec_defaults() -> None:
     assert spec.current_version is None
     assert spec.preflight == ()
     assert spec.steps == (Step("step-1", "deploy {version}", line=4),)
-    assert (spec.health, spec.logs, spec.metrics, spec.vitals, spec.error_rate) == (None,) * 5
+    assert (spec.health, spec.logs, spec.metrics, spec.error_rate) == (None,) * 4
+    assert spec.vitals == VitalsSpec()  # polled by default; `vitals: false` is None
     assert spec.rollback == RollbackSpec()
     assert (spec.order, spec.seed, spec.environment, spec.secrets, spec.vars) == (
         "inventory",

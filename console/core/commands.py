@@ -31,10 +31,11 @@ COMMAND_NAMES = (
 
 
 def default_operator() -> str:
+    """``$LOGNAME``/``$USER``, else the uid's passwd entry, else ``uid N``."""
     try:
         return getpass.getuser()
     except Exception:  # no passwd entry in some containers
-        return "unknown"
+        return unix_user(os.getuid())
 
 
 def unix_user(uid: int | None = None) -> str:

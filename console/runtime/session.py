@@ -26,6 +26,7 @@ from console.core.clock import SYSTEM, Clock
 from console.engine import Engine, RestorePoint, spec_hash
 from console.engine.leases import LeaseOptions
 from console.lock_options import broke_lock_notice
+from console.runtime.limits import LocalFailureGuard, stop_for_local_cause
 from console.runtime.rollout import Rollout, load_rollout
 from console.signals.probe import Probe, probe_health
 from console.store.journal import Journal
@@ -89,8 +90,12 @@ def build_engine(
     ``clock``: the engine's time (a test's manual clock). ``leases``: take the fleet
     lock and host leases on the hosts (``run`` and ``resume``; see engine/leases.py).
     """
+    guard: LocalFailureGuard | None = None
     if transport is None:
-        transport = make_transport(options or rollout_options(len(rollout.hosts)))
+        options = options or rollout_options(len(rollout.hosts))
+        # A connect failing for a local cause (EMFILE, no user name) stops the rollout
+        # once instead of failing hosts as unreachable (console/runtime/limits.py).
+        transport = guard = LocalFailureGuard(make_transport(options), options)
     engine = Engine(
         rollout.spec,
         rollout.hosts,
@@ -108,6 +113,8 @@ def build_engine(
         clock=clock,
         leases=leases,
     )
+    if guard is not None:
+        guard.on_local_failure = lambda reason: stop_for_local_cause(engine, reason)
     if lock is not None and lock.broken is not None:
         own = lock.broken.rollout_id == engine.rollout_id
         engine.notice(broke_lock_notice(operator, lock.broken.describe(), lock_reason, own=own))

@@ -45,6 +45,7 @@ from console.signals.health import (
     parse_vitals,
 )
 from console.signals.metrics import MetricsParseError, line_filter, parse_selector, read_counters
+from console.signals.polls import vitals_of
 from console.signals.probe import health_verdict, one_line, probe_error, probe_health
 from console.spec import HealthSpec, RolloutSpec, VitalsSpec
 from console.transport.base import Connection, LineCallback, RunResult, TransportError
@@ -142,8 +143,10 @@ class HostMonitor:
     ``Alert`` events. ``on_unhealthy(host, detail)`` is called once per episode when a
     watched host fails health (``fail_after`` consecutive failures); the episode ends
     when the host is healthy again for ``health.healthy_after`` consecutive probes.
-    Vitals are read even when the spec has no ``vitals`` section (``VITALS_COMMAND``,
-    every 5 s) unless ``vitals=False``.
+    What runs is :mod:`console.signals.polls`' answer, the one ``rolldeck check``
+    prints: vitals are the spec's (its default ``VITALS_COMMAND`` every 5 s when the
+    spec has no ``vitals`` key), none with ``vitals: false`` or ``vitals=False``;
+    metrics and logs only when the spec has them.
     """
 
     def __init__(
@@ -173,7 +176,7 @@ class HostMonitor:
         self.fail_after = max(1, fail_after)
         self.log_flush = log_flush
         self.log_retry = log_retry
-        self.vitals_spec: VitalsSpec | None = spec.vitals or (VitalsSpec() if vitals else None)
+        self.vitals_spec: VitalsSpec | None = vitals_of(spec, enabled=vitals)
         self._rng = random.Random(host)  # stable jitter per host
         # Chaining the polls due together into one remote command needs a shell that
         # runs `a && b || c; d` (a POSIX sh, or the simulated fleet's): the connection

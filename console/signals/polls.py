@@ -1,0 +1,134 @@
+"""What a rollout polls on each host, and how often: the one source of truth.
+
+:class:`~console.signals.monitor.HostMonitor` starts its loops from the same answers
+(:func:`vitals_of`, ``spec.metrics``, ``spec.logs``, ``spec.health``) and ``rolldeck
+check`` prints :func:`planned_polls` per host, so what check shows is what runs.
+
+The rules:
+
+- **vitals**: polled from preflight on unless the spec says ``vitals: false``. No
+  ``vitals`` key means the default (``console.signals.health.VITALS_COMMAND``
+  every 5 s, the dashboard's load, memory and disk columns); ``vitals: true`` is the
+  same; a command or ``{run, every, timeout}`` replaces it.
+- **metrics**: polled from preflight on only when the spec has ``metrics``
+  (``metrics: false`` or no key: never).
+- **logs**: one followed stream per host from preflight on only when the spec has
+  ``logs`` (``logs: false`` or no key: none).
+- **health**: only when the spec has ``health``: gating (every ``every`` while a host
+  deploys or rolls back, until ``healthy_after`` passes or the ``deadline``), then the
+  post-deploy watch (every ``every`` from healthy until the rollout ends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from console.spec import RolloutSpec, VitalsSpec, format_duration
+from inventory.model import Host
+
+FROM_PREFLIGHT = "from preflight until the rollout ends"
+# The monitor runs console.signals.health.VITALS_COMMAND for this; not imported here:
+# `rolldeck check` reads this module and must not pay for the transport and asyncssh.
+DEFAULT_VITALS = "(default) /proc/loadavg, /proc/meminfo, df -P /"
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """One kind of remote command a host runs repeatedly (or one followed stream)."""
+
+    signal: str  # vitals, metrics, logs, health gating, health watch
+    command: str
+    every: float | None  # seconds between starts; None: one long-running stream
+    timeout: float | None
+    when: str
+
+    def describe(self) -> str:
+        """``every 5s, timeout 10s, from preflight until the rollout ends``."""
+        how = "followed" if self.every is None else f"every {format_duration(self.every)}"
+        if self.timeout is not None:
+            how += f", timeout {format_duration(self.timeout)}"
+        return f"{how}, {self.when}"
+
+
+@dataclass(frozen=True, slots=True)
+class PollGroup:
+    """Hosts whose polls are identical (same commands once rendered, same pace)."""
+
+    hosts: tuple[str, ...]
+    polls: tuple[Poll, ...]
+    off: tuple[str, ...]  # signals the spec leaves off, with why
+    shared_shell: bool  # polls due together run as one command in a kept-open shell
+
+
+def vitals_of(spec: RolloutSpec, *, enabled: bool = True) -> VitalsSpec | None:
+    """The vitals a monitor polls: the spec's (its default when it has no ``vitals``
+    key), None when the spec says ``vitals: false`` or the caller turns them off."""
+    return spec.vitals if enabled else None
+
+
+def planned_polls(
+    spec: RolloutSpec, render: Callable[[str], str] = str, *, vitals: bool = True
+) -> tuple[Poll, ...]:
+    """Every poll of ``spec`` on one host, its commands passed through ``render`` (a
+    host's template rendering; identity by default). Ordered as a host meets them."""
+    out: list[Poll] = []
+    vs = vitals_of(spec, enabled=vitals)
+    if vs is not None:
+        command = render(vs.run) if vs.run else DEFAULT_VITALS
+        out.append(Poll("vitals", command, vs.every, vs.timeout, FROM_PREFLIGHT))
+    if spec.metrics is not None:
+        ms = spec.metrics
+        out.append(Poll("metrics", render(ms.run), ms.every, ms.timeout, FROM_PREFLIGHT))
+    if spec.logs is not None:
+        out.append(Poll("logs", render(spec.logs.run), None, None, FROM_PREFLIGHT))
+    if spec.health is not None:
+        hs = spec.health
+        command = render(hs.run)
+        gating = (
+            f"while deploying or rolling back, until {hs.healthy_after} passes "
+            f"(deadline {format_duration(hs.deadline)})"
+        )
+        out.append(Poll("health gating", command, hs.every, hs.timeout, gating))
+        watch = "from healthy until the rollout ends (post-deploy watch)"
+        out.append(Poll("health watch", command, hs.every, hs.timeout, watch))
+    return tuple(out)
+
+
+def switched_off(spec: RolloutSpec) -> tuple[str, ...]:
+    """The signals ``spec`` does not poll, each with why (for ``rolldeck check``)."""
+    off = []
+    if spec.vitals is None:
+        off.append("vitals (vitals: false)")
+    if spec.metrics is None:
+        off.append("metrics (no metrics key, or metrics: false)")
+    if spec.logs is None:
+        off.append("logs (no logs key, or logs: false)")
+    if spec.health is None:
+        off.append("health (no health: a host counts as healthy once its steps pass)")
+    return tuple(off)
+
+
+def polls_by_host(
+    spec: RolloutSpec,
+    hosts: Sequence[Host],
+    render_for: Callable[[Host], Callable[[str], str]],
+) -> list[PollGroup]:
+    """:func:`planned_polls` for every host, hosts with identical polls grouped (in
+    the order their first host comes). ``render_for(host)`` renders (and masks) a
+    command for that host."""
+    groups: dict[tuple[tuple[Poll, ...], bool], list[str]] = {}
+    for host in hosts:
+        polls = planned_polls(spec, render_for(host))
+        key = (polls, _shared_shell(host))
+        groups.setdefault(key, []).append(host.name)
+    off = switched_off(spec)
+    return [
+        PollGroup(tuple(names), polls, off, shared) for (polls, shared), names in groups.items()
+    ]
+
+
+def _shared_shell(host: Host) -> bool:
+    """Whether the host's polls may share one kept-open shell (``rolldeck_shell:
+    none`` says the host has no shell: one command per poll)."""
+    return str(host.vars.get("rolldeck_shell", "sh")).strip().lower() != "none"
