@@ -24,12 +24,13 @@ from typing import Any
 from console.core import events as ev
 from console.core.errors import InputError
 from console.core.events import HostState, Outcome
+from console.core.files import MAX_INPUT_BYTES, read_limited, universal_newlines
 from console.core.state import RolloutView, fold
 from console.engine.context import HostRestore, RestorePoint
 from console.engine.hostwork import VERSION_TIMEOUT, signals_spec
 from console.reconcile import Decision, JournalFacts, Observation, decide, journal_facts
 from console.signals.health import probe_health
-from console.spec import HealthSpec, RolloutSpec, load_spec
+from console.spec import HealthSpec, RolloutSpec, parse_spec
 from console.store.history import is_running, live_owners, load_events, resolve_id
 from console.store.journal import JournalError, list_journals
 from console.templating import TemplateError, build_context, render
@@ -261,20 +262,23 @@ def load_resumed_spec(r: Replay) -> RolloutSpec:
     """The spec file the rollout started from, if unchanged (its hash is journaled)."""
     s = r.started
     path = r.spec_path
-    try:
-        text = Path(path).read_text()
+    try:  # bounded before it is read in full, as every spec is (``load_spec``)
+        data = read_limited(path, MAX_INPUT_BYTES, "the rollout's spec")
     except OSError as exc:
         raise InputError(
-            f"the rollout's spec {path} cannot be read ({exc.strerror})", field="spec"
+            f"the rollout's spec {path} cannot be read ({exc.strerror or exc})", field="spec"
         ) from None
-    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    if digest != s.spec_hash:
+    try:
+        text: str | None = universal_newlines(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        text = None  # not what was journaled (that was UTF-8): changed
+    if text is None or "sha256:" + hashlib.sha256(text.encode()).hexdigest() != s.spec_hash:
         raise InputError(
             f"the spec {path} changed since rollout {s.rollout_id} started; "
             "restore it (its journaled text is in `rolldeck show`) to resume",
             file=path,
         )
-    return load_spec(path)
+    return parse_spec(text, path)  # the text checked, not a second read of the file
 
 
 def resumed_hosts(r: Replay, batches: list[tuple[str, ...]]) -> list[Host]:

@@ -38,6 +38,18 @@ class Host:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class VarLoad:
+    """One host's vars written out in full: ``nodes`` values (mappings, keys, lists
+    and single values), and the heaviest var (its name, size, file and line)."""
+
+    nodes: int
+    var: str | None
+    var_nodes: int
+    file: str | None
+    line: int | None
+
+
 @dataclass(slots=True)
 class Inventory:
     """Hosts in inventory order, and groups (name -> member host names, transitively).
@@ -54,6 +66,9 @@ class Inventory:
     files: tuple[str, ...] = ()
     vars_files: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # Host name -> its vars' expanded size (inventory.varload), measured once at build;
+    # hosts sharing their group vars share one entry.
+    var_loads: dict[str, VarLoad] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.hosts)

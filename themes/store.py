@@ -11,7 +11,15 @@ import json
 import os
 from pathlib import Path
 
-from console.core.safe_files import UnsafeDirectory, ensure_private_dir, write_atomic
+from console.core.safe_files import (
+    UnsafeDirectory,
+    ensure_private_dir,
+    read_private,
+    write_atomic,
+)
+
+# The file holds a theme name; anything larger is not ours (or an attack).
+MAX_CONFIG_BYTES = 64 * 1024
 
 
 def config_path() -> Path:
@@ -23,7 +31,7 @@ def load_theme_choice(known: tuple[str, ...]) -> tuple[str | None, str | None]:
     """Return ``(theme, problem)``: the remembered theme if valid, and why not if not."""
     path = config_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _read(path)
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
@@ -47,7 +55,7 @@ def save_theme_choice(theme: str) -> Path:
         raise PermissionError(str(exc)) from None
     data: dict[str, object] = {}
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
+        loaded = _read(path)
         if isinstance(loaded, dict):
             data = loaded
     except (OSError, ValueError):
@@ -55,3 +63,12 @@ def save_theme_choice(theme: str) -> Path:
     data["theme"] = theme
     write_atomic(path, json.dumps(data).encode())
     return path
+
+
+def _read(path: Path) -> object:
+    """The file's JSON: read bounded (refused past MAX_CONFIG_BYTES, ValueError) and
+    never through a symlink or from a non-regular file (OSError)."""
+    raw = read_private(path, limit=MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"larger than {MAX_CONFIG_BYTES:,} bytes: not a rolldeck config")
+    return json.loads(raw.decode("utf-8"))

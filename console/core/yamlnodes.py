@@ -212,6 +212,9 @@ class Doc:
         self.file = file
         self.root = compose(text, file)
         self.constructor = SafeConstructor()
+        # Plain values built so far, by node: an alias anywhere in the file (say one
+        # anchor that every host's vars refer to) is one shared object, built once.
+        self._built: dict[int, Any] = {}
 
     def error(self, message: str, node: Node | None, field: str | None) -> InputError:
         line = line_of(node) if node is not None else None
@@ -331,8 +334,10 @@ class Doc:
     def plain(self, node: Node, field: str) -> Any:
         """Plain data (a var's value, an override passed through): dicts, lists and
         scalars as PyYAML's safe loader makes them, with duplicate keys, merge keys and
-        recursive aliases handled as everywhere else. Aliases share one object."""
-        return self._plain(node, field, {}, {})
+        recursive aliases handled as everywhere else. Aliases share one object, across
+        the whole file as within one value (as ``yaml.safe_load`` builds them): the
+        work is the nodes written, never their expansion."""
+        return self._plain(node, field, self._built, {})
 
     def _plain(self, node: Node, field: str, done: dict[int, Any], active: dict[int, str]) -> Any:
         """``active``: the collections being built, with their fields, so a recursive

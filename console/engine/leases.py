@@ -220,6 +220,17 @@ class LeaseRecord:
     def beat_text(self) -> str:
         return "never" if self.age == float("inf") else f"{self.age:.0f}s ago"
 
+    def stale_since(self, now: float | None = None) -> str:
+        """When its heartbeat stopped, on this machine's clock (the age is the host's
+        own measure); the start of a lease that never beat; ``unknown`` for neither."""
+        if self.age != float("inf"):
+            at = (time.time() if now is None else now) - self.age
+        elif self.started > 0:
+            at = self.started
+        else:
+            return "unknown"
+        return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseOptions:
@@ -228,6 +239,10 @@ class LeaseOptions:
     operator: str
     break_lock: bool = False
     reason: str = ""
+    # The command that takes a stale lease over, named in the refusal with
+    # ``--break-lock --reason TEXT`` (resume: ``rolldeck resume ID``); empty: ``rolldeck
+    # run SPEC``.
+    command: str = ""
 
 
 def lease_mode(host: Host) -> str:
@@ -368,11 +383,7 @@ class Leases:
             expected = self.rollout_id
         elif holder.stale(self.stale_after, self.machine):
             if not self.options.break_lock:
-                raise LeaseRefused(
-                    f"stale ({STALE_HINT}): {where} is held by {holder.describe()}, "
-                    f"last heartbeat {holder.beat_text()} (stale after {self.stale_after:g}s)",
-                    holder,
-                )
+                raise LeaseRefused(self._stale_refusal(where, holder), holder)
             reason = _one_line(self.options.reason or "no reason given", 200)
             history = f"broken by {self._who()}: reason: {reason}; was {holder.describe()}"
             expected = holder.rollout_id
@@ -400,6 +411,18 @@ class Leases:
                     host=host.name,
                 )
             )
+
+    def _stale_refusal(self, where: str, holder: LeaseRecord) -> str:
+        """A stale lease's refusal: whose, stale since when, and the exact command
+        that takes it over."""
+        command = self.options.command or f"rolldeck run {shlex.quote(self.spec.path)}"
+        # Who and how first, details last: a one-line view (headless) cuts the end.
+        return (
+            f"{where} is stale since {holder.stale_since()}, held by {holder.operator}; "
+            f"{STALE_HINT}: {command} --break-lock --reason TEXT; held by "
+            f"{holder.describe()}, last heartbeat {holder.beat_text()} (stale after "
+            f"{self.stale_after:g}s)"
+        )
 
     def _hold(self, host: Host, name: str) -> None:
         self._held.setdefault(host.name, (host, set()))[1].add(name)
@@ -450,9 +473,7 @@ class Leases:
         if holder.stale(self.stale_after, self.machine):
             if self.options.break_lock:
                 return None  # taken over before its first step, and journaled then
-            return (
-                f"stale lease ({STALE_HINT}) of {holder.describe()}, heartbeat {holder.beat_text()}"
-            )
+            return self._stale_refusal("the lease", holder)
         return f"lease held by {holder.describe()}, heartbeat {holder.beat_text()}"
 
     async def acquire(self, host: Host, conn: Connection) -> None:

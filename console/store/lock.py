@@ -35,6 +35,7 @@ from typing import Any
 from console.core.commands import default_operator
 from console.core.errors import RolldeckError
 from console.core.safe_files import create_private, read_private, write_atomic
+from console.core.text import printable
 
 LOCK_POLL = 1.0  # seconds between two looks at a held lock while --lock-wait waits
 HEARTBEAT_EVERY = 5.0  # seconds between two rewrites of a held lock
@@ -70,10 +71,17 @@ class LockInfo:
             beat = f", last heartbeat {max(0.0, time.time() - self.heartbeat):.0f}s ago"
         said = f', message "{self.message}"' if self.message else ""
         who = self.user if self.operator in ("", self.user) else f"{self.operator} ({self.user})"
-        return (
+        # A lock file is written by whoever holds it (maybe another user): its words
+        # reach the terminal escaped, wherever this description is printed.
+        return printable(
             f"rollout {self.rollout_id} by {who} on {self.host} "
             f"(pid {self.pid}, started {when}{beat}{said})"
         )
+
+    def stale_since(self) -> str:
+        """When the holder stopped beating (or started, with no heartbeat), UTC."""
+        at = self.heartbeat or self.started
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if at else "unknown"
 
     @property
     def heartbeat_lost(self) -> bool:
@@ -105,6 +113,14 @@ def lock_path(state_dir: Path, service: str, inventory: str) -> Path:
     digest = hashlib.sha256(inv.encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", service)[:64]
     return state_dir / f"lock-{safe}-{digest}.lock"
+
+
+def lock_files(state_dir: Path) -> list[Path]:
+    """Every lock file of the state directory (see :func:`lock_path`), sorted."""
+    try:
+        return sorted(p for p in state_dir.glob("lock-*.lock") if not p.is_symlink())
+    except OSError:
+        return []
 
 
 def _pid_alive(pid: int) -> bool:
@@ -274,9 +290,11 @@ class RolloutLock:
                     and (holder.rollout_id == resume_of)
                 )
                 if not (break_lock or own):
+                    since = f", stale since {holder.stale_since()}" if holder else ""
                     raise LockHeld(
-                        f"stale lock on {service}: {who} is gone; "
-                        f"pass --break-lock to break it (lock file {path})",
+                        f"stale lock on {service}: {who} is gone{since}; "
+                        "rolldeck run, resume and rollback take it over with --break-lock "
+                        f"--reason TEXT (lock file {path})",
                         holder,
                         stale=True,
                     ) from None
