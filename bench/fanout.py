@@ -2,13 +2,20 @@
 
 The same rolling deploy on the same real OpenSSH fleet (one local sshd, N logical
 hosts each with its own deploy root): 4 short steps and one health check per host,
-batches of 50, at most 10 concurrent handshakes for both (OpenSSH's MaxStartups).
-Runs alternate (engine, loop, engine, loop, ...), each in a fresh child process that
-reports its wall time and its own peak RSS, so neither side inherits the other's
-memory. The engine runs as ``rolldeck run`` would, journal included (fsync'd to a
-temp dir), without monitors (the spec has no logs, metrics or vitals to follow).
+batches of 50. Both sides get the same handshake freedom: ``--max-handshakes N``
+concurrent handshakes (default: the batch size, so that neither is held back; every
+host here is one endpoint, 127.0.0.1 on the fixture's sshd). Runs alternate (engine,
+loop, engine, loop, ...), each in a fresh child process that reports its wall time and
+its own peak RSS, so neither side inherits the other's memory.
 
-    python bench/fanout.py [--hosts 200] [--batch 50] [--rounds 3]
+The engine does the work a user's ``rolldeck run`` does: journal fsync'd (to a temp
+dir), host leases and the fleet lock, a ``current_version`` read before and after each
+host, health gated every 0.2 s (as ``../shared/bench/rolldeck.sh``), and its monitors
+(the post-deploy health watch, default vitals). The loop does what the shared bench's
+``raw_asyncssh.py`` does: connect, run the commands, nothing else. For the end-to-end
+figures (process start to exit, beside parallel-ssh) use ``../shared/bench``.
+
+    python bench/fanout.py [--hosts 200] [--batch 50] [--rounds 3] [--max-handshakes N]
 
 Prints both medians, the ratio (target: within 1.3x) and the engine's peak RSS
 (target: under 150 MB at N=200).
@@ -41,7 +48,7 @@ STEPS = [
     "test -L {root}/current",
 ]
 HEALTH = "test -f {root}/current/VERSION"
-HANDSHAKES = 10
+VERSION_COMMAND = 'basename "$(readlink {root}/current)"'
 
 
 def spec_text(version: str, batch: int) -> str:
@@ -56,11 +63,12 @@ max_parallel: {batch}
 max_failures: 0
 on_failure: abort
 between_batches: auto
+current_version: '{VERSION_COMMAND.replace("{root}", "{vars.root}")}'
 steps:
 {steps}
 health:
   run: "{HEALTH.replace("{root}", "{vars.root}")}"
-  every: 0.05s
+  every: 0.2s
   healthy_after: 1
   deadline: 30s
 """
@@ -76,8 +84,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, float]:
+async def run_engine(
+    work: Path, n: int, batch: int, version: str, handshakes: int
+) -> dict[str, float]:
     from console.core.events import Outcome
+    from console.engine.leases import LeaseOptions
     from console.plan import make_plan
     from console.runtime.session import Rollout, build_engine
     from console.spec import parse_spec
@@ -86,7 +97,7 @@ async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, 
 
     hosts = fleet_hosts(work, n)
     options = TransportOptions(
-        ssh_config=[], max_connections=n + 8, max_handshakes=HANDSHAKES, connect_timeout=30
+        ssh_config=[], max_connections=n + 8, max_handshakes=handshakes, connect_timeout=30
     )
     spec = parse_spec(spec_text(version, batch), str(work / "spec.yaml"))
     plan = make_plan([h.name for h in hosts], spec.batches)
@@ -97,7 +108,8 @@ async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, 
         operator="bench",
         journal=journal,
         options=options,
-        monitors=False,
+        monitors=True,
+        leases=LeaseOptions(operator="bench"),
     )
     sub = engine.bus.subscribe()
 
@@ -110,8 +122,8 @@ async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, 
         tg.create_task(drain())
         outcome = await engine.run()
     elapsed = time.perf_counter() - start
-    if outcome != Outcome.SUCCEEDED:
-        raise SystemExit(f"engine run failed: {outcome}")
+    if outcome != Outcome.SUCCEEDED:  # the run is over: reading its journal blocks nothing
+        raise SystemExit(f"engine run failed: {outcome}: {_why(state)}")
     return {
         "seconds": elapsed,
         "cpu": cpu_seconds() - cpu0,
@@ -120,10 +132,12 @@ async def run_engine(work: Path, n: int, batch: int, version: str) -> dict[str, 
     }
 
 
-async def run_loop(work: Path, n: int, batch: int, version: str) -> dict[str, float]:
+async def run_loop(
+    work: Path, n: int, batch: int, version: str, handshakes: int
+) -> dict[str, float]:
     import asyncssh
 
-    gate = asyncio.Semaphore(HANDSHAKES)
+    gate = asyncio.Semaphore(handshakes)
     conns: list[asyncssh.SSHClientConnection] = []
 
     async def deploy(host: Host) -> None:
@@ -155,6 +169,13 @@ async def run_loop(work: Path, n: int, batch: int, version: str) -> dict[str, fl
     return {"seconds": elapsed, "cpu": cpu_seconds() - cpu0, "rss_mb": peak_rss_mb()}
 
 
+def _why(state: Path) -> str:
+    """The journal's last notices and its end: why a run failed."""
+    lines = [line for p in state.glob("*.jsonl") for line in p.read_text().splitlines()]
+    why = [t for t in lines if '"rollout_finished"' in t or '"notice"' in t][-3:]
+    return " | ".join(why)[-1500:]
+
+
 def fleet_hosts(work: Path, n: int) -> list[Host]:
     """N logical hosts on the parent's sshd (described in work/server.json), each with
     its own deploy root under work/hosts/."""
@@ -168,6 +189,10 @@ def fleet_hosts(work: Path, n: int) -> list[Host]:
         name = f"web-{i:03d}"
         root = work / "hosts" / name
         root.mkdir(parents=True, exist_ok=True)
+        if not (root / "current").is_symlink():  # a version to read before the first deploy
+            (root / "releases" / "0").mkdir(parents=True, exist_ok=True)
+            (root / "releases" / "0" / "VERSION").write_text("0\n")
+            (root / "current").symlink_to("releases/0")
         hosts.append(
             Host(
                 name=name,
@@ -185,7 +210,8 @@ def fleet_hosts(work: Path, n: int) -> list[Host]:
 def child(args: argparse.Namespace) -> None:
     work = Path(args.work)
     fn = run_engine if args.child == "engine" else run_loop
-    result = asyncio.run(fn(work, args.hosts, args.batch, args.version))
+    handshakes = args.max_handshakes or args.batch
+    result = asyncio.run(fn(work, args.hosts, args.batch, args.version, handshakes))
     print(json.dumps(result))
 
 
@@ -194,6 +220,12 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=0,
+        help="concurrent handshakes, for both sides alike (default: the batch size)",
+    )
     parser.add_argument("--child", choices=("engine", "loop"), help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--version", default="1", help=argparse.SUPPRESS)
@@ -235,6 +267,8 @@ def main() -> None:
                             str(args.hosts),
                             "--batch",
                             str(args.batch),
+                            "--max-handshakes",
+                            str(args.max_handshakes),
                             "--version",
                             f"{kind}-{r}",
                         ],
@@ -262,6 +296,7 @@ def main() -> None:
     rss = max(x["rss_mb"] for x in results["engine"])
     print(
         f"N={args.hosts}, batches of {args.batch}, {len(STEPS)} steps + 1 health check per host, "
+        f"{args.max_handshakes or args.batch} handshakes at once for both, "
         f"{args.rounds} alternating rounds"
     )
     print(f"median engine {med['engine']:.2f} s, minimal asyncssh loop {med['loop']:.2f} s")

@@ -4,7 +4,6 @@ read back by the project's own loaders."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
 import signal
 import subprocess
@@ -17,6 +16,8 @@ import pytest
 from console.core.errors import RolldeckError
 from console.simfleet import SimFleet, start_fleet_process
 from console.simfleet.process import FleetStartError, _read_line
+from console.spec import load_spec
+from inventory import load_inventory
 from tests.fixtures.simfleet import FleetFactory
 
 READY = re.compile(
@@ -105,20 +106,10 @@ def test_start_fleet_process_reports_a_failed_start(tmp_path: Path) -> None:
         start_fleet_process(2, tmp_path / "x", scenario="no-such-scenario")
 
 
-def _loader(module: str, name: str):  # type: ignore[no-untyped-def]
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-
-
 @pytest.mark.parametrize("scenario", ["healthy", "bad-canary", "demo"])
 async def test_rollout_yaml_loads_with_the_spec_loader(
     sim_fleet_factory: FleetFactory, scenario: str
 ) -> None:
-    load_spec = _loader("console.spec", "load_spec")
-    if load_spec is None:
-        pytest.skip("console.spec.load_spec is not written yet")
     fleet: SimFleet = await sim_fleet_factory(n=6, scenario=scenario)
     spec = load_spec(str(fleet.spec_path))
     assert spec.version == "2.4.1" and spec.service == "checkout-api"
@@ -131,11 +122,6 @@ async def test_rollout_yaml_loads_with_the_spec_loader(
 
 
 async def test_inventory_yaml_loads_with_the_inventory_loader(sim_fleet: SimFleet) -> None:
-    load_inventory = _loader("inventory", "load_inventory") or _loader(
-        "inventory.loader", "load_inventory"
-    )
-    if load_inventory is None:
-        pytest.skip("inventory.load_inventory is not written yet")
     inv = load_inventory(str(sim_fleet.inventory_path))
     assert list(inv.hosts) == list(sim_fleet.hosts)
     web = inv.hosts["web-01"]

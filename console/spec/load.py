@@ -15,7 +15,8 @@ Format rules the loader enforces (examples/rollout.yaml shows them all):
   ``once``) or a plain command; unnamed ones are ``step-N`` / ``preflight-N`` /
   ``rollback-N``, and names are unique per list. ``rollback`` is ``{steps, batches}``
   or a plain list of steps. ``health`` and ``logs`` may be a plain command, ``vitals``
-  ``true``.
+  ``true``. ``vitals`` is polled by default (no key); ``vitals: false``, ``logs: false``
+  and ``metrics: false`` mean no such polls at all (:mod:`console.signals.polls`).
 - Commands are templates (see :mod:`console.templating`), checked when loaded.
 - Rules across fields: ``{previous_version}`` needs ``current_version``;
   ``on_failure: rollback`` (or a gate's ``on_timeout: rollback``) needs rollback
@@ -36,7 +37,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from console import templating
+from console import become, templating
 from console.core.errors import InputError, did_you_mean
 from console.core.files import MAX_INPUT_BYTES, read_limited, universal_newlines
 from console.core.yamlnodes import TAG, Doc, is_null, join, line_of
@@ -102,9 +103,16 @@ TOP_KEYS = (
     "vars",
     "lock_host",
     "lease",
+    "become",
+    "become_user",
+    "become_method",
+    "become_password",
 )
-STEP_KEYS = ("name", "run", "timeout", "raw", "once")
+BECOME_STEP_KEYS = ("become", "become_user", "become_method")  # console/become.py
+STEP_KEYS = ("name", "run", "timeout", "raw", "once", *BECOME_STEP_KEYS)
 AUX_STEP_KEYS = ("name", "run", "timeout", "raw")  # preflight and rollback: no ``once``
+# preflight runs as the login user (console/become.py): no become keys there
+ROLLBACK_STEP_KEYS = (*AUX_STEP_KEYS, *BECOME_STEP_KEYS)
 GATE_KINDS = ("manual", "auto", "bake")
 ON_TIMEOUT = ("abort", "pause", "rollback", "continue")
 
@@ -339,6 +347,10 @@ class _Reader:
         opt("vars", self.variables)
         opt("lock_host", self.name)
         opt("lease", self.lease)
+        opt("become", self.boolean)
+        opt("become_user", self.become_user)
+        opt("become_method", self.become_method)
+        opt("become_password", self.become_password)
         kw.setdefault("inventory", None)
         spec = RolloutSpec(path=self.path, text=text, lines=self.lines, **kw)
         self.cross_check(spec, top)
@@ -450,14 +462,56 @@ class _Reader:
             run = self.command(node, f"{field}.run")
             return Step(name=name, run=run, timeout=timeout, line=line_of(node))
         m = self.mapping(node, field, keys, required=("run",))
-        return Step(
+        step = Step(
             name=self.text(m["name"], f"{field}.name") if "name" in m else name,
             run=self.command(m["run"], f"{field}.run"),
             timeout=self.duration(m["timeout"], f"{field}.timeout") if "timeout" in m else timeout,
             raw=self.boolean(m["raw"], f"{field}.raw") if "raw" in m else False,
             once=self.boolean(m["once"], f"{field}.once") if "once" in m else False,
             line=line_of(node),
+            become=self.boolean(m["become"], f"{field}.become") if "become" in m else None,
+            become_user=(
+                self.become_user(m["become_user"], f"{field}.become_user")
+                if "become_user" in m
+                else None
+            ),
         )
+        if "become_method" in m:
+            self.become_method(m["become_method"], f"{field}.become_method")
+        return step
+
+    def become_user(self, node: yaml.Node, field: str) -> str:
+        """A user name (or ``#UID``) for ``sudo -u``; shell syntax is refused."""
+        value = self.text(node, field)
+        problem = become.user_problem(value)
+        if problem:
+            self.fail(node, field, problem)
+        return value
+
+    def become_method(self, node: yaml.Node, field: str) -> str:
+        value = self.text(node, field)
+        if value not in become.METHODS:
+            hint = did_you_mean(value, become.METHODS)
+            self.fail(
+                node,
+                field,
+                f"become_method {value!r} is not supported{hint}: rolldeck becomes "
+                f"with {', '.join(become.METHODS)} only",
+            )
+        return value
+
+    def become_password(self, node: yaml.Node, field: str) -> str:
+        """A template naming the var that holds it (``'{vars.become_pass}'``): the
+        password itself never sits in a spec file (nor in the journal's copy of it)."""
+        value = self.command(node, field)
+        if not any(p.var is not None for p in templating.placeholders(value)):
+            self.fail(
+                node,
+                field,
+                "must name the var holding the password, e.g. '{vars.become_pass}' (with "
+                "become_pass in secrets, set from the environment), not the password itself",
+            )
+        return value
 
     def lease(self, node: yaml.Node, field: str) -> LeaseSpec:
         """``lease: {path: DIR, stale_after: DURATION}``: where each host keeps the
@@ -514,7 +568,18 @@ class _Reader:
             )
         return spec
 
-    def logs(self, node: yaml.Node, field: str) -> LogsSpec:
+    def switched_off(self, node: yaml.Node, field: str, needs: str) -> bool:
+        """``false`` turns a signal off (no such polls at all); ``true`` is refused
+        where the signal has no default command (``needs`` says what to give)."""
+        if not (isinstance(node, yaml.ScalarNode) and node.tag == TAG + "bool"):
+            return False
+        if self.boolean(node, field):
+            self.fail(node, field, f"true needs {needs}; false turns {field} off")
+        return True
+
+    def logs(self, node: yaml.Node, field: str) -> LogsSpec | None:
+        if self.switched_off(node, field, "the command that follows the log"):
+            return None
         if isinstance(node, yaml.ScalarNode):
             return LogsSpec(run=self.command(node, field))
         m = self.mapping(node, field, ("run", "error_pattern"), required=("run",))
@@ -527,7 +592,9 @@ class _Reader:
                 self.fail(m["error_pattern"], f"{field}.error_pattern", f"bad regex: {exc}")
         return LogsSpec(run=self.command(m["run"], f"{field}.run"), error_pattern=pattern)
 
-    def metrics(self, node: yaml.Node, field: str) -> MetricsSpec:
+    def metrics(self, node: yaml.Node, field: str) -> MetricsSpec | None:
+        if self.switched_off(node, field, "{run, requests, errors}"):
+            return None
         keys = ("run", "requests", "errors", "every", "timeout")
         m = self.mapping(node, field, keys, required=("run", "requests", "errors"))
         return MetricsSpec(
@@ -553,6 +620,8 @@ class _Reader:
         return value
 
     def vitals(self, node: yaml.Node, field: str) -> VitalsSpec | None:
+        """``true`` (or no ``vitals`` key: the model's default) polls the default
+        command every 5 s; ``false`` is None: no vitals polls at all."""
         if isinstance(node, yaml.ScalarNode) and node.tag == TAG + "bool":
             return VitalsSpec() if self.boolean(node, field) else None
         if isinstance(node, yaml.ScalarNode):
@@ -601,7 +670,7 @@ class _Reader:
 
     def rollback(self, node: yaml.Node, field: str) -> RollbackSpec:
         """``{steps: [...], batches: [...]}``; a bare list is the steps."""
-        keys = AUX_STEP_KEYS
+        keys = ROLLBACK_STEP_KEYS
         if isinstance(node, yaml.SequenceNode):
             return RollbackSpec(steps=self.steps(node, field, "rollback", STEP_TIMEOUT, keys=keys))
         m = self.mapping(node, field, ("steps", "batches"))

@@ -39,6 +39,10 @@ class Step:
     raw: bool = False
     once: bool = False
     line: int | None = None
+    # become (console/become.py): None follows the host and the rollout; a step's own
+    # ``become: false`` opts it out, ``become_user`` names whom it runs as.
+    become: bool | None = None
+    become_user: str | None = None
 
 
 LEASE_PATH = "~/.rolldeck/leases"  # on each host, under the login user's home
@@ -161,7 +165,9 @@ class RolloutSpec:
     health: HealthSpec | None = None
     logs: LogsSpec | None = None
     metrics: MetricsSpec | None = None
-    vitals: VitalsSpec | None = None
+    # Vitals are polled unless the spec says ``vitals: false`` (None): the dashboard
+    # shows them. What is polled, and how often: console.signals.polls.planned_polls.
+    vitals: VitalsSpec | None = field(default_factory=VitalsSpec)
     error_rate: ErrorRateSpec | None = None
     rollback: RollbackSpec = field(default_factory=RollbackSpec)
     order: Order = "inventory"
@@ -172,6 +178,13 @@ class RolloutSpec:
     # The host holding the service's fleet-wide lock (None: the plan's first host).
     lock_host: str | None = None
     lease: LeaseSpec = field(default_factory=LeaseSpec)
+    # become (console/become.py): run remote commands through sudo as become_user
+    # (None: the host's ansible_become_user, else root); become_password is a template
+    # ('{vars.become_pass}') rendered per host, never written on a command line.
+    become: bool = False
+    become_user: str | None = None
+    become_method: str = "sudo"
+    become_password: str | None = None
     # field path ("steps[2].timeout", "targets") -> 1-based line, for later errors
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -216,6 +229,9 @@ def settings(spec: RolloutSpec) -> dict[str, Any]:
     for group in (data["preflight"], data["steps"], data["rollback"]["steps"]):
         for step in group:
             step.pop("line", None)
+            for key in ("become", "become_user"):  # unset: the rollout's and host's
+                if step.get(key) is None:
+                    step.pop(key, None)
     data["batches"] = list(spec.batches)
     data["max_failures"] = _budget_text(spec.max_failures)
     data["vars"] = mask_vars(spec.vars, spec.secrets)

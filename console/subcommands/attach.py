@@ -15,6 +15,7 @@ from console.core import events as ev
 from console.core.commands import COMMAND_NAMES, Command, default_operator
 from console.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Event
+from console.core.text import printable
 from console.store.journal import resolve_state_dir
 
 NAME = "attach"
@@ -62,7 +63,7 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         remote = await connect(path, read_only=args.read_only)
     except (OSError, ProtocolError, TimeoutError) as exc:
-        print(f"rolldeck: cannot attach to {path}: {exc}", file=sys.stderr)
+        print(printable(f"rolldeck: cannot attach to {path}: {exc}"), file=sys.stderr)
         return EXIT_FAILED
     remote.controller.operator = args.operator
     if args.send:
@@ -125,11 +126,12 @@ async def _send(remote: RemoteRollout, args: argparse.Namespace) -> int:
                     ):
                         verdict = "accepted" if event.accepted else "REFUSED"
                         detail = f": {event.detail}" if event.detail else ""
-                        print(f"{command.name} {verdict} by {remote.rollout_id}{detail}")
-                        print(f"journaled as {event.operator} (unix {event.user})")
+                        # The owner's words: outside text, shown escaped.
+                        print(printable(f"{command.name} {verdict} by {remote.rollout_id}{detail}"))
+                        print(printable(f"journaled as {event.operator} (unix {event.user})"))
                         return EXIT_OK if event.accepted else EXIT_FAILED
                     if isinstance(event, ev.Notice) and remote.refusals:
-                        print(f"rolldeck: {remote.refusals[-1]}", file=sys.stderr)
+                        print(printable(f"rolldeck: {remote.refusals[-1]}"), file=sys.stderr)
                         return EXIT_FAILED
     except TimeoutError:
         print("rolldeck: no answer from the rollout's owner within 10s", file=sys.stderr)
@@ -144,7 +146,10 @@ async def _console(remote: RemoteRollout) -> int:
     try:
         from console.app import RolldeckApp
     except ImportError as exc:
-        print(f"rolldeck: the console is unavailable ({exc}); use --headless", file=sys.stderr)
+        print(
+            printable(f"rolldeck: the console is unavailable ({exc}); use --headless"),
+            file=sys.stderr,
+        )
         await remote.close()
         return EXIT_FAILED
     from console.spec import parse_spec
@@ -174,6 +179,10 @@ async def _console(remote: RemoteRollout) -> int:
         return OUTCOME_EXIT_CODES[app.view.outcome]
     if remote.bye is None and remote.error is None:
         rid = remote.rollout_id
-        print(f"rolldeck: detached from {rid}; it goes on. Attach again: rolldeck attach {rid}")
+        print(
+            printable(
+                f"rolldeck: detached from {rid}; it goes on. Attach again: rolldeck attach {rid}"
+            )
+        )
         return EXIT_OK
     return EXIT_FAILED

@@ -14,18 +14,20 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from console import become as becomemod
 from console import spec as specmod
 from console.core.errors import InputError
 from console.core.secrets import Redactor
 from console.core.text import printable
 from console.plan import Plan, describe_budget
 from console.runtime.rollout import Rollout, load_rollout
+from console.signals.polls import PollGroup, polls_by_host
 from console.spec import RolloutSpec, format_duration
 from console.templating import build_context, context_vars, placeholders, redactor_for, render
 from inventory.ansible_vars import unhonoured
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from inventory.model import Host
 
@@ -97,6 +99,8 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     vars_files: tuple[str, ...] = ()
     inventory_notes: tuple[str, ...] = ()
+    polls: list[PollGroup] = field(default_factory=list)  # what each host will poll
+    become: list[becomemod.BecomeGroup] = field(default_factory=list)  # who runs what
 
     @property
     def rollout(self) -> Rollout:
@@ -138,6 +142,31 @@ class CheckReport:
             },
             "warnings": list(self.warnings),
             "vars_files": list(self.vars_files),
+            "become": [
+                {
+                    "hosts": list(g.hosts),
+                    "runs": [{"as": w, "commands": list(c)} for w, c in g.runs],
+                }
+                for g in self.become
+            ],
+            "polls": [
+                {
+                    "hosts": list(g.hosts),
+                    "shared_shell": g.shared_shell,
+                    "polls": [
+                        {
+                            "signal": p.signal,
+                            "command": p.command,
+                            "every": p.every,
+                            "timeout": p.timeout,
+                            "when": p.when,
+                        }
+                        for p in g.polls
+                    ],
+                    "off": list(g.off),
+                }
+                for g in self.polls
+            ],
         }
 
 
@@ -178,6 +207,8 @@ def analyse(
         ],
         vars_files=rollout.vars_files,
         inventory_notes=rollout.inventory_notes,
+        polls=polls_by_host(spec, ordered, lambda h: _renderer(spec, h, redactor)),
+        become=becomemod.plan(spec, ordered),
     )
 
 
@@ -189,7 +220,7 @@ def connection_warnings(hosts: list[Host]) -> list[str]:
     hosts that set it (grouped: 1,000 hosts sharing one var make one line)."""
     by_var: dict[tuple[str, str], list[str]] = {}
     for host in hosts:
-        for var, why in unhonoured(host.vars):
+        for var, why in [*unhonoured(host.vars), *becomemod.unhonoured(host.vars)]:
             by_var.setdefault((var, why), []).append(host.name)
     out = []
     for (var, why), names in by_var.items():
@@ -347,10 +378,49 @@ def format_report(report: CheckReport, *, verbose: bool = False) -> str:
                 extra.append("once")
             suffix = f"   [{', '.join(extra)}]" if extra else ""
             lines.append(f"  {c.label:<24}{c.command}{suffix}")
+    lines += format_become(report.become)
+    lines += format_polls(report.polls)
     if report.warnings:
         lines.append("warnings")
         lines.extend(f"  - {w}" for w in report.warnings)
     return "\n".join(lines)
+
+
+def _renderer(spec: RolloutSpec, host: Host, redactor: Redactor) -> Callable[[str], str]:
+    """A host's poll commands as its monitor runs them (secrets masked)."""
+    context = build_context(spec, host, PREVIOUS_VERSION_SHOWN)
+    return lambda command: redactor.redact(render(command, context))
+
+
+def format_polls(groups: list[PollGroup]) -> list[str]:
+    """The ``polls`` section: per group of hosts with identical polls, what runs on
+    them and how often (console.signals.polls, what the monitors start)."""
+    if not groups:
+        return []
+    lines = ["polls       per host, from preflight on (hosts with identical polls grouped)"]
+    for group in groups:
+        shell = "" if group.shared_shell else ", one command per poll (rolldeck_shell: none)"
+        lines.append(f"  {_count(len(group.hosts))}: {_names(group.hosts)}{shell}")
+        for poll in group.polls:
+            lines.append(f"    {poll.signal:<15}{poll.describe()}")
+            lines.append(f"    {'':<15}{poll.command}")
+        if not group.polls:
+            lines.append("    nothing is polled")
+        lines.extend(f"    {'off':<15}{what}" for what in group.off)
+    return lines
+
+
+def format_become(groups: list[becomemod.BecomeGroup]) -> list[str]:
+    """The ``become`` section: per group of hosts, who runs which command (sudo as
+    whom, or the login user; console/become.py)."""
+    if not any(group.applies for group in groups):
+        return ["become      off: every command runs as the login user"]
+    lines = ["become      per host (health gating, polls, preflight, leases: the login user)"]
+    for group in groups:
+        lines.append(f"  {_count(len(group.hosts))}: {_names(group.hosts)}")
+        for who, labels in group.runs:
+            lines.append(f"    {who}: {', '.join(labels)}")
+    return lines
 
 
 def _count(n: int, one: str = "host", many: str = "hosts") -> str:

@@ -23,6 +23,7 @@ from console.core.text import printable
 from inventory import load_inventory, select
 from inventory.model import Host, Inventory
 from inventory.patterns import read_limit_file
+from inventory.varload import check_expansion
 
 NAME = "inventory"
 HELP = "show the hosts of an inventory (native YAML, Ansible YAML or INI; file or directory)"
@@ -70,20 +71,25 @@ def run(args: argparse.Namespace) -> int:
         hosts = select(inv, read_limit_file(where), file=where, field="--targets")
     else:
         hosts = select(inv, args.targets, field="--targets")
+    # Every host's vars are written in full: refuse up front an inherited structure
+    # that would make the answer gigabytes (inventory.varload).
+    check_expansion(inv, hosts, what="rolldeck inventory", hint="select fewer hosts with --targets")
     report = sources_report(inv, verbose=args.verbose)
     if args.json:
         if report:
             sys.stderr.write("".join(f"rolldeck: {line}\n" for line in report))
         # One host per line: readable, and each line is written by json's C encoder
         # (``indent=`` would switch to the pure-Python one, 5x slower on 10,000 hosts).
+        memo: dict[int, tuple[Any, Any]] = {}
         lines = (
-            json.dumps({**host.to_json(), "vars": _masked(host.vars)}, default=str)
+            json.dumps({**host.to_json(), "vars": _masked(host.vars, memo)}, default=str)
             for host in hosts
         )
         sys.stdout.write("[\n" + ",\n".join(lines) + "\n]\n")
         return 0
     title = printable(f"{inv.path} ({inv.format}, {len(hosts)} hosts)")
-    rows = [_cells(host) for host in hosts]
+    masks: dict[int, tuple[Any, Any]] = {}
+    rows = [_cells(host, masks) for host in hosts]
     if len(rows) <= RICH_TABLE_MAX_ROWS:
         Console(file=sys.stdout, highlight=False).print(_rich_table(title, rows))
     else:
@@ -114,7 +120,7 @@ def _vars_summary(files: tuple[str, ...]) -> str:
     return f"{groups} in group_vars, {len(files) - groups} in host_vars"
 
 
-def _cells(host: Host) -> tuple[list[str], list[str]]:
+def _cells(host: Host, memo: dict[int, tuple[Any, Any]]) -> tuple[list[str], list[str]]:
     """The first five columns, and the vars as ``key=value`` items.
 
     Every cell through the one sanitiser (values are JSON, which escapes too): no
@@ -127,7 +133,9 @@ def _cells(host: Host) -> tuple[list[str], list[str]]:
         printable(host.user or ""),
         printable(",".join(host.groups)),
     ]
-    items = [printable(f"{k}={json.dumps(v, default=str)}") for k, v in _masked(host.vars).items()]
+    items = [
+        printable(f"{k}={json.dumps(v, default=str)}") for k, v in _masked(host.vars, memo).items()
+    ]
     return fixed, items
 
 
@@ -158,13 +166,26 @@ def _plain_table(title: str, rows: list[tuple[list[str], list[str]]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _masked(value: Any) -> Any:
-    """``value`` with every secret-named key's value replaced by the mask, at any depth."""
+def _masked(value: Any, done: dict[int, tuple[Any, Any]]) -> Any:
+    """``value`` with every secret-named key's value replaced by the mask, at any depth.
+
+    A mapping or list with nothing to mask is returned as is, and one shared by many
+    hosts (an inherited group var) is masked once (``done``, by identity)."""
+    if not isinstance(value, dict | list):
+        return value
+    key = id(value)
+    if key in done:
+        return done[key][1]
+    out: Any
     if isinstance(value, dict):
-        return {k: MASK if _is_secret(str(k)) else _masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    return value
+        items = {k: MASK if _is_secret(str(k)) else _masked(v, done) for k, v in value.items()}
+        same = all(items[k] is v for k, v in value.items())
+        out = value if same else items
+    else:
+        masked = [_masked(v, done) for v in value]
+        out = value if all(m is v for m, v in zip(masked, value, strict=True)) else masked
+    done[key] = (value, out)  # the original kept alive: its id stays its own
+    return out
 
 
 @functools.lru_cache(maxsize=4096)

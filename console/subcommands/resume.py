@@ -30,6 +30,7 @@ from console.resume import (
     resumed_hosts,
     rollback_targets,
 )
+from console.runtime.limits import check_local
 from console.runtime.session import Rollout, build_engine
 from console.store.journal import Journal, resolve_state_dir
 from console.subcommands.run import console_runner
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"rollout {r.rollout_id} has no planned hosts", field="ID")
     hosts = resumed_hosts(r, facts_batches)
     operator = args.operator or default_operator()
+    local_notices = check_local(hosts)  # before the lock and any host (runtime/limits.py)
     run_console = None if (args.headless or args.json) else console_runner()
     err = sys.stderr
     lock = acquire_from_args(
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 allow_unreachable=allow,
                 exit_when_paused=run_console is None,
                 resume=state.restore_point(),
-                notices=[ALLOW_NOTICE] if args.allow_unreachable else (),
+                notices=[*local_notices, *([ALLOW_NOTICE] if args.allow_unreachable else [])],
             )
             engine.preflight_hint = str(UNREACHABLE_HINT)
             # --yes continues, unless the budget is spent and the spec says pause then:

@@ -18,10 +18,12 @@ from console.core.commands import default_operator
 from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
 from console.core.hints import flag_hint
+from console.core.text import printable
 from console.engine import Engine, new_rollout_id
 from console.headless import choose_mode, run_headless
 from console.lock_options import acquire_from_args, add_lock_arguments, lease_options
 from console.resume import unfinished_hints
+from console.runtime.limits import check_local
 from console.runtime.session import build_engine, create_journal
 from console.store.journal import resolve_state_dir
 from console.subcommands.check import analyse
@@ -46,6 +48,8 @@ UNREACHABLE_HINT = flag_hint(
     "pass {0} to go ahead without them (they count against the failure budget)",
     "--allow-unreachable",
 )
+
+FEWER_HOSTS_HINT = flag_hint("run", "target fewer hosts at a time with {0}", "--targets")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     spec = report.spec
     if not report.hosts:
         raise InputError("no hosts targeted", file=spec.path, field="targets")
+    # Before the lock and any host: open-file limit (raised or refused), a user name.
+    local_notices = check_local(
+        report.hosts, max_handshakes=args.max_handshakes, fewer_hosts=FEWER_HOSTS_HINT
+    )
     operator = args.operator or default_operator()
     err = sys.stderr
     state_dir = resolve_state_dir(args.state_dir)
@@ -114,15 +122,21 @@ def run(args: argparse.Namespace) -> int:
         try:
             pid, rid = spawn_detached(sys.argv[1:], state_dir)
         except DetachError as exc:
-            print(f"rolldeck: {exc}", file=err)
+            print(printable(f"rolldeck: {exc}"), file=err)
             return EXIT_FAILED
-        print(f"rollout {rid} runs in the background (pid {pid}); log {state_dir / rid}.log")
-        print(f"attach: rolldeck attach {rid}   watch: rolldeck attach {rid} --read-only")
+        print(
+            printable(
+                f"rollout {rid} runs in the background (pid {pid}); log {state_dir / rid}.log"
+            )
+        )
+        print(
+            printable(f"attach: rolldeck attach {rid}   watch: rolldeck attach {rid} --read-only")
+        )
         return 0
     run_console = None if (args.headless or args.json or args.serve) else console_runner()
     rollout_id = new_rollout_id(spec.service)
     for hint in unfinished_hints(state_dir, spec.service):
-        print(f"rolldeck: {hint}", file=err)
+        print(printable(f"rolldeck: {hint}"), file=err)
     lock = acquire_from_args(
         args,
         state_dir,
@@ -135,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rollout = report.rollout
         journal = create_journal(state_dir, rollout_id, rollout, operator)
-        notices: list[str] = []
+        notices: list[str] = list(local_notices)
         if args.accept_new_host_keys:
             notices.append("--accept-new-host-keys: unknown host keys are trusted on first use")
         engine = build_engine(
@@ -177,9 +191,12 @@ def run(args: argparse.Namespace) -> int:
             code = OUTCOME_EXIT_CODES[outcome]
     finally:
         lock.release()
-    print(f"journal: {journal.path}", file=err)
+    print(printable(f"journal: {journal.path}"), file=err)
     if code == OUTCOME_EXIT_CODES[Outcome.PAUSED]:
-        print(f"rollout {rollout_id} is paused; its journal holds where every host is", file=err)
+        print(
+            printable(f"rollout {rollout_id} is paused; its journal holds where every host is"),
+            file=err,
+        )
     return code
 
 
@@ -208,6 +225,8 @@ def console_runner(
     try:
         from console.app import run_console
     except ImportError as exc:
-        print(f"rolldeck: the console is unavailable ({exc}); running headless", file=err)
+        print(
+            printable(f"rolldeck: the console is unavailable ({exc}); running headless"), file=err
+        )
         return None
     return run_console
