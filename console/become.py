@@ -1,12 +1,11 @@
 """become: running a host's commands as another user through ``sudo``.
 
-Which commands: every step and rollback step, and the host's version reads around its
-deploy and rollback (``current_version`` / ``release_dir``), run under become when it
-applies to them. As the login user: health gating, the monitor's polls (health,
-vitals, logs, metrics: under sudo every few seconds they would fill the host's auth
-log), the lease operations (a lease lives in the login user's home) and, for now,
-preflight (its version read and checks; engine/preflight.py runs them itself). A
-command that needs root there says ``sudo -n`` itself.
+Which commands: every step, preflight check and rollback step, and the host's version
+reads (preflight's, and around its deploy and rollback: ``current_version`` /
+``release_dir``), run under become when it applies to them. As the login user: health
+gating, the monitor's polls (health, vitals, logs, metrics: under sudo every few
+seconds they would fill the host's auth log) and the lease operations (a lease lives
+in the login user's home). A command that needs root there says ``sudo -n`` itself.
 
 Whether become applies, and as whom (most specific first):
 

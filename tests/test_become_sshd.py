@@ -386,3 +386,41 @@ async def test_a_hung_step_under_become_is_killed_on_abort(
     assert engine.recs["web-01"].detail == "aborted during install"
     await wait_until(lambda: not local_sleepers(sleep), what=f"{sleep} gone", interval=0.1)
     assert remote_processes(server, deployer, sleep) == []
+
+
+async def test_preflight_reads_the_version_and_checks_under_become(
+    server: SSHDServer, deployer: Deployer, sudoers: Install, root_dir: Path
+) -> None:
+    """The version file and the check's target are root's only: preflight passes only if
+    it runs them under become, as the deploy does (a per-step opt-out stays honoured)."""
+    sudoers(f"{deployer.name} ALL=(root) NOPASSWD: ALL")
+    (root_dir / "VERSION").write_text("1.0\n")
+    extra = (
+        "current_version: cat {vars.root}/VERSION\n"
+        "preflight:\n"
+        "  - name: writable\n"
+        "    run: test -w {vars.root}\n"
+        "  - name: as-login\n"
+        '    run: test "$(id -un)" != root\n'
+        "    become: false\n"
+    )
+    engine = engine_for(server, make_spec(extra=extra), host_for(server, deployer, root_dir))
+    outcome, events = await drive(engine)
+    assert outcome == Outcome.SUCCEEDED, engine.recs["web-01"].detail
+    results = [e for e in events if isinstance(e, ev.PreflightResult)]
+    assert [(r.ok, r.version) for r in results] == [(True, "1.0")], results
+    assert (root_dir / "VERSION").read_text() == "2.0\n"
+
+
+async def test_preflight_names_sudo_when_it_refuses_the_version_read(
+    server: SSHDServer, deployer: Deployer, sudoers: Install, root_dir: Path
+) -> None:
+    sudoers(f"{deployer.name} ALL=(root) ALL")  # a password rule, none given
+    (root_dir / "VERSION").write_text("1.0\n")
+    spec = make_spec(extra="current_version: cat {vars.root}/VERSION\n")
+    engine = engine_for(server, spec, host_for(server, deployer, root_dir))
+    outcome, events = await drive(engine)
+    assert outcome != Outcome.SUCCEEDED
+    results = [e for e in events if isinstance(e, ev.PreflightResult)]
+    assert len(results) == 1 and not results[0].ok
+    assert "password" in results[0].error and "sudo" in results[0].error, results[0].error

@@ -130,13 +130,15 @@ def test_bad_spec_fields_name_file_line_and_field(field: str, value: str, messag
     assert err.file == "s.yaml"
 
 
-def test_step_level_method_and_preflight_become_are_refused() -> None:
+def test_step_level_method_is_refused_and_preflight_steps_take_become() -> None:
     with pytest.raises(InputError) as info:
         spec("rollback:\n  - run: echo back\n    become_method: doas\n")
     assert info.value.field == "rollback[0].become_method"
     with pytest.raises(InputError) as info:
-        spec("preflight:\n  - run: df\n    become: true\n")
-    assert "become" in str(info.value) and info.value.field is not None
+        spec("preflight:\n  - run: df\n    become_method: su\n")
+    assert info.value.field == "preflight[0].become_method"
+    s = spec("preflight:\n  - run: df\n    become: false\n")
+    assert s.preflight[0].become is False
 
 
 def test_bad_host_vars_are_refused_naming_host_and_var() -> None:

@@ -182,26 +182,13 @@ class HostWork:
         on_line: LineCallback | None = None,
     ) -> RunResult:
         """Run ``command`` on ``conn``, as the login user or under ``become``."""
-        if become is None:
-            return await conn.run(command, timeout=timeout, on_line=on_line)
-        if isinstance(conn, BecomeRunner):
-            return await conn.run_become(command, become, timeout=timeout, on_line=on_line)
-        if become.password is not None:
-            raise HostFailure(
-                f"become with a password needs an SSH host; {rec.name} is not one "
-                "(use a NOPASSWD sudoers rule)"
-            )
-        wrapped = command_for(command, become, report_pid=False)
-        return await conn.run(wrapped, timeout=timeout, on_line=on_line)
+        return await run_as(conn, rec.name, command, become, timeout=timeout, on_line=on_line)
 
     def refused(
         self, rec: HostRecord, result: RunResult, become: Become | None, what: str
     ) -> str | None:
         """The host's detail when sudo, not the command, refused ``what``."""
-        if become is None or result.ok or result.status == "timeout":
-            return None
-        lines = (*result.stderr_tail, *result.stdout_tail)
-        return refusal(lines, result.exit_code, host=rec.host, become=become, what=what)
+        return sudo_refusal(rec.host, result, become, what)
 
     async def connect(self, rec: HostRecord) -> Connection:
         try:
@@ -468,3 +455,35 @@ class HostWork:
         else:
             where = "aborted before its first step"
         self.set_state(rec, HostState.INTERRUPTED, step=rec.in_step or rec.step, detail=where)
+
+
+async def run_as(
+    conn: Connection,
+    name: str,
+    command: str,
+    become: Become | None,
+    *,
+    timeout: float,
+    on_line: LineCallback | None = None,
+) -> RunResult:
+    """Run ``command`` on host ``name``'s ``conn``, as the login user or under
+    ``become`` (preflight and a host's deploy share it: both run as the spec says)."""
+    if become is None:
+        return await conn.run(command, timeout=timeout, on_line=on_line)
+    if isinstance(conn, BecomeRunner):
+        return await conn.run_become(command, become, timeout=timeout, on_line=on_line)
+    if become.password is not None:
+        raise HostFailure(
+            f"become with a password needs an SSH host; {name} is not one "
+            "(use a NOPASSWD sudoers rule)"
+        )
+    wrapped = command_for(command, become, report_pid=False)
+    return await conn.run(wrapped, timeout=timeout, on_line=on_line)
+
+
+def sudo_refusal(host: Host, result: RunResult, become: Become | None, what: str) -> str | None:
+    """The host's detail when sudo, not the command, refused ``what``."""
+    if become is None or result.ok or result.status == "timeout":
+        return None
+    lines = (*result.stderr_tail, *result.stdout_tail)
+    return refusal(lines, result.exit_code, host=host, become=become, what=what)

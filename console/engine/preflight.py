@@ -16,12 +16,21 @@ import asyncio
 import logging
 from collections import Counter
 
+from console.become import become_for
 from console.core import events as ev
+from console.core.errors import InputError
 from console.core.events import HostState
 from console.core.text import shorten
 from console.engine.context import EngineContext
 from console.engine.control import HostRecord
-from console.engine.hostwork import DETAIL_MAX, VERSION_TIMEOUT, why
+from console.engine.hostwork import (
+    DETAIL_MAX,
+    VERSION_TIMEOUT,
+    HostFailure,
+    run_as,
+    sudo_refusal,
+    why,
+)
 from console.templating import TemplateError, build_context, render
 from console.transport.base import HostKeyError, TransportError
 
@@ -113,9 +122,11 @@ async def _check(engine: EngineContext, rec: HostRecord) -> ev.PreflightResult:
     try:
         if spec.current_version:
             command = render(spec.current_version, build_context(spec, rec.host, None))
-            result = await conn.run(command, timeout=VERSION_TIMEOUT)
-            if not result.ok or not result.first_line:
-                error = (
+            become = become_for(spec, rec.host, None)
+            result = await run_as(conn, name, command, become, timeout=VERSION_TIMEOUT)
+            refused = sudo_refusal(rec.host, result, become, "the version read")
+            if refused is not None or not result.ok or not result.first_line:
+                error = refused or (
                     why(result, "current_version")
                     if not result.ok
                     else "current_version printed nothing"
@@ -126,12 +137,15 @@ async def _check(engine: EngineContext, rec: HostRecord) -> ev.PreflightResult:
         checks: list[tuple[str, bool, str]] = []
         for step in spec.preflight:
             command = render(step.run, build_context(spec, rec.host, version), raw=step.raw)
-            result = await conn.run(command, timeout=step.timeout)
+            become = become_for(spec, rec.host, step)
+            result = await run_as(conn, name, command, become, timeout=step.timeout)
             passed = result.ok
-            checks.append((step.name, passed, "ok" if passed else why(result, step.name)))
-    except TemplateError as exc:
+            detail = sudo_refusal(rec.host, result, become, f"preflight {step.name}")
+            checks.append((step.name, passed, "ok" if passed else detail or why(result, step.name)))
+    except (InputError, HostFailure) as exc:  # TemplateError, a bad ansible_become* var
+        detail = exc.detail if isinstance(exc, HostFailure) else str(exc)
         return ev.PreflightResult(
-            host=name, reachable=True, version=version, ok=False, error=_short(str(exc))
+            host=name, reachable=True, version=version, ok=False, error=_short(detail)
         )
     except TransportError as exc:
         return ev.PreflightResult(

@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from console import become
 from console.core.errors import InputError
 from console.plan import Plan, make_plan
 from console.spec import RolloutSpec, load_spec
@@ -82,4 +83,5 @@ def load_rollout(
         ) from None
     by_name = {h.name: h for h in hosts}
     ordered = [by_name[name] for name in plan.hosts]
+    become.validate(spec, ordered)  # a bad ansible_become* var: refused before connecting
     return Rollout(spec, ordered, plan, inventory_path, inv.format, inv.vars_files, inv.notes)

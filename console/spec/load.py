@@ -111,8 +111,7 @@ TOP_KEYS = (
 BECOME_STEP_KEYS = ("become", "become_user", "become_method")  # console/become.py
 STEP_KEYS = ("name", "run", "timeout", "raw", "once", *BECOME_STEP_KEYS)
 AUX_STEP_KEYS = ("name", "run", "timeout", "raw")  # preflight and rollback: no ``once``
-# preflight runs as the login user (console/become.py): no become keys there
-ROLLBACK_STEP_KEYS = (*AUX_STEP_KEYS, *BECOME_STEP_KEYS)
+ROLLBACK_STEP_KEYS = (*AUX_STEP_KEYS, *BECOME_STEP_KEYS)  # preflight's too: become applies
 GATE_KINDS = ("manual", "auto", "bake")
 ON_TIMEOUT = ("abort", "pause", "rollback", "continue")
 
@@ -331,7 +330,7 @@ class _Reader:
             kw["current_version"] = release_version_command(kw["release_dir"])
         opt(
             "preflight",
-            lambda n, f: self.steps(n, f, "preflight", PREFLIGHT_TIMEOUT, keys=AUX_STEP_KEYS),
+            lambda n, f: self.steps(n, f, "preflight", PREFLIGHT_TIMEOUT, keys=ROLLBACK_STEP_KEYS),
         )
         kw["steps"] = self.steps(top["steps"], "steps", "step", STEP_TIMEOUT, required=True)
         opt("health", self.health)
