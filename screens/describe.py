@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from console.core import events as ev
 from console.core.describe import describe as describe_event
 from screens.format import HOST_STATE_VARS, SEVERITY_VARS
@@ -17,10 +15,4 @@ def describe(event: ev.Event) -> tuple[str, str, str]:
         var = HOST_STATE_VARS[event.state]
     else:
         var = SEVERITY_VARS[said.severity]
-    return said.glyph, said.text(_clock), var
-
-
-def _clock(ts: float) -> str:
-    """An instant in the words as the timeline's own time column shows one: local
-    HH:MM:SS (the zone is the terminal's; headless and the journal keep the offset)."""
-    return time.strftime("%H:%M:%S", time.localtime(ts))
+    return said.glyph, said.text(), var
