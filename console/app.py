@@ -35,6 +35,7 @@ from textual.worker import Worker, WorkerState
 from console.core.commands import Command, Controller
 from console.core.events import OUTCOME_EXIT_CODES, Event, Outcome, RolloutState
 from console.core.state import MOVING_STATES, RolloutView
+from console.core.text import printable
 from console.hangup import TERMINAL_LOST, TerminalLoss, pause_on_hangup
 from console.runtime.engine_thread import EngineThread, ThreadedEngine
 from console.spec import RolloutSpec
@@ -552,6 +553,6 @@ def run_console(
         app.run()
     code = exit_code(app)
     if code == OUTCOME_EXIT_CODES[Outcome.PAUSED] and resume_hint:
-        rid = app.view.rollout_id or "<id>"
+        rid = printable(app.view.rollout_id or "<id>")  # journaled text: no escapes
         print(f"rolldeck: rollout {rid} is paused. Resume it with: rolldeck resume {rid}")
     return code

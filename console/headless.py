@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Literal
@@ -239,11 +241,45 @@ def describe(event: Event) -> str | None:
 
 def plain_line(event: Event) -> str | None:
     """One plain output line: the local clock time, then the event's words. The same
-    for ``run --headless`` and ``attach --headless``."""
+    for ``run --headless`` and ``attach --headless``.
+
+    Every event is one line (a detail or log line cut by the describer), but the one
+    that ends the rollout: its reason is shown whole, wrapped (see :func:`wrap_final`),
+    as it may end with the command to run next."""
     words = describe(event)
     if words is None:
         return None
-    return f"{time.strftime('%H:%M:%S', time.localtime(event.ts))} {words}"
+    line = f"{time.strftime('%H:%M:%S', time.localtime(event.ts))} {words}"
+    return wrap_final(line) if isinstance(event, ev.RolloutFinished) else line
+
+
+PLAIN_WIDTH = 100  # columns of the final reason's wrapped lines in plain mode
+_CONTINUED = " " * len("HH:MM:SS ")
+_COMMAND = re.compile(r"`[^`]*`|\brolldeck [a-z-]+ [^;:,()]*")
+_KEEP = "\x00"  # a space inside a command, while wrapping (printable text has no NUL)
+
+
+def wrap_final(line: str, width: int = PLAIN_WIDTH) -> str:
+    """``line`` wrapped at ``width`` columns, nothing cut: each ``; ``-separated clause
+    (a refusal's hint, the command to run) starts a line of its own, indented under
+    the words; a word longer than the width (a path) is never broken, and neither is a
+    command (``rolldeck resume ID --break-lock ...``, or one in backquotes): it stays on
+    one line, to be copied whole."""
+    if len(line) <= width:
+        return line
+    clauses = line.split("; ")
+    out: list[str] = []
+    for n, clause in enumerate(clauses):
+        clause = _COMMAND.sub(lambda m: m.group().replace(" ", _KEEP), clause)
+        out += textwrap.wrap(
+            clause + (";" if n < len(clauses) - 1 else ""),
+            width,
+            initial_indent="" if n == 0 else _CONTINUED,
+            subsequent_indent=_CONTINUED,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    return "\n".join(out).replace(_KEEP, " ")
 
 
 def _counts(view: RolloutView) -> str:

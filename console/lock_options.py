@@ -1,5 +1,8 @@
-"""The lock options ``rolldeck run`` and ``rolldeck resume`` share: what the lock
-says to whoever finds it, how long to wait for it, and why it was broken."""
+"""The options ``rolldeck run``, ``resume`` and ``rollback`` share (the commands that
+own an engine with the lock): where the state is, who acts, what the lock says to
+whoever finds it, how long to wait for it, why it was broken, and how host keys and
+unreachable hosts are treated. One helper adds them to all three, so they stay in
+step (``tests/test_way_back_hints.py`` checks every hint against these parsers)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,30 @@ from console.core.errors import InputError
 from console.engine.leases import LeaseOptions
 from console.spec import parse_duration
 from console.store.lock import LockHeld, RolloutLock
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, *, who: str) -> None:
+    """``--state-dir``, ``--operator``, ``--break-lock``, the lock arguments,
+    ``--accept-new-host-keys`` and ``--allow-unreachable``: the options every command
+    that runs an engine takes. ``who``: the verb in ``--operator``'s help ("runs it")."""
+    parser.add_argument("--state-dir", metavar="DIR", help="journal and lock directory")
+    parser.add_argument("--operator", metavar="NAME", help=f"who {who} (default: $USER)")
+    parser.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="break another rollout's stale lock and host leases (journaled; needs --reason)",
+    )
+    add_lock_arguments(parser)
+    parser.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="trust unknown host keys on first use (journaled); changed keys are still refused",
+    )
+    parser.add_argument(
+        "--allow-unreachable",
+        action="store_true",
+        help="go ahead even if hosts fail preflight; they count against the failure budget",
+    )
 
 
 def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +115,12 @@ def acquire_from_args(
         return None
 
 
-def lease_options(args: argparse.Namespace, operator: str) -> LeaseOptions:
-    """The fleet lock and host leases as the command line asks (who, break, why)."""
-    return LeaseOptions(operator=operator, break_lock=args.break_lock, reason=args.reason)
+def lease_options(args: argparse.Namespace, operator: str, *, command: str = "") -> LeaseOptions:
+    """The fleet lock and host leases as the command line asks (who, break, why).
+
+    ``command``: the command line that takes a stale lease over (``rolldeck resume
+    ID``), named in the refusal before ``--break-lock --reason TEXT``; empty for
+    ``rolldeck run SPEC`` (the leases word that one themselves)."""
+    return LeaseOptions(
+        operator=operator, break_lock=args.break_lock, reason=args.reason, command=command
+    )

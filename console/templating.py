@@ -25,12 +25,13 @@ the values of vars named in ``secrets`` and of vars whose name looks secret
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
     from console.spec.model import RolloutSpec
     from inventory.model import Host
 
+# A rendered command is one argument of the remote shell (``sh -c COMMAND``), and
+# Linux refuses any single argument over 128 KiB (MAX_ARG_STRLEN, "Argument list too
+# long") on every host alike: refused before anything runs, with room for a wrapper
+# (``sudo``, the lease script) around it.
+MAX_COMMAND_BYTES = 100 * 1024
 FIXED_NAMES = ("host", "address", "version", "new_version", "previous_version", "service")
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -162,16 +168,93 @@ def render(template: str, context: Mapping[str, object], *, raw: bool = False) -
 
     A missing var, or ``{previous_version}`` when it is unknown, raises TemplateError:
     running a command with a silently empty value is worse than not running it.
+    A command longer than :data:`MAX_COMMAND_BYTES` raises TemplateError too, naming
+    its largest value: no host could run it.
     """
     out: list[str] = []
+    size = 0
+    largest: tuple[int, str] = (0, "")
     for part in parse(template):
         if isinstance(part, str):
             out.append(part)
+            size += len(part)
             continue
         value = _lookup(part, context)
         text = _as_text(value)
         out.append(text if raw else shlex.quote(text))
-    return "".join(out)
+        size += len(out[-1])
+        largest = max(largest, (len(out[-1]), part.name))
+    command = "".join(out)
+    if size * 4 > MAX_COMMAND_BYTES:  # characters first; the bytes only when they may be over
+        n = len(command.encode("utf-8", "surrogateescape"))
+        if n > MAX_COMMAND_BYTES:
+            host = context.get("host")
+            raise TemplateError(command_too_long(n, largest[1], host), field=largest[1] or None)
+    return command
+
+
+def check_command_sizes(spec: RolloutSpec, hosts: Iterable[Host]) -> None:
+    """Every command of the spec, rendered for every host, within
+    :data:`MAX_COMMAND_BYTES`; else an InputError naming the spec's file, the command's
+    line and field, the first host over and how many are.
+
+    Measured without rendering where the values are small (a sum of lengths, with
+    room for quoting); only a host whose values could reach the limit is rendered."""
+    commands = list(_commands(spec))
+    for where, template, raw in commands:
+        over: list[tuple[str, str]] = []
+        parts = parse(template)
+        literal = sum(len(p) for p in parts if isinstance(p, str))
+        for host in hosts:
+            context = build_context(spec, host, spec.version, rollback=where.startswith("rb"))
+            estimate = literal
+            for part in parts:
+                if isinstance(part, Placeholder):
+                    with contextlib.suppress(TemplateError):  # missing: check's own error
+                        estimate += len(_as_text(_lookup(part, context)))
+            # quoting at most quintuples a value ('"'"'), UTF-8 is at most 4 bytes a char
+            if estimate * 20 <= MAX_COMMAND_BYTES:
+                continue
+            try:
+                render(template, context, raw=raw)
+            except TemplateError as exc:
+                if exc.message.startswith("the command is "):
+                    over.append((host.name, exc.message))
+        if over:
+            field = where.removeprefix("rb:")
+            more = f" (and {len(over) - 1} more hosts)" if len(over) > 1 else ""
+            raise InputError(
+                f"{over[0][1]}{more}",
+                file=spec.path,
+                line=spec.lines.get(f"{field}.run") or spec.lines.get(field),
+                field=field,
+            )
+
+
+def _commands(spec: RolloutSpec) -> Iterator[tuple[str, str, bool]]:
+    """(where, template, raw) of every command; a rollback command's where starts
+    with ``rb:`` ({version} is then the version it goes back to)."""
+    from console.spec.model import commands  # lazily: the spec's loader imports this module
+
+    for where, step in commands(spec):
+        key = f"rb:{where}" if where.startswith("rollback") else where
+        yield key, step.run, step.raw
+
+
+def command_too_long(size: int, largest: str, host: object = None) -> str:
+    """Why a rendered command of ``size`` bytes is refused (``largest``: the placeholder
+    with the largest value)."""
+    where = f" for host {host}" if host else ""
+    biggest = f": {{{largest}}} is the largest value" if largest else ""
+    return (
+        f"the command is {_kib(size)}{where}, over the {_kib(MAX_COMMAND_BYTES)} limit of a "
+        f"rendered command (Linux refuses one argument over 128 KiB){biggest}; pass a "
+        "large value as a file on the host instead"
+    )
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.0f} KiB" if size >= 10 * 1024 else f"{size / 1024:.1f} KiB"
 
 
 def _lookup(part: Placeholder, context: Mapping[str, object]) -> object:

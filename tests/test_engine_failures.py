@@ -139,6 +139,21 @@ async def test_changed_host_key_refuses_the_start() -> None:
     assert "h02: host key" in run.kinds(ev.RolloutFinished)[-1].reason
 
 
+async def test_changed_host_key_is_never_skipped_with_unreachable_allowed() -> None:
+    # A down host may be left behind on request; a refused key is an alarm, not "down".
+    fake = FakeTransport()
+    fake.bad_host_key("h02")
+    fake.unreachable("h03")
+    spec = spec_from("max_failures: 5\n")
+    run = make_engine(spec, 4, fake=fake, allow_unreachable=True)
+    await run_engine(run)
+    assert run.outcome == Outcome.FAILED
+    reason = run.kinds(ev.RolloutFinished)[-1].reason
+    assert "host key of 1 hosts was refused" in reason and "h02: host key" in reason
+    for name in ("h01", "h03", "h04"):
+        assert not run.deploy_commands(name)
+
+
 async def test_allow_unreachable_counts_against_the_budget() -> None:
     fake = FakeTransport()
     fake.unreachable("h04")

@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from console.transport.base import HostKeyError, HostUnreachable, TransportOptions
+from console.transport.base import HostKeyError, TransportOptions
 from console.transport.knownhosts import (
     DEFAULT_GLOBAL_FILES,
     files_from_config,
@@ -328,7 +328,7 @@ async def test_jump_host_key_is_looked_up_in_its_own_global_file(
     config = write(str(empty))
     assert not await openssh_connects(config, "inner")
     transport = SSHTransport(TransportOptions(ssh_config=[str(config)]))
-    with pytest.raises(HostUnreachable, match="cannot reach jump host bastion") as refused:
+    with pytest.raises(HostKeyError, match="jump host bastion: host key refused") as refused:
         await transport.connect(Host(name="target", address="inner"))
     await transport.close()
     assert f"looked in {empty}" in str(refused.value)

@@ -127,7 +127,7 @@ version: "2.0"
 batches: [1, 100%]
 between_batches: manual
 steps: ["true"]
-health: {{run: "{HEALTH}", every: 200ms, healthy_after: 1, timeout: 5s}}
+health: {{run: "{HEALTH}", every: 200ms, watch_every: 200ms, healthy_after: 1, timeout: 5s}}
 """
 
 

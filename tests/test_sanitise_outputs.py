@@ -79,7 +79,7 @@ def rolldeck(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
         cwd=cwd,
         capture_output=True,
         timeout=120,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": ""},
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "", "HOME": str(cwd / "home")},
     )
 
 
@@ -94,6 +94,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("hostile")
     (d / "inventory.yaml").write_text(INVENTORY)
     (d / "spec.yaml").write_text(SPEC)
+    (d / "home").mkdir()  # local hosts' leases live under HOME: never the user's own
     return d
 
 
@@ -178,7 +179,13 @@ def test_headless_rich_on_a_terminal(hostile: Path) -> None:
         stdin=subprocess.DEVNULL,
         stdout=slave,
         stderr=slave,
-        env={**os.environ, "COLUMNS": "200", "LINES": "50", "TERM": "xterm-256color"},
+        env={
+            **os.environ,
+            "COLUMNS": "200",
+            "LINES": "50",
+            "TERM": "xterm-256color",
+            "HOME": str(hostile / "home"),
+        },
     )
     os.close(slave)
     data = b""

@@ -35,6 +35,9 @@ from console.core.text import printable, shorten
 HOSTS_SHOWN = 60  # characters of a batch's host list in a one-line description
 COMMAND_SHOWN = 80  # characters of a rendered command
 DETAIL_SHOWN = 200  # characters of a free-text detail (one line)
+# The reason a rollout finished is shown whole (front ends wrap it): a refusal ends
+# with the command to run next. Bounded all the same: an engine error's text is not.
+FINAL_REASON_SHOWN = 4000
 
 
 class Severity(enum.StrEnum):
@@ -278,8 +281,8 @@ def _plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
-def _why(reason: str) -> str:
-    return f": {shorten(reason, DETAIL_SHOWN, squash=True)}" if reason else ""
+def _why(reason: str, limit: int = DETAIL_SHOWN) -> str:
+    return f": {shorten(reason, limit, squash=True)}" if reason else ""
 
 
 def _hosts(hosts: Iterable[str]) -> str:
@@ -340,7 +343,8 @@ def _words(event: ev.Event) -> Description:
         case ev.RolloutFinished():
             word = OUTCOME_WORDS[event.outcome]
             return _d(
-                f"rollout finished: {word} (exit {event.exit_code}){_why(event.reason)}",
+                f"rollout finished: {word} (exit {event.exit_code})"
+                f"{_why(event.reason, FINAL_REASON_SHOWN)}",
                 OUTCOME_SEVERITY[event.outcome],
                 word,
             )

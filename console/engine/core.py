@@ -98,6 +98,7 @@ class Engine:
         clock: Clock = SYSTEM,
         strategy: Strategy | None = None,
         leases: LeaseOptions | None = None,
+        watched: bool = True,
     ) -> None:
         self.spec = spec
         self.plan = plan
@@ -145,6 +146,7 @@ class Engine:
             )
         self._work.leases = self._leases
         self._use_monitors = monitors
+        self._watched = watched  # a console shows it: the spec's default vitals polled
         self._work_conns: dict[str, Connection] = {}  # reachable hosts, from preflight
         self._monitors: dict[str, Any] = {}
         self._analyzer = ErrorRateAnalyzer(
@@ -473,7 +475,13 @@ class Engine:
                 self.emit(ev.Notice(message=f"no monitoring: {exc}", host=rec.name))
                 continue
             monitor = HostMonitor(
-                rec.name, conn, host_spec, self.emit, self._analyzer, self.host_unhealthy
+                rec.name,
+                conn,
+                host_spec,
+                self.emit,
+                self._analyzer,
+                self.host_unhealthy,
+                console=self._watched,
             )
             self._monitors[rec.name] = monitor
             if rec.state == HostState.HEALTHY:  # a resumed rollout's deployed hosts

@@ -213,17 +213,40 @@ class HostWork:
         if self.leases is not None:
             await self.leases.release(rec.host)
 
-    async def read_version(self, rec: HostRecord, conn: Connection, role: str) -> str | None:
-        """Run ``current_version`` and journal it; None when the spec has no such command."""
+    async def previous_version(self, rec: HostRecord, conn: Connection) -> str | None:
+        """The host's version before its first step, journaled: the one the preflight
+        read while taking the host's lease when that lease has been held since (no
+        other rolldeck can have changed the host: no exec), else read now. A host
+        without a lease (``rolldeck_lease: none``) is read again: nothing kept another
+        tool from changing it since the preflight."""
+        seen = None if self.leases is None else self.leases.version_under_lease(rec.host)
+        if seen is None or not self.spec.current_version:
+            return await self.read_version(rec, conn, "previous")
+        self.emitter.emit(ev.VersionRead(host=rec.name, version=seen, role="previous"))
+        return seen
+
+    async def read_version(
+        self, rec: HostRecord, conn: Connection, role: str, *, release: bool = False
+    ) -> str | None:
+        """Run ``current_version`` and journal it; None when the spec has no such command.
+        ``release``: the host's lease is released in the same exec, just before the read,
+        when the host allows (a ``shell`` lease, the read as the login user; leases.py);
+        else the caller releases it."""
         if not self.spec.current_version:
             self.emitter.emit(ev.VersionRead(host=rec.name, version=None, role=role))
             return None
         become = self.become(rec, None)
         try:
             command = self.render(rec, self.spec.current_version)
-            result = await self.remote(rec, conn, command, become, timeout=VERSION_TIMEOUT)
+            result = None
+            if release and become is None and self.leases is not None:
+                result = await self.leases.release_then(rec.host, conn, command, VERSION_TIMEOUT)
+            if result is None:
+                result = await self.remote(rec, conn, command, become, timeout=VERSION_TIMEOUT)
         except TemplateError as exc:
             raise HostFailure(_short(f"current_version: {exc}")) from exc
+        except LeaseError as exc:  # the folded exec's output could not be split
+            raise HostFailure(_short(f"the {role} version read: {exc}")) from exc
         except HostUnresponsive as exc:  # a frozen host: what was awaited, for how long
             raise HostFailure(_short(f"{exc.message} for the {role} version read")) from exc
         except TransportError as exc:
@@ -388,7 +411,7 @@ class HostWork:
             conn = await self.connect(rec)
             await self.take_lease(rec, conn)
             if not rec.previous_read:
-                rec.previous_version = await self.read_version(rec, conn, "previous")
+                rec.previous_version = await self.previous_version(rec, conn)
                 rec.previous_read = True
             for step in self.spec.steps:
                 if step.once and step.name in rec.once_done:
@@ -401,8 +424,8 @@ class HostWork:
                     rec.once_done.add(step.name)
             self.set_state(rec, HostState.VERIFYING, detail="health gating")
             detail = await self.gate_health(rec, conn)
-            if self.spec.current_version:
-                await self.read_version(rec, conn, "new")
+            if self.spec.current_version:  # the lease's release rides on it (leases.py)
+                await self.read_version(rec, conn, "new", release=True)
         except HostFailure as exc:
             self.set_state(rec, HostState.FAILED, detail=exc.detail)
             await self.release_lease(rec)

@@ -8,10 +8,12 @@ do, the lock also lives on the servers:
 * **the fleet lock** of a service on its ``lock_host`` (the spec's, default the plan's
   first host), taken at the start of the preflight, before any host is checked, and
   held until the rollout ends: a second console is refused before it touches a host;
-* **a host lease** on every host rolldeck changes, taken before the host's first step
-  (deploy or rollback) and released when that host is done, failed or rolled back,
-  and at the end of the rollout (success, failure, abort); the preflight reads every
-  host's lease first and names the holder of one held by another rollout.
+* **a host lease** on every host rolldeck may change, taken by the preflight (a host
+  whose lease another rollout holds fails it, the holder named; a rollback taken
+  later re-takes it before its first step) and released when that host is done,
+  failed or rolled back, and at the end of the rollout (success, failure, abort).
+  Held from the preflight on, it makes the preflight's version read the host's
+  "previous" version: no other rolldeck can have changed the host since.
 
 On a host, a lease is a directory ``<lease.path>/<name>`` made with ``mkdir`` (atomic:
 exactly one of two racing consoles creates it) holding ``owner`` (one JSON line:
@@ -32,7 +34,17 @@ script with the values as its arguments, or, on hosts without a POSIX shell (the
 simulated fleet: ``rolldeck_kill: signal``), the same arguments to a ``rolldeck-lease``
 command the host provides. ``rolldeck_lease: shell|command|none`` in a host's vars
 chooses; ``none`` holds no lease on that host (and says so in the journal).
-The heartbeat of every held lease of a host is one command per interval for that host.
+The heartbeat of every held lease of a host is one command per interval for that host
+(none for a host whose leases were written less than an interval ago).
+
+Folded execs: on a ``shell`` host, a lease operation and the command after it (the
+version read) share one exec (:func:`folded_command`): the operation runs under ``sh``
+with its stderr joined to its stdout, then prints a marker line with a fresh random
+token and its exit status, then the login shell runs the command exactly as it would
+alone (the exec's exit status is the command's). The preflight takes the lease and
+reads the version in one exec; after health gating the release and the "new" version
+read share one. ``command`` hosts (whose shell is unknown) and version reads under
+``become`` (sudo: another user, another way to run) keep separate execs.
 """
 
 from __future__ import annotations
@@ -43,11 +55,12 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from console.core import events as ev
@@ -55,7 +68,7 @@ from console.core.commands import default_operator
 from console.core.text import shorten
 from console.spec.model import RolloutSpec
 from console.templating import TemplateError, build_context, render
-from console.transport.base import Connection, Transport, TransportError
+from console.transport.base import Connection, RunResult, Transport, TransportError
 from inventory.model import Host
 
 log = logging.getLogger(__name__)
@@ -111,6 +124,15 @@ release)
 *) echo "rolldeck-lease: unknown operation $op" >&2; exit 2 ;;
 esac
 """
+
+
+# The folded form: the lease operation (its stderr joined to its stdout) in a subshell,
+# then one marker line with this exec's random token and the operation's exit status;
+# the command after it (the version read) runs next in the login shell, as it would
+# alone. $1 token, then the operation's own arguments.
+MARKER = "ROLLDECK-LEASE-END"
+FOLDED = "m=$1; shift\n(\n" + SCRIPT + ') 2>&1\necho "' + MARKER + ' $m $?"\n'
+FOLD_MODES = ("shell",)  # `command` hosts: no known shell to chain in; separate execs
 
 
 class LeaseError(Exception):
@@ -240,8 +262,8 @@ class LeaseOptions:
     break_lock: bool = False
     reason: str = ""
     # The command that takes a stale lease over, named in the refusal with
-    # ``--break-lock --reason TEXT`` (resume: ``rolldeck resume ID``); empty: ``rolldeck
-    # run SPEC``.
+    # ``--break-lock --reason TEXT`` (resume: ``rolldeck resume ID``, rollback:
+    # ``rolldeck rollback ID``); empty: ``rolldeck run SPEC``.
     command: str = ""
 
 
@@ -264,6 +286,46 @@ def remote_command(mode: str, op: str, directory: str, *args: str) -> str:
     if mode == "command":
         return argv
     return f"sh -c {shlex.quote(SCRIPT)} {argv}"
+
+
+def folded_command(token: str, op: str, directory: str, *args: str, then: str) -> str:
+    """One exec: the lease operation (POSIX ``sh``), a marker line carrying ``token`` and
+    its exit status, then ``then`` run by the login shell exactly as it would run alone
+    (its exit status is the exec's)."""
+    argv = " ".join(shlex.quote(a) for a in ("rolldeck-lease", token, op, directory, *args))
+    return f"sh -c {shlex.quote(FOLDED)} {argv}; {then}"
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A folded exec split at its marker: the lease operation's answer lines (its
+    stderr joined in) and exit status, and the result of the command after it."""
+
+    lease: list[str]
+    code: int | None
+    then: RunResult
+
+
+def split_folded(result: RunResult, token: str, op: str) -> Folded:
+    """Split a folded exec's output at the marker line of ``token`` (a command's own
+    output cannot forge it: the token is fresh and random for each exec). No marker:
+    the lease part never finished (timeout, no ``sh``) or the output after it ran past
+    the kept tail; LeaseError says which."""
+    lines = result.stdout_tail
+    mark = f"{MARKER} {token} "
+    at = next((i for i, line in enumerate(lines) if line.startswith(mark)), None)
+    if at is None:
+        if result.status == "timeout":
+            raise LeaseError(f"lease {op}: no answer in {result.duration:.0f}s")
+        err = next((x for x in (*result.stderr_tail, *lines) if x.strip()), "")
+        code = result.exit_code if result.exit_code is not None else result.signal
+        raise LeaseError(
+            _one_line(f"lease {op}: no answer (exit {code}){': ' + err if err else ''}")
+        )
+    word = lines[at][len(mark) :].strip()
+    lease = [line for line in lines[:at] if line.strip()]
+    then = replace(result, stdout_tail=lines[at + 1 :])
+    return Folded(lease, int(word) if word.isdigit() else None, then)
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -299,6 +361,14 @@ class Leases:
         self.service_name = lease_name(spec.service)
         # host name -> (host, lease names held there)
         self._held: dict[str, tuple[Host, set[str]]] = {}
+        # host name -> the version its current_version printed while its lease was held
+        # (read in the exec that took the lease, or after it): no other rolldeck can
+        # have changed it since, so the deploy's "previous" version needs no new read.
+        self._seen: dict[str, str] = {}
+        # (host name, lease name) -> when it was last written (taken or beaten;
+        # monotonic): the heartbeat skips a host whose leases were all written less
+        # than ``every`` ago (one beat a host per ``every``, none right after a take).
+        self._fresh: dict[tuple[str, str], float] = {}
         self._beat_failed: set[str] = set()
         self._no_lease_said: set[str] = set()
 
@@ -353,6 +423,35 @@ class Leases:
             )
         return lines
 
+    async def _run_folded(
+        self, host: Host, conn: Connection, then: str, timeout: float, op: str, *args: str
+    ) -> Folded:
+        """Lease ``op`` then ``then`` in one exec (LeaseError: no marker, see
+        :func:`split_folded`); :meth:`_answer` judges the lease part, the caller
+        ``then``."""
+        token = secrets.token_hex(8)
+        command = folded_command(token, op, self.directory(host), *args, then=then)
+        result = await conn.run(command, timeout=LEASE_TIMEOUT + timeout)
+        return split_folded(result, token, op)
+
+    @staticmethod
+    def _answer(folded: Folded, op: str) -> list[str]:
+        """The lease part's answer lines; LeaseError when it failed."""
+        if folded.code != 0 or not folded.lease:
+            err = next((x for x in folded.lease if x.strip()), "")
+            raise LeaseError(
+                _one_line(f"lease {op} failed (exit {folded.code}){': ' + err if err else ''}")
+            )
+        return folded.lease
+
+    def folds(self, host: Host) -> bool:
+        """Whether this host's lease operations can share an exec with a command
+        (a ``shell`` host; not ``command``, whose shell is unknown, nor ``none``)."""
+        try:
+            return lease_mode(host) in FOLD_MODES
+        except LeaseError:
+            return False
+
     def _enabled(self, host: Host) -> bool:
         if lease_mode(host) != "none":
             return True
@@ -365,13 +464,25 @@ class Leases:
             )
         return False
 
-    async def _take(self, host: Host, conn: Connection, name: str, kind: str) -> None:
-        """Take lease ``name`` on ``host``: free, ours (resume), or stale with
-        --break-lock. Raises LeaseRefused naming the holder."""
+    def _take_args(self, name: str, kind: str, host: Host) -> tuple[str, ...]:
         owner = self.owner_json(kind, host.name)
-        lines = await self._run(
-            host, conn, "take", name, self.rollout_id, owner, f"taken by {self._who()}"
-        )
+        return (name, self.rollout_id, owner, f"taken by {self._who()}")
+
+    async def _take(
+        self,
+        host: Host,
+        conn: Connection,
+        name: str,
+        kind: str,
+        answer: list[str] | None = None,
+    ) -> None:
+        """Take lease ``name`` on ``host``: free, ours (resume), or stale with
+        --break-lock. ``answer``: the ``take`` already ran (folded), this is what it
+        said. Raises LeaseRefused naming the holder."""
+        owner = self.owner_json(kind, host.name)
+        lines = answer
+        if lines is None:
+            lines = await self._run(host, conn, "take", *self._take_args(name, kind, host))
         if lines[0].strip() == "TAKEN":
             self._hold(host, name)
             return
@@ -426,6 +537,29 @@ class Leases:
 
     def _hold(self, host: Host, name: str) -> None:
         self._held.setdefault(host.name, (host, set()))[1].add(name)
+        self._fresh[(host.name, name)] = time.monotonic()
+
+    def _drop(self, host: str, name: str) -> None:
+        """``name`` on ``host`` is no longer held by us (released, lost)."""
+        held = self._held.get(host)
+        if held is not None:
+            held[1].discard(name)
+        if name != self.service_name:
+            self._seen.pop(host, None)
+
+    def holds(self, host: Host) -> bool:
+        """Whether this rollout holds ``host``'s own lease now."""
+        held = self._held.get(host.name)
+        return held is not None and lease_name(self.spec.service, host.name) in held[1]
+
+    def saw_version(self, host: Host, version: str) -> None:
+        """``host``'s current_version printed ``version`` while its lease was held."""
+        if self.holds(host):
+            self._seen[host.name] = version
+
+    def version_under_lease(self, host: Host) -> str | None:
+        """The version read while this lease has been held without a break, or None."""
+        return self._seen.get(host.name) if self.holds(host) else None
 
     # -- what the engine calls ------------------------------------------------------
 
@@ -454,27 +588,32 @@ class Leases:
             )
         return None
 
-    async def check(self, host: Host, conn: Connection) -> str | None:
-        """Preflight: is ``host``'s lease free (or ours, or breakable)? The problem."""
+    async def take_at_preflight(
+        self, host: Host, conn: Connection, then: str | None = None, timeout: float = 0.0
+    ) -> tuple[str | None, RunResult | None]:
+        """Preflight: take ``host``'s lease (free, ours, or stale with --break-lock), held
+        from here until the host is done or the rollout ends. ``then`` (the version
+        read, as the login user) runs in the same exec on a ``shell`` host, right after
+        the take. Returns the problem (the holder named) or None, and ``then``'s
+        result, or None when it did not run here (the caller runs it)."""
+        name = lease_name(self.spec.service, host.name)
         try:
             if not self._enabled(host):
-                return None
-            lines = await self._run(host, conn, "read", lease_name(self.spec.service, host.name))
+                return None, None
+            if self.holds(host):
+                return None, None
+            if then is None or not self.folds(host):
+                await self._take(host, conn, name, "host")
+                return None, None
+            args = self._take_args(name, "host", host)
+            folded = await self._run_folded(host, conn, then, timeout, "take", *args)
+            answer = self._answer(folded, "take")
+            await self._take(host, conn, name, "host", answer=answer)
+        except LeaseRefused as exc:
+            return exc.detail, None
         except (LeaseError, TemplateError) as exc:
-            return f"lease: {exc}"
-        if lines[0].strip() == "FREE":
-            return None
-        try:
-            holder = LeaseRecord.parse(lines)
-        except LeaseError as exc:
-            return f"lease: {exc}"
-        if holder.rollout_id == self.rollout_id:
-            return None
-        if holder.stale(self.stale_after, self.machine):
-            if self.options.break_lock:
-                return None  # taken over before its first step, and journaled then
-            return self._stale_refusal("the lease", holder)
-        return f"lease held by {holder.describe()}, heartbeat {holder.beat_text()}"
+            return f"lease: {exc}", None
+        return None, folded.then
 
     async def acquire(self, host: Host, conn: Connection) -> None:
         """Before the host's first step: take its lease (raises LeaseRefused, LeaseError)."""
@@ -489,6 +628,46 @@ class Leases:
         except TemplateError as exc:
             raise LeaseError(str(exc)) from exc
 
+    async def release_then(
+        self, host: Host, conn: Connection, then: str, timeout: float
+    ) -> RunResult | None:
+        """Release ``host``'s lease and run ``then`` (the "new" version read, as the login
+        user) right after, in one exec. None: not folded here (no lease held, or not a
+        ``shell`` host): the caller runs ``then`` and releases. A failed release is a
+        notice (the lease goes stale); LeaseError: the exec's output could not be split,
+        so ``then``'s result is unknown."""
+        name = lease_name(self.spec.service, host.name)
+        if not self.holds(host) or not self.folds(host):
+            return None
+        self._drop(host.name, name)  # a beat in flight must not report it lost
+        note = f"released by {self._who()}"
+        try:
+            folded = await self._run_folded(
+                host, conn, then, timeout, "release", name, self.rollout_id, note
+            )
+        except LeaseError as exc:
+            self._not_released(host, str(exc))
+            raise
+        finally:
+            held = self._held.get(host.name)
+            if held is not None and not held[1]:
+                self._held.pop(host.name, None)
+        try:
+            self._answer(folded, "release")
+        except LeaseError as exc:  # the release's own failure: the read after it is sound
+            self._not_released(host, str(exc))
+        return folded.then
+
+    def _not_released(self, host: Host, message: str) -> None:
+        self.emit(
+            ev.Notice(
+                message=_one_line(
+                    f"lease not released ({message}); it goes stale in {self.stale_after:g}s"
+                ),
+                host=host.name,
+            )
+        )
+
     async def release(self, host: Host, *, fleet: bool = False) -> None:
         """Release this host's lease (and, with ``fleet``, the fleet lock); never raises."""
         held = self._held.get(host.name)
@@ -500,7 +679,7 @@ class Leases:
         for name in names:
             if name not in held[1]:
                 continue
-            held[1].discard(name)  # a beat in flight must not report it lost
+            self._drop(host.name, name)  # a beat in flight must not report it lost
             try:
                 conn = await self.transport.connect(host)
                 await self._run(
@@ -508,15 +687,7 @@ class Leases:
                 )
             except (LeaseError, TransportError, TemplateError) as exc:
                 message = exc.message if isinstance(exc, TransportError) else str(exc)
-                self.emit(
-                    ev.Notice(
-                        message=_one_line(
-                            f"lease not released ({message}); it goes stale in "
-                            f"{self.stale_after:g}s"
-                        ),
-                        host=host.name,
-                    )
-                )
+                self._not_released(host, message)
         if not held[1]:
             self._held.pop(host.name, None)
 
@@ -538,13 +709,25 @@ class Leases:
         while True:
             await asyncio.sleep(self.every)
             try:
-                await self.beat_now()
+                await self.beat_now(skip_fresh=True)
             except Exception:  # a heartbeat's surprise must not end the rollout
                 log.exception("lease heartbeat")
 
-    async def beat_now(self) -> None:
+    def _all_fresh(self, host: str, names: set[str], now: float) -> bool:
+        return all(now - self._fresh.get((host, n), -1e18) < self.every for n in names)
+
+    async def beat_now(self, *, skip_fresh: bool = False) -> None:
+        """Rewrite the heartbeat of every held lease (``skip_fresh``: not on hosts whose
+        leases were all written less than ``every`` ago: the next round beats them,
+        still within ``2 * every``, a third of ``stale_after``)."""
         sem = asyncio.Semaphore(BEAT_CONCURRENCY)
-        held = [(h, sorted(names)) for h, names in self._held.values() if names]
+        now = time.monotonic()
+        skip_fresh = skip_fresh and 3 * self.every <= self.stale_after  # a tiny stale_after
+        held = [
+            (h, sorted(names))
+            for h, names in self._held.values()
+            if names and not (skip_fresh and self._all_fresh(h.name, names, now))
+        ]
 
         async def one(host: Host, names: list[str]) -> None:
             async with sem:
@@ -565,10 +748,12 @@ class Leases:
             self._beat_failed.discard(host.name)
             for line in lines:
                 word, _, name = line.strip().partition(" ")
+                if word == "OK":
+                    self._fresh[(host.name, name)] = time.monotonic()
                 still = self._held.get(host.name)
                 if word != "LOST" or still is None or name not in still[1]:
                     continue
-                still[1].discard(name)
+                self._drop(host.name, name)
                 kind = "fleet lock" if name == self.service_name else "lease"
                 self.on_lost(
                     host.name,

@@ -2,9 +2,13 @@
 
 Connect (bounded concurrency; the transport also caps handshakes and checks host keys
 strictly), render every command the host will run (a missing var fails here, not on
-host 37 of batch 3), read its current version, run the spec's ``preflight`` checks.
-Hosts that fail refuse the start, unless ``allow_unreachable``: then they are shown
-SKIPPED and count against the failure budget.
+host 37 of batch 3), take its lease and read its current version (one exec on a
+``shell`` lease host with the version read as the login user: leases.py), run the
+spec's ``preflight`` checks. The lease is held from here until the host is done, so
+the version read here is the host's "previous" version (hostwork.py). Hosts that fail
+refuse the start, unless ``allow_unreachable``: then they are shown SKIPPED, count
+against the failure budget, and their leases are released at once. A refused host key
+is never skipped: it stops the start whatever ``allow_unreachable`` says.
 
 It sees the engine as an :class:`~console.engine.context.EngineContext`; its events
 carry raw text (the emitter masks secrets in every event).
@@ -16,7 +20,7 @@ import asyncio
 import logging
 from collections import Counter
 
-from console.become import become_for
+from console.become import Become, become_for
 from console.core import events as ev
 from console.core.errors import InputError
 from console.core.events import HostState
@@ -32,11 +36,14 @@ from console.engine.hostwork import (
     why,
 )
 from console.templating import TemplateError, build_context, render
-from console.transport.base import HostKeyError, TransportError
+from console.transport.base import HostKeyError, RunResult, TransportError
 
 log = logging.getLogger(__name__)
 CONCURRENCY = 50  # hosts checked at once (handshakes are capped by the transport too)
 SKEW_LISTED = 5
+
+
+KEY_REFUSED = "host key: "  # the prefix of a refused host key's preflight error
 
 
 def _short(text: str) -> str:
@@ -78,6 +85,16 @@ async def run_preflight(engine: EngineContext) -> str | None:
         return None
     listed = "; ".join(f"{h}: {reason}" for h, reason in list(bad.items())[:SKEW_LISTED])
     more = f" (and {len(bad) - SKEW_LISTED} more)" if len(bad) > SKEW_LISTED else ""
+    # A refused host key is a security alarm, not a host that is down: it stops the
+    # rollout even under allow_unreachable (a host is never quietly left behind for it).
+    keys = [h for h, reason in bad.items() if reason.startswith(KEY_REFUSED)]
+    if keys and engine.allow_unreachable:
+        return (
+            f"preflight refused the start: the host key of {len(keys)} hosts was refused "
+            f"(never skipped, even with unreachable hosts allowed): "
+            + "; ".join(f"{h}: {bad[h]}" for h in keys[:SKEW_LISTED])
+            + (f" (and {len(keys) - SKEW_LISTED} more)" if len(keys) > SKEW_LISTED else "")
+        )
     if not engine.allow_unreachable:
         hint = f"; {engine.preflight_hint}" if engine.preflight_hint else ""
         return (
@@ -89,6 +106,11 @@ async def run_preflight(engine: EngineContext) -> str | None:
         engine.set_host_state(rec, HostState.SKIPPED, detail=f"preflight: {reason}")
         rec.failed = True
         engine.budget.fail(name)
+    if (leases := engine.leases) is not None:  # a skipped host is not held till the end
+        async with asyncio.TaskGroup() as tg:
+            for name in bad:
+                if leases.holds(engine.recs[name].host):
+                    tg.create_task(leases.release(engine.recs[name].host))
     if engine.budget.exceeded:
         return (
             f"preflight: {len(bad)} hosts failed, more than max_failures allows "
@@ -109,21 +131,32 @@ async def _check(engine: EngineContext, rec: HostRecord) -> ev.PreflightResult:
         conn = await engine.transport.connect(rec.host)
     except HostKeyError as exc:
         return ev.PreflightResult(
-            host=name, reachable=False, ok=False, error=_short(f"host key: {exc.message}")
+            host=name, reachable=False, ok=False, error=_short(KEY_REFUSED + exc.message)
         )
     except TransportError as exc:
         return ev.PreflightResult(
             host=name, reachable=False, ok=False, error=_short(f"unreachable: {exc.message}")
         )
     engine.connected(name, conn)
-    if engine.leases is not None and (held := await engine.leases.check(rec.host, conn)):
-        return ev.PreflightResult(host=name, reachable=True, ok=False, error=_short(held))
+    leases = engine.leases
     version: str | None = None
     try:
+        command: str | None = None
+        become: Become | None = None
         if spec.current_version:
             command = render(spec.current_version, build_context(spec, rec.host, None))
             become = become_for(spec, rec.host, None)
-            result = await run_as(conn, name, command, become, timeout=VERSION_TIMEOUT)
+        result: RunResult | None = None
+        if leases is not None:
+            # The host's lease, held from here until the host is done; the version read
+            # rides in the same exec when it runs as the login user (leases.py).
+            then = command if become is None else None
+            held, result = await leases.take_at_preflight(rec.host, conn, then, VERSION_TIMEOUT)
+            if held:
+                return ev.PreflightResult(host=name, reachable=True, ok=False, error=_short(held))
+        if command is not None:
+            if result is None:
+                result = await run_as(conn, name, command, become, timeout=VERSION_TIMEOUT)
             refused = sudo_refusal(rec.host, result, become, "the version read")
             if refused is not None or not result.ok or not result.first_line:
                 error = refused or (
@@ -133,6 +166,8 @@ async def _check(engine: EngineContext, rec: HostRecord) -> ev.PreflightResult:
                 )
                 return ev.PreflightResult(host=name, reachable=True, ok=False, error=error)
             version = result.first_line
+            if leases is not None:
+                leases.saw_version(rec.host, version)  # the deploy's "previous" (hostwork)
         _render_all(engine, rec, version)
         checks: list[tuple[str, bool, str]] = []
         for step in spec.preflight:

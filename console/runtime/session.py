@@ -86,7 +86,8 @@ def build_engine(
     is sized for the rollout (:func:`~console.transport.rollout_options`). ``lock``:
     the lock the caller holds; a stale one it broke or took over is journaled, with
     ``lock_reason``. ``resume``: where a journaled rollout continues from (``rolldeck
-    resume``). ``exit_when_paused``: headless (nobody at the keys to resume it).
+    resume``). ``exit_when_paused``: headless (nobody at the keys to resume it, nobody
+    looking: a spec without a ``vitals`` key then polls no vitals, signals/polls.py).
     ``clock``: the engine's time (a test's manual clock). ``leases``: take the fleet
     lock and host leases on the hosts (``run`` and ``resume``; see engine/leases.py).
     """
@@ -112,6 +113,7 @@ def build_engine(
         resume=resume,
         clock=clock,
         leases=leases,
+        watched=not exit_when_paused,  # headless: no default vitals (nobody sees them)
     )
     if guard is not None:
         guard.on_local_failure = lambda reason: stop_for_local_cause(engine, reason)

@@ -145,7 +145,8 @@ class HostMonitor:
     when the host is healthy again for ``health.healthy_after`` consecutive probes.
     What runs is :mod:`console.signals.polls`' answer, the one ``rolldeck check``
     prints: vitals are the spec's (its default ``VITALS_COMMAND`` every 5 s when the
-    spec has no ``vitals`` key), none with ``vitals: false`` or ``vitals=False``;
+    spec has no ``vitals`` key, then only with ``console=True``), none with ``vitals:
+    false`` or ``vitals=False``;
     metrics and logs only when the spec has them.
     """
 
@@ -163,6 +164,7 @@ class HostMonitor:
         log_flush: float = 0.1,
         log_retry: float = 0.5,
         vitals: bool = True,
+        console: bool = True,
         chain: bool | None = None,
         persist: bool = True,
     ) -> None:
@@ -176,7 +178,8 @@ class HostMonitor:
         self.fail_after = max(1, fail_after)
         self.log_flush = log_flush
         self.log_retry = log_retry
-        self.vitals_spec: VitalsSpec | None = vitals_of(spec, enabled=vitals)
+        # ``console``: a console shows this rollout (the default vitals need one).
+        self.vitals_spec: VitalsSpec | None = vitals_of(spec, enabled=vitals, console=console)
         self._rng = random.Random(host)  # stable jitter per host
         # Chaining the polls due together into one remote command needs a shell that
         # runs `a && b || c; d` (a POSIX sh, or the simulated fleet's): the connection
@@ -456,7 +459,8 @@ class HostMonitor:
                         # their probes would stay in lockstep.
                         health_gen = self._watch_gen
                         busy = "health" in sched and sched["health"].busy
-                        sched["health"] = _Due.at(hs.every, now + self._rng.uniform(0, hs.every))
+                        pace = hs.watch_interval  # the watch's own pace, not gating's
+                        sched["health"] = _Due.at(pace, now + self._rng.uniform(0, pace))
                         sched["health"].busy = busy
                 elif "health" in sched and not sched["health"].busy:
                     del sched["health"]
@@ -775,7 +779,7 @@ class HostMonitor:
                 # A batch's hosts turn healthy together: without a random offset their
                 # probes would stay in lockstep, 1,000 channels opened at once.
                 last_gen = gen
-                await asyncio.sleep(self._rng.uniform(0.0, hs.every))
+                await asyncio.sleep(self._rng.uniform(0.0, hs.watch_interval))
                 if gen != self._watch_gen:
                     continue
             started = loop.time()
@@ -785,7 +789,7 @@ class HostMonitor:
                     self._judge(ok, detail)
                 except Exception:
                     log.exception("%s: health watch callback failed", self.host)
-            await asyncio.sleep(max(0.0, hs.every - (loop.time() - started)))
+            await asyncio.sleep(max(0.0, hs.watch_interval - (loop.time() - started)))
 
     def _judge(self, ok: bool, detail: str) -> None:
         tracker, hs = self.tracker, self.spec.health

@@ -6,17 +6,21 @@ check`` prints :func:`planned_polls` per host, so what check shows is what runs.
 
 The rules:
 
-- **vitals**: polled from preflight on unless the spec says ``vitals: false``. No
-  ``vitals`` key means the default (``console.signals.health.VITALS_COMMAND``
-  every 5 s, the dashboard's load, memory and disk columns); ``vitals: true`` is the
-  same; a command or ``{run, every, timeout}`` replaces it.
+- **vitals**: no ``vitals`` key means the default
+  (``console.signals.health.VITALS_COMMAND`` every 5 s, the dashboard's load, memory
+  and disk columns), polled from preflight on *only while a console shows them* (the
+  TUI of ``run``, ``resume``, ``demo``); a headless or ``--json`` run never polls
+  them (nobody looks: an exec per host every 5 s for nothing). ``vitals: true`` (the
+  default command), a command or ``{run, every, timeout}`` is polled in every mode;
+  ``vitals: false``: never.
 - **metrics**: polled from preflight on only when the spec has ``metrics``
   (``metrics: false`` or no key: never).
 - **logs**: one followed stream per host from preflight on only when the spec has
   ``logs`` (``logs: false`` or no key: none).
 - **health**: only when the spec has ``health``: gating (every ``every`` while a host
   deploys or rolls back, until ``healthy_after`` passes or the ``deadline``), then the
-  post-deploy watch (every ``every`` from healthy until the rollout ends).
+  post-deploy watch (every ``watch_every``, default ``max(every, 1s)``, from healthy
+  until the rollout ends: a failure after deploy is seen within about that long).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from console.spec import RolloutSpec, VitalsSpec, format_duration
 from inventory.model import Host
 
 FROM_PREFLIGHT = "from preflight until the rollout ends"
+ONLY_WITH_CONSOLE = (
+    FROM_PREFLIGHT + ", only while a console shows them (no vitals key: never headless)"
+)
 # The monitor runs console.signals.health.VITALS_COMMAND for this; not imported here:
 # `rolldeck check` reads this module and must not pay for the transport and asyncssh.
 DEFAULT_VITALS = "(default) /proc/loadavg, /proc/meminfo, df -P /"
@@ -61,22 +68,36 @@ class PollGroup:
     shared_shell: bool  # polls due together run as one command in a kept-open shell
 
 
-def vitals_of(spec: RolloutSpec, *, enabled: bool = True) -> VitalsSpec | None:
-    """The vitals a monitor polls: the spec's (its default when it has no ``vitals``
-    key), None when the spec says ``vitals: false`` or the caller turns them off."""
-    return spec.vitals if enabled else None
+def vitals_of(
+    spec: RolloutSpec, *, enabled: bool = True, console: bool = True
+) -> VitalsSpec | None:
+    """The vitals a monitor polls: the spec's; None when the spec says ``vitals:
+    false``, when the caller turns them off, or when the spec has no ``vitals`` key
+    (the default vitals) and no ``console`` shows them."""
+    if not enabled or spec.vitals is None:
+        return None
+    if not spec.vitals_given and not console:
+        return None
+    return spec.vitals
 
 
 def planned_polls(
-    spec: RolloutSpec, render: Callable[[str], str] = str, *, vitals: bool = True
+    spec: RolloutSpec,
+    render: Callable[[str], str] = str,
+    *,
+    vitals: bool = True,
+    console: bool = True,
 ) -> tuple[Poll, ...]:
     """Every poll of ``spec`` on one host, its commands passed through ``render`` (a
-    host's template rendering; identity by default). Ordered as a host meets them."""
+    host's template rendering; identity by default). Ordered as a host meets them.
+    ``console``: whether a console shows the rollout (the default vitals need one);
+    True lists them with when they run."""
     out: list[Poll] = []
-    vs = vitals_of(spec, enabled=vitals)
+    vs = vitals_of(spec, enabled=vitals, console=console)
     if vs is not None:
         command = render(vs.run) if vs.run else DEFAULT_VITALS
-        out.append(Poll("vitals", command, vs.every, vs.timeout, FROM_PREFLIGHT))
+        when = FROM_PREFLIGHT if spec.vitals_given else ONLY_WITH_CONSOLE
+        out.append(Poll("vitals", command, vs.every, vs.timeout, when))
     if spec.metrics is not None:
         ms = spec.metrics
         out.append(Poll("metrics", render(ms.run), ms.every, ms.timeout, FROM_PREFLIGHT))
@@ -91,7 +112,7 @@ def planned_polls(
         )
         out.append(Poll("health gating", command, hs.every, hs.timeout, gating))
         watch = "from healthy until the rollout ends (post-deploy watch)"
-        out.append(Poll("health watch", command, hs.every, hs.timeout, watch))
+        out.append(Poll("health watch", command, hs.watch_interval, hs.timeout, watch))
     return tuple(out)
 
 

@@ -472,12 +472,16 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             res.read_text(encoding="utf-8"), f"scenarios/{text_name}.yaml", text_name
         )
     path = Path(name_or_path)
-    if not path.is_file():
+    if not path.exists():
         hint = did_you_mean(text_name, builtin_names())
         raise InputError(
             f"no such scenario (built-ins: {', '.join(builtin_names())}){hint}",
             field="scenario",
         )
+    if path.is_dir():
+        raise InputError("is a directory, not a scenario file", file=str(path), field="scenario")
+    # Not a regular file (a pipe, /dev/zero): read too, bounded like the rest, so
+    # `--scenario <(generate)` works and an endless device is refused by its size.
     try:  # bounded before parsing, like every file rolldeck reads
         data = read_limited(str(path), MAX_INPUT_BYTES, "a scenario")
         text = universal_newlines(data.decode("utf-8"))

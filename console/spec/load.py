@@ -48,6 +48,7 @@ from console.spec.model import (
     ORDERS,
     PERCENT,
     STEP_TIMEOUT,
+    WATCH_EVERY_FLOOR,
     Budget,
     ErrorRateSpec,
     GateSpec,
@@ -337,6 +338,7 @@ class _Reader:
         opt("logs", self.logs)
         opt("metrics", self.metrics)
         opt("vitals", self.vitals)
+        kw["vitals_given"] = "vitals" in kw  # `vitals:` alone (null) is no key
         opt("error_rate", self.error_rate)
         opt("rollback", self.rollback)
         opt("order", lambda n, f: self.choice(n, f, ORDERS))
@@ -542,7 +544,8 @@ class _Reader:
         if isinstance(node, yaml.ScalarNode):
             return HealthSpec(run=self.command(node, field))
         keys = ("run", "every", "healthy_after", "deadline", "timeout")
-        m = self.mapping(node, field, (*keys, "flap_window", "flap_transitions"), ("run",))
+        extra = ("flap_window", "flap_transitions", "watch_every")
+        m = self.mapping(node, field, (*keys, *extra), ("run",))
         kw = self._fields(
             m,
             field,
@@ -554,8 +557,11 @@ class _Reader:
                 "timeout": self.duration,
                 "flap_window": self.duration,
                 "flap_transitions": lambda n, f: self.integer(n, f, minimum=2),
+                "watch_every": self.duration,
             },
         )
+        if "watch_every" not in kw and HealthSpec(**kw).every < WATCH_EVERY_FLOOR:
+            kw["watch_every"] = WATCH_EVERY_FLOOR  # the default: max(every, 1s)
         spec = HealthSpec(**kw)
         needed = (spec.healthy_after - 1) * spec.every
         if spec.deadline < needed:

@@ -64,6 +64,11 @@ class LeaseSpec:
         return max(1.0, self.stale_after / 6)
 
 
+# A spec's default health.watch_every: max(health.every, this). A watched fleet is
+# mostly idle; probing it at the gating pace competes with the deploy for the CPU.
+WATCH_EVERY_FLOOR = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class HealthSpec:
     run: str
@@ -73,6 +78,14 @@ class HealthSpec:
     timeout: float = 10.0
     flap_window: float = 60.0  # flapping: >= flap_transitions pass/fail changes in this window
     flap_transitions: int = 4
+    # The post-deploy watch's pace (gating keeps ``every``); None: ``every``. A spec
+    # file without the key is watched every max(every, WATCH_EVERY_FLOOR) (the loader).
+    watch_every: float | None = None
+
+    @property
+    def watch_interval(self) -> float:
+        """Seconds between post-deploy watch probes: ``watch_every``, else ``every``."""
+        return self.every if self.watch_every is None else self.watch_every
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +181,9 @@ class RolloutSpec:
     # Vitals are polled unless the spec says ``vitals: false`` (None): the dashboard
     # shows them. What is polled, and how often: console.signals.polls.planned_polls.
     vitals: VitalsSpec | None = field(default_factory=VitalsSpec)
+    # The spec has a ``vitals`` key: polled always. Without it the default vitals are
+    # polled only while a console shows them (never headless): signals.polls.vitals_of.
+    vitals_given: bool = False
     error_rate: ErrorRateSpec | None = None
     rollback: RollbackSpec = field(default_factory=RollbackSpec)
     order: Order = "inventory"

@@ -23,7 +23,14 @@ from console.plan import Plan, describe_budget
 from console.runtime.rollout import Rollout, load_rollout
 from console.signals.polls import PollGroup, polls_by_host
 from console.spec import RolloutSpec, format_duration
-from console.templating import build_context, context_vars, placeholders, redactor_for, render
+from console.templating import (
+    build_context,
+    check_command_sizes,
+    context_vars,
+    placeholders,
+    redactor_for,
+    render,
+)
 from inventory.ansible_vars import unhonoured
 
 if TYPE_CHECKING:
@@ -189,6 +196,7 @@ def analyse(
     rollout = load_rollout(spec_path, inventory=inventory, targets=targets)
     spec, plan, ordered = rollout.spec, rollout.plan, rollout.hosts
     _check_vars(spec, ordered)
+    check_command_sizes(spec, ordered)
     redactor = redactor_for(spec, ordered)
     return CheckReport(
         spec=spec,

@@ -28,6 +28,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from console.core.errors import EXIT_FAILED, EXIT_PAUSED, InputError, RolldeckError
+from console.core.text import printable
 
 if TYPE_CHECKING:
     from console.core.events import DrillScorecard, Outcome
@@ -192,7 +193,7 @@ def rehearse(
             print(f"rolldeck {opts.kind}: {fleet.ready_line}", file=err, flush=True)
             return _run_on(fleet, opts, scenario.name, faults, console_wanted, out, err)
     except _Failed as exc:
-        print(f"rolldeck: {exc}", file=err)
+        print(printable(f"rolldeck: {exc}", multiline=True), file=err)  # the fleet's words
         return RehearsalResult(EXIT_FAILED)
     finally:
         if fleet is not None:
@@ -316,7 +317,7 @@ def _run_on(
             print_scorecard(result.scorecard, out, as_json=opts.json)
     finally:
         lock.release()
-    print(f"journal: {journal.path}", file=err)
+    print(printable(f"journal: {journal.path}"), file=err)
     return result
 
 
@@ -374,7 +375,7 @@ def _score(
     try:
         truth = {h: s.active for h, s in asyncio.run(fleet.host_states()).items()}
     except RolldeckError as exc:  # the fleet died: no host's version can be vouched for
-        print(f"rolldeck: cannot read the hosts' final versions: {exc}", file=err)
+        print(printable(f"rolldeck: cannot read the hosts' final versions: {exc}"), file=err)
         truth = dict.fromkeys(fleet.hosts, UNREADABLE)
     info = DrillInfo(scenario_name, opts.seed, opts.policy, faults, live_step(spec))
     card = score(read_journal(journal_path), info, truth)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import sys
 
 from console.core.commands import default_operator
 from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
 from console.core.hints import flag_hint
+from console.core.text import printable
 from console.engine import Engine
 from console.headless import choose_mode, run_headless
-from console.lock_options import acquire_from_args, add_lock_arguments, lease_options
+from console.lock_options import acquire_from_args, add_engine_arguments, lease_options
 from console.plan import Plan
 from console.reconcile import Observation
 from console.resume import (
@@ -68,22 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", action="store_true", help="no console: print progress")
     parser.add_argument("--json", action="store_true", help="headless: JSON-lines events on stdout")
     parser.add_argument("--yes", action="store_true", help="headless: continue, pass manual gates")
-    parser.add_argument("--state-dir", metavar="DIR", help="journal and lock directory")
-    parser.add_argument("--operator", metavar="NAME", help="who resumes it (default: $USER)")
-    parser.add_argument(
-        "--break-lock", action="store_true", help="break another rollout's stale lock (journaled)"
-    )
-    add_lock_arguments(parser)
-    parser.add_argument(
-        "--accept-new-host-keys",
-        action="store_true",
-        help="trust unknown host keys on first use (journaled)",
-    )
-    parser.add_argument(
-        "--allow-unreachable",
-        action="store_true",
-        help="go ahead even if hosts fail preflight; they count against the failure budget",
-    )
+    add_engine_arguments(parser, who="resumes it")
     add_connect_timeout(parser)
 
 
@@ -125,11 +112,13 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 await transport.close()
 
+        again = f"rolldeck resume {shlex.quote(r.rollout_id)}"  # takes a stale lease over
+
         def prepare(observed: dict[str, Observation]) -> Engine:
             state = reconcile(r, spec, observed, operator)
             out = err if mode == "json" else sys.stdout
             for line in describe_state(state):
-                print(line, file=out, flush=True)
+                print(printable(line), file=out, flush=True)  # host names, versions
             engine = build_engine(
                 Rollout(spec, hosts, Plan(batches=tuple(facts_batches)), r.inventory_path),
                 operator=operator,
@@ -138,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 options=options,
                 lock=lock,
                 lock_reason=args.reason,
-                leases=lease_options(args, operator),
+                leases=lease_options(args, operator, command=again),
                 allow_unreachable=allow,
                 exit_when_paused=run_console is None,
                 resume=state.restore_point(),
@@ -160,10 +149,8 @@ def run(args: argparse.Namespace) -> int:
             code = OUTCOME_EXIT_CODES[outcome]
     finally:
         lock.release()
-    print(f"journal: {r.path}", file=err)
+    print(printable(f"journal: {r.path}"), file=err)
     if code == OUTCOME_EXIT_CODES[Outcome.PAUSED]:
-        print(
-            f"rollout {r.rollout_id} is paused: `rolldeck resume {r.rollout_id}` to continue",
-            file=err,
-        )
+        rid = printable(r.rollout_id)  # read from a journal file
+        print(f"rollout {rid} is paused: `rolldeck resume {rid}` to continue", file=err)
     return code

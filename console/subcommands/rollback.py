@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import sys
 
 from console.core import events as ev
@@ -29,8 +30,9 @@ from console.core.commands import default_operator
 from console.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, HostState, Outcome
 from console.core.hints import flag_hint
+from console.core.text import printable
 from console.headless import choose_mode, run_headless
-from console.lock_options import acquire_from_args, add_lock_arguments
+from console.lock_options import acquire_from_args, add_engine_arguments, lease_options
 from console.plan import Plan
 from console.reconcile import Observation
 from console.resume import (
@@ -44,10 +46,12 @@ from console.resume import (
     resumed_hosts,
     rollback_targets,
 )
+from console.runtime.limits import check_local
 from console.runtime.session import Rollout, build_engine
 from console.store.journal import Journal, resolve_state_dir
 from console.subcommands.run import console_runner
 from console.transport import make_transport, rollout_options
+from console.transport.cli_options import add_connect_timeout, connect_timeout
 
 NAME = "rollback"
 HELP = "roll back the hosts a failed, aborted, stopped or succeeded rollout changed"
@@ -83,25 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", action="store_true", help="no console: print progress")
     parser.add_argument("--json", action="store_true", help="headless: JSON-lines events on stdout")
     parser.add_argument("--yes", action="store_true", help="headless: roll back without asking")
-    parser.add_argument("--state-dir", metavar="DIR", help="journal and lock directory")
-    parser.add_argument("--operator", metavar="NAME", help="who rolls back (default: $USER)")
-    parser.add_argument(
-        "--break-lock", action="store_true", help="break another rollout's stale lock (journaled)"
-    )
-    add_lock_arguments(parser)
-    parser.add_argument(
-        "--accept-new-host-keys",
-        action="store_true",
-        help="trust unknown host keys on first use (journaled)",
-    )
-    parser.add_argument(
-        "--allow-unreachable",
-        action="store_true",
-        help="go ahead even if hosts fail preflight; they count against the failure budget",
-    )
+    add_engine_arguments(parser, who="rolls back")
+    add_connect_timeout(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    timeout = connect_timeout(args)
     state_dir = resolve_state_dir(args.state_dir)
     r = find_for_rollback(state_dir, args.id)
     spec = load_resumed_spec(r)
@@ -120,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     batches = [tuple(n for n in b if n in set(changed)) for b in r.view.batches]
     hosts = resumed_hosts(r, [b for b in batches if b])
     operator = args.operator or default_operator()
+    local_notices = check_local(hosts)  # before the lock and any host (runtime/limits.py)
     headless = args.headless or args.json
     run_console = None if headless else console_runner()
     err = sys.stderr
@@ -134,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     if lock is None:
         return EXIT_FAILED
     try:
-        options = rollout_options(len(hosts), accept_new_host_keys=args.accept_new_host_keys)
+        options = rollout_options(
+            len(hosts), accept_new_host_keys=args.accept_new_host_keys, connect_timeout=timeout
+        )
         mode = choose_mode(args.json, sys.stdout)
         logging.basicConfig(level=logging.ERROR, format="rolldeck: %(name)s: %(message)s")
 
@@ -148,15 +142,17 @@ def run(args: argparse.Namespace) -> int:
         state = reconcile(r, spec, asyncio.run(look()), operator, roll_back=True)
         out = err if mode == "json" else sys.stdout
         for line in describe_state(state):
-            print(line, file=out, flush=True)
+            print(printable(line), file=out, flush=True)  # host names, versions
         left = [n for n, d in state.decisions.items() if d.state != HostState.ROLLED_BACK]
         if not left:
             raise InputError(
                 f"every host rollout {r.rollout_id} changed is rolled back already", field="ID"
             )
         if run_console is None and not args.yes and not _confirmed(state, len(left)):
-            print(f"rolldeck: rollout {r.rollout_id} not rolled back: {YES_HINT}", file=err)
+            said = f"rolldeck: rollout {r.rollout_id} not rolled back: {YES_HINT}"
+            print(printable(said), file=err)
             return EXIT_BAD_INPUT
+        again = f"rolldeck rollback {shlex.quote(r.rollout_id)}"  # takes a stale lease over
         engine = build_engine(
             Rollout(spec, hosts, Plan(batches=tuple(b for b in batches if b)), r.inventory_path),
             operator=operator,
@@ -165,10 +161,11 @@ def run(args: argparse.Namespace) -> int:
             options=options,
             lock=lock,
             lock_reason=args.reason,
+            leases=lease_options(args, operator, command=again),
             allow_unreachable=args.allow_unreachable,
             exit_when_paused=run_console is None,
             resume=state.restore_point(),
-            notices=[ALLOW_NOTICE] if args.allow_unreachable else (),
+            notices=[*local_notices, *([ALLOW_NOTICE] if args.allow_unreachable else [])],
         )
         engine.preflight_hint = str(UNREACHABLE_HINT)
         was = r.view.outcome.value if r.view.outcome is not None else "interrupted"
@@ -191,11 +188,12 @@ def run(args: argparse.Namespace) -> int:
             code = int(run_console(engine, serve_dir=state_dir))
     finally:
         lock.release()
-    print(f"journal: {r.path}", file=err)
+    print(printable(f"journal: {r.path}"), file=err)
     if code == OUTCOME_EXIT_CODES[Outcome.PAUSED]:
+        rid = printable(r.rollout_id)  # read from a journal file
         print(
-            f"the rollback of rollout {r.rollout_id} is paused: "
-            f"`rolldeck rollback {r.rollout_id}` (or resume) continues it",
+            f"the rollback of rollout {rid} is paused: `rolldeck rollback {rid}` (or resume) "
+            "continues it",
             file=err,
         )
     return code
@@ -208,7 +206,8 @@ def _confirmed(state: ResumeState, count: int) -> bool:
     r = state.replay
     was = r.view.outcome.value if r.view.outcome is not None else "interrupted"
     warn = " It succeeded: this undoes a finished release." if was == "succeeded" else ""
-    prompt = f"Roll back {count} hosts of the {was} rollout {r.rollout_id}?{warn} [y/N] "
+    rid = printable(r.rollout_id)
+    prompt = f"Roll back {count} hosts of the {was} rollout {rid}?{warn} [y/N] "
     print(prompt, end="", file=sys.stderr, flush=True)
     try:
         answer = sys.stdin.readline()

@@ -21,13 +21,14 @@ from console.core.hints import flag_hint
 from console.core.text import printable
 from console.engine import Engine, new_rollout_id
 from console.headless import choose_mode, run_headless
-from console.lock_options import acquire_from_args, add_lock_arguments, lease_options
+from console.lock_options import acquire_from_args, add_engine_arguments, lease_options
 from console.resume import unfinished_hints
 from console.runtime.limits import check_local
 from console.runtime.session import build_engine, create_journal
 from console.store.journal import resolve_state_dir
 from console.subcommands.check import analyse
 from console.transport import rollout_options
+from console.transport.base import TransportOptions
 from console.transport.cli_options import add_connect_timeout, connect_timeout
 
 NAME = "run"
@@ -66,20 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", action="store_true", help="no console: print progress")
     parser.add_argument("--json", action="store_true", help="headless: JSON-lines events on stdout")
     parser.add_argument("--yes", action="store_true", help="headless: pass manual gates")
-    parser.add_argument("--state-dir", metavar="DIR", help="journal and lock directory")
-    parser.add_argument("--operator", metavar="NAME", help="who runs it (default: $USER)")
-    parser.add_argument(
-        "--accept-new-host-keys",
-        action="store_true",
-        help="trust unknown host keys on first use (journaled); changed keys are still refused",
-    )
-    parser.add_argument(
-        "--allow-unreachable",
-        action="store_true",
-        help="start even if hosts fail preflight; they count against the failure budget",
-    )
-    parser.add_argument("--break-lock", action="store_true", help="break a stale lock (journaled)")
-    add_lock_arguments(parser)
+    add_engine_arguments(parser, who="runs it")
     parser.add_argument(
         "--detach",
         action="store_true",
@@ -96,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         type=int,
         default=10,
-        help="concurrent SSH handshakes (default 10, OpenSSH's MaxStartups)",
+        help="concurrent SSH handshakes per server endpoint (default 10, OpenSSH's "
+        "MaxStartups); at most 32 at once in all",
     )
     add_connect_timeout(parser)
 
@@ -111,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no hosts targeted", file=spec.path, field="targets")
     # Before the lock and any host: open-file limit (raised or refused), a user name.
     local_notices = check_local(
-        report.hosts, max_handshakes=args.max_handshakes, fewer_hosts=FEWER_HOSTS_HINT
+        report.hosts,
+        # handshakes in flight: per endpoint, but never past the transport's total
+        max_handshakes=max(args.max_handshakes, TransportOptions().max_handshakes_total),
+        fewer_hosts=FEWER_HOSTS_HINT,
     )
     operator = args.operator or default_operator()
     err = sys.stderr

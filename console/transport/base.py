@@ -100,7 +100,11 @@ class TransportOptions:
 
     connect_timeout: float | None = None
     max_connections: int = 256  # open connections at once
-    max_handshakes: int = 10  # concurrent handshakes (OpenSSH MaxStartups 10:30:100)
+    # Concurrent handshakes to one endpoint (the address and port dialled: OpenSSH's
+    # MaxStartups 10:30:100 is per sshd), and in all (the client's own CPU: key
+    # exchange is the console's heaviest work). See console/transport/ssh.py.
+    max_handshakes: int = 10
+    max_handshakes_total: int = 32
     handshake_retries: int = 4  # retries, with backoff, of a connection dropped pre-auth
     accept_new_host_keys: bool = False  # trust on first use, written to known_hosts
     known_hosts: str | None = None  # overrides the user's ~/.ssh/known_hosts

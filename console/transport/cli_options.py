@@ -1,5 +1,5 @@
 """The transport's command-line options, shared by the subcommands that reach hosts
-(``run``, ``resume``): one spelling, one check, one help text."""
+(``run``, ``resume``, ``rollback``): one spelling, one check, one help text."""
 
 from __future__ import annotations
 

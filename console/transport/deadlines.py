@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+from console.core.text import printable
 from console.transport.base import HostUnresponsive
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class _Watchdog:
                 if key in reported:
                     continue
                 reported.add(key)
-                line = f"rolldeck: overdue wait: {wait.describe(now)}"
+                line = printable(f"rolldeck: overdue wait: {wait.describe(now)}")  # host names
                 log.warning("%s", line)
                 with contextlib.suppress(OSError, ValueError):
                     print(line, file=out, flush=True)

@@ -10,8 +10,16 @@ fleet polite:
   command); only when every open connection is busy does a new host wait. The engine
   keeps every host of a rollout, so a cap that only waited would deadlock a fleet
   larger than the cap.
-* concurrent handshakes (``max_handshakes``): OpenSSH's ``MaxStartups 10:30:100``
-  starts dropping unauthenticated connections beyond 10. A connection dropped before
+* concurrent handshakes, paced per endpoint (``max_handshakes``, default 10) and in
+  all (``max_handshakes_total``, default 32). OpenSSH's ``MaxStartups 10:30:100``
+  starts dropping unauthenticated connections beyond 10 *per sshd*, so the limit is
+  per endpoint dialled: (address, port) of a direct host; behind a shared ProxyJump
+  the target's (address, port) as the jump reaches it (its sshd takes the key
+  exchange; the jump relays it over its one connection), and each hop's own endpoint
+  when the jump itself is opened (or, unshared, once per host). 200 hosts with one
+  sshd each handshake 32 at a time, not 10; 40 names of one sshd still 10. Names are
+  not resolved: two names (or a VIP) for one sshd count as two endpoints, and the
+  drop retry below absorbs what that lets through. A connection dropped before
   authentication is retried with exponential backoff and jitter.
 
 Host keys are checked strictly against known_hosts (:mod:`knownhosts`).
@@ -24,7 +32,7 @@ import contextlib
 import logging
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -172,7 +180,12 @@ class SSHTransport:
         self._live = 0  # connections holding a TCP connection (each holds one slot)
         self._max_live = max(1, self.options.max_connections)
         self._room = asyncio.Event()  # set when a slot may have become available
-        self._handshake_slots = asyncio.Semaphore(max(1, self.options.max_handshakes))
+        self._handshake_slots = asyncio.Semaphore(max(1, self.options.max_handshakes_total))
+        self._endpoint_slots: dict[_Endpoint, asyncio.Semaphore] = {}
+        self.handshakes_in_flight: dict[_Endpoint, int] = {}  # now, per endpoint
+        self.peak_handshakes: dict[_Endpoint, int] = {}  # most at once, per endpoint
+        self.peak_handshakes_total = 0  # most at once, all endpoints
+        self._in_flight_total = 0
         self._known_hosts = KnownHostsCache()
         self._ssh_configs: dict[tuple[str, int | None, str | None], _SSHConfigFacts] = {}
         self._jumps: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
@@ -360,7 +373,8 @@ class SSHTransport:
 
             try:
                 jump = await self._jump_for(host)
-                async with self._handshake_slots:
+                endpoints = await self._endpoints_of(host, shared_jump=jump is not None)
+                async with self._handshake_slot(endpoints):
                     self.handshakes += 1
                     # Our bound, not asyncssh's connect_timeout: it covers TCP, key
                     # exchange and authentication alike, and says which host and when.
@@ -379,8 +393,9 @@ class SSHTransport:
                         )
             except HostUnresponsive:
                 raise
-            except _JumpFailed as exc:
-                raise HostUnreachable(host.name, str(exc)) from None
+            except _JumpFailed as exc:  # a refused jump key stops the rollout like any
+                error = HostKeyError if exc.host_key else HostUnreachable
+                raise error(host.name, str(exc)) from None
             except asyncssh.HostKeyNotVerifiable as exc:
                 accept = options.accept_new_host_keys
                 words = await asyncio.to_thread(_refusal, policy, paths, exc, accept)
@@ -458,6 +473,10 @@ class SSHTransport:
             task = self._jumps[spec] = asyncio.ensure_future(self._open_jump(spec))
         try:
             return await asyncio.shield(task)
+        except asyncssh.HostKeyNotVerifiable as exc:  # a refusal, not a host that is down
+            raise _JumpFailed(
+                f"jump host {spec}: host key refused: {reason(exc)}", host_key=True
+            ) from exc
         except Exception as exc:
             raise _JumpFailed(f"cannot reach jump host {spec}: {reason(exc)}") from exc
 
@@ -465,16 +484,13 @@ class SSHTransport:
         """Connect through ``user@host:port[,next...]`` as OpenSSH's ProxyJump does,
         each hop with the user's ssh config (its keys, known_hosts, strict checking)."""
         conn: asyncssh.SSHClientConnection | None = None
-        for hop in spec.split(","):
-            user, _, where = hop.rpartition("@")
-            name, _, port = where.partition(":")
-            if where.startswith("["):  # [v6::addr]:port
-                name, _, port = where[1:].partition("]")
-                port = port.removeprefix(":")
+        hops = spec.split(",")
+        for index, hop in enumerate(hops):
+            user, name, hop_port = _split_hop(hop)
             conn_before = conn
-            hop_port = int(port) if port.isdigit() else None
             hop_known, hop_files = await self._hop_known_hosts(hop, name, hop_port, user)
-            async with self._handshake_slots:
+            via = ",".join(hops[:index])  # the hops this one is reached through
+            async with self._handshake_slot(((via, name, hop_port or 22),)):
                 self.jump_connections += 1
                 # The jump's own ConnectTimeout (from the config) unless the flag is set.
                 flag = self.options.connect_timeout
@@ -500,6 +516,50 @@ class SSHTransport:
             _tcp_keepalive(conn)
         assert conn is not None
         return conn
+
+    async def _endpoints_of(self, host: Host, *, shared_jump: bool) -> tuple[_Endpoint, ...]:
+        """The endpoints a handshake to ``host`` loads: the host's (address, port), as
+        the ssh config resolves them, reached directly or through its shared jump (two
+        ``localhost`` behind two bastions are two servers); with an unshared jump (asyncssh
+        dials it per host) the jump's first hop takes a handshake too."""
+        facts = await self._ssh_config_for(host)
+        spec = facts.jump
+        target = (facts.names.hostname, host.port or facts.names.port)  # after HostName, Port
+        if spec is None:
+            return (("", *target),)
+        if shared_jump:
+            return ((spec, *target),)
+        _, name, port = _split_hop(spec.split(",")[0])
+        return (("", name, port or 22), (spec, *target))
+
+    @contextlib.asynccontextmanager
+    async def _handshake_slot(self, endpoints: tuple[_Endpoint, ...]) -> AsyncIterator[None]:
+        """Hold a handshake slot of each endpoint (in the order given: the same for
+        every host, so no two wait on each other), then one of the global bound."""
+        async with contextlib.AsyncExitStack() as stack:
+            per = max(1, self.options.max_handshakes)
+            for endpoint in endpoints:
+                slots = self._endpoint_slots.get(endpoint)
+                if slots is None:
+                    slots = self._endpoint_slots[endpoint] = asyncio.Semaphore(per)
+                await stack.enter_async_context(slots)
+            await stack.enter_async_context(self._handshake_slots)
+            for endpoint in endpoints:
+                now = self.handshakes_in_flight.get(endpoint, 0) + 1
+                self.handshakes_in_flight[endpoint] = now
+                self.peak_handshakes[endpoint] = max(self.peak_handshakes.get(endpoint, 0), now)
+            self._in_flight_total += 1
+            self.peak_handshakes_total = max(self.peak_handshakes_total, self._in_flight_total)
+            try:
+                yield
+            finally:
+                self._in_flight_total -= 1
+                for endpoint in endpoints:
+                    left = self.handshakes_in_flight[endpoint] - 1
+                    if left:
+                        self.handshakes_in_flight[endpoint] = left
+                    else:
+                        del self.handshakes_in_flight[endpoint]
 
     def _describe_failure(self, host: Host, exc: Exception) -> str:
         where = f"{host.address}:{host.port or 22}"
@@ -579,6 +639,19 @@ class SSHTransport:
         )
 
 
+_Endpoint = tuple[str, str, int]  # (the jump spec it is reached through or "", address, port)
+
+
+def _split_hop(hop: str) -> tuple[str, str, int | None]:
+    """``user@host:port`` / ``[v6::addr]:port`` of a ProxyJump -> (user, host, port)."""
+    user, _, where = hop.rpartition("@")
+    name, _, port = where.partition(":")
+    if where.startswith("["):  # [v6::addr]:port
+        name, _, port = where[1:].partition("]")
+        port = port.removeprefix(":")
+    return user, name, int(port) if port.isdigit() else None
+
+
 @dataclass(frozen=True, slots=True)
 class _SSHConfigFacts:
     known: KnownHostsFiles  # where its host keys are looked up (before --known-hosts)
@@ -588,7 +661,12 @@ class _SSHConfigFacts:
 
 
 class _JumpFailed(Exception):
-    """The host's ProxyJump connection could not be opened."""
+    """The host's ProxyJump connection could not be opened; ``host_key``: because a
+    hop's host key was refused (unknown or changed), a HostKeyError for the host."""
+
+    def __init__(self, message: str, *, host_key: bool = False) -> None:
+        super().__init__(message)
+        self.host_key = host_key
 
 
 def _unusable(task: asyncio.Task[asyncssh.SSHClientConnection]) -> bool:
