@@ -31,6 +31,8 @@ max_failures: 0
 on_failure: abort
 between_batches: auto
 current_version: cat {vars.root}/current/VERSION
+# leases in the test's own tree: the session's sshd shares one HOME
+lease: {path: "{vars.root}/.leases"}
 steps:
   - name: install
     run: >-

@@ -42,6 +42,8 @@ max_failures: {max_failures}
 on_failure: pause
 between_batches: {{bake: 2s}}
 current_version: cat {{vars.root}}/current/VERSION
+# leases in the test's own tree: the session's sshd shares one HOME
+lease: {{path: "{{vars.root}}/.leases"}}
 steps:
   - name: install
     run: >-
