@@ -147,7 +147,9 @@ def timeline(path: pathlib.Path, t0_wall: float) -> list[str]:
     events = []
     for line in path.read_text().splitlines():
         with contextlib.suppress(ValueError):
-            events.append(json.loads(line))
+            event = json.loads(line)
+            if event.get("kind") != "header":  # the stream's format line: no time
+                events.append(event)
     if not events:
         return ["no --json events"]
 

@@ -128,8 +128,8 @@ def test_deep_scenario_through_drill(work: Path) -> None:
         (["inventory", "/dev/zero"], "/dev/zero", "larger than"),
         (["check", "/dev/zero"], "/dev/zero", "larger than"),
         # not a regular file: never opened as a scenario at all
-        (["sim-fleet", "--dir", "fleet", "--scenario", "/dev/zero"], "", "a scenario is larger than 10 MiB"),
-        (["drill", "--headless", "--state-dir", "st", "/dev/zero"], "", "a scenario is larger than 10 MiB"),
+        (["sim-fleet", "--dir", "fleet", "--scenario", "/dev/zero"], "", "scenario is larger than"),
+        (["drill", "--headless", "--state-dir", "st", "/dev/zero"], "", "scenario is larger than"),
     ],
     ids=["inventory", "check", "sim-fleet", "drill"],
 )

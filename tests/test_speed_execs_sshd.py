@@ -4,11 +4,12 @@ The test's sshd runs every session through a ``ForceCommand`` wrapper that appen
 ``$SSH_ORIGINAL_COMMAND`` to a file before running it (as tests/test_polls_sshd.py
 does), so the file is the list of commands the server really executed. A rollout of
 3 steps + health + ``current_version`` with host leases on must cost each host at most
-steps + 3 execs: the lease take and the version read in one (preflight), no second
-read at deploy start (the lease held since the preflight makes that read the
-"previous" version), the steps, one health probe, the release and the "new" version
-read in one. A host with ``rolldeck_lease: none`` has no lease to vouch for it, so its
-"previous" version is read again: one exec more, which shows the counting can fail.
+steps + 2 execs and its monitor shell: the lease take and the version read in one
+(preflight), no second read at deploy start (the lease held since the preflight makes
+that read the "previous" version), the steps, the release and the "new" version read
+in one; the health probes (gating and watch) run in the monitor's shell. A host with
+``rolldeck_lease: none`` has no lease to vouch for it, so its "previous" version is read
+again: one exec more, which shows the counting can fail.
 """
 
 from __future__ import annotations
@@ -176,12 +177,12 @@ def _versions(events: list[ev.Event], role: str) -> dict[str, str | None]:
     return {e.host: e.version for e in events if isinstance(e, ev.VersionRead) and e.role == role}
 
 
-async def test_a_host_costs_at_most_steps_plus_three_execs(
+async def test_a_host_costs_at_most_steps_plus_two_execs(
     audited: AuditedSSHD, tmp_path: Path
 ) -> None:
     by_host, events, roots = await _rollout(audited, tmp_path, "shell", {})
     for name, commands in by_host.items():
-        assert STEPS + 1 <= len(commands) <= STEPS + 3, (name, len(commands), commands)
+        assert STEPS + 1 <= len(commands) <= STEPS + 2, (name, len(commands), commands)
         assert sum("touch" in c and "drained" in c for c in commands) == 1, commands
     # the journal still has each host's previous and new version, and the leases are gone
     assert _versions(events, "previous") == dict.fromkeys(roots, "1.0")
@@ -203,5 +204,5 @@ async def test_without_a_lease_the_previous_version_is_read_again(
     for name, commands in by_host.items():
         reads = [c for c in commands if c.splitlines()[-1] == f"cat {roots[name]}/current"]
         assert len(reads) == 3, (name, commands)  # preflight, previous, new
-        assert len(commands) == STEPS + 4, (name, commands)  # the bound above can fail
+        assert len(commands) == STEPS + 3, (name, commands)  # the bound above can fail
     assert _versions(events, "previous") == dict.fromkeys(roots, "1.0")

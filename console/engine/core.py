@@ -132,8 +132,11 @@ class Engine:
         if journal is not None:
             journal.on_error = self._journal_failed
         self._emitter.set_redactor(self._redactor)  # masks every event (the one place)
+        # The default probe runs in the host's monitor shell once there is one (no
+        # exec of its own per probe: _shell_probe); another probe is used as given.
+        gating = self._shell_probe if probe is probe_health else probe
         self._work = HostWork(
-            spec, transport, self._emitter, self.control, probe, clock=self.control.clock
+            spec, transport, self._emitter, self.control, gating, clock=self.control.clock
         )
         self._work.on_healthy = self._on_healthy
         self._work.exit_when_frozen = exit_when_paused
@@ -636,6 +639,16 @@ class Engine:
 
     async def probe(self, conn: Connection, health: HealthSpec) -> tuple[bool, str]:
         return await self._work.probe(conn, health)
+
+    async def _shell_probe(self, conn: Connection, health: HealthSpec) -> tuple[bool, str]:
+        """:func:`probe_health`, run by the host's monitor over the same connection:
+        in its persistent shell, which then serves the post-deploy watch (one channel
+        for gating and watch instead of an exec per probe plus the shell)."""
+        monitor = self._monitors.get(conn.host.name)
+        if monitor is None or monitor.conn is not conn:
+            return await probe_health(conn, health)
+        result: tuple[bool, str] = await monitor.probe(health)
+        return result
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         if self._tg is None:

@@ -82,21 +82,24 @@ STALE_HINT = "--break-lock --reason TEXT takes it over"
 SCRIPT = r"""umask 077
 op=$1; d=$2; shift 2
 case $d in "~/"*) d=$HOME/${d#"~/"};; esac
-now() { date +%s; }
+t=
+stamp() { [ -n "$t" ] || t=$(date +%s); }
 held() {
-  echo HELD; now
-  cat "$1/beat" 2>/dev/null || stat -c %Y "$1" 2>/dev/null || echo 0
-  cat "$1/owner" 2>/dev/null || echo
+  stamp; echo HELD; echo "$t"
+  b=; { read -r b < "$1/beat"; } 2>/dev/null || b=$(stat -c %Y "$1" 2>/dev/null) || b=0
+  echo "${b:-0}"
+  o=; { read -r o < "$1/owner"; } 2>/dev/null; echo "$o"
 }
-note() { printf '%s %s\n' "$(now)" "$2" >> "$1.history"; }
+note() { stamp; printf '%s %s\n' "$t" "$2" >> "$1.history"; }
 write() {
+  stamp
   printf '%s\n' "$2" > "$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner" &&
-  printf '%s\n' "$3" > "$1/rollout" && now > "$1/beat"
+  printf '%s\n' "$3" > "$1/rollout" && echo "$t" > "$1/beat"
 }
-ours() { [ "$(cat "$1/rollout" 2>/dev/null)" = "$2" ]; }
+ours() { r=; { read -r r < "$1/rollout"; } 2>/dev/null; [ -n "$r" ] && [ "$r" = "$2" ]; }
 case $op in
 take)
-  l=$d/$1; mkdir -p "$d" || exit 3
+  l=$d/$1; [ -d "$d" ] || mkdir -p "$d" || exit 3
   if [ -f "$l.history" ] && [ "$(wc -l < "$l.history")" -gt 500 ]; then
     tail -n 250 "$l.history" > "$l.history.tmp" && mv -f "$l.history.tmp" "$l.history"
   fi
@@ -111,9 +114,9 @@ read)
   l=$d/$1
   if [ -d "$l" ]; then held "$l"; else echo FREE; fi ;;
 beat)
-  r=$1; shift
+  r0=$1; shift; stamp
   for n in "$@"; do
-    if ours "$d/$n" "$r" && now > "$d/$n/beat.tmp" && mv -f "$d/$n/beat.tmp" "$d/$n/beat"
+    if ours "$d/$n" "$r0" && echo "$t" > "$d/$n/beat.tmp" && mv -f "$d/$n/beat.tmp" "$d/$n/beat"
     then echo "OK $n"; else echo "LOST $n"; fi
   done ;;
 release)

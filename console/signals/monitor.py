@@ -696,6 +696,18 @@ class HostMonitor:
         runner = self._shell or self.conn
         return await runner.run(command, timeout=timeout, on_line=on_line)
 
+    async def probe(self, health: HealthSpec) -> tuple[bool, str]:
+        """One health probe for the engine's gating, run where the watch runs it: in
+        this monitor's shell when it has one (no exec channel of its own; the shell it
+        opens then serves the post-deploy watch), else over the connection. Same
+        contract as :func:`console.signals.probe.probe_health`: only cancellation
+        raises. A probe while the shell is busy runs on an exec of its own."""
+        try:
+            result = await self._run_command(health.run, timeout=health.timeout, on_line=None)
+        except Exception as e:
+            return False, probe_error(self.host, e)
+        return health_verdict(result, health)
+
     def _fail_parts(self, parts: list[_Part], exc: Exception) -> None:
         """Parts whose command could not run: each fails as its own loop would."""
         for part in parts:
