@@ -36,7 +36,11 @@ def feed_ansible_yaml(root: Node, doc: InventoryDoc, builder: InventoryBuilder) 
     for name, key_node, value in doc.mapping(root, "", "a mapping of groups", names=True):
         if name == "plugin":
             raise doc.error(
-                "this is an inventory plugin configuration, not an inventory", key_node, name
+                "this is an inventory plugin configuration (a dynamic inventory), which rolldeck "
+                "does not run: save what it lists (`ansible-inventory -i FILE --list --yaml > "
+                "inventory.yml`) and give rolldeck that",
+                key_node,
+                name,
             )
         _group(doc, builder, name, key_node, value, name, set())
 
