@@ -20,7 +20,7 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import IO, Any, Protocol
 
 import psutil
@@ -32,7 +32,9 @@ from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
+from console import config
 from console.core.commands import Command, Controller
+from console.core.errors import InputError, did_you_mean
 from console.core.events import OUTCOME_EXIT_CODES, Event, Outcome, RolloutState
 from console.core.state import MOVING_STATES, RolloutView
 from console.core.text import printable
@@ -42,7 +44,7 @@ from console.spec import RolloutSpec
 from screens.changes import Changes, collect
 from screens.confirm import ConfirmScreen, abort_text, quit_text, rollback_text
 from screens.dashboard import DashboardScreen
-from screens.help import HelpScreen, Section
+from screens.help import HelpScreen, Section, key_text
 from screens.host_detail import HostDetailScreen
 from screens.messages import OpenHostDetail
 from screens.palette import ConsoleCommands, PaletteAction
@@ -88,6 +90,55 @@ def bindings(owner: type[DOMNode]) -> list[Binding]:
     """A class's own ``BINDINGS`` as Binding objects (ours are all written as such):
     what the help screen and the command palette list."""
     return [b for b in owner.BINDINGS if isinstance(b, Binding)]
+
+
+def binding_sections() -> list[Section]:
+    """Every key of the console by screen: help, ``rolldeck config --keys`` and the
+    keymap check read this one list."""
+    return [
+        ("Rollout (any screen)", bindings(RolldeckApp)),
+        ("Dashboard", bindings(DashboardScreen)),
+        ("Host table", bindings(HostTable)),
+        ("Host detail", bindings(HostDetailScreen)),
+        ("Confirm dialogs", bindings(ConfirmScreen)),
+        ("Help", bindings(HelpScreen)),
+    ]
+
+
+def keymap_rows(keymap: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+    """(section, binding id, keys as remapped, what it does) for every binding."""
+    return [
+        (title, b.id, key_text(b, keymap), b.tooltip or b.description or b.action)
+        for title, group in binding_sections()
+        for b in group
+        if b.id
+    ]
+
+
+def console_settings(cfg: config.Config | None = None) -> dict[str, Any]:
+    """``theme`` and ``keymap`` for :class:`RolldeckApp` from ``console.config`` (the
+    environment, then config.toml), checked against the real themes and binding ids:
+    a wrong one is an InputError naming the file and line (exit 2), before the screen
+    is taken over."""
+    cfg = cfg or config.load()
+    out: dict[str, Any] = {}
+    theme = cfg.values["theme"]
+    if theme.value is not None:
+        if theme.value not in THEME_NAMES:
+            hint = did_you_mean(theme.value, THEME_NAMES)
+            message = f"unknown theme {theme.value!r}{hint}: {', '.join(THEME_NAMES)}"
+            if theme.file is None:
+                raise InputError(message, field="ROLLDECK_THEME")
+            raise InputError(message, file=theme.file, line=theme.line, field="theme")
+        out["theme"] = theme.value
+    keymap: dict[str, str] = cfg[config.KEYMAP]
+    known = [b.id for _, group in binding_sections() for b in group if b.id]
+    for bid in keymap:
+        if bid not in known:
+            raise cfg.keymap_error(bid, f"no console binding {bid!r}{did_you_mean(bid, known)}")
+    if keymap:
+        out["keymap"] = keymap
+    return out
 
 
 def _psutil_stats() -> ProcessStats:
@@ -143,6 +194,7 @@ class RolldeckApp(App[int | None]):
         remember_theme: bool = True,
         frame_seconds: float = FRAME_SECONDS,
         freeze_gc: bool = False,
+        keymap: Mapping[str, str] | None = None,
     ) -> None:
         """``runner``: the engine's ``run`` coroutine function, run as a worker;
         ``stop_when_paused``: tells that engine to return once paused (used on quit);
@@ -188,6 +240,8 @@ class RolldeckApp(App[int | None]):
             chosen = None
         self.theme = chosen or DEFAULT_THEME
         self._theme_ready = False
+        if keymap:  # the user's keys (config.toml [keymap]): footer and help show them
+            self.set_keymap(dict(keymap))
 
     # -- ConsoleContext ------------------------------------------------------------------
 
@@ -353,11 +407,14 @@ class RolldeckApp(App[int | None]):
 
     def action_continue_gate(self) -> None:
         gate = self.view.gate
-        if gate is None or gate.gate != "manual":
-            self.notify("not waiting at a manual gate", severity="warning")
+        if gate is None or gate.gate not in ("manual", "command", "approval"):
+            self.notify("not waiting at a manual, command or approval gate", severity="warning")
             return
+        # At an approval gate `c` approves: the owner decides whether it counts (it
+        # never does from the Unix user running the rollout), and says so.
         if self.send(Command("continue", reason="console")):
-            self.notify(f"continuing after batch {gate.after_batch + 1}")
+            verb = "approving" if gate.gate == "approval" else "continuing"
+            self.notify(f"{verb} after batch {gate.after_batch + 1}")
 
     def action_rollback(self) -> None:
         if not self.view.changed_hosts():
@@ -456,13 +513,7 @@ class RolldeckApp(App[int | None]):
     # -- help and palette -----------------------------------------------------------------
 
     def help_sections(self) -> list[Section]:
-        return [
-            ("Rollout (any screen)", bindings(type(self))),
-            ("Dashboard", bindings(DashboardScreen)),
-            ("Host table", bindings(HostTable)),
-            ("Host detail", bindings(HostDetailScreen)),
-            ("Confirm dialogs", bindings(ConfirmScreen)),
-        ]
+        return binding_sections()
 
     def palette_actions(self, screen: Screen[Any]) -> Iterable[PaletteAction]:
         def runner(target: Any, action: str) -> Callable[[], object]:
@@ -547,6 +598,8 @@ def run_console(
     then). ``serve_dir``: serve an attach socket there too.
     """
     kw.setdefault("freeze_gc", True)
+    for key, value in console_settings().items():  # config.toml / ROLLDECK_*
+        kw.setdefault(key, value)
     app = make_console(engine, serve_dir=serve_dir, **kw)
     with pause_on_hangup(app.terminal_lost) as loss:
         app.driver_class = hangup_safe(app.driver_class, loss)

@@ -14,10 +14,11 @@ import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
 import console
 import console.subcommands
-from console import gc_policy
+from console import config, gc_policy
 from console.core.errors import EXIT_BAD_INPUT, RolldeckError
 from console.core.text import printable
 
@@ -53,8 +54,25 @@ def _chosen_module(argv: Sequence[str]) -> str | None:
     return None
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """argparse, keeping each subcommand's parser and each argument where the shell
+    completion generator (``console.completion``) can read them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.arguments: list[argparse.Action] = []  # before argparse adds --help
+        self.commands: dict[str, Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append(action)
+        return action
+
+
+def build_parser(only: str | None = None, defaults: dict[str, object] | None = None) -> Parser:
+    """The parser; ``defaults`` (from ``console.config``: the environment and the config
+    file) replace the built-in defaults, so a flag on the command line still wins."""
+    parser = Parser(
         prog="rolldeck",
         description=(
             "rolldeck: a terminal control console for rolling deployments over SSH.\n"
@@ -63,7 +81,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ),
         epilog=(
             "exit codes: 0 succeeded, 2 bad input or usage, 3 failed and stopped,\n"
-            "4 rolled back, 5 aborted by the operator, 6 paused (resumable)"
+            "4 rolled back, 5 aborted by the operator, 6 paused (resumable)\n\n"
+            "settings: flags > ROLLDECK_* variables > ~/.config/rolldeck/config.toml\n"
+            "(see `rolldeck config`); shell completion: `rolldeck completion bash`\n"
+            "docs: docs/README.md in the rolldeck source (getting started, the spec\n"
+            "reference, console keys, headless and CI, the --json events, security)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -76,8 +98,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             description=getattr(mod, "DESCRIPTION", mod.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        parser.commands[mod.NAME] = p
         mod.add_arguments(p)
-        p.set_defaults(**{HANDLER: mod.run})
+        p.set_defaults(**{HANDLER: mod.run}, **(defaults or {}))
     return parser
 
 
@@ -86,7 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # answered without importing every subcommand
         print(f"rolldeck {console.__version__}")
         return 0
-    parser = build_parser(_chosen_module(argv))
+    try:  # the environment and config file, as defaults under the flags
+        defaults = config.argument_defaults(config.load())
+    except RolldeckError as exc:
+        if _chosen_module(argv) != "config":  # `rolldeck config` shows the error itself
+            print(f"rolldeck: {printable(str(exc))}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        defaults = {}
+    parser = build_parser(_chosen_module(argv), defaults)
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int | None] | None = getattr(args, HANDLER, None)
     if handler is None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 ACTIONS = ("pause", "rollback", "abort")  # the commands that count as acting on an alert
 FAILED_STATES = (HostState.FAILED, HostState.ROLLBACK_FAILED)
+LATENCY_FAULT = 1.5  # a target version this many times slower than the initial is bad
 
 
 # -- what the scenario makes bad ----------------------------------------------------
@@ -37,9 +38,10 @@ def scenario_faults(scenario: Scenario, hosts: Iterable[str]) -> dict[str, str]:
     """Host -> why the scenario makes it (or the target version on it) bad.
 
     A host is bad when the target version behaves worse there than the initial one
-    (a higher error rate, failing or flapping health, a hanging install) or when a
-    host rule breaks the host itself (full disk, unreachable). Slowness alone is not
-    a fault: a slow host still gets there within its timeouts.
+    (a higher error rate, a median latency over LATENCY_FAULT times the initial's,
+    failing or flapping health, a hanging install) or when a host rule breaks the host
+    itself (full disk, unreachable). A slow *host* (``slow:``) is not a fault: it still
+    gets there within its timeouts.
     """
     target, initial = scenario.target_version, scenario.initial_version
     out: dict[str, str] = {}
@@ -49,6 +51,11 @@ def scenario_faults(scenario: Scenario, hosts: Iterable[str]) -> dict[str, str]:
         if (new.error_rate or 0.0) > (old.error_rate or 0.0):
             why.append(
                 f"error rate {_pct(new.error_rate)} on {target} (was {_pct(old.error_rate)})"
+            )
+        old_latency, new_latency = old.latency or 0.0, new.latency or 0.0
+        if new_latency > LATENCY_FAULT * old_latency:
+            why.append(
+                f"latency {new_latency * 1000:g}ms on {target} (was {old_latency * 1000:g}ms)"
             )
         if new.install_hangs:
             why.append(f"install of {target} hangs")

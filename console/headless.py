@@ -81,6 +81,7 @@ async def run_headless(
         out, err = loss.guard(out), loss.guard(err)
     view, sub = engine.attach()
     printer = _Printer(mode, out)
+    printer.header()
     gates = _GatePolicy(engine, yes, err if mode == "json" else out)
 
     async def consume() -> None:
@@ -166,6 +167,12 @@ class _Printer:
         self._live: Live | None = None
 
     # -- per event ------------------------------------------------------------------
+
+    def header(self) -> None:
+        """JSON mode: the stream's first line says its format (``docs/events.md``)."""
+        if self.mode == "json":
+            self.out.write(json.dumps(ev.stream_header(), separators=(",", ":")) + "\n")
+            self.out.flush()
 
     def event(self, event: Event) -> None:
         if self.mode == "json":

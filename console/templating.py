@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from console.core.errors import InputError, did_you_mean
-from console.core.secrets import SECRET_ENV, Redactor, is_secret_name
+from console.core.secrets import SECRET_ENV, Redactor, is_secret_name, url_secrets
+from console.spec.model import webhook_url
 
 if TYPE_CHECKING:
     from console.spec.model import RolloutSpec
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 # long") on every host alike: refused before anything runs, with room for a wrapper
 # (``sudo``, the lease script) around it.
 MAX_COMMAND_BYTES = 100 * 1024
+WEBHOOK_SECRET_MIN = 6  # characters: a shorter URL path is masked where shown, not everywhere
 FIXED_NAMES = ("host", "address", "version", "new_version", "previous_version", "service")
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -347,4 +349,27 @@ def redactor_for(
                 pass  # not set for this host: nothing to mask, and become says so
     env = os.environ if environ is None else environ
     values.update(env[name] for name in SECRET_ENV if env.get(name))
+    for hook in spec.notify:  # a webhook URL's path and user info are its token
+        if hook.webhook is not None:
+            try:
+                url = webhook_url(hook, env)
+            except KeyError:
+                url = hook.webhook
+            # short paths ("/hook") would mask the word everywhere; tokens are long
+            values.update(p for p in url_secrets(url) if len(p) >= WEBHOOK_SECRET_MIN)
+    values.update(_prometheus_secrets(spec, environ))
     return Redactor(values)
+
+
+def _prometheus_secrets(spec: RolloutSpec, environ: Mapping[str, str] | None) -> set[str]:
+    """The analysis's Prometheus credentials, literal or ``'{vars.x}'``: secrets."""
+    prom = spec.analysis.prometheus if spec.analysis is not None else None
+    if prom is None:
+        return set()
+    context = {"service": spec.service, "vars": context_vars(spec, None, environ)}
+    out: set[str] = set()
+    for template in (prom.bearer_token, prom.basic_auth[1] if prom.basic_auth else None):
+        with contextlib.suppress(TemplateError):
+            if template and (value := render(template, context, raw=True)):
+                out.add(value)
+    return out

@@ -60,6 +60,8 @@ def in_timeline(event: ev.Event) -> bool:
             return event.state in TIMELINE_HOST_STATES
         case ev.PreflightResult():
             return not (event.ok and event.reachable)
+        case ev.TrafficChanged():  # a host kept out of traffic; the host table shows the rest
+            return event.failed or event.admin == "maint"
         case (
             ev.RolloutStarted()
             | ev.RolloutStateChanged()
@@ -87,6 +89,9 @@ def collect(events: list[ev.Event], log_cap: int = 2000) -> Changes:
         if isinstance(e, ev.LogLines):
             ch.hosts.add(e.host)
             logs.extend((e.host, line) for line in e.lines)
+            continue
+        if isinstance(e, ev.AnalysisSample):
+            ch.rates = True
             continue
         if isinstance(e, ev.ErrorRateSample):
             if e.scope.startswith("cohort:"):

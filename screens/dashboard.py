@@ -82,7 +82,9 @@ class DashboardScreen(Screen[None]):
             rates.vs_baseline = spec.error_rate.max_vs_baseline
             table.set_threshold(spec.error_rate.max)
         self.query_one("#filter", Input).display = False
-        rates.border_title = "Error rate: new vs baseline"
+        judged = spec is not None and spec.analysis is not None
+        what = "Analysis" if judged else "Error rate"
+        rates.border_title = f"{what}: new vs baseline"
         self.query_one(Timeline).border_title = "Timeline"
         self._apply_styles()
         self.app.theme_changed_signal.subscribe(self, lambda _t: self._on_theme())

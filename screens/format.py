@@ -149,7 +149,9 @@ def state_label(view: RolloutView) -> tuple[str, str]:
     word = ROLLOUT_WORDS[view.state].upper()
     if view.state == RolloutState.WAITING:
         gate = view.gate.gate if view.gate is not None else "bake"
-        word += " AT GATE" if gate == "manual" else " · BAKE"
+        word += {"manual": " AT GATE", "command": " · ASKING", "approval": " · APPROVAL"}.get(
+            gate, " · BAKE"
+        )
     return word, _ROLLOUT_VARS[view.state]
 
 

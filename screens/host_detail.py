@@ -209,6 +209,10 @@ class HostDetailScreen(Screen[None]):
         t.append(f"  {health_strip(h.health_history, 30)}", st["muted"])
         if h.health_detail:
             t.append(printable(f"  {h.health_detail}"), st["muted"])
+        if h.traffic:
+            t.append("\ntraffic ", Style(bold=True))
+            kept = " (kept drained: the host failed)" if h.traffic_kept else ""
+            t.append(h.traffic + kept, st["host-failed" if h.traffic_kept else "muted"])
         t.append("\nerror rate ", Style(bold=True))
         t.append(
             f"{format_rate(h.error_rate, h.error_rate_unit)} {sparkline(h.error_rate_history, 20)}"

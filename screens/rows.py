@@ -38,6 +38,7 @@ class ColumnSpec:
     label: str
     width: int
     wide_only: bool = False  # dropped below the wide breakpoint
+    traffic_only: bool = False  # shown once a load balancer moved a host
 
 
 COLUMNS: tuple[ColumnSpec, ...] = (
@@ -48,6 +49,7 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("version", "Version", 8),
     ColumnSpec("step", "Step", 8),
     ColumnSpec("health", "Health", 7),
+    ColumnSpec("traffic", "LB", 6, traffic_only=True),
     ColumnSpec("err", "Err rate", 11),
     ColumnSpec("vitals", "Load Mem", 8, wide_only=True),
     ColumnSpec("log", "Last log / why", 20),
@@ -59,6 +61,8 @@ _HEALTH = {
     "unhealthy": (f"{GLYPHS['failed']} fail", "host-failed"),
     "flapping": ("≈ flap", "batch-active"),
 }
+
+_TRAFFIC = {"ready": "host-healthy", "drain": "batch-active", "maint": "host-failed"}
 
 SORT_MODES = ("batch", "name", "state", "error")
 SORT_COLUMNS = {"batch": "batch", "host": "name", "state": "state", "err": "error"}
@@ -127,10 +131,18 @@ def host_cells(
         version,
         (printable(h.step or "-"), None),
         health,
+        traffic_cell(h),
         (f"{rate_text:>5} {spark}", "host-failed" if over else None),
         (vitals, None),
         last,
     )
+
+
+def traffic_cell(h: HostView) -> Cell:
+    """The host's server in the load balancer: ready, drain (kept drained: failed), maint."""
+    if not h.traffic:
+        return ("-", "muted")
+    return (h.traffic, "host-failed" if h.traffic_kept else _TRAFFIC.get(h.traffic))
 
 
 def sort_key(

@@ -138,7 +138,8 @@ def test_detached_owner_attach_send_ps_history_show(tmp_path: Path) -> None:
             watcher.kill()
             watcher.communicate()
     assert watcher.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
+    header, *events = [json.loads(line) for line in out.splitlines()]
+    assert header["kind"] == "header" and header["format"] == 1
     assert events[0]["kind"] == "rollout_started"
     assert events[-1]["kind"] == "rollout_finished" and events[-1]["outcome"] == "succeeded"
     cmds = [(e["command"], e["operator"]) for e in events if e["kind"] == "operator_command"]
@@ -151,7 +152,7 @@ def test_detached_owner_attach_send_ps_history_show(tmp_path: Path) -> None:
     row = json.loads(hist.stdout.splitlines()[0])
     assert (row["rollout_id"], row["outcome"], row["hosts_changed"]) == (rid, "succeeded", 6)
     show = rolldeck("show", "shop-d1", "--state-dir", sd, "--json")
-    doc = json.loads(show.stdout)
+    doc = json.loads(show.stdout.splitlines()[1])  # after the header
     pause = next(e for e in doc["timeline"] if e["kind"] == "operator_command")
     assert pause["operator"] == "alice" and pause["reason"] == "error spike"
     states = [e for e in doc["timeline"] if e["kind"] == "rollout_state"]

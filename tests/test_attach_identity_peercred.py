@@ -148,7 +148,7 @@ async def test_second_user_command_is_journaled_with_their_unix_name(
     assert f"who: alice (unix {user.name})" in shown
     assert f"pause by alice (unix {user.name}) (checking latency)" in shown
     assert cli_main(["show", "team1", "--json", "--state-dir", str(state)]) == 0
-    data = json.loads(capsys.readouterr().out)
+    data = json.loads(capsys.readouterr().out.splitlines()[1])  # after the header
     decision = data["stopped"]["decisions"][0]
     assert (decision["operator"], decision["user"]) == ("alice", user.name)
     table = render_history(history(state))

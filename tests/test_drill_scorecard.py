@@ -165,6 +165,8 @@ def test_scenario_faults_of_the_builtins() -> None:
     assert scenario_faults(load_scenario("healthy"), HOSTS) == {}
     assert scenario_faults(load_scenario("slow-rollout"), HOSTS) == {}  # slow is not bad
     assert set(scenario_faults(load_scenario("bad-canary"), HOSTS)) == set(HOSTS)
+    slow = scenario_faults(load_scenario("slow-canary"), HOSTS)  # latency 3x is bad
+    assert set(slow) == set(HOSTS) and "latency 120ms" in slow["web-01"]
     assert set(scenario_faults(load_scenario("demo"), HOSTS)) == {"worker-02"}
     assert set(scenario_faults(load_scenario("hung-install"), HOSTS)) == {"web-02"}
     assert set(scenario_faults(load_scenario("flapping-health"), HOSTS)) == {"worker-01"}

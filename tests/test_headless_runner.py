@@ -42,7 +42,8 @@ async def test_json_lines_are_every_event() -> None:
     out = io.StringIO()
     outcome = await run_headless(run.engine, mode="json", out=out, handle_signals=False)
     assert outcome == Outcome.SUCCEEDED
-    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    header, *rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert header == ev.stream_header()
     kinds = [r["kind"] for r in rows]
     assert kinds[0] == "rollout_started" and kinds[-1] == "rollout_finished"
     assert "step_output" in kinds and "health_sample" in kinds

@@ -135,7 +135,7 @@ async def test_show_explains_why_a_rollout_stopped(
 
     code, out, _ = capture(capsys, "show", "shop-r", "--state-dir", str(tmp_path), "--json")
     assert code == 0
-    doc = json.loads(out)
+    doc = json.loads(out.splitlines()[1])  # after the header
     assert doc["rollout"]["rollout_id"] == "shop-rb"
     assert doc["stopped"]["rules"][0]["numbers"]["failed"] == 1
 

@@ -88,7 +88,7 @@ async def test_cli_run_on_the_simulated_fleet(
     code = await asyncio.to_thread(main, argv)
     out, err = capsys.readouterr()
     assert code == 0, err
-    rows = [json.loads(line) for line in out.splitlines()]
+    rows = [json.loads(line) for line in out.splitlines()][1:]  # after the header
     assert rows[0]["kind"] == "rollout_started" and rows[0]["operator"] == "ci-bot"
     assert rows[-1]["outcome"] == "succeeded"
     assert "journal: " in err

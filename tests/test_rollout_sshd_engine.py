@@ -480,7 +480,7 @@ async def test_cli_run_headless_json_and_the_lock(
     code = await asyncio.to_thread(main, argv)
     out = capsys.readouterr().out
     assert code == 0, out[-2000:]
-    events = [json.loads(line) for line in out.splitlines()]
+    events = [json.loads(line) for line in out.splitlines()][1:]  # after the header
     assert events[0]["kind"] == "rollout_started" and events[0]["operator"] == "ci"
     assert events[-1]["kind"] == "rollout_finished" and events[-1]["outcome"] == "succeeded"
     assert all(active(fleet, h.name) == "2.0" for h in fleet.hosts)

@@ -24,6 +24,7 @@ BUILTINS = [
     "healthy",
     "host-dies-mid-batch",
     "hung-install",
+    "slow-canary",
     "slow-rollout",
 ]
 

@@ -22,8 +22,8 @@ from console.runtime.rollout import Rollout
 from console.runtime.session import build_engine
 from console.signals.polls import ONLY_WITH_CONSOLE, planned_polls, vitals_of
 from console.spec import parse_spec
+from tests.fixtures.audited_sshd import AuditedSSHD
 from tests.fixtures.sshd import make_fleet
-from tests.test_polls_sshd import AuditedSSHD, audited  # noqa: F401  (the fixture)
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.sshd
@@ -74,7 +74,7 @@ async def _in_flight(
         await asyncio.wait_for(task, 60)
 
 
-async def test_headless_without_the_key_polls_no_vitals(audited: AuditedSSHD, tmp_path) -> None:  # noqa: F811
+async def test_headless_without_the_key_polls_no_vitals(audited: AuditedSSHD, tmp_path) -> None:
     # 35 watch probes at 200 ms: 7 s of monitoring, past both hosts' first default
     # vitals poll (at most 5 s after the monitors start) had a console been there.
     await _in_flight(
@@ -84,14 +84,14 @@ async def test_headless_without_the_key_polls_no_vitals(audited: AuditedSSHD, tm
     assert audited.count(HEALTH) >= 35
 
 
-async def test_with_a_console_the_default_vitals_are_polled(audited: AuditedSSHD, tmp_path) -> None:  # noqa: F811
+async def test_with_a_console_the_default_vitals_are_polled(audited: AuditedSSHD, tmp_path) -> None:
     """The control: same rollout, a console watching: the counting above can fail."""
     await _in_flight(
         audited, tmp_path, SPEC, headless=False, until=lambda: audited.count(VITALS_MARK) >= 2
     )
 
 
-async def test_headless_with_a_vitals_section_polls_them(audited: AuditedSSHD, tmp_path) -> None:  # noqa: F811
+async def test_headless_with_a_vitals_section_polls_them(audited: AuditedSSHD, tmp_path) -> None:
     spec = SPEC + "vitals: {every: 300ms}\n"
     await _in_flight(
         audited, tmp_path, spec, headless=True, until=lambda: audited.count(VITALS_MARK) >= 4

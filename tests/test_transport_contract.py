@@ -20,6 +20,7 @@ import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -351,3 +352,44 @@ async def test_persistent_shell_keeps_the_run_contract(rig: Rig) -> None:
         assert (await shell.run("echo next", timeout=RUN)).stdout_tail == ("next",)
     finally:
         await shell.close()
+
+
+# -- socket requests (Connection.exchange: HAProxy's runtime API) ----------------------
+
+
+async def test_exchange_sends_a_request_to_a_socket_and_reads_to_the_close(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A unix socket and a TCP port this machine serves (every real rig's hosts are on
+    it): the whole answer comes back, a missing socket is a TransportError that leaves
+    the connection usable, a silent one is bounded; the fake forwards nothing."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        if line != b"hold\n":
+            writer.write(b"got " + line * 3)
+            await writer.drain()
+        else:
+            await reader.read()  # answers nothing until the client goes away
+        writer.close()
+
+    sock = str(tmp_path / "api.sock")
+    unix = await asyncio.start_unix_server(echo, sock)
+    tcp = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = tcp.sockets[0].getsockname()[1]
+    conn = await rig.transport.connect(rig.hosts[0])
+    try:
+        if rig.fake is not None:
+            with pytest.raises(TransportError, match="forwards no sockets"):
+                await conn.exchange(sock, b"x\n", timeout=RUN)
+            return
+        assert await conn.exchange(sock, b"show\n", timeout=RUN) == b"got show\nshow\nshow\n"
+        assert await conn.exchange(f"127.0.0.1:{port}", b"a\n", timeout=RUN) == b"got a\na\na\n"
+        with pytest.raises(TransportError, match="cannot reach"):
+            await conn.exchange(sock + ".missing", b"x\n", timeout=RUN)
+        with pytest.raises(TransportError, match="did not answer within"):
+            await conn.exchange(sock, b"hold\n", timeout=0.3)
+        assert (await conn.run("echo still", timeout=RUN)).first_line == "still"
+    finally:
+        unix.close()
+        tcp.close()

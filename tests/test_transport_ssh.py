@@ -176,8 +176,19 @@ async def test_stream_of_a_finished_command_ends(fleet_conn) -> None:
     assert [line async for line in conn.stream("printf 'a\\nb\\nc'")] == ["a", "b", "c"]
 
 
+def _established_to(port: int) -> set[int]:
+    """Local ports of this process's open TCP connections to ``port``."""
+    return {
+        c.laddr.port
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == "ESTABLISHED"
+    }
+
+
 async def test_many_commands_share_one_connection_per_host(sshd_fleet) -> None:
     fleet = sshd_fleet(3)
+    # an earlier test's connection to the session's sshd may still be closing
+    before = _established_to(fleet.server.port)
     transport = SSHTransport(fleet.options)
     try:
         conns = await asyncio.gather(*(transport.connect(h) for h in fleet.hosts * 4))
@@ -188,12 +199,7 @@ async def test_many_commands_share_one_connection_per_host(sshd_fleet) -> None:
         assert all(r.ok for r in results)
         assert transport.handshakes == 3
         assert transport.open_connections == 3
-        ours = [
-            c
-            for c in psutil.Process().net_connections(kind="tcp")
-            if c.raddr and c.raddr.port == fleet.server.port and c.status == "ESTABLISHED"
-        ]
-        assert len(ours) == 3
+        assert len(_established_to(fleet.server.port) - before) == 3
         await conns[0].close()
         assert transport.open_connections == 2
         reopened = await transport.connect(fleet.hosts[0])

@@ -48,7 +48,14 @@ PRINTED_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("console/core/safe_files.py", "--attach-group"): ("run",),
     ("console/attach/server.py", "--attach-group"): ("run",),
     ("console/transport/ssh.py", "--accept-new-host-keys"): ENGINE,
-    ("console/transport/cli_options.py", "--connect-timeout"): ("run", "resume"),
+    ("console/transport/cli_options.py", "--connect-timeout"): ENGINE,
+    ("console/attach/protocol.py", "--state-dir"): (*ENGINE, "attach"),
+    # the event stream's and the spec's documentation (`rolldeck schema`, docs/): the
+    # commands whose flags they name
+    ("console/core/eventschema.py", "--operator"): ENGINE,
+    ("console/core/eventschema.py", "--json"): (*ENGINE, "demo", "drill", "attach", "show"),
+    ("console/spec/schema.py", "--inventory"): ("run", "check"),
+    ("console/spec/schema.py", "--metrics-textfile"): ("run",),
 }
 # Modules whose --words are not rolldeck's flags, each with its reason.
 NOT_ROLLDECK = {
@@ -59,6 +66,10 @@ NOT_ROLLDECK = {
     "console/attach/detach.py": "the argv of the detached re-exec (tested by the detach tests)",
     "console/cli.py": "the top-level --version",
     "console/simfleet/process.py": "the argv of the fleet child (hidden flags of sim-fleet)",
+    "console/simfleet/prometheus.py": "the argv of the Prometheus server it starts",
+    "console/completion.py": "the generated scripts call the hidden `completion --ids`",
+    "console/docgen.py": "the docs generator's own --check, and key help quoting attach",
+    "inventory/ansible_yaml.py": "ansible-inventory's --list/--yaml, in a refusal's advice",
 }
 
 

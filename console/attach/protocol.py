@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,20 +123,49 @@ def socket_path_for(state_dir: str | os.PathLike[str], rollout_id: str) -> Path:
     return Path(state_dir) / f"{rollout_id}{SOCKET_SUFFIX}"
 
 
+def proc_fd_available() -> bool:
+    """Linux: a directory can be named through an ``O_PATH`` handle in /proc/self/fd."""
+    return hasattr(os, "O_PATH") and os.path.isdir("/proc/self/fd")
+
+
 @contextlib.contextmanager
 def addressable(path: Path) -> Iterator[str]:
-    """A name for ``path`` that fits in a ``sockaddr_un`` (108 bytes on Linux): the
-    path itself when short, else ``/proc/self/fd/N/<name>`` through an open handle on
-    its directory (deep pytest or XDG state directories exceed the limit)."""
+    """A name for ``path`` that fits in a ``sockaddr_un`` (108 bytes on Linux, 104 on
+    macOS): the path itself when short, else, on Linux, ``/proc/self/fd/N/<name>``
+    through an open handle on its directory (deep pytest or XDG state directories
+    exceed the limit); elsewhere (macOS, the BSDs: no ``O_PATH``, no /proc) through a
+    symlink to the directory in a fresh private directory under /tmp. A name too long
+    even so is an OSError saying to choose a shorter state directory."""
     text = str(path)
     if len(os.fsencode(text)) < SUN_PATH_MAX:
         yield text
         return
-    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    if proc_fd_available():
+        fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            yield f"/proc/self/fd/{fd}/{path.name}"
+        finally:
+            os.close(fd)
+        return
+    base = "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
+    short = tempfile.mkdtemp(prefix="rd", dir=base)  # 0700: no one else can swap the link
+    link = os.path.join(short, "d")
     try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
+        os.symlink(path.parent, link)
+        name = f"{link}/{path.name}"
+        if len(os.fsencode(name)) >= SUN_PATH_MAX:
+            raise OSError(
+                errno.ENAMETOOLONG,
+                f"the attach socket name {path.name!r} is too long for a Unix socket "
+                f"address on this system (at most {SUN_PATH_MAX} bytes); use a shorter "
+                "rollout id, or a shorter ROLLDECK_STATE_DIR (--state-dir)",
+            )
+        yield name
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(link)
+        with contextlib.suppress(OSError):
+            os.rmdir(short)
 
 
 def socket_alive(path: Path, timeout: float = 0.5) -> bool:

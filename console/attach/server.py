@@ -83,6 +83,7 @@ class _Client:
         self.read_only = read_only
         self.sub = sub
         self.user = user  # the Unix user at the other end, per the kernel
+        self.uid = os.geteuid()  # and their uid (set by the session from the socket)
 
 
 class AttachServer:
@@ -362,6 +363,7 @@ class AttachServer:
         if self._own.closed or self._close_task is not None:
             sub.close()  # the rollout is over: the snapshot is all there is
         client = _Client(writer, read_only, sub, user)
+        client.uid = _peer_uid(writer)
         self._clients.add(client)
         self.clients_served += 1
         try:
@@ -464,7 +466,15 @@ class AttachServer:
             return
         # Who sent it is the kernel's word, whatever the client wrote; its operator
         # name stays beside it as a label.
-        self.engine.execute(dataclasses.replace(command, user=client.user))
+        self.engine.execute(dataclasses.replace(command, user=client.user, uid=client.uid))
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int:
+    """The uid at the other end of the socket (ours without peer credentials: only
+    this process's user, or root, could have connected then)."""
+    sock = writer.get_extra_info("socket")
+    uid = peer_uid(sock) if sock is not None else None
+    return os.geteuid() if uid is None else uid
 
 
 def _peer_user(writer: asyncio.StreamWriter) -> str:

@@ -13,10 +13,14 @@ closed: that consumer is not draining at all and must re-sync from the journal.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from console.core.events import Event
+
+log = logging.getLogger(__name__)
+Listener = Callable[[Event], None]
 
 
 class Subscription:
@@ -83,6 +87,13 @@ class Subscription:
 class EventBus:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
+        self._listeners: tuple[Listener, ...] = ()
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener`` with every event as it is published, in order, on the
+        publisher's loop: it must only look and enqueue (console/notify hands events
+        to its own threads this way). An exception in it is logged, never raised."""
+        self._listeners = (*self._listeners, listener)
 
     def subscribe(self, maxsize: int = 20_000, hard_limit: int = 200_000) -> Subscription:
         sub = Subscription(self, maxsize, hard_limit)
@@ -92,6 +103,11 @@ class EventBus:
     def publish(self, event: Event) -> None:
         for sub in tuple(self._subs):
             sub._offer(event)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop the rollout's events
+                log.exception("event listener %r", listener)
 
     def close(self) -> None:
         """End every subscription (they still drain what they hold)."""

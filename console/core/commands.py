@@ -23,7 +23,8 @@ COMMAND_NAMES = (
     "resume",
     "abort",  # cancel in-flight remote commands; hosts left as they are
     "rollback",  # pause, then roll back exactly the changed hosts, newest batch first
-    "continue",  # pass a manual gate
+    "continue",  # pass a manual gate (at an approval gate: approve)
+    "approve",  # approve at an approval gate: must come from another Unix user
     "skip",  # args: host
     "retry",  # args: host
     "set_batch_size",  # args: size (int or "N%")
@@ -55,6 +56,7 @@ class Command:
     reason: str = ""
     args: dict[str, Any] = field(default_factory=dict)
     user: str = field(default_factory=unix_user)  # who, per the kernel; not serialised
+    uid: int = field(default_factory=os.geteuid)  # the same, as a number; not serialised
 
     def __post_init__(self) -> None:
         if self.name not in COMMAND_NAMES:

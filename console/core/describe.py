@@ -89,6 +89,8 @@ GLYPHS: Final[Mapping[str, str]] = MappingProxyType(
         "error rate": "~",
         "version": "#",
         "drill scorecard": "⚑",
+        "notification": "✉",
+        "traffic": "⇄",
     }
 )
 
@@ -267,6 +269,7 @@ CHATTY_EVENTS = (
     ev.VitalsSample,
     ev.LogLines,
     ev.ErrorRateSample,
+    ev.AnalysisSample,
 )
 
 
@@ -297,6 +300,19 @@ def format_rate(rate: float | None, unit: str = "ratio") -> str:
         return f"{rate:.1f}/m"
     pct = rate * 100
     return f"{pct:.1f}%" if pct < 10 else f"{pct:.0f}%"
+
+
+def format_metric(value: float | None, unit: str = "") -> str:
+    """An analysis metric's value as its bound was written: ``5.00%`` (a ratio),
+    ``272ms``/``1.25s`` (seconds) or ``0.0123``; ``no data`` for None."""
+    if value is None:
+        return "no data"
+    if unit == "ratio":
+        pct = value * 100.0
+        return f"{pct:.2f}%" if abs(pct) < 1.0 else f"{pct:.1f}%"
+    if unit == "seconds":
+        return f"{value * 1000:.0f}ms" if abs(value) < 1.0 else f"{value:.3g}s"
+    return f"{value:.4g}"
 
 
 def _seconds(value: float | None) -> str:
@@ -380,6 +396,8 @@ def _words(event: ev.Event) -> Description:
         case ev.GatePassed():
             by = event.by
             who = f"by {by.split(':', 1)[1]}" if by.startswith("operator:") else f"({by})"
+            if by.startswith("approval:"):
+                who = f"approved by {by.split(':', 1)[1]}"
             return _d(
                 f"gate after batch {event.after_batch + 1} passed {who}",
                 Severity.INFO,
@@ -452,6 +470,18 @@ def _words(event: ev.Event) -> Description:
                 "error rate",
                 host,
             )
+        case ev.AnalysisSample():
+            severity = {"pass": Severity.INFO, "fail": Severity.CRITICAL}.get(
+                event.verdict, Severity.WARNING
+            )
+            base = format_metric(event.baseline_value, event.unit)
+            return _d(
+                f"analysis {event.metric}: new {format_metric(event.new_value, event.unit)} "
+                f"({_plural(event.new_hosts, 'host')}) vs baseline {base} "
+                f"({_plural(event.baseline_hosts, 'host')}): {event.verdict.replace('_', ' ')}",
+                severity,
+                "canary analysis",
+            )
         case ev.Alert():
             action = f" -> {event.action}" if event.action else ""
             return _d(
@@ -471,6 +501,16 @@ def _words(event: ev.Event) -> Description:
             )
         case ev.OperatorCommand():
             return _command(event)
+        case ev.TrafficChanged():
+            sessions = "" if event.sessions is None else f", {_plural(event.sessions, 'session')}"
+            severity = Severity.WARNING if event.failed or event.admin == "maint" else Severity.INFO
+            return _d(
+                f"{event.host} traffic {event.admin} ({event.backend}/{event.server}{sessions})"
+                f"{_why(event.detail)}",
+                Severity.OK if event.admin == "ready" and not event.failed else severity,
+                "traffic",
+                event.host,
+            )
         case ev.Notice():
             where = f"{event.host}: " if event.host else ""
             return _d(
@@ -479,6 +519,10 @@ def _words(event: ev.Event) -> Description:
                 "notice",
                 event.host,
             )
+        case ev.GateAnswer():
+            return _gate_answer(event)
+        case ev.NotifyDelivery():
+            return _notify(event)
         case ev.DrillScorecard():
             return _d(
                 f"drill {event.scenario} (seed {event.seed}, {event.policy}): "
@@ -527,6 +571,35 @@ def _gate(event: ev.GateWaiting) -> Description:
             parts += (f", then {event.on_timeout}",)
     severity = Severity.WARNING if event.gate == "manual" else Severity.INFO
     return _d(parts, severity, "waiting")
+
+
+def _gate_answer(event: ev.GateAnswer) -> Description:
+    n = event.after_batch + 1
+    code = f"exit {event.exit_code}" if event.exit_code is not None else "no exit code"
+    said = {"go": "go", "not_yet": "not yet", "no": "NO"}.get(event.answer, event.answer)
+    parts: tuple[Part, ...] = (
+        f"{event.gate} gate after batch {n}, poll {event.poll}: {said} ({code})"
+        f"{_why(event.output)}",
+    )
+    if event.next_at is not None:
+        parts += (", asking again at ", At(event.next_at))
+    severity = {"go": Severity.OK, "not_yet": Severity.INFO}.get(event.answer, Severity.CRITICAL)
+    return _d(parts, severity, "waiting")
+
+
+def _notify(event: ev.NotifyDelivery) -> Description:
+    tries = f" after {_plural(event.attempts, 'attempt')}" if event.attempts > 1 else ""
+    dropped = ""
+    if event.dropped:
+        dropped = f" ({_plural(event.dropped, 'notification')} dropped before it)"
+    if event.ok:
+        text = f"notified {event.hook} of {event.event}: {event.status}{tries}{dropped}"
+    else:
+        text = (
+            f"notification {event.event} to {event.hook} {event.status or 'failed'}{tries}"
+            f"{_why(event.detail)}{dropped}"
+        )
+    return _d(text, Severity.INFO if event.ok else Severity.WARNING, "notification")
 
 
 def _step_finished(event: ev.StepFinished) -> Description:

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from console import __version__  # the package root (a version string): no layer crossed
+
 
 class HostState(enum.StrEnum):
     """Where one host is. ``healthy`` is the success end state of a deploy."""
@@ -83,6 +85,8 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutStarted(Event):
+    """The rollout began: what, which version, who, the spec and the planned batches."""
+
     kind: ClassVar[str] = "rollout_started"
     rollout_id: str
     service: str
@@ -99,6 +103,8 @@ class RolloutStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutStateChanged(Event):
+    """The whole rollout's state changed (the header's state), and why."""
+
     kind: ClassVar[str] = "rollout_state"
     state: RolloutState
     reason: str = ""
@@ -106,6 +112,8 @@ class RolloutStateChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutFinished(Event):
+    """The rollout ended: its outcome, the process's exit code and the host counts."""
+
     kind: ClassVar[str] = "rollout_finished"
     outcome: Outcome
     exit_code: int
@@ -115,6 +123,8 @@ class RolloutFinished(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PreflightResult(Event):
+    """One host's preflight: reachable, its version, and each check's result."""
+
     kind: ClassVar[str] = "preflight_result"
     host: str
     reachable: bool
@@ -138,6 +148,8 @@ class PlanChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchStarted(Event):
+    """A batch (0-based ``index`` of ``total``) began deploying (or rolling back)."""
+
     kind: ClassVar[str] = "batch_started"
     index: int  # 0-based
     total: int
@@ -147,6 +159,8 @@ class BatchStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchFinished(Event):
+    """A batch ended: which hosts succeeded and which failed."""
+
     kind: ClassVar[str] = "batch_finished"
     index: int
     succeeded: tuple[str, ...]
@@ -167,6 +181,8 @@ class GateWaiting(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatePassed(Event):
+    """The gate after a batch opened, and by whom or what."""
+
     kind: ClassVar[str] = "gate_passed"
     after_batch: int
     by: str  # 'auto', 'bake', 'operator:<name>', 'timeout'
@@ -177,6 +193,8 @@ class GatePassed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostStateChanged(Event):
+    """One host moved to a new state (with the step and why)."""
+
     kind: ClassVar[str] = "host_state"
     host: str
     state: HostState
@@ -197,6 +215,8 @@ class VersionRead(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepStarted(Event):
+    """A step began on a host; ``command`` is rendered, secrets masked."""
+
     kind: ClassVar[str] = "step_started"
     host: str
     step: str
@@ -235,6 +255,8 @@ class StepFinished(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthSample(Event):
+    """One health probe of a host (while gating, or the post-deploy watch)."""
+
     kind: ClassVar[str] = "health_sample"
     host: str
     ok: bool
@@ -252,6 +274,8 @@ class HealthSample(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VitalsSample(Event):
+    """A host's load and memory and disk use (ephemeral)."""
+
     kind: ClassVar[str] = "vitals_sample"
     durable: ClassVar[bool] = False
     host: str
@@ -286,6 +310,26 @@ class ErrorRateSample(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisSample(Event):
+    """One analysis metric judged once (``analysis:``): the new cohort's value against
+    the baseline's and the rule; streamed, a failure or no data is also an ``Alert``."""
+
+    kind: ClassVar[str] = "analysis"
+    durable: ClassVar[bool] = False
+    metric: str
+    verdict: str  # 'pass' | 'fail' | 'no_data'
+    new_value: float | None
+    baseline_value: float | None
+    new_hosts: int
+    baseline_hosts: int
+    rule: str  # the rule in words
+    unit: str = ""  # '' | 'ratio' | 'seconds'
+    reason: str = ""
+    max: float | None = None  # the metric's bounds, for a panel's threshold column
+    max_vs_baseline: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Alert(Event):
     """A rule fired (or a notable condition); ``numbers`` holds the figures behind it."""
 
@@ -300,6 +344,8 @@ class Alert(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CanaryAnalysis(Event):
+    """The statistical verdict on the new version's error rate vs the baseline's."""
+
     kind: ClassVar[str] = "canary_analysis"
     verdict: str  # 'pass' | 'marginal' | 'fail'
     test: str
@@ -321,6 +367,23 @@ class OperatorCommand(Event):
     # The Unix user who issued it, from the kernel (the owner's euid, or the attach
     # socket's SO_PEERCRED); "" in journals written before it was recorded.
     user: str = ""
+    uid: int | None = None  # the same user's uid (None in older journals)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficChanged(Event):
+    """A host's server in the load balancer was set to a state, or found there
+    (``load_balancer:``; console/engine/traffic.py): drained before its steps, ready
+    once healthy, kept drained when the host failed."""
+
+    kind: ClassVar[str] = "traffic"
+    host: str
+    backend: str  # the HAProxy backend
+    server: str  # the host's server name in that backend
+    admin: str  # ready | drain | maint: the server's administrative state in HAProxy now
+    sessions: int | None = None  # the server's current sessions, when read
+    detail: str = ""  # why, or what was waited for
+    failed: bool = False  # the host failed or was stopped mid-change: kept out of traffic
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +393,38 @@ class Notice(Event):
     kind: ClassVar[str] = "notice"
     message: str
     host: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateAnswer(Event):
+    """A gate that asks (``gate: command``) got an answer: ``answer`` is 'go' (exit 0),
+    'not_yet' (exit 1: asked again at ``next_at``, wall clock) or 'no' (anything else,
+    a timeout or a command that could not run); ``output`` is its output's tail."""
+
+    kind: ClassVar[str] = "gate_answer"
+    after_batch: int
+    gate: str
+    answer: str
+    exit_code: int | None = None
+    output: str = ""
+    poll: int = 1
+    next_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyDelivery(Event):
+    """A ``notify:`` hook was given one event (console/notify/): delivered, failed
+    after its retries, or dropped (the hook fell behind). Journaled after the fact;
+    it never changes the rollout. ``hook`` names the target, a URL's token masked."""
+
+    kind: ClassVar[str] = "notify_delivery"
+    hook: str
+    event: str
+    ok: bool
+    attempts: int = 0
+    status: str = ""  # 'HTTP 200', 'exit 0', 'HTTP 500', 'timeout', 'error', 'dropped'
+    detail: str = ""
+    dropped: int = 0  # notifications dropped before this one (a full queue)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -387,13 +482,28 @@ EVENT_TYPES: dict[str, type[Event]] = {
         VitalsSample,
         LogLines,
         ErrorRateSample,
+        AnalysisSample,
         Alert,
         CanaryAnalysis,
         OperatorCommand,
+        TrafficChanged,
         Notice,
+        GateAnswer,
+        NotifyDelivery,
         DrillScorecard,
     )
 }
+
+
+# The ``--json`` stream's contract: its first line is :func:`stream_header`; the
+# number changes only when an existing field changes meaning or goes away (new kinds
+# and new fields are additions a reader must ignore, as :func:`from_json` does).
+STREAM_FORMAT = 1
+
+
+def stream_header() -> dict[str, Any]:
+    """The first line of every ``--json`` output (run, drill, attach, show, ...)."""
+    return {"kind": "header", "format": STREAM_FORMAT, "rolldeck": __version__}
 
 
 def to_json(event: Event) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import re
 import shlex
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 MASK = "***"
 
@@ -44,6 +45,42 @@ def is_secret_name(name: str, declared: Collection[str] = ()) -> bool:
         if lowered in _KEY_PATH_NAMES or lowered.endswith(("_file", "_path")):
             return False
     return True
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The secret parts of a URL: everything after the host (path, query, fragment;
+    a webhook's token lives there) and the user info, when there are any."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return (url,)
+    if not parts.netloc:
+        return (url,)
+    out = []
+    rest = url.split(parts.netloc, 1)[1]
+    if rest.strip("/"):
+        out.append(rest.lstrip("/"))
+    if "@" in parts.netloc:
+        out.append(parts.netloc.rsplit("@", 1)[0])
+    return tuple(out)
+
+
+def mask_url(url: str) -> str:
+    """``https://hooks.example.com/***``: scheme and host kept, user info, path and
+    query masked (what ``check``, the journal and the timeline show of a webhook)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    if not parts.scheme or not parts.hostname:
+        return MASK
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    masked = MASK if url_secrets(url) else ""
+    return f"{parts.scheme}://{host}{port}/{masked}"
 
 
 def mask_vars(values: Mapping[str, Any], declared: Collection[str] = ()) -> dict[str, Any]:

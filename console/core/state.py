@@ -63,6 +63,8 @@ class HostView:
     steps: list[StepRecord] = field(default_factory=list)
     changed: bool = False  # a deploy step started on it: rollback must cover it
     state_since: float = 0.0
+    traffic: str = ""  # its load balancer server: ready | drain | maint ("" unknown)
+    traffic_kept: bool = False  # kept drained: the host failed
 
 
 @dataclass(slots=True)
@@ -82,6 +84,7 @@ class RolloutView:
     batch_index: int | None = None  # the batch running or last run
     rolling_back: bool = False
     gate: ev.GateWaiting | None = None
+    gate_answer: ev.GateAnswer | None = None  # a command gate's last answer
     hosts: dict[str, HostView] = field(default_factory=dict)
     cohort_rates: dict[str, deque[float]] = field(
         default_factory=lambda: {
@@ -90,6 +93,9 @@ class RolloutView:
         }
     )
     error_rate_unit: str = "ratio"
+    traffic: bool = False  # a load balancer moved hosts (the console shows their state)
+    # analysis: (each metric's last judgement, new vs baseline, in first-seen order)
+    analysis: dict[str, ev.AnalysisSample] = field(default_factory=dict)
     alerts: list[ev.Alert] = field(default_factory=list)
     timeline: deque[ev.Event] = field(default_factory=lambda: deque(maxlen=TIMELINE_EVENTS))
     settings: dict[str, Any] = field(default_factory=dict)
@@ -202,6 +208,9 @@ class RolloutView:
                     self.rolling_back = True
             case ev.GateWaiting():
                 self.gate = event
+                self.gate_answer = None
+            case ev.GateAnswer():
+                self.gate_answer = event
             case ev.GatePassed():
                 self.gate = None
             case ev.HostStateChanged():
@@ -210,6 +219,11 @@ class RolloutView:
                 h.step = event.step
                 h.detail = event.detail
                 h.state_since = event.ts
+            case ev.TrafficChanged():
+                h = self._host(event.host)
+                h.traffic = event.admin
+                h.traffic_kept = event.failed
+                self.traffic = True
             case ev.VersionRead():
                 h = self._host(event.host)
                 if event.role == "previous":
@@ -264,6 +278,8 @@ class RolloutView:
                     h.error_rate_unit = event.unit
                     if event.rate is not None:
                         h.error_rate_history.append(event.rate)
+            case ev.AnalysisSample():
+                self.analysis[event.metric] = event
             case ev.Alert():
                 self.alerts.append(event)
                 del self.alerts[:-200]

@@ -122,7 +122,9 @@ def _rollback(engine: EngineContext, cmd: Command) -> Decision:
 
 def _continue(engine: EngineContext, cmd: Command) -> Decision:
     c = engine.control
-    if c.gate_open != "manual":
+    if c.gate_open == "approval":  # the console's `c` at an approval gate approves
+        return _approve(engine, cmd)
+    if c.gate_open not in ("manual", "command"):  # a command gate: the operator overrides
         return False, "no manual gate is waiting", None
     if c.gate_continued_by is not None:
         return True, "already continued", None
@@ -131,6 +133,30 @@ def _continue(engine: EngineContext, cmd: Command) -> Decision:
         c.gate_continued_by = cmd.operator
 
     return True, "gate passed", effect
+
+
+def _approve(engine: EngineContext, cmd: Command) -> Decision:
+    """An approval counts once per Unix user, never the rollout owner's: the uid is the
+    kernel's (this process, or the attach socket's peer), not a name on the wire."""
+    c = engine.control
+    if c.gate_open != "approval":
+        return False, "no approval gate is waiting", None
+    who = f"{cmd.operator} (unix {cmd.user}, uid {cmd.uid})"
+    if cmd.uid == c.owner_uid:
+        return (
+            False,
+            f"an approval must come from another Unix user than the one running the "
+            f"rollout ({cmd.user}, uid {cmd.uid}): run `rolldeck approve` as yourself",
+            None,
+        )
+    if cmd.uid in c.approvals:
+        return True, f"already approved by {c.approvals[cmd.uid]}", None
+    have = len(c.approvals) + 1
+
+    def effect() -> None:
+        c.approvals[cmd.uid] = who
+
+    return True, f"approved by {who}: {have} of {c.approvers_needed}", effect
 
 
 def _host_arg(engine: EngineContext, cmd: Command) -> str | None:
@@ -219,6 +245,7 @@ _HANDLERS: dict[str, Callable[[EngineContext, Command], Decision]] = {
     "abort": _abort,
     "rollback": _rollback,
     "continue": _continue,
+    "approve": _approve,
     "skip": _skip,
     "retry": _retry,
     "set_batch_size": _set_batch_size,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from console.core import events as ev
 from console.core.clock import Clock
@@ -27,6 +27,9 @@ from console.engine.control import Budget, Control, HostRecord
 from console.engine.leases import Leases
 from console.spec import HealthSpec, RolloutSpec
 from console.transport.base import Connection, Transport
+
+if TYPE_CHECKING:
+    from console.engine.canary import CanaryJudge
 
 
 class EngineContext(Protocol):
@@ -84,6 +87,11 @@ class EngineContext(Protocol):
 
     def new_version_requests(self) -> float:
         """Requests the analyzer has seen on the new version in its window."""
+        ...
+
+    @property
+    def canary(self) -> CanaryJudge | None:
+        """The Prometheus canary analysis (console/engine/canary.py), or None."""
         ...
 
     def host_unhealthy(self, host: str, detail: str) -> None:

@@ -10,6 +10,7 @@ through a bake or a gate's timeout instead of waiting for it.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,11 @@ class Control:
         self.preflight = True  # until every host was checked (the engine's first phase)
         self.gate_open: str | None = None  # 'manual' | 'bake' while waiting at a gate
         self.gate_continued_by: str | None = None
+        # An approval gate: who approved (uid -> "label (unix name)") and the uid that
+        # runs the rollout, whose own approval never counts (a second person's).
+        self.approvals: dict[int, str] = {}
+        self.approvers_needed = 0
+        self.owner_uid = os.geteuid()
         self.pause_reason = ""  # why it is paused or frozen (who, and their reason)
         self.abort_reason = "aborted"
         self._changed = asyncio.Event()

@@ -38,7 +38,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 from console.core import events as ev
@@ -50,6 +50,7 @@ from console.core.secrets import mask_vars
 from console.core.state import RolloutView
 from console.engine import gates
 from console.engine.batches import Batches
+from console.engine.canary import CanaryJudge
 from console.engine.commands import decide
 from console.engine.context import RestorePoint
 from console.engine.control import Budget, Control, HostRecord
@@ -60,8 +61,10 @@ from console.engine.machine import legal, on_failure_action
 from console.engine.preflight import run_preflight
 from console.engine.rolling import RollingStrategy
 from console.engine.strategy import Strategy, Verdict, aborted
+from console.engine.traffic import Traffic
 from console.plan import Plan
 from console.signals.health import ErrorRateAnalyzer, probe_health
+from console.signals.polls import monitor_sample, sampled_monitors
 from console.spec import ErrorRateSpec, HealthSpec, RolloutSpec
 from console.store.journal import Journal
 from console.templating import TemplateError, redactor_for
@@ -99,6 +102,7 @@ class Engine:
         strategy: Strategy | None = None,
         leases: LeaseOptions | None = None,
         watched: bool = True,
+        balancer: Host | None = None,
     ) -> None:
         self.spec = spec
         self.plan = plan
@@ -148,18 +152,37 @@ class Engine:
                 spec, ordered, leases, self.rollout_id, transport, self.emit, self._lease_lost
             )
         self._work.leases = self._leases
+        self._traffic: Traffic | None = None
+        if spec.load_balancer is not None:  # each host drained while it changes
+            lb = balancer or by_name.get(spec.load_balancer.host)
+            if lb is None:
+                raise ValueError(f"load_balancer.host {spec.load_balancer.host} is not known")
+            self._traffic = Traffic(spec, lb, transport, self.emit, self.control.clock)
+            self._work.traffic = self._traffic
         self._use_monitors = monitors
         self._watched = watched  # a console shows it: the spec's default vitals polled
         self._work_conns: dict[str, Connection] = {}  # reachable hosts, from preflight
         self._monitors: dict[str, Any] = {}
+        # Prometheus judges: monitors only on hosts in flight, the new cohort and this
+        # stable sample of the rest (console/signals/polls.py); None: every host.
+        self._sample: frozenset[str] | None = None
+        self._background: list[asyncio.Task[Any]] | None = None  # monitors started later
+        self._unmonitored: set[str] = set()  # hosts whose monitor could not be built
         self._analyzer = ErrorRateAnalyzer(
             spec.error_rate or ErrorRateSpec(), has_metrics=spec.metrics is not None
         )
+        # Prometheus canary analysis (console/engine/canary.py); None: not asked for.
+        self.canary: CanaryJudge | None = None
+        if spec.analysis is not None and spec.analysis.prometheus_metrics:
+            self.canary = CanaryJudge(self, spec.analysis)
         self._tg: asyncio.TaskGroup | None = None
         self._ran = False
         self._bus_closed = False
         self.finished = False
         self.outcome: Outcome | None = None
+        # Awaited once the run is over and the journal closed (console/notify waits
+        # there, bounded, for its last deliveries); an error in one is logged only.
+        self.after_run: list[Callable[[], Awaitable[None]]] = []
         if resume is not None:
             self.restore(resume)
 
@@ -237,6 +260,7 @@ class Engine:
                 accepted=accepted,
                 detail=detail,
                 user=command.user,
+                uid=command.uid,
             )
         )
         if accepted and effect is not None:
@@ -312,6 +336,11 @@ class Engine:
         await asyncio.shield(self._emitter.close())
         self.bus.close()
         self._bus_closed = True
+        for after in self.after_run:
+            try:
+                await after()
+            except Exception:  # the outcome is decided and journaled: nothing changes it
+                log.exception("after the run")
 
     async def _main(self, background: list[asyncio.Task[Any]]) -> Verdict:
         c = self.control
@@ -320,8 +349,16 @@ class Engine:
         c.preflight = False
         if refusal:  # a resumed rollout stays resumable: it may have changed hosts
             return (Outcome.FAILED if self._first_event is None else Outcome.PAUSED), refusal
+        if self._traffic is not None:  # the load balancer holds every host; resumed: agree
+            resumed = self._first_event is not None
+            journaled = {n: h.traffic for n, h in self.view.hosts.items() if h.traffic}
+            lb = await self._traffic.start(list(self.recs.values()), journaled if resumed else None)
+            if lb:
+                return (Outcome.PAUSED if resumed else Outcome.FAILED), lb
         assert self._tg is not None
         self._start_monitors(self._tg, background)
+        if self.canary is not None:
+            background.append(self._tg.create_task(self.canary.run(), name="analysis"))
         if stop := await self.stop_check():
             return stop
         self.announce(c.pause_reason if c.halted else "")
@@ -377,6 +414,7 @@ class Engine:
                     rec = self.recs[queue.popleft()]
                     if not rollback and rec.state != HostState.PENDING:
                         continue  # skipped meanwhile
+                    self._start_monitor(rec)  # sampling: an unsampled host gets one now
                     if not rollback:
                         rec.batch = self.batches.index
                         self._analyzer.set_cohort(rec.name, None)
@@ -466,34 +504,72 @@ class Engine:
     def _start_monitors(self, tg: asyncio.TaskGroup, background: list[asyncio.Task[Any]]) -> None:
         if not self._use_monitors:
             return
-        from console.signals.monitor import HostMonitor
-
+        self._background = background
+        if sampled_monitors(self.spec):
+            self._sample = monitor_sample(n for n in self.recs if n in self._work_conns)
+            self.emit(ev.Notice(message=self._sampling_notice()))
         for rec in self.recs.values():
-            conn = self._work_conns.get(rec.name)
-            if conn is None:
-                continue
-            try:
-                host_spec = signals_spec(self.spec, rec.host)
-            except TemplateError as exc:
-                self.emit(ev.Notice(message=f"no monitoring: {exc}", host=rec.name))
-                continue
-            monitor = HostMonitor(
-                rec.name,
-                conn,
-                host_spec,
-                self.emit,
-                self._analyzer,
-                self.host_unhealthy,
-                console=self._watched,
-            )
-            self._monitors[rec.name] = monitor
-            if rec.state == HostState.HEALTHY:  # a resumed rollout's deployed hosts
-                self._on_healthy(rec)
-            else:
-                self._analyzer.set_cohort(rec.name, "baseline")
-            background.append(tg.create_task(monitor.run(), name=f"monitor:{rec.name}"))
+            if self._sample is None or rec.name in self._sample or self._touched(rec):
+                self._start_monitor(rec)
         if self.spec.error_rate is not None and self._monitors:
             background.append(tg.create_task(self._analyze(), name="error-rate"))
+
+    def _sampling_notice(self) -> str:
+        assert self._sample is not None
+        return (
+            "Prometheus judges this rollout: per-host monitors run on the hosts in flight, "
+            f"the new cohort and a sample of {len(self._sample)} of the "
+            f"{len(self._work_conns)} reachable hosts (the others' vitals and logs are "
+            "not polled until their batch starts them)"
+        )
+
+    @staticmethod
+    def _touched(rec: HostRecord) -> bool:
+        """A host the rollout has moved (a resumed one's deployed, failed or cut hosts)."""
+        return rec.changed or rec.state != HostState.PENDING
+
+    def _start_monitor(self, rec: HostRecord) -> None:
+        """The host's monitor, once (from preflight on, or when its batch starts it
+        under sampling): a host without one still probes, over an exec per probe."""
+        if (
+            self._background is None
+            or self._tg is None
+            or rec.name in self._monitors
+            or rec.name in self._unmonitored
+        ):
+            return
+        conn = self._work_conns.get(rec.name)
+        if conn is None:
+            return
+        from console.signals.monitor import HostMonitor
+
+        try:
+            host_spec = signals_spec(self.spec, rec.host)
+        except TemplateError as exc:
+            self._unmonitored.add(rec.name)
+            self.emit(ev.Notice(message=f"no monitoring: {exc}", host=rec.name))
+            return
+        monitor = HostMonitor(
+            rec.name,
+            conn,
+            host_spec,
+            self.emit,
+            self._analyzer,
+            self.host_unhealthy,
+            console=self._watched,
+        )
+        self._monitors[rec.name] = monitor
+        if rec.state == HostState.HEALTHY:  # a resumed rollout's deployed hosts
+            self._on_healthy(rec)
+        else:
+            self._analyzer.set_cohort(rec.name, "baseline")
+        task = self._tg.create_task(monitor.run(), name=f"monitor:{rec.name}")
+        self._background.append(task)
+
+    @property
+    def monitored(self) -> frozenset[str]:
+        """The hosts with a monitor now (sampling: in flight, new, the sample)."""
+        return frozenset(self._monitors)
 
     def _watch(self, rec: HostRecord, on: bool) -> None:
         monitor = self._monitors.get(rec.name)

@@ -21,8 +21,11 @@ from collections.abc import Callable
 
 from console.core import events as ev
 from console.core.events import HostState
+from console.engine.approval_gate import run_approval_gate
+from console.engine.command_gate import run_command_gate
 from console.engine.context import EngineContext
 from console.engine.control import HostRecord
+from console.engine.gate_wait import open_gate, timed_out
 from console.engine.hostwork import signals_spec
 
 ANALYZE_EVERY = 1.0  # seconds between error-rate evaluations
@@ -54,6 +57,8 @@ async def run_gate(engine: EngineContext, after: int) -> None:
                 stopped = await _await_verdict(engine, stop, after)
             if not stopped:  # the last word before the next batch may start
                 stopped = engine.judge_error_rate() or stop()
+            if not stopped and engine.canary is not None:  # Prometheus analysis
+                stopped = await engine.canary.gate_verdict(stop, after)
         finally:
             c.gate_open = None
             if watcher is not None:
@@ -62,16 +67,13 @@ async def run_gate(engine: EngineContext, after: int) -> None:
             engine.emit(ev.GatePassed(after_batch=after, by="bake"))
             engine.announce()
         return
-    c.gate_open, c.gate_continued_by = "manual", None
-    until = clock.wall() + g.timeout if g.timeout else None
-    engine.emit(
-        ev.GateWaiting(
-            after_batch=after,
-            gate="manual",
-            until=until,
-            on_timeout=g.on_timeout if g.timeout else None,
-        )
-    )
+    if g.kind == "command":  # a gate that asks an outside system
+        await run_command_gate(engine, after, stop)
+        return
+    if g.kind == "approval":  # a second person's approval
+        await run_approval_gate(engine, after, stop)
+        return
+    open_gate(engine, after, "manual")
     engine.announce(f"manual gate after batch {after + 1}")
     try:
         answered = await c.wait_for(
@@ -83,21 +85,7 @@ async def run_gate(engine: EngineContext, after: int) -> None:
         engine.emit(ev.GatePassed(after_batch=after, by=f"operator:{c.gate_continued_by}"))
         engine.announce()
     elif not answered:
-        engine.emit(
-            ev.Alert(
-                level="warning",
-                rule="gate.timeout",
-                message=f"manual gate after batch {after + 1} unanswered for "
-                f"{g.timeout:g}s: {g.on_timeout}",
-                numbers={"timeout": g.timeout, "batch": after + 1},
-                action=g.on_timeout,
-            )
-        )
-        if g.on_timeout == "continue":
-            engine.emit(ev.GatePassed(after_batch=after, by="timeout"))
-            engine.announce()
-        else:
-            engine.policy(g.on_timeout, "manual gate timed out")
+        timed_out(engine, after, "manual", f"unanswered for {g.timeout:g}s")
 
 
 async def _await_verdict(engine: EngineContext, stop: Callable[[], bool], after: int) -> bool:

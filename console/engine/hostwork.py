@@ -56,6 +56,16 @@ class BecomeRunner(Protocol):
     ) -> RunResult: ...
 
 
+class TrafficSwitch(Protocol):
+    """The load balancer around a host's journey (console/engine/traffic.py): drain
+    before its steps and ready once healthy (both raise HostFailure), and a word when a
+    failed host stays drained."""
+
+    async def drain(self, rec: HostRecord) -> None: ...
+    async def ready(self, rec: HostRecord) -> None: ...
+    def kept_out(self, rec: HostRecord, why: str) -> None: ...
+
+
 VERSION_TIMEOUT = 30.0
 DETAIL_MAX = 200
 
@@ -127,6 +137,7 @@ class HostWork:
         # Called with a host that just passed health gating (monitor hand-off).
         self.on_healthy: Callable[[HostRecord], None] = lambda rec: None
         self.leases: Leases | None = None  # the host's lease, taken before its first step
+        self.traffic: TrafficSwitch | None = None  # load_balancer: drained while it changes
 
     # -- helpers ------------------------------------------------------------------
 
@@ -413,6 +424,8 @@ class HostWork:
             if not rec.previous_read:
                 rec.previous_version = await self.previous_version(rec, conn)
                 rec.previous_read = True
+            if self.traffic is not None:
+                await self.traffic.drain(rec)
             for step in self.spec.steps:
                 if step.once and step.name in rec.once_done:
                     continue  # ran once already (a retry, or a resumed rollout)
@@ -424,14 +437,20 @@ class HostWork:
                     rec.once_done.add(step.name)
             self.set_state(rec, HostState.VERIFYING, detail="health gating")
             detail = await self.gate_health(rec, conn)
+            if self.traffic is not None:  # ready while the lease is still held
+                await self.traffic.ready(rec)
             if self.spec.current_version:  # the lease's release rides on it (leases.py)
                 await self.read_version(rec, conn, "new", release=True)
         except HostFailure as exc:
             self.set_state(rec, HostState.FAILED, detail=exc.detail)
+            if self.traffic is not None:
+                self.traffic.kept_out(rec, exc.detail)
             await self.release_lease(rec)
             return False
         except asyncio.CancelledError:
             self._interrupted(rec)
+            if self.traffic is not None:  # half changed: kept out of traffic
+                self.traffic.kept_out(rec, rec.detail)
             raise
         self.set_state(rec, HostState.HEALTHY, detail=detail)
         self.on_healthy(rec)
@@ -445,6 +464,8 @@ class HostWork:
         try:
             conn = await self.connect(rec)
             await self.take_lease(rec, conn)
+            if self.traffic is not None:
+                await self.traffic.drain(rec)
             for step in self.spec.rollback.steps:
                 if not await self.hold_if_frozen(rec, rollback=True):
                     return None
@@ -457,12 +478,18 @@ class HostWork:
                     raise HostFailure(
                         f"version after rollback is {now}, expected {rec.previous_version}"
                     )
+            if self.traffic is not None:
+                await self.traffic.ready(rec)
         except HostFailure as exc:
             self.set_state(rec, HostState.ROLLBACK_FAILED, detail=exc.detail)
+            if self.traffic is not None:
+                self.traffic.kept_out(rec, exc.detail)
             await self.release_lease(rec)
             return False
         except asyncio.CancelledError:
             self._interrupted(rec)
+            if self.traffic is not None:  # half changed: kept out of traffic
+                self.traffic.kept_out(rec, rec.detail)
             raise
         self.set_state(rec, HostState.ROLLED_BACK, detail=f"on {rec.previous_version}")
         await self.release_lease(rec)

@@ -16,7 +16,7 @@ from console.plan import Plan, make_plan
 from console.spec import RolloutSpec, load_spec
 from inventory import load_inventory, select
 from inventory.loader import join_sources
-from inventory.model import Host
+from inventory.model import Host, Inventory
 from inventory.patterns import read_limit_file
 
 
@@ -33,6 +33,8 @@ class Rollout:
     # group_vars/host_vars files read, and what the inventory found but did not read.
     vars_files: tuple[str, ...] = ()
     inventory_notes: tuple[str, ...] = ()
+    # load_balancer.host, from the inventory (targeted or not); None without the section
+    balancer: Host | None = None
 
 
 def load_rollout(
@@ -84,4 +86,32 @@ def load_rollout(
     by_name = {h.name: h for h in hosts}
     ordered = [by_name[name] for name in plan.hosts]
     become.validate(spec, ordered)  # a bad ansible_become* var: refused before connecting
-    return Rollout(spec, ordered, plan, inventory_path, inv.format, inv.vars_files, inv.notes)
+    balancer = balancer_in(spec, inv, inventory_path)
+    return Rollout(
+        spec, ordered, plan, inventory_path, inv.format, inv.vars_files, inv.notes, balancer
+    )
+
+
+def balancer_in(spec: RolloutSpec, inv: Inventory, inventory_path: str) -> Host | None:
+    """``load_balancer.host`` from the inventory (targeted or not; None without the
+    section); InputError naming the spec's line when the inventory has no such host."""
+    if spec.load_balancer is None:
+        return None
+    balancer = inv.hosts.get(spec.load_balancer.host)
+    if balancer is None:
+        raise InputError(
+            f"load_balancer.host {spec.load_balancer.host!r} is not in the inventory "
+            f"{inventory_path}",
+            file=spec.path,
+            line=spec.lines.get("load_balancer.host"),
+            field="load_balancer.host",
+        )
+    return balancer
+
+
+def balancer_of(spec: RolloutSpec, inventory_path: str) -> Host | None:
+    """:func:`balancer_in`, loading the inventory (resume and rollback rebuild a
+    rollout from its journal, where only the targeted hosts are kept)."""
+    if spec.load_balancer is None:
+        return None
+    return balancer_in(spec, load_inventory(inventory_path), inventory_path)

@@ -31,6 +31,7 @@ from console.runtime.rollout import Rollout, load_rollout
 from console.signals.probe import Probe, probe_health
 from console.store.journal import Journal
 from console.store.lock import RolloutLock
+from console.templating import redactor_for
 from console.transport import Transport, TransportOptions, make_transport, rollout_options
 
 __all__ = ["Rollout", "build_engine", "create_journal", "load_rollout"]
@@ -79,6 +80,7 @@ def build_engine(
     clock: Clock = SYSTEM,
     notices: Iterable[str] = (),
     leases: LeaseOptions | None = None,
+    metrics_textfile: str | None = None,
 ) -> Engine:
     """The engine for ``rollout``, its start's notices queued.
 
@@ -90,6 +92,9 @@ def build_engine(
     looking: a spec without a ``vitals`` key then polls no vitals, signals/polls.py).
     ``clock``: the engine's time (a test's manual clock). ``leases``: take the fleet
     lock and host leases on the hosts (``run`` and ``resume``; see engine/leases.py).
+    ``metrics_textfile``: a directory for the rollout's Prometheus text file (wins
+    over the spec's ``metrics_out``). Hooks and the metrics file read the bus after
+    the journal and never hold the rollout up (console/notify).
     """
     guard: LocalFailureGuard | None = None
     if transport is None:
@@ -113,10 +118,25 @@ def build_engine(
         resume=resume,
         clock=clock,
         leases=leases,
+        balancer=rollout.balancer,
         watched=not exit_when_paused,  # headless: no default vitals (nobody sees them)
     )
     if guard is not None:
         guard.on_local_failure = lambda reason: stop_for_local_cause(engine, reason)
+    metrics_dir = metrics_textfile or rollout.spec.metrics_out
+    if metrics_dir:
+        from console.notify.textfile import attach_metrics_file
+
+        attach_metrics_file(engine, metrics_dir)
+    if rollout.spec.notify:  # after the journal, on threads of their own: console/notify
+        from console.notify import attach_notifier
+
+        attach_notifier(
+            engine,
+            rollout.spec.notify,
+            redactor=redactor_for(rollout.spec, rollout.hosts),
+            journal=str(journal.path) if journal is not None else "",
+        )
     if lock is not None and lock.broken is not None:
         own = lock.broken.rollout_id == engine.rollout_id
         engine.notice(broke_lock_notice(operator, lock.broken.describe(), lock_reason, own=own))

@@ -17,6 +17,15 @@ The rules:
   (``metrics: false`` or no key: never).
 - **logs**: one followed stream per host from preflight on only when the spec has
   ``logs`` (``logs: false`` or no key: none).
+- **which hosts**: every targeted host, except when Prometheus is the source of
+  judgement (:func:`sampled_monitors`: ``analysis:`` has ``prometheus`` metrics and
+  nothing judged over SSH, no ``error_rate:`` or ``ssh`` metric). Then the polls run
+  on the hosts in flight (from the moment a host's batch starts it, so its health
+  gating runs in its monitor's shell), the new cohort (health watch from healthy),
+  and a stable sample of at most :data:`MONITOR_SAMPLE` of the rest
+  (:func:`monitor_sample`, the same hosts on every run and resume): the console's
+  cost grows with the batch, not with the fleet. An unsampled host's vitals and
+  logs are absent (never "failing") until its batch starts it.
 - **health**: only when the spec has ``health``: gating (every ``every`` while a host
   deploys or rolls back, until ``healthy_after`` passes or the ``deadline``), then the
   post-deploy watch (every ``watch_every``, default ``max(every, 1s)``, from healthy
@@ -25,7 +34,8 @@ The rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from console.spec import RolloutSpec, VitalsSpec, format_duration
@@ -35,6 +45,10 @@ FROM_PREFLIGHT = "from preflight until the rollout ends"
 ONLY_WITH_CONSOLE = (
     FROM_PREFLIGHT + ", only while a console shows them (no vitals key: never headless)"
 )
+# Baseline hosts monitored beside the hosts in flight and the new cohort when
+# Prometheus judges (sampled_monitors): enough to see the fleet's vitals and logs and
+# to notice a baseline-wide problem, few enough that 1,000 hosts cost what 50 do.
+MONITOR_SAMPLE = 50
 # The monitor runs console.signals.health.VITALS_COMMAND for this; not imported here:
 # `rolldeck check` reads this module and must not pay for the transport and asyncssh.
 DEFAULT_VITALS = "(default) /proc/loadavg, /proc/meminfo, df -P /"
@@ -153,3 +167,33 @@ def _shared_shell(host: Host) -> bool:
     """Whether the host's polls may share one kept-open shell (``rolldeck_shell:
     none`` says the host has no shell: one command per poll)."""
     return str(host.vars.get("rolldeck_shell", "sh")).strip().lower() != "none"
+
+
+def sampled_monitors(spec: RolloutSpec) -> bool:
+    """Whether per-host monitors run on a sample of the baseline only: Prometheus
+    judges the new version (``analysis:`` with ``prometheus`` metrics) and nothing
+    judged needs every baseline host's scrape (no ``error_rate:``, which an ``ssh``
+    metric sets too)."""
+    analysis = spec.analysis
+    return analysis is not None and bool(analysis.prometheus_metrics) and spec.error_rate is None
+
+
+def monitor_sample(names: Iterable[str], size: int = MONITOR_SAMPLE) -> frozenset[str]:
+    """A stable sample of ``size`` host names: the same for the same fleet on every
+    run and resume (ordered by a hash of the name, so spread across the batches, not
+    the first or last ``size`` of the plan)."""
+    ranked = sorted(set(names), key=lambda n: (hashlib.sha256(n.encode()).digest(), n))
+    return frozenset(ranked[: max(0, size)])
+
+
+def sampling_note(spec: RolloutSpec, hosts: int) -> str | None:
+    """What ``rolldeck check`` says about which hosts are polled; None: every host."""
+    if not sampled_monitors(spec):
+        return None
+    sample = min(MONITOR_SAMPLE, hosts)
+    return (
+        "sampled (Prometheus judges, nothing over SSH needs every host): the polls below "
+        "run on the hosts in flight, the new cohort and a stable sample of "
+        f"{sample} of the {hosts} targeted hosts; the others' vitals and logs are not "
+        "polled until their batch starts them"
+    )

@@ -37,6 +37,7 @@ from console.simfleet.layout import (
     rollout_yaml,
 )
 from console.simfleet.logs import LogPump
+from console.simfleet.metrics_http import MetricsPage
 from console.simfleet.scenario import Scenario, Trigger, load_scenario
 from console.simfleet.server import Auth, HostServer, base_options
 
@@ -73,6 +74,7 @@ class SimFleet:
         self.user = user
         self.address = address
         self._servers: dict[str, HostServer] = {}
+        self._pages: dict[str, MetricsPage] = {}  # each host's /metrics over HTTP
         self._pump = LogPump()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -98,6 +100,11 @@ class SimFleet:
     def hosts(self) -> dict[str, int]:
         """Host name -> port, in inventory order."""
         return {name: hs.port for name, hs in self._servers.items()}
+
+    @property
+    def metrics_ports(self) -> dict[str, int]:
+        """Host name -> the port of its Prometheus page (``GET /metrics``)."""
+        return {name: page.port for name, page in self._pages.items()}
 
     def sim_host(self, name: str) -> SimHost:
         return self._server(name).host
@@ -186,6 +193,7 @@ class SimFleet:
         auth = Auth(self.user, frozenset({client.public_data}), control_user=CONTROL_USER)
         control = controller(self)
         previous = await asyncio.to_thread(self._previous_ports)
+        previous_pages = await asyncio.to_thread(self._previous_ports, "metrics_ports")
         base = base_options(host_keys[0])
         try:
             for slot, key in zip(slots, host_keys, strict=True):
@@ -200,6 +208,9 @@ class SimFleet:
                 server = HostServer(host, base, key, auth, self._pump, self.address, control)
                 await server.listen(previous.get(slot.name, 0))
                 self._servers[slot.name] = server
+                page = MetricsPage(host, self.address)
+                await page.listen(previous_pages.get(slot.name, 0))
+                self._pages[slot.name] = page
             await asyncio.to_thread(self._write_files, slots)
         except BaseException:
             await self.stop()
@@ -225,6 +236,7 @@ class SimFleet:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.gather(*(s.close() for s in self._servers.values()), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in self._pages.values()), return_exceptions=True)
         await self._pump.close()
 
     async def __aenter__(self) -> SimFleet:
@@ -241,10 +253,10 @@ class SimFleet:
 
     # --- files -----------------------------------------------------------------------
 
-    def _previous_ports(self) -> dict[str, int]:
+    def _previous_ports(self, key: str = "hosts") -> dict[str, int]:
         try:
             data = json.loads((self.directory / FLEET_FILE).read_text(encoding="utf-8"))
-            return {str(k): int(v) for k, v in data.get("hosts", {}).items()}
+            return {str(k): int(v) for k, v in data.get(key, {}).items()}
         except (OSError, ValueError, TypeError, AttributeError):
             return {}
 
@@ -260,7 +272,14 @@ class SimFleet:
         )
         keyfiles.write_public(
             self.inventory_path,
-            inventory_yaml(slots, ports, address=self.address, user=self.user, header=header),
+            inventory_yaml(
+                slots,
+                ports,
+                address=self.address,
+                user=self.user,
+                header=header,
+                metrics_ports=self.metrics_ports,
+            ),
         )
         keyfiles.write_public(
             self.spec_path, rollout_yaml(self.scenario, self.n, self.time_scale, header)
@@ -274,5 +293,6 @@ class SimFleet:
             "seed": self.seed,
             "time_scale": self.time_scale,
             "hosts": ports,
+            "metrics_ports": self.metrics_ports,
         }
         keyfiles.write_public(self.directory / FLEET_FILE, json.dumps(fleet, indent=1) + "\n")

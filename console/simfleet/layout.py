@@ -53,9 +53,16 @@ def _flow(items: list[str]) -> str:
 
 
 def inventory_yaml(
-    slots: list[Slot], ports: dict[str, int], *, address: str, user: str, header: str
+    slots: list[Slot],
+    ports: dict[str, int],
+    *,
+    address: str,
+    user: str,
+    header: str,
+    metrics_ports: dict[str, int] | None = None,
 ) -> str:
-    """Native inventory: defaults, groups (roles, zones, regions), hosts with vars."""
+    """Native inventory: defaults, groups (roles, zones, regions), hosts with vars
+    (``metrics_port``: the host's Prometheus page over HTTP, for a scraper)."""
     lines = [
         f"# {header}",
         f"defaults: {{user: {user}, key: ./id_ed25519, known_hosts: ./known_hosts}}",
@@ -75,9 +82,11 @@ def inventory_yaml(
             lines.append(f"  {region}: {{children: {_flow(children)}}}")
     lines.append("hosts:")
     for s in slots:
+        page = (metrics_ports or {}).get(s.name)
+        extra = f", metrics_port: {page}" if page else ""
         lines.append(
             f"  {s.name}: {{address: {address}, port: {ports[s.name]}, "
-            f"vars: {{rolldeck_kill: signal, role: {s.role}, zone: {s.zone}}}}}"
+            f"vars: {{rolldeck_kill: signal, role: {s.role}, zone: {s.zone}{extra}}}}}"
         )
     return "\n".join(lines) + "\n"
 
@@ -92,8 +101,52 @@ def _yaml_value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
-def rollout_yaml(scenario: Scenario, n: int, time_scale: float, header: str) -> str:
-    """A ready rollout spec whose steps drive the simulated ``svc``."""
+# How the spec judges through Prometheus (``prometheus_url``): the two metrics every
+# drill needs, the error ratio and the p95 latency, each new cohort vs baseline.
+ERROR_RATIO_QUERY = (
+    'sum(rate(http_requests_total{code=~"5..", instance=~"{instances}"}[{window}]))'
+    ' / sum(rate(http_requests_total{instance=~"{instances}"}[{window}]))'
+)
+P95_QUERY = (
+    "histogram_quantile(0.95, sum by (le) (rate("
+    'http_request_duration_seconds_bucket{instance=~"{instances}"}[{window}])))'
+)
+ANALYSIS_INTERVAL = 1.0  # real seconds: Prometheus's scrapes do not follow time_scale
+ANALYSIS_WINDOW = 5.0
+
+
+def analysis_yaml(prometheus_url: str) -> str:
+    """The ``analysis:`` section judging the fleet through a Prometheus server."""
+    return f"""analysis:
+  interval: {_seconds(ANALYSIS_INTERVAL)}
+  window: {_seconds(ANALYSIS_WINDOW)}
+  prometheus:
+    url: {prometheus_url}
+    timeout: 5s
+  metrics:
+    - name: error-ratio
+      query: '{ERROR_RATIO_QUERY}'
+      max: 5%
+      max_vs_baseline: 3x
+    - name: p95-latency
+      query: '{P95_QUERY}'
+      max_vs_baseline: 1.5x
+      floor: 1ms
+  on_no_data: pause
+"""
+
+
+def rollout_yaml(
+    scenario: Scenario,
+    n: int,
+    time_scale: float,
+    header: str,
+    *,
+    prometheus_url: str | None = None,
+) -> str:
+    """A ready rollout spec whose steps drive the simulated ``svc``. With
+    ``prometheus_url`` the new version is judged through that Prometheus (error ratio
+    and p95 latency, :func:`analysis_yaml`) instead of scraping metrics over SSH."""
 
     def t(seconds: float) -> str:
         return _seconds(seconds * time_scale)
@@ -116,6 +169,20 @@ def rollout_yaml(scenario: Scenario, n: int, time_scale: float, header: str) -> 
         "on_failure": _yaml_value(o.get("on_failure", "pause")),
         "between_batches": _yaml_value(o.get("between_batches", t(5))),
     }
+    metrics = f"""metrics:
+  run: svc metrics
+  requests: http_requests_total
+  errors: 'http_requests_total{{code=~"5.."}}'
+  every: {_seconds(poll)}
+  timeout: {limit(10, 10)}
+"""
+    judge = f"""error_rate:
+  window: {_seconds(window)}
+  max: 5%
+  max_vs_baseline: 3.0
+"""
+    if prometheus_url is not None:
+        metrics, judge = "", analysis_yaml(prometheus_url)
     return f"""# {header}
 service: {scenario.service}
 version: {scenario.target_version}
@@ -142,21 +209,11 @@ health:
 logs:
   run: svc logs --follow
   error_pattern: '\\b(ERROR|CRITICAL)\\b'
-metrics:
-  run: svc metrics
-  requests: http_requests_total
-  errors: 'http_requests_total{{code=~"5.."}}'
-  every: {_seconds(poll)}
-  timeout: {limit(10, 10)}
-vitals:
+{metrics}vitals:
   run: svc vitals
   every: {_seconds(poll)}
   timeout: {limit(10, 10)}
-error_rate:
-  window: {_seconds(window)}
-  max: 5%
-  max_vs_baseline: 3.0
-rollback:
+{judge}rollback:
   steps:
     - {{name: activate, run: "svc activate {{previous_version}}", timeout: {limit(30, 10)}}}
     - {{name: restart, run: svc restart, timeout: {limit(30, 10)}}}

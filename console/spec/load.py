@@ -41,21 +41,31 @@ from console import become, templating
 from console.core.errors import InputError, did_you_mean
 from console.core.files import MAX_INPUT_BYTES, read_limited, universal_newlines
 from console.core.yamlnodes import TAG, Doc, is_null, join, line_of
+from console.spec import queries
+from console.spec.balancer import DRAIN_KEYS, LB_KEYS, LB_TYPES, LoadBalancerSpec
 from console.spec.model import (
+    COMPARES,
     LEASE_PATH,
     LEASE_STALE_AFTER,
+    NOTIFY_EVENTS,
     ON_FAILURE,
     ORDERS,
     PERCENT,
+    PROVIDERS,
     STEP_TIMEOUT,
     WATCH_EVERY_FLOOR,
+    AnalysisMetric,
+    AnalysisSpec,
     Budget,
     ErrorRateSpec,
     GateSpec,
     HealthSpec,
+    HookSpec,
     LeaseSpec,
     LogsSpec,
     MetricsSpec,
+    PrometheusSpec,
+    RequireSpec,
     RollbackSpec,
     RolloutSpec,
     Step,
@@ -75,6 +85,7 @@ PREFLIGHT_TIMEOUT = 60.0
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")
+_LB_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 _SERIES = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*(\{.*\})?")
 
 TOP_KEYS = (
@@ -96,6 +107,7 @@ TOP_KEYS = (
     "metrics",
     "vitals",
     "error_rate",
+    "analysis",
     "rollback",
     "order",
     "seed",
@@ -104,16 +116,24 @@ TOP_KEYS = (
     "vars",
     "lock_host",
     "lease",
+    "load_balancer",
     "become",
     "become_user",
     "become_method",
     "become_password",
+    "notify",
+    "metrics_out",
+    "requires",
 )
 BECOME_STEP_KEYS = ("become", "become_user", "become_method")  # console/become.py
 STEP_KEYS = ("name", "run", "timeout", "raw", "once", *BECOME_STEP_KEYS)
 AUX_STEP_KEYS = ("name", "run", "timeout", "raw")  # preflight and rollback: no ``once``
 ROLLBACK_STEP_KEYS = (*AUX_STEP_KEYS, *BECOME_STEP_KEYS)  # preflight's too: become applies
-GATE_KINDS = ("manual", "auto", "bake")
+GATE_KINDS = ("manual", "auto", "bake", "command", "approval")
+GATE_KEYS = ("gate", "bake", "timeout", "on_timeout", "run", "every", "approvers", "before")
+HOOK_KEYS = ("on", "run", "webhook", "format", "timeout", "retries")
+HOOK_FORMATS = ("json", "slack")
+MAX_HOOK_RETRIES = 10
 ON_TIMEOUT = ("abort", "pause", "rollback", "continue")
 
 
@@ -340,6 +360,9 @@ class _Reader:
         opt("vitals", self.vitals)
         kw["vitals_given"] = "vitals" in kw  # `vitals:` alone (null) is no key
         opt("error_rate", self.error_rate)
+        opt("analysis", self.analysis)
+        if "analysis" in kw:
+            kw["error_rate"] = self.ssh_metric(kw["analysis"], top, kw.get("error_rate"))
         opt("rollback", self.rollback)
         opt("order", lambda n, f: self.choice(n, f, ORDERS))
         opt("seed", lambda n, f: self.integer(n, f))
@@ -348,10 +371,14 @@ class _Reader:
         opt("vars", self.variables)
         opt("lock_host", self.name)
         opt("lease", self.lease)
+        opt("load_balancer", self.load_balancer)
         opt("become", self.boolean)
         opt("become_user", self.become_user)
         opt("become_method", self.become_method)
         opt("become_password", self.become_password)
+        opt("notify", self.notify)
+        opt("metrics_out", lambda n, f: _resolve_inventory(self.path, self.text(n, f)))
+        opt("requires", self.requires)
         kw.setdefault("inventory", None)
         spec = RolloutSpec(path=self.path, text=text, lines=self.lines, **kw)
         self.cross_check(spec, top)
@@ -393,7 +420,7 @@ class _Reader:
     def gate(self, node: yaml.Node, field: str) -> GateSpec:
         """``manual`` | ``auto`` | a bake time | ``{gate, timeout, on_timeout, bake}``."""
         if isinstance(node, yaml.MappingNode):
-            m = self.mapping(node, field, ("gate", "bake", "timeout", "on_timeout"))
+            m = self.mapping(node, field, GATE_KEYS)
             bake = self.duration(m["bake"], f"{field}.bake", zero=True) if "bake" in m else 0.0
             default = "bake" if "bake" in m else None
             if "gate" in m:
@@ -406,17 +433,43 @@ class _Reader:
                 self.fail(node, f"{field}.bake", "a bake gate needs a bake time")
             if kind != "bake" and "bake" in m:
                 self.fail(m["bake"], f"{field}.bake", f"a {kind} gate has no bake time")
+            asks: dict[str, Any] = {}
+            if kind == "command":
+                if "run" not in m:
+                    self.fail(node, f"{field}.run", "a command gate needs run: the command")
+                asks["run"] = self.command(m["run"], f"{field}.run")
+                if "every" in m:
+                    asks["every"] = self.duration(m["every"], f"{field}.every")
+            else:
+                for key in ("run", "every"):
+                    if key in m:
+                        self.fail(m[key], f"{field}.{key}", f"only a command gate has {key}")
+            if kind == "approval":
+                if "approvers" in m:
+                    asks["approvers"] = self.integer(
+                        m["approvers"], f"{field}.approvers", minimum=1
+                    )
+                if "before" in m:
+                    asks["before"] = self.choice(m["before"], f"{field}.before", ("every", "final"))
+            else:
+                for key in ("approvers", "before"):
+                    if key in m:
+                        self.fail(m[key], f"{field}.{key}", f"only an approval gate has {key}")
             timeout = None
             if "timeout" in m:
-                if kind != "manual":
-                    self.fail(m["timeout"], f"{field}.timeout", "only a manual gate times out")
+                if kind not in ("manual", "command", "approval"):
+                    self.fail(
+                        m["timeout"],
+                        f"{field}.timeout",
+                        "only a manual, command or approval gate times out",
+                    )
                 timeout = self.duration(m["timeout"], f"{field}.timeout")
             on_timeout = "abort"
             if "on_timeout" in m:
                 if timeout is None:
                     self.fail(m["on_timeout"], f"{field}.on_timeout", "needs a timeout")
                 on_timeout = self.choice(m["on_timeout"], f"{field}.on_timeout", ON_TIMEOUT)
-            return GateSpec(kind=kind, bake=bake, timeout=timeout, on_timeout=on_timeout)  # type: ignore[arg-type]
+            return GateSpec(kind=kind, bake=bake, timeout=timeout, on_timeout=on_timeout, **asks)  # type: ignore[arg-type]
         value = self.scalar(node, field)
         if value in ("manual", "auto"):
             return GateSpec(kind=value)
@@ -514,6 +567,81 @@ class _Reader:
             )
         return value
 
+    def notify(self, node: yaml.Node, field: str) -> tuple[HookSpec, ...]:
+        """``notify: [{on: [...], run: CMD | webhook: URL, format, timeout, retries}]``."""
+        return tuple(
+            self.hook(item, f"{field}[{i}]") for i, item in enumerate(self.sequence(node, field))
+        )
+
+    def hook(self, node: yaml.Node, field: str) -> HookSpec:
+        m = self.mapping(node, field, HOOK_KEYS, required=("on",))
+        names = self.hook_events(m["on"], join(field, "on"))
+        if ("run" in m) == ("webhook" in m):
+            self.fail(node, field, "give run (a local command) or webhook (a URL), one of them")
+        kw: dict[str, Any] = {"on": names, "line": line_of(node)}
+        if "run" in m:
+            kw["run"] = self.text(m["run"], join(field, "run"))
+            if "format" in m:
+                self.fail(m["format"], join(field, "format"), "only a webhook has a format")
+        else:
+            url = self.name(m["webhook"], join(field, "webhook"))
+            if not re.match(r"https?://[^/\s]+", url):
+                self.fail(
+                    m["webhook"], join(field, "webhook"), "must be an http:// or https:// URL"
+                )
+            kw["webhook"] = url
+            if "format" in m:
+                kw["format"] = self.choice(m["format"], join(field, "format"), HOOK_FORMATS)
+        if "timeout" in m:
+            kw["timeout"] = self.duration(m["timeout"], join(field, "timeout"))
+        if "retries" in m:
+            kw["retries"] = self.integer(m["retries"], join(field, "retries"))
+            if kw["retries"] > MAX_HOOK_RETRIES:
+                self.fail(
+                    m["retries"], join(field, "retries"), f"at most {MAX_HOOK_RETRIES} retries"
+                )
+        return HookSpec(**kw)
+
+    def hook_events(self, node: yaml.Node, field: str) -> tuple[str, ...]:
+        """Event names (``all``: every one); unknown names are errors with a hint."""
+        items = self.sequence(node, field) if isinstance(node, yaml.SequenceNode) else [node]
+        if not items:
+            self.fail(node, field, "must name at least one event")
+        names: list[str] = []
+        for i, item in enumerate(items):
+            where = f"{field}[{i}]" if isinstance(node, yaml.SequenceNode) else field
+            name = self.text(item, where)
+            if name == "all":
+                names.extend(NOTIFY_EVENTS)
+                continue
+            if name not in NOTIFY_EVENTS:
+                hint = did_you_mean(name, NOTIFY_EVENTS)
+                self.fail(
+                    item, where, f"{name!r} is not an event: {', '.join(NOTIFY_EVENTS)}{hint}"
+                )
+            names.append(name)
+        return tuple(dict.fromkeys(names))
+
+    def requires(self, node: yaml.Node, field: str) -> tuple[RequireSpec, ...]:
+        """``[{environment, outcome, same_version, within}]``: promotion rules."""
+        out = []
+        for i, item in enumerate(self.sequence(node, field)):
+            where = f"{field}[{i}]"
+            keys = ("environment", "outcome", "same_version", "within")
+            m = self.mapping(item, where, keys, required=("environment",))
+            kw: dict[str, Any] = {"line": line_of(item)}
+            kw["environment"] = self.name(m["environment"], join(where, "environment"))
+            if "outcome" in m:
+                kw["outcome"] = self.choice(
+                    m["outcome"], join(where, "outcome"), ("succeeded", "rolled_back", "failed")
+                )
+            if "same_version" in m:
+                kw["same_version"] = self.boolean(m["same_version"], join(where, "same_version"))
+            if "within" in m:
+                kw["within"] = self.duration(m["within"], join(where, "within"))
+            out.append(RequireSpec(**kw))
+        return tuple(out)
+
     def lease(self, node: yaml.Node, field: str) -> LeaseSpec:
         """``lease: {path: DIR, stale_after: DURATION}``: where each host keeps the
         leases (a template; absolute, ``~/...`` or starting with a placeholder)."""
@@ -531,6 +659,54 @@ class _Reader:
             if stale < 5:
                 self.fail(m["stale_after"], where, "must be at least 5s")
         return LeaseSpec(path=path, stale_after=stale)
+
+    def load_balancer(self, node: yaml.Node, field: str) -> LoadBalancerSpec:
+        """``load_balancer: {type: haproxy, host, socket | api, backend, server, drain}``."""
+        m = self.mapping(node, field, LB_KEYS, required=("host", "backend"))
+        kw: dict[str, Any] = {}
+        if "type" in m:
+            kw["type"] = self.choice(m["type"], join(field, "type"), LB_TYPES)
+        kw["host"] = self.name(m["host"], join(field, "host"))
+        kw["backend"] = self.lb_name(m["backend"], join(field, "backend"))
+        if ("socket" in m) == ("api" in m):
+            self.fail(
+                node,
+                field,
+                "give socket (the admin socket's path on the host) or api (HOST:PORT), exactly one",
+            )
+        if "socket" in m:
+            where = join(field, "socket")
+            path = self.text(m["socket"], where)
+            if not path.startswith("/") or "\x00" in path:
+                self.fail(m["socket"], where, f"must be an absolute path, not {path!r}")
+            kw["socket"] = path
+        if "api" in m:
+            kw["api"] = self.host_port(m["api"], join(field, "api"))
+        if "server" in m:
+            kw["server"] = self.command(m["server"], join(field, "server"))
+        if "drain" in m:
+            where = join(field, "drain")
+            d = self.mapping(m["drain"], where, DRAIN_KEYS)
+            if "wait_sessions" in d:
+                kw["wait_sessions"] = self.integer(d["wait_sessions"], join(where, "wait_sessions"))
+            if "timeout" in d:
+                kw["drain_timeout"] = self.duration(d["timeout"], join(where, "timeout"))
+        return LoadBalancerSpec(**kw)
+
+    def lb_name(self, node: yaml.Node, field: str) -> str:
+        """A HAProxy backend name: it goes into a runtime API command line."""
+        value = self.text(node, field)
+        if not _LB_NAME.fullmatch(value):
+            self.fail(node, field, f"not a HAProxy name (letters, digits, - _ . :): {value!r}")
+        return value
+
+    def host_port(self, node: yaml.Node, field: str) -> str:
+        """``HOST:PORT`` (``[::1]:9999`` for IPv6), the port 1-65535."""
+        value = self.text(node, field)
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(node, field, f"must be HOST:PORT, like 127.0.0.1:9999, not {value!r}")
+        return value
 
     def _fields(
         self, m: dict[str, yaml.Node], field: str, readers: dict[str, Callable[..., Any]]
@@ -657,6 +833,160 @@ class _Reader:
             )
         )
 
+    def analysis(self, node: yaml.Node, field: str) -> AnalysisSpec:
+        keys = ("interval", "window", "prometheus", "metrics", "on_no_data")
+        m = self.mapping(node, field, keys, required=("metrics",))
+        kw = self._fields(
+            m,
+            field,
+            {
+                "interval": self.duration,
+                "window": self.duration,
+                "prometheus": self.prometheus,
+                "on_no_data": lambda n, f: self.choice(n, f, ON_FAILURE),
+            },
+        )
+        items = self.sequence(m["metrics"], join(field, "metrics"))
+        if not items:
+            self.fail(m["metrics"], join(field, "metrics"), "name at least one metric")
+        metrics: list[AnalysisMetric] = []
+        for i, item in enumerate(items):
+            metric = self.analysis_metric(item, f"{field}.metrics[{i}]")
+            if any(x.name == metric.name for x in metrics):
+                self.fail(item, f"{field}.metrics[{i}].name", f"{metric.name!r} is named twice")
+            if metric.provider == "prometheus" and "prometheus" not in kw:
+                self.fail(
+                    item,
+                    f"{field}.metrics[{i}].provider",
+                    "a prometheus metric needs analysis.prometheus: {url: ...}",
+                )
+            metrics.append(metric)
+        if sum(x.provider == "ssh" for x in metrics) > 1:
+            self.fail(m["metrics"], join(field, "metrics"), "at most one ssh metric")
+        return AnalysisSpec(metrics=tuple(metrics), **kw)
+
+    def prometheus(self, node: yaml.Node, field: str) -> PrometheusSpec:
+        keys = ("url", "bearer_token", "basic_auth", "timeout")
+        m = self.mapping(node, field, keys, required=("url",))
+        url = self.text(m["url"], join(field, "url")).strip()
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+            self.fail(m["url"], join(field, "url"), f"{url!r} is not an http:// or https:// URL")
+        token = basic = None
+        if "bearer_token" in m:
+            token = self.command(m["bearer_token"], join(field, "bearer_token"))
+        if "basic_auth" in m:
+            where = join(field, "basic_auth")
+            b = self.mapping(m["basic_auth"], where, ("username", "password"), ("username",))
+            user = self.name(b["username"], join(where, "username"))
+            password = ""
+            if "password" in b:
+                password = self.command(b["password"], join(where, "password"))
+            basic = (user, password)
+        if token is not None and basic is not None:
+            self.fail(m["basic_auth"], join(field, "basic_auth"), "give bearer_token or basic_auth")
+        timeout = 5.0
+        if "timeout" in m:
+            timeout = self.duration(m["timeout"], join(field, "timeout"))
+        return PrometheusSpec(
+            url=url.rstrip("/"), bearer_token=token, basic_auth=basic, timeout=timeout
+        )
+
+    def analysis_metric(self, node: yaml.Node, field: str) -> AnalysisMetric:
+        keys = ("name", "provider", "query", "max", "max_vs_baseline", "compare", "floor")
+        m = self.mapping(node, field, keys, required=("name",))
+        name = self.name(m["name"], join(field, "name"))
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            self.fail(m["name"], join(field, "name"), "letters, digits, '.', '_' and '-' only")
+        provider = "prometheus"
+        if "provider" in m:
+            provider = self.choice(m["provider"], join(field, "provider"), PROVIDERS)
+        kw = self._fields(
+            m,
+            field,
+            {
+                "max": self.bound,
+                "max_vs_baseline": self.multiple,
+                "floor": self.bound,
+                "compare": lambda n, f: self.choice(n, f, COMPARES),
+            },
+        )
+        if "max" not in kw and "max_vs_baseline" not in kw:
+            self.fail(node, field, "give max, max_vs_baseline or both")
+        if kw.get("compare") == "mann-whitney" and "max_vs_baseline" not in kw:
+            self.fail(
+                m["compare"],
+                join(field, "compare"),
+                "mann-whitney needs max_vs_baseline: the effect size a significant "
+                "difference must also reach",
+            )
+        bound = m.get("max", m.get("floor"))  # how the bound is written says the unit
+        written = str(bound.value) if isinstance(bound, yaml.ScalarNode) else ""
+        if "%" in written:
+            kw["unit"] = "ratio"
+        elif parse_duration(written) is not None and not _NUMBER.fullmatch(written):
+            kw["unit"] = "seconds"
+        if provider == "ssh":
+            for key in ("query", "floor", "compare"):
+                if key in m:
+                    self.fail(m[key], join(field, key), f"an ssh metric takes no {key}")
+            if "max" in kw and kw["max"] > 1:
+                self.fail(m["max"], join(field, "max"), "an ssh metric's max is a ratio (5%)")
+            return AnalysisMetric(name=name, provider="ssh", line=line_of(node), **kw)
+        if "query" not in m:
+            self.fail(node, field, "a prometheus metric needs a query")
+        query = self.text(m["query"], join(field, "query")).strip()
+        try:
+            queries.check_query(query)
+        except queries.QueryError as exc:
+            self.fail_at_offset(m["query"], join(field, "query"), query, exc.offset, exc.message)
+        return AnalysisMetric(
+            name=name, provider="prometheus", query=query, line=line_of(node), **kw
+        )
+
+    def bound(self, node: yaml.Node, field: str) -> float:
+        """A metric's bound: ``5%`` (a ratio), ``300ms``/``1.5s`` (seconds) or a number."""
+        value = self.scalar(node, field)
+        if isinstance(value, str) and "%" in value:
+            return self.percent(node, field) / 100.0
+        if isinstance(value, str):
+            seconds = parse_duration(value)
+            if seconds is None or _NUMBER.fullmatch(value):
+                self.fail(node, field, f"expected a number, 5% or 300ms, got {value!r}")
+            return seconds
+        return self.number(node, field)
+
+    def multiple(self, node: yaml.Node, field: str) -> float:
+        """``3x``, ``1.5x`` or a bare number: a multiple of the baseline."""
+        value = self.scalar(node, field)
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*x\s*", value)
+            if match is None:
+                self.fail(node, field, f"expected a multiple like 1.5x, got {value!r}")
+            factor = float(match.group(1))
+            if factor <= 0:
+                self.fail(node, field, "must be more than 0 (a multiple of the baseline)")
+            return factor
+        return self.factor(node, field)
+
+    def ssh_metric(
+        self, analysis: AnalysisSpec, top: dict[str, yaml.Node], given: ErrorRateSpec | None
+    ) -> ErrorRateSpec | None:
+        """An ``ssh`` metric is ``error_rate`` written inside ``analysis`` (its window
+        is the analysis's): one of the two, never both."""
+        ssh = [m for m in analysis.metrics if m.provider == "ssh"]
+        if not ssh:
+            return given
+        if given is not None:
+            self.fail(
+                top["error_rate"],
+                "error_rate",
+                "give error_rate or an ssh metric in analysis, not both",
+            )
+        metric = ssh[0]
+        return ErrorRateSpec(
+            window=analysis.window, max=metric.max, max_vs_baseline=metric.max_vs_baseline
+        )
+
     def ratio(self, node: yaml.Node, field: str) -> float:
         """``2%`` -> 0.02; a bare number is already a ratio in 0..1."""
         value = self.scalar(node, field)
@@ -734,7 +1064,7 @@ class _Reader:
         no_pattern = spec.logs is None or spec.logs.error_pattern is None
         if spec.error_rate is not None and spec.metrics is None and no_pattern:
             fail(
-                "error_rate",
+                "error_rate" if "error_rate" in top else "analysis.metrics",
                 "error_rate needs a source: metrics, or logs with an error_pattern",
             )
         if spec.seed is not None and spec.order != "shuffle":

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from console.core.secrets import mask_vars
+from console.core.secrets import MASK, mask_url, mask_vars
+from console.spec.balancer import LoadBalancerSpec
 
 OnFailure = Literal["pause", "rollback", "abort"]
 Order = Literal["inventory", "sorted", "reverse_sorted", "shuffle"]
@@ -124,16 +126,140 @@ class ErrorRateSpec:
     min_error_lines: int = 5  # log-line mode: minimum errors before a verdict
 
 
+PROVIDERS = ("prometheus", "ssh")  # where an analysis metric's numbers come from
+COMPARES = ("threshold", "mann-whitney")  # how the new cohort is held against the baseline
+ANALYSIS_FLOOR = 0.001  # a baseline under this counts as this (no infinite multiples)
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusSpec:
+    """The Prometheus server an analysis asks (``analysis.prometheus``). Credentials
+    are templates (``'{vars.prom_token}'``) rendered once with the spec's vars and
+    masked like every secret."""
+
+    url: str
+    bearer_token: str | None = None
+    basic_auth: tuple[str, str] | None = None  # (user, password template)
+    timeout: float = 5.0  # per query; a slower answer is no data
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisMetric:
+    """One judged metric (``analysis.metrics[i]``): a ``prometheus`` query rendered per
+    cohort (``{instances}``, ``{window}``), or ``ssh``: the error rate rolldeck scrapes
+    itself (the ``error_rate`` rules). ``max`` bounds the new cohort's value;
+    ``max_vs_baseline`` its multiple of the baseline cohort's, a baseline under
+    ``floor`` counting as ``floor``."""
+
+    name: str
+    provider: Literal["prometheus", "ssh"] = "prometheus"
+    query: str | None = None
+    max: float | None = None
+    max_vs_baseline: float | None = None
+    compare: Literal["threshold", "mann-whitney"] = "threshold"
+    floor: float = ANALYSIS_FLOOR
+    unit: Literal["", "ratio", "seconds"] = ""  # how max was written: 5% or 300ms
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSpec:
+    """``analysis:``: metrics judged every ``interval`` over ``window``; a metric
+    without a verdict (Prometheus down, slow, an empty answer) is never a pass:
+    ``on_no_data`` acts (the ``on_failure`` vocabulary)."""
+
+    interval: float = 10.0
+    window: float = 60.0
+    prometheus: PrometheusSpec | None = None
+    metrics: tuple[AnalysisMetric, ...] = ()
+    on_no_data: OnFailure = "pause"
+
+    @property
+    def prometheus_metrics(self) -> tuple[AnalysisMetric, ...]:
+        return tuple(m for m in self.metrics if m.provider == "prometheus")
+
+
+# The events a ``notify:`` hook can be sent (console/notify/names.py maps the engine's
+# events onto them); ``finished`` is sent for every ending, with outcome and exit code.
+NOTIFY_EVENTS = (
+    "started",
+    "batch_started",
+    "batch_finished",
+    "gate_waiting",
+    "gate_passed",
+    "gate_answer",
+    "alert",
+    "host_failed",
+    "paused",
+    "resumed",
+    "rolling_back",
+    "succeeded",
+    "failed",
+    "rolled_back",
+    "aborted",
+    "finished",
+)
+NOTIFY_TIMEOUT = 5.0
+NOTIFY_RETRIES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class HookSpec:
+    """One ``notify:`` entry: a local command (``run``: the event as JSON on stdin,
+    ``ROLLDECK_*`` environment) or a ``webhook`` URL (POSTed JSON; ``format: slack``
+    posts ``{"text": ...}``). ``timeout`` bounds each attempt; ``retries`` more
+    attempts follow a failed one, with backoff. Best effort: never in the rollout's way."""
+
+    on: tuple[str, ...]
+    run: str | None = None
+    webhook: str | None = None
+    format: Literal["json", "slack"] = "json"
+    timeout: float = NOTIFY_TIMEOUT
+    retries: int = NOTIFY_RETRIES
+    line: int | None = None
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def webhook_url(hook: HookSpec, environ: Mapping[str, str]) -> str:
+    """The hook's URL with each ``${NAME}`` taken from the environment (the token kept
+    out of the spec file); KeyError names a variable that is not set."""
+    assert hook.webhook is not None
+    return _ENV_REF.sub(lambda m: environ[m.group(1)], hook.webhook)
+
+
+@dataclass(frozen=True, slots=True)
+class RequireSpec:
+    """``requires: [{environment: staging, outcome: succeeded, same_version: true,
+    within: 7d}]``: a rollout of this service that must be in the state directory's
+    history before this one starts (promotion from staging)."""
+
+    environment: str
+    outcome: str = "succeeded"
+    same_version: bool = True
+    within: float | None = None  # seconds before now; None: any time
+    line: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class GateSpec:
-    """Between batches. ``kind``: 'auto' | 'manual' | 'bake'. A manual gate may carry a
-    timeout with ``on_timeout`` ('abort' | 'pause' | 'rollback' | 'continue'); it never
-    continues by itself unless ``on_timeout`` says 'continue'."""
+    """Between batches. ``kind``: 'auto' | 'manual' | 'bake' | 'command'. A manual or
+    command gate may carry a timeout with ``on_timeout`` ('abort' | 'pause' |
+    'rollback' | 'continue'); it never continues by itself unless ``on_timeout`` says
+    'continue'. A command gate runs ``run`` (locally) every ``every`` seconds: exit 0
+    is go, 1 not yet, anything else no (``on_failure`` fires with its output)."""
 
-    kind: Literal["auto", "manual", "bake"] = "auto"
+    kind: Literal["auto", "manual", "bake", "command", "approval"] = "auto"
     bake: float = 0.0
     timeout: float | None = None
     on_timeout: str = "abort"
+    run: str | None = None
+    every: float = 30.0
+    # An approval gate: approvals from this many Unix users other than the one running
+    # the rollout; ``before: final`` asks only before the last batch (others are auto).
+    approvers: int = 1
+    before: Literal["every", "final"] = "every"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +311,11 @@ class RolloutSpec:
     # polled only while a console shows them (never headless): signals.polls.vitals_of.
     vitals_given: bool = False
     error_rate: ErrorRateSpec | None = None
+    notify: tuple[HookSpec, ...] = ()  # console/notify/: best effort, after the journal
+    metrics_out: str | None = None  # a directory: the rollout's Prometheus text file
+    requires: tuple[RequireSpec, ...] = ()  # console/store/promotion.py checks them
+    # ``analysis:`` (an ``ssh`` metric there also sets ``error_rate``, its short form)
+    analysis: AnalysisSpec | None = None
     rollback: RollbackSpec = field(default_factory=RollbackSpec)
     order: Order = "inventory"
     seed: int | None = None
@@ -194,6 +325,8 @@ class RolloutSpec:
     # The host holding the service's fleet-wide lock (None: the plan's first host).
     lock_host: str | None = None
     lease: LeaseSpec = field(default_factory=LeaseSpec)
+    # ``load_balancer:`` (console/spec/balancer.py): hosts drained through HAProxy
+    load_balancer: LoadBalancerSpec | None = None
     # become (console/become.py): run remote commands through sudo as become_user
     # (None: the host's ansible_become_user, else root); become_password is a template
     # ('{vars.become_pass}') rendered per host, never written on a command line.
@@ -251,6 +384,16 @@ def settings(spec: RolloutSpec) -> dict[str, Any]:
     data["batches"] = list(spec.batches)
     data["max_failures"] = _budget_text(spec.max_failures)
     data["vars"] = mask_vars(spec.vars, spec.secrets)
+    for hook in data.get("notify") or ():  # a webhook URL's path is its token
+        if hook.get("webhook"):
+            hook["webhook"] = mask_url(hook["webhook"])
+        hook.pop("line", None)
+    prom = (data.get("analysis") or {}).get("prometheus")
+    if prom:  # credentials as written may be literal: never shown
+        if prom.get("bearer_token"):
+            prom["bearer_token"] = MASK
+        if prom.get("basic_auth"):
+            prom["basic_auth"] = [prom["basic_auth"][0], MASK]
     return data
 
 

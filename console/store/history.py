@@ -309,6 +309,7 @@ def _decision_point(event: Event) -> bool:
             | ev.OperatorCommand()
             | ev.PlanChanged()
             | ev.Notice()
+            | ev.TrafficChanged()  # a host taken out of production traffic, or back
             | ev.RolloutFinished()
         ):
             return True

@@ -8,6 +8,7 @@ import json
 import sys
 from typing import IO
 
+from console.attach.answer import send_and_wait
 from console.attach.client import RemoteRollout, connect
 from console.attach.discovery import find_socket
 from console.attach.protocol import ProtocolError
@@ -92,6 +93,8 @@ async def _stream(remote: RemoteRollout, out: IO[str], *, as_json: bool) -> int:
         if line is not None:
             out.write(line + "\n")
 
+    if as_json:
+        out.write(json.dumps(ev.stream_header(), separators=(",", ":")) + "\n")
     for event in remote.snapshot:
         show(event)
     out.flush()
@@ -113,38 +116,21 @@ async def _send(remote: RemoteRollout, args: argparse.Namespace) -> int:
         cmd_args[key] = value
     operator = remote.controller.operator or default_operator()
     command = Command(args.send, operator=operator, reason=args.reason, args=cmd_args)
-    remote.start()
-    remote.controller.execute(command)
-    try:
-        async with asyncio.timeout(10):
-            async for batch in remote.subscription.batches():
-                for event in batch:
-                    if (
-                        isinstance(event, ev.OperatorCommand)
-                        and event.command == command.name
-                        and event.operator == command.operator
-                    ):
-                        verdict = "accepted" if event.accepted else "REFUSED"
-                        detail = f": {event.detail}" if event.detail else ""
-                        # The owner's words: outside text, shown escaped.
-                        print(printable(f"{command.name} {verdict} by {remote.rollout_id}{detail}"))
-                        print(printable(f"journaled as {event.operator} (unix {event.user})"))
-                        return EXIT_OK if event.accepted else EXIT_FAILED
-                    if isinstance(event, ev.Notice) and remote.refusals:
-                        print(printable(f"rolldeck: {remote.refusals[-1]}"), file=sys.stderr)
-                        return EXIT_FAILED
-    except TimeoutError:
-        print("rolldeck: no answer from the rollout's owner within 10s", file=sys.stderr)
+    event = await send_and_wait(remote, command)
+    if isinstance(event, str):
+        print(printable(f"rolldeck: {event}"), file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        await remote.close()
-    print("rolldeck: the rollout ended before answering", file=sys.stderr)
-    return EXIT_FAILED
+    verdict = "accepted" if event.accepted else "REFUSED"
+    detail = f": {event.detail}" if event.detail else ""
+    # The owner's words: outside text, shown escaped.
+    print(printable(f"{command.name} {verdict} by {remote.rollout_id}{detail}"))
+    print(printable(f"journaled as {event.operator} (unix {event.user})"))
+    return EXIT_OK if event.accepted else EXIT_FAILED
 
 
 async def _console(remote: RemoteRollout) -> int:
     try:
-        from console.app import RolldeckApp
+        from console.app import RolldeckApp, console_settings
     except ImportError as exc:
         print(
             printable(f"rolldeck: the console is unavailable ({exc}); use --headless"),
@@ -152,6 +138,11 @@ async def _console(remote: RemoteRollout) -> int:
         )
         await remote.close()
         return EXIT_FAILED
+    try:
+        settings = console_settings()  # theme and keymap: config.toml / ROLLDECK_*
+    except InputError:
+        await remote.close()
+        raise
     from console.spec import parse_spec
 
     view = remote.view()
@@ -169,6 +160,7 @@ async def _console(remote: RemoteRollout) -> int:
         initial_view=view,
         read_only=remote.read_only,
         pause_on_quit=False,
+        **settings,
     )
     remote.start()
     try:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from console import become as becomemod
 from console import spec as specmod
-from console.core.errors import InputError
+from console.core.errors import EXIT_FAILED, InputError
 from console.core.secrets import Redactor
 from console.core.text import printable
 from console.plan import Plan, describe_budget
 from console.runtime.rollout import Rollout, load_rollout
-from console.signals.polls import PollGroup, polls_by_host
+from console.signals.polls import PollGroup, polls_by_host, sampling_note
 from console.spec import RolloutSpec, format_duration
 from console.templating import (
     build_context,
@@ -31,6 +32,7 @@ from console.templating import (
     redactor_for,
     render,
 )
+from console.traffic.plan import describe_balancer, server_names
 from inventory.ansible_vars import unhonoured
 
 if TYPE_CHECKING:
@@ -44,7 +46,9 @@ DESCRIPTION = """\
 Validate a rollout spec and its inventory without connecting to anything, then print
 the batches (in running order), the failure budget in words, the gate between
 batches, on_failure, every command rendered for the first host (secrets masked) and
-warnings. Exit code 0 when the spec is valid (warnings included), 2 when it is not."""
+warnings. With `requires:` (promotion from staging) it checks the state directory's
+history too. Exit code 0 when the spec is valid (warnings included), 2 when it is
+not, 3 when a `requires:` rule is not met (`run` would refuse to start)."""
 ORDER = 60
 
 PREVIOUS_VERSION_SHOWN = "<previous_version>"  # what check renders: nothing is read yet
@@ -68,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
         "--verbose", action="store_true", help="list every vars file read (default: a count)"
+    )
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="the history `requires:` is checked against"
     )
 
 
@@ -107,7 +114,10 @@ class CheckReport:
     vars_files: tuple[str, ...] = ()
     inventory_notes: tuple[str, ...] = ()
     polls: list[PollGroup] = field(default_factory=list)  # what each host will poll
+    polls_sampled: str | None = None  # which hosts poll, when not every host (sampling)
     become: list[becomemod.BecomeGroup] = field(default_factory=list)  # who runs what
+    balancer: Host | None = None  # load_balancer.host, from the inventory
+    servers: dict[str, str] = field(default_factory=dict)  # host -> its HAProxy server
 
     @property
     def rollout(self) -> Rollout:
@@ -120,6 +130,7 @@ class CheckReport:
             self.inventory_format,
             self.vars_files,
             self.inventory_notes,
+            self.balancer,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -147,6 +158,7 @@ class CheckReport:
                     for c in self.commands
                 ],
             },
+            "servers": dict(self.servers),  # load_balancer: host -> server name
             "warnings": list(self.warnings),
             "vars_files": list(self.vars_files),
             "become": [
@@ -174,16 +186,35 @@ class CheckReport:
                 }
                 for g in self.polls
             ],
+            "polls_sampled": self.polls_sampled,
         }
 
 
 def run(args: argparse.Namespace) -> int:
     report = analyse(args.spec, inventory=args.inventory, targets=args.targets)
+    promotion = _requires(report.spec, args.state_dir)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        data = report.to_json()
+        data["requires"] = [{"met": ok, "reason": why} for ok, why in promotion]
+        print(json.dumps(data, indent=2))
     else:  # host names, vars and commands come from files: no terminal escapes
-        print(printable(format_report(report, verbose=args.verbose), multiline=True))
-    return 0
+        text = format_report(report, verbose=args.verbose)
+        for i, (ok, why) in enumerate(promotion):
+            head = "requires    " if i == 0 else "            "
+            text += f"\n{head}{'met' if ok else 'NOT MET'}: {why}"
+        print(printable(text, multiline=True))
+    return EXIT_FAILED if any(not ok for ok, _ in promotion) else 0
+
+
+def _requires(spec: RolloutSpec, state_dir: str | None) -> list[tuple[bool, str]]:
+    """``requires:`` against the state directory's history: (met, why) per rule."""
+    if not spec.requires:
+        return []
+    from console.store.journal import resolve_state_dir
+    from console.store.promotion import judge
+
+    verdicts = judge(spec, resolve_state_dir(state_dir, shared=True))
+    return [(v.met_by is not None, v.reason) for v in verdicts]
 
 
 def analyse(
@@ -216,7 +247,10 @@ def analyse(
         vars_files=rollout.vars_files,
         inventory_notes=rollout.inventory_notes,
         polls=polls_by_host(spec, ordered, lambda h: _renderer(spec, h, redactor)),
+        polls_sampled=sampling_note(spec, len(ordered)),
         become=becomemod.plan(spec, ordered),
+        balancer=rollout.balancer,
+        servers=server_names(spec, ordered),
     )
 
 
@@ -304,9 +338,36 @@ def describe_gate(spec: RolloutSpec) -> str:
             f"{format_duration(gate.bake)} in which health and error rate hold"
         )
     text = "manual: waits for an operator to continue"
+    if gate.kind == "command":
+        text = (
+            f"command: asks `{gate.run}` every {format_duration(gate.every)} "
+            "(exit 0 go, 1 not yet, other no: on_failure)"
+        )
     if gate.timeout is not None:
         text += f"; after {format_duration(gate.timeout)} without one: {gate.on_timeout}"
     return text
+
+
+def describe_notify(spec: RolloutSpec) -> list[str]:
+    """``notify`` lines: each hook (a webhook's token masked), its events and bounds."""
+    from console.notify.names import hook_label
+    from console.spec.model import NOTIFY_EVENTS, webhook_url
+
+    lines = []
+    for i, hook in enumerate(spec.notify):
+        head = "notify      " if i == 0 else "            "
+        fmt = f", {hook.format}" if hook.webhook is not None else ""
+        if hook.webhook is not None:
+            try:
+                webhook_url(hook, os.environ)
+            except KeyError as exc:  # ${VAR} from the environment of the run
+                fmt += f"; ${{{exc.args[0]}}} is not set here"
+        events = "every event" if set(hook.on) >= set(NOTIFY_EVENTS) else ", ".join(hook.on)
+        lines.append(
+            f"{head}{hook_label(hook)} on {events} (timeout "
+            f"{format_duration(hook.timeout)}, {hook.retries} retries{fmt})"
+        )
+    return lines
 
 
 def describe_rollback(spec: RolloutSpec) -> str:
@@ -321,9 +382,51 @@ def describe_rollback(spec: RolloutSpec) -> str:
     return f"{_count(len(rollback.steps), 'step', 'steps')} on the hosts that moved, {sizes}"
 
 
+def describe_analysis(spec: RolloutSpec) -> list[str]:
+    """The ``analysis`` section: each metric's provider and rule in words, and its
+    query as written (placeholders were checked when the spec loaded)."""
+    from console.signals.analysis import rule_words
+
+    a = spec.analysis
+    if a is None:
+        return []
+    where = ""
+    if a.prometheus is not None:
+        auth = " (bearer token)" if a.prometheus.bearer_token else ""
+        auth = " (basic auth)" if a.prometheus.basic_auth else auth
+        where = f"; Prometheus {a.prometheus.url}{auth}, timeout {a.prometheus.timeout:g}s"
+    lines = [
+        f"analysis    every {format_duration(a.interval)} over {format_duration(a.window)}, "
+        f"no data: {a.on_no_data}, a failure: on_failure{where}"
+    ]
+    for m in a.metrics:
+        lines.append(f"  {m.name} ({m.provider}): {rule_words(m)}")
+        if m.query is not None:
+            lines.append(f"    {' '.join(m.query.split())}")
+    return lines
+
+
 def warnings(spec: RolloutSpec, plan: Plan, hosts: list[Host]) -> list[str]:
     """Valid but probably not what was meant."""
     out: list[str] = []
+    if spec.analysis is not None and spec.analysis.prometheus_metrics:
+        from console.signals.analysis import instance_label
+        from console.spec.queries import var_names
+
+        unseen = [h.name for h in hosts if instance_label(h) is None]
+        if unseen:
+            out.append(
+                f"analysis cannot find {_count(len(unseen))} in Prometheus (no "
+                f"prometheus_instance or metrics_port var): {_names(tuple(unseen))}"
+            )
+        spec_vars = set(context_vars(spec, None))
+        for m in spec.analysis.prometheus_metrics:
+            for name in var_names(m.query or ""):
+                if name not in spec_vars:
+                    out.append(
+                        f"analysis metric {m.name}: {{vars.{name}}} is not set in the "
+                        "spec's vars or the environment (queries see no host vars)"
+                    )
     if not hosts:
         out.append("no host to deploy to")
     if spec.health is None:
@@ -374,6 +477,9 @@ def format_report(report: CheckReport, *, verbose: bool = False) -> str:
     lines.append(f"gate        {report.gate}")
     lines.append(f"on_failure  {spec.on_failure}")
     lines.append(f"rollback    {describe_rollback(spec)}")
+    lines.extend(describe_notify(spec))
+    lines.extend(describe_analysis(spec))
+    lines.extend(describe_balancer(spec, report.servers))
     if report.commands:
         lines.append(f"commands    for {plan.hosts[0]}, the first host (secrets masked)")
         for c in report.commands:
@@ -387,7 +493,7 @@ def format_report(report: CheckReport, *, verbose: bool = False) -> str:
             suffix = f"   [{', '.join(extra)}]" if extra else ""
             lines.append(f"  {c.label:<24}{c.command}{suffix}")
     lines += format_become(report.become)
-    lines += format_polls(report.polls)
+    lines += format_polls(report.polls, report.polls_sampled)
     if report.warnings:
         lines.append("warnings")
         lines.extend(f"  - {w}" for w in report.warnings)
@@ -400,12 +506,15 @@ def _renderer(spec: RolloutSpec, host: Host, redactor: Redactor) -> Callable[[st
     return lambda command: redactor.redact(render(command, context))
 
 
-def format_polls(groups: list[PollGroup]) -> list[str]:
+def format_polls(groups: list[PollGroup], sampled: str | None = None) -> list[str]:
     """The ``polls`` section: per group of hosts with identical polls, what runs on
-    them and how often (console.signals.polls, what the monitors start)."""
+    them and how often (console.signals.polls, what the monitors start); ``sampled``:
+    which hosts run them when not every host does."""
     if not groups:
         return []
     lines = ["polls       per host, from preflight on (hosts with identical polls grouped)"]
+    if sampled:
+        lines.append(f"  {sampled}")
     for group in groups:
         shell = "" if group.shared_shell else ", one command per poll (rolldeck_shell: none)"
         lines.append(f"  {_count(len(group.hosts))}: {_names(group.hosts)}{shell}")

@@ -134,6 +134,7 @@ class RehearsalOptions:
     operator: str | None = None
     kind: str = "demo"  # 'demo' | 'drill': names the temp dir, journaled
     score: bool = False  # compute, journal and print the drill scorecard
+    prometheus: bool = False  # judge through a real Prometheus scraping the fleet
 
 
 @dataclass(slots=True)
@@ -260,6 +261,52 @@ class _Failed(Exception):
 
 
 def _run_on(
+    fleet: FleetProcess,
+    opts: RehearsalOptions,
+    scenario_name: str,
+    faults: dict[str, str],
+    console_wanted: bool,
+    out: IO[str],
+    err: IO[str],
+) -> RehearsalResult:
+    with contextlib.ExitStack() as stack:  # --prometheus: stopped on every way out
+        if opts.prometheus:
+            _judge_through_prometheus(fleet, opts, stack, err)
+        return _run_checked(fleet, opts, scenario_name, faults, console_wanted, out, err)
+
+
+def _judge_through_prometheus(
+    fleet: FleetProcess, opts: RehearsalOptions, stack: contextlib.ExitStack, err: IO[str]
+) -> None:
+    """``--prometheus``: a real Prometheus (found on PATH) scrapes every host's page,
+    and the fleet's spec judges the new version through it (error ratio, p95)."""
+    from console.simfleet.layout import rollout_yaml
+    from console.simfleet.prometheus import (
+        PrometheusServer,
+        PrometheusStartError,
+        fleet_targets,
+        wait_scraped,
+    )
+    from console.simfleet.scenario import load_scenario
+
+    targets = fleet_targets(fleet.directory)
+    server = PrometheusServer(fleet.directory / "prometheus", targets)
+    try:
+        server.start()
+    except PrometheusStartError as exc:
+        raise _Failed(str(exc)) from None
+    stack.callback(server.stop)
+    print(f"rolldeck {opts.kind}: Prometheus on {server.url}, scraping every 1s", file=err)
+    if not wait_scraped(server, len(targets)):
+        raise _Failed(f"Prometheus at {server.url} did not scrape the fleet's {len(targets)} pages")
+    scenario = load_scenario(opts.scenario)
+    scale = scenario.time_scale if opts.time_scale is None else opts.time_scale
+    header = f"rolldeck {opts.kind}: judged through the Prometheus at {server.url}"
+    text = rollout_yaml(scenario, opts.hosts, scale, header, prometheus_url=server.url)
+    fleet.spec_path.write_text(text, encoding="utf-8")
+
+
+def _run_checked(
     fleet: FleetProcess,
     opts: RehearsalOptions,
     scenario_name: str,

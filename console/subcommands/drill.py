@@ -26,7 +26,12 @@ is printed (JSON with --json) and appended to the rollout's journal.
 --policy operator (the default in the console) only pauses on a tripped rule and
 leaves rollback or abort to you, and times your response.
 
-built-in scenarios: healthy, bad-canary, host-dies-mid-batch, hung-install,
+--prometheus starts a real Prometheus (on PATH) scraping each simulated host's
+metrics page over HTTP, and the rollout judges the new version through it (error
+ratio and p95 latency against the baseline hosts) instead of scraping over SSH;
+slow-canary (latency only) is caught this way.
+
+built-in scenarios: healthy, bad-canary, slow-canary, host-dies-mid-batch, hung-install,
 flapping-health, slow-rollout, demo
 
 exit codes: those of run (0 succeeded, 2 bad input, 3 failed, 4 rolled back,
@@ -42,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "operator"),
         default=None,
         help="who acts on a tripped rule (default: auto headless, operator in the console)",
+    )
+    parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="judge through a real Prometheus (found on PATH) scraping every host's "
+        "metrics page over HTTP: error ratio and p95 latency, new cohort vs baseline",
     )
 
 
@@ -63,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             operator=args.operator,
             kind="drill",
             score=True,
+            prometheus=args.prometheus,
         )
     )
     return result.exit_code

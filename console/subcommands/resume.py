@@ -33,6 +33,7 @@ from console.resume import (
     rollback_targets,
 )
 from console.runtime.limits import check_local
+from console.runtime.rollout import balancer_of
 from console.runtime.session import Rollout, build_engine
 from console.store.journal import Journal, resolve_state_dir
 from console.subcommands.run import console_runner
@@ -120,7 +121,13 @@ def run(args: argparse.Namespace) -> int:
             for line in describe_state(state):
                 print(printable(line), file=out, flush=True)  # host names, versions
             engine = build_engine(
-                Rollout(spec, hosts, Plan(batches=tuple(facts_batches)), r.inventory_path),
+                Rollout(
+                    spec,
+                    hosts,
+                    Plan(batches=tuple(facts_batches)),
+                    r.inventory_path,
+                    balancer=balancer_of(spec, r.inventory_path),
+                ),
                 operator=operator,
                 journal=Journal.open_existing(r.path),
                 rollout_id=r.rollout_id,

@@ -47,6 +47,7 @@ from console.resume import (
     rollback_targets,
 )
 from console.runtime.limits import check_local
+from console.runtime.rollout import balancer_of
 from console.runtime.session import Rollout, build_engine
 from console.store.journal import Journal, resolve_state_dir
 from console.subcommands.run import console_runner
@@ -154,7 +155,13 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
         again = f"rolldeck rollback {shlex.quote(r.rollout_id)}"  # takes a stale lease over
         engine = build_engine(
-            Rollout(spec, hosts, Plan(batches=tuple(b for b in batches if b)), r.inventory_path),
+            Rollout(
+                spec,
+                hosts,
+                Plan(batches=tuple(b for b in batches if b)),
+                r.inventory_path,
+                balancer=balancer_of(spec, r.inventory_path),
+            ),
             operator=operator,
             journal=Journal.open_existing(r.path),
             rollout_id=r.rollout_id,

@@ -12,19 +12,21 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import IO, Protocol
 
-from console.core.commands import default_operator
+from console.core.commands import default_operator, unix_user
 from console.core.errors import EXIT_FAILED, InputError
 from console.core.events import OUTCOME_EXIT_CODES, Outcome
 from console.core.hints import flag_hint
 from console.core.text import printable
 from console.engine import Engine, new_rollout_id
-from console.headless import choose_mode, run_headless
+from console.headless import Mode, choose_mode, run_headless
 from console.lock_options import acquire_from_args, add_engine_arguments, lease_options
 from console.resume import unfinished_hints
 from console.runtime.limits import check_local
 from console.runtime.session import build_engine, create_journal
+from console.spec import RolloutSpec
 from console.store.journal import resolve_state_dir
 from console.subcommands.check import analyse
 from console.transport import rollout_options
@@ -88,9 +90,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "MaxStartups); at most 32 at once in all",
     )
     add_connect_timeout(parser)
+    parser.add_argument(
+        "--metrics-textfile",
+        metavar="DIR",
+        help="write the rollout's Prometheus text file there (node_exporter's textfile "
+        "collector; default: the spec's metrics_out)",
+    )
+    parser.add_argument(
+        "--commit", metavar="SHA", help="the commit deployed (journaled: history --dora)"
+    )
+    parser.add_argument(
+        "--override-requires",
+        action="store_true",
+        help="start although the spec's requires (promotion) are not met; needs --reason, "
+        "journaled",
+    )
+    parser.add_argument(
+        "--commit-time",
+        metavar="TIME",
+        help="when that commit was made (ISO 8601 or Unix seconds): lead time in history --dora",
+    )
+
+
+def commit_header(args: argparse.Namespace) -> dict[str, object]:
+    """``--commit``/``--commit-time`` for the journal header (``history --dora``)."""
+    from console.store.dora import parse_time
+
+    header: dict[str, object] = {}
+    if args.commit:
+        header["commit"] = args.commit
+    if args.commit_time:
+        header["commit_time"] = parse_time(args.commit_time, "--commit-time")
+    return header
+
+
+async def _headless_serving(
+    engine: Engine, state_dir: Path, mode: Mode, yes: bool, group: str | None
+) -> Outcome:
+    """Headless with the attach socket beside it: an approval gate waits for `rolldeck
+    approve` from another user, who needs the socket to reach it."""
+    from console.attach.server import serve_engine
+
+    server = serve_engine(engine, state_dir, group=group)
+    try:
+        return await run_headless(engine, mode=mode, yes=yes)
+    finally:
+        await server.close()
+
+
+def check_requires(
+    spec: RolloutSpec, state_dir: Path, args: argparse.Namespace, operator: str
+) -> list[str] | None:
+    """The spec's ``requires`` against the history: notices to journal, or None when
+    refused (the reasons printed). ``--override-requires --reason`` goes on, journaled."""
+    from console.store.promotion import judge, unmet
+
+    verdicts = judge(spec, state_dir)
+    missing = unmet(verdicts)
+    notices = [f"requires met: {v.reason}" for v in verdicts if v.met_by is not None]
+    if not missing:
+        return notices
+    if not args.override_requires:
+        for reason in missing:
+            print(printable(f"rolldeck: refused: {reason}"), file=sys.stderr)
+        print(
+            "rolldeck: promote it there first, or pass --override-requires --reason TEXT "
+            "(journaled)",
+            file=sys.stderr,
+        )
+        return None
+    if not args.reason.strip():
+        raise InputError("--override-requires needs --reason: why skip it", field="--reason")
+    for reason in missing:
+        notices.append(
+            f"requires OVERRIDDEN by {operator} (unix {unix_user()}): {args.reason}; {reason}"
+        )
+    return notices
 
 
 def run(args: argparse.Namespace) -> int:
+    commit_header(args)  # a bad --commit-time is refused before anything starts
     if args.max_handshakes < 1:
         raise InputError("must be at least 1", field="--max-handshakes")
     timeout = connect_timeout(args)
@@ -108,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
     operator = args.operator or default_operator()
     err = sys.stderr
     state_dir = resolve_state_dir(args.state_dir)
+    requires_notices = check_requires(spec, state_dir, args, operator)
+    if requires_notices is None:
+        return EXIT_FAILED
     if args.detach:
         from console.attach.detach import DetachError, spawn_detached
 
@@ -140,8 +222,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     try:
         rollout = report.rollout
-        journal = create_journal(state_dir, rollout_id, rollout, operator)
-        notices: list[str] = list(local_notices)
+        journal = create_journal(state_dir, rollout_id, rollout, operator, commit_header(args))
+        notices: list[str] = [*local_notices, *requires_notices]
         if args.accept_new_host_keys:
             notices.append("--accept-new-host-keys: unknown host keys are trusted on first use")
         engine = build_engine(
@@ -161,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             exit_when_paused=run_console is None,
             notices=notices,
             leases=lease_options(args, operator),
+            metrics_textfile=args.metrics_textfile,
         )
         engine.preflight_hint = str(UNREACHABLE_HINT)
         if run_console is not None:
@@ -177,6 +260,10 @@ def run(args: argparse.Namespace) -> int:
                     serve_headless(
                         engine, state_dir, mode=mode, yes=args.yes, group=args.attach_group
                     )
+                )
+            elif spec.between_batches.kind == "approval":  # `rolldeck approve` reaches it
+                outcome = asyncio.run(
+                    _headless_serving(engine, state_dir, mode, args.yes, args.attach_group)
                 )
             else:
                 outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))

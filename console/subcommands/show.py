@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from console.core.events import stream_header
 from console.core.text import printable
 from console.store.history import render_timeline, resolve_id, timeline
 from console.store.journal import JournalError, resolve_state_dir
@@ -23,7 +24,9 @@ ORDER = 41
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", metavar="ID", help="rollout id, or a unique prefix of one")
     parser.add_argument("--state-dir", metavar="DIR", help="journal directory")
-    parser.add_argument("--json", action="store_true", help="one JSON document")
+    parser.add_argument(
+        "--json", action="store_true", help="JSON lines: the stream header, then the timeline"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     except JournalError as exc:
         print(f"rolldeck: {printable(str(exc))}", file=sys.stderr)
         return 3
-    if args.json:
-        json.dump(t.to_json(), sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
+    if args.json:  # JSON lines: the stream's header, then the timeline as one line
+        sys.stdout.write(json.dumps(stream_header(), separators=(",", ":")) + "\n")
+        sys.stdout.write(json.dumps(t.to_json(), default=str) + "\n")
     else:
         # render_timeline sanitises each line; this keeps the whole page safe too
         sys.stdout.write(printable(render_timeline(t), multiline=True) + "\n")

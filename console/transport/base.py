@@ -173,6 +173,14 @@ class Connection(Protocol):
         offers none (then each command is a :meth:`run` of its own)."""
         ...
 
+    async def exchange(self, target: str, request: bytes, *, timeout: float) -> bytes:
+        """Send ``request`` to a socket this host reaches (an absolute path: a unix
+        socket on the host; ``HOST:PORT``: TCP from the host) and return all it answers
+        until it closes (HAProxy's runtime API; console/transport/sockets.py). Raises
+        :class:`TransportError` when the socket cannot be reached, does not answer
+        within ``timeout`` seconds, or the transport forwards no sockets (fake)."""
+        ...
+
     async def close(self) -> None:
         """Close the connection: its commands raise :class:`HostUnreachable` from then on;
         ``Transport.connect`` opens a new one."""

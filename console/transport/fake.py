@@ -181,6 +181,12 @@ class FakeConnection:
         finally:
             rec.finished = time.monotonic()
 
+    async def exchange(self, target: str, request: bytes, *, timeout: float) -> bytes:
+        """Refused: a fake host has no sockets to forward to."""
+        raise TransportError(
+            self.host.name, f"cannot reach {target}: the fake transport forwards no sockets"
+        )
+
     async def close(self) -> None:
         await self._t.close_host(self.host.name)
 

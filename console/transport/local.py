@@ -29,6 +29,7 @@ from console.transport.base import (
 )
 from console.transport.output import READ_CHUNK, LineSplitter, OutputSink, pump
 from console.transport.remote_kill import KILL_GRACE
+from console.transport.sockets import converse, split_target
 from inventory.model import Host
 
 Process = asyncio.subprocess.Process
@@ -178,6 +179,28 @@ class LocalConnection:
             drain.cancel()
             if not finished:
                 await run_shielded(stop_group(process))
+
+    async def exchange(self, target: str, request: bytes, *, timeout: float) -> bytes:
+        """The socket itself: this host is the local machine."""
+        if self.closed:
+            raise HostUnreachable(self.host.name, f"cannot reach {target}: it was closed")
+        try:
+            path, host, port = split_target(target)
+        except ValueError as exc:
+            raise TransportError(self.host.name, str(exc)) from None
+        try:
+            async with asyncio.timeout(timeout):
+                if path is not None:
+                    reader, writer = await asyncio.open_unix_connection(path)
+                else:
+                    reader, writer = await asyncio.open_connection(host, port)
+        except TimeoutError:
+            raise TransportError(
+                self.host.name, f"{target}: no connection in {timeout:g} s"
+            ) from None
+        except OSError as exc:
+            raise TransportError(self.host.name, f"cannot reach {target}: {exc}") from exc
+        return await converse(self.host.name, target, reader, writer, request, timeout)
 
     async def close(self) -> None:
         await self._transport.close_host(self.host.name)

@@ -35,6 +35,7 @@ from console.transport.base import (
 from console.transport.deadlines import REGISTRY, bounded
 from console.transport.output import READ_CHUNK, LineSplitter, OutputSink, pump
 from console.transport.remote_kill import KILL_GRACE, kill_script, wrap_pgroup
+from console.transport.sockets import converse, split_target
 from console.transport.ssh_running import Running, reason
 from console.transport.ssh_shell import PersistentShell
 from inventory.model import Host
@@ -287,6 +288,42 @@ class SSHConnection:
         wrapped = wrap_pgroup(command) if self.mode == "pgroup" else command
         process = await self._exec(raw, wrapped, eof=eof, stdin=stdin)
         return Running(raw, process, expect_pid=self.mode == "pgroup", become=become)
+
+    async def exchange(self, target: str, request: bytes, *, timeout: float) -> bytes:
+        """A direct stream-local (unix socket) or TCP forward on this connection, no
+        process on the host: the open is answered within the reply timeout (else the
+        connection is dropped as frozen), the conversation within ``timeout``."""
+        try:
+            path, host, port = split_target(target)
+        except ValueError as exc:
+            raise TransportError(self.host.name, str(exc)) from None
+        self._begin()
+        try:
+            whole = self.reply_timeout + timeout
+            with REGISTRY.tracking(self.host.name, f"a request to {target}", whole):
+                raw = await self._live()
+                try:
+                    async with bounded(
+                        self.host.name, f"opening a forward to {target}", self.reply_timeout
+                    ):
+                        if path is not None:
+                            reader, writer = await raw.open_unix_connection(path)
+                        else:
+                            reader, writer = await raw.open_connection(host, port)
+                except HostUnresponsive as exc:
+                    self._frozen(exc, raw)
+                    raise
+                except asyncssh.ChannelOpenError as exc:  # the host is fine, the socket not
+                    raise TransportError(
+                        self.host.name, f"cannot reach {target}: {reason(exc)}"
+                    ) from exc
+                except (asyncssh.Error, OSError) as exc:
+                    raise HostUnreachable(
+                        self.host.name, f"cannot reach {target}: {reason(exc)}"
+                    ) from exc
+                return await converse(self.host.name, target, reader, writer, request, timeout)
+        finally:
+            self._end()
 
     def persistent_shell(self) -> PersistentShell | None:
         """A shell kept open on this connection for many short commands (polls);

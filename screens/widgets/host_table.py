@@ -113,6 +113,7 @@ class HostTable(ScrollView, can_focus=True):
         self._col_index: tuple[int, ...] = ()
         self._log_width = 0
         self._width = 0
+        self._traffic = False  # the LB column shown (a load balancer moved a host)
         self._rows: list[str] = []  # host names, display order
         self._pos: dict[str, int] = {}
         self._cells: dict[str, tuple[Cell, ...]] = {}
@@ -166,7 +167,7 @@ class HostTable(ScrollView, can_focus=True):
         """Bring rows up to date: ``hosts`` are the dirty ones (None: all)."""
         first = self._view is None
         self._view = view
-        if first or plan or len(self._order) != len(view.hosts):
+        if first or plan or len(self._order) != len(view.hosts) or self._traffic != view.traffic:
             self._order = {name: i for i, name in enumerate(view.hosts)}
             self.rebuild()
             return
@@ -230,7 +231,9 @@ class HostTable(ScrollView, can_focus=True):
         if width <= 0:
             width = max(40, self.app.size.width - 4)
         wide = width >= WIDE_AT
-        cols = [c for c in COLUMNS if wide or not c.wide_only]
+        traffic = self._view is not None and self._view.traffic
+        self._traffic = traffic
+        cols = [c for c in COLUMNS if (wide or not c.wide_only) and (traffic or not c.traffic_only)]
         fixed = sum(_base_width(c, width) + GAP for c in cols if c.key != "log") + 1
         log_width = width - fixed - 1
         if log_width < MIN_LOG_WIDTH:

@@ -1,4 +1,5 @@
-"""Side panels: the error-rate chart and the event timeline."""
+"""Side panels: the analysis (each metric new vs baseline, and the error-rate chart)
+and the event timeline."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from textual import events
 from textual.widgets import Static
 
 from console.core import events as ev
-from console.core.describe import GLYPHS
+from console.core.describe import GLYPHS, format_metric
 from console.core.state import RolloutView
 from screens.chart import BASE_GLYPH, NEW_GLYPH, THRESHOLD_GLYPH, plot
 from screens.describe import describe
@@ -22,7 +23,9 @@ from screens.widgets.stream_log import StreamLog
 
 
 class ErrorRatePanel(Static):
-    """New version vs baseline error rate over time, with the configured maximum."""
+    """The analysis panel: each ``analysis:`` metric's last judgement (new cohort vs
+    baseline, its bounds, the verdict) on top, then the new version vs baseline error
+    rate over time, with the configured maximum, in the rows left."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -44,13 +47,21 @@ class ErrorRatePanel(Static):
         st = theme_styles(self.app)
         new = view.cohort_rates.get("cohort:new", ())
         base = view.cohort_rates.get("cohort:baseline", ())
+        t = Text(no_wrap=True, overflow="crop")
+        metrics = list(view.analysis.values())
+        for sample in metrics:
+            t.append_text(_metric_line(sample, st))
+            t.append("\n")
+        if metrics and not (new or base):  # judged by Prometheus only: no chart to draw
+            t.rstrip()
+            self.update(t, layout=False)
+            return
         unit = view.error_rate_unit
         threshold = self.threshold if unit == "ratio" else None
         axis = 6
         width = max(4, self.content_size.width - axis)
-        height = max(2, self.content_size.height - 1)
+        height = max(2, self.content_size.height - 1 - len(metrics))
         grid, top = plot(new, base, threshold, width, height)
-        t = Text(no_wrap=True, overflow="crop")
         for i, row in enumerate(grid):
             label = format_rate(top, unit) if i == 0 else ("0" if i == len(grid) - 1 else "")
             t.append(f"{label:>5}┤", st["muted"])
@@ -71,6 +82,33 @@ class ErrorRatePanel(Static):
             legend.append(f"  ≤{self.vs_baseline:g}x base", st["muted"])
         t.append(legend)
         self.update(t, layout=False)  # fixed size: no relayout per frame
+
+
+_VERDICT = {"pass": ("✔", "success"), "fail": ("✖", "error"), "no_data": ("?", "warning")}
+
+
+def _metric_line(sample: ev.AnalysisSample, st: dict[str, Style]) -> Text:
+    """``error-ratio  new 0.50% (1)  base 0.50% (11)  ≤5.0% ≤3x ✔``."""
+    glyph, var = _VERDICT.get(sample.verdict, ("?", "warning"))
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"{glyph} ", st[var])
+    line.append(f"{sample.metric[:14]:<14} ")
+    line.append(
+        f"new {format_metric(sample.new_value, sample.unit)} ({sample.new_hosts})",
+        st["series-new"],
+    )
+    line.append(
+        f"  base {format_metric(sample.baseline_value, sample.unit)} ({sample.baseline_hosts})",
+        st["series-baseline"],
+    )
+    limits = []
+    if sample.max is not None:
+        limits.append(f"≤{format_metric(sample.max, sample.unit)}")
+    if sample.max_vs_baseline is not None:
+        limits.append(f"≤{sample.max_vs_baseline:g}x")
+    if limits:
+        line.append("  " + " ".join(limits), st["threshold"])
+    return line
 
 
 # Lines in the error colour: a failure's glyph (host, rollback, preflight, outcome) or

@@ -35,6 +35,10 @@ class RolloutHeader(Static):
         t.append(f" {word} ", st[var] + Style(bold=True, reverse=True))
         if view.gate is not None and view.gate.until is not None and view.outcome is None:
             t.append(f" gate {format_duration(view.gate.until - now)}", st["batch-active"])
+        answer = view.gate_answer
+        if answer is not None and view.gate is not None and view.outcome is None:
+            said = {"go": "go", "not_yet": "not yet", "no": "NO"}.get(answer.answer, answer.answer)
+            t.append(printable(f"  asked: {said} (poll {answer.poll})"), st["muted"])
         if view.started is not None:
             end = view.finished if view.finished is not None else now
             t.append(f"  ⏱ {format_duration(end - view.started)}", st["muted"])

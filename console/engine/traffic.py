@@ -1,0 +1,216 @@
+"""Each host out of the load balancer while it changes: drain, deploy, gate, ready.
+
+With a ``load_balancer:`` section, :class:`~console.engine.hostwork.HostWork` calls
+:class:`Traffic` around a host's journey (deploy and rollback alike): before the first
+step its HAProxy server is set to ``drain`` and the host waits until the server's
+current sessions are down to ``drain.wait_sessions`` (past ``drain.timeout`` the host
+fails, naming the count); once its health gating passed, the server is set ``ready``
+and only then is the host counted done. A host that fails after its drain is left
+drained, never sent traffic while broken, and the timeline says so. Every move is a
+durable :class:`~console.core.events.TrafficChanged`, journaled before it is shown.
+
+The runtime API (console/traffic/haproxy.py) is reached through the SSH connection of
+the load balancer's inventory host, which the transport opens and keeps like any
+other. Every request is bounded; ``set server`` is idempotent, so a retry, a resumed
+rollout or an operator's own change in between is harmless.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from console.core import events as ev
+from console.core.clock import SYSTEM, Clock
+from console.core.events import HostState
+from console.core.text import shorten
+from console.engine.control import HostRecord
+from console.engine.hostwork import HostFailure
+from console.spec import RolloutSpec
+from console.spec.balancer import LoadBalancerSpec
+from console.templating import TemplateError, build_context, render
+from console.traffic.haproxy import HAProxy, HAProxyError, ServerState, check_name
+from console.transport.base import Transport, TransportError
+from inventory.model import Host
+
+DRAIN_POLL = 0.2  # seconds between two reads of a draining server's sessions
+DETAIL_MAX = 200
+DONE = (HostState.HEALTHY, HostState.ROLLED_BACK)  # hosts a resumed rollout leaves be
+
+
+class Traffic:
+    """One rollout's load balancer moves, one host at a time (many hosts at once)."""
+
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        balancer: Host,
+        transport: Transport,
+        emit: Callable[[ev.Event], None],
+        clock: Clock = SYSTEM,
+    ) -> None:
+        if spec.load_balancer is None:
+            raise ValueError("the spec has no load_balancer section")
+        self.spec = spec
+        self.lb: LoadBalancerSpec = spec.load_balancer
+        self.balancer = balancer
+        self.transport = transport
+        self.emit = emit
+        self.clock = clock
+        self.drained: set[str] = set()  # hosts this rollout set to drain, not yet ready
+
+    def server_of(self, rec: HostRecord) -> str:
+        """The host's HAProxy server name (``load_balancer.server``, rendered raw)."""
+        context = build_context(self.spec, rec.host, rec.previous_version)
+        try:
+            return check_name(render(self.lb.server, context, raw=True), "server")
+        except TemplateError as exc:
+            raise HostFailure(_short(f"load_balancer.server: {exc}")) from exc
+        except HAProxyError as exc:
+            raise HostFailure(_short(f"load_balancer.server: {exc}")) from exc
+
+    async def api(self) -> HAProxy:
+        try:
+            conn = await self.transport.connect(self.balancer)
+        except TransportError as exc:
+            raise HostFailure(
+                _short(f"load balancer {self.balancer.name} unreachable: {exc.message}")
+            ) from exc
+        return HAProxy(conn, self.lb.target)
+
+    async def drain(self, rec: HostRecord) -> None:
+        """Set the host's server to drain and wait for its sessions to end; HostFailure
+        when HAProxy refuses or the sessions outlast ``drain.timeout``."""
+        server = self.server_of(rec)
+        backend = self.lb.backend
+        try:
+            api = await self.api()
+            await api.set_state(backend, server, "drain")
+            self.drained.add(rec.name)
+            now = await api.server(backend, server)
+            self._said(rec, now, "draining before its steps")
+            started = self.clock.monotonic()
+            deadline = started + self.lb.drain_timeout
+            while now.sessions > self.lb.wait_sessions:
+                if self.clock.monotonic() >= deadline:
+                    raise HostFailure(
+                        f"drain: {now.sessions} sessions still on {backend}/{server} after "
+                        f"{self.lb.drain_timeout:g}s (drain.wait_sessions is "
+                        f"{self.lb.wait_sessions})"
+                    )
+                await self.clock.sleep(DRAIN_POLL)
+                now = await api.server(backend, server)
+            waited = self.clock.monotonic() - started
+            self._said(rec, now, f"drained in {waited:.1f}s")
+        except HAProxyError as exc:
+            raise HostFailure(_short(f"load balancer: {exc}")) from exc
+
+    async def ready(self, rec: HostRecord) -> None:
+        """Back in traffic: set the host's server ready (HostFailure when refused)."""
+        server = self.server_of(rec)
+        try:
+            api = await self.api()
+            await api.set_state(self.lb.backend, server, "ready")
+            self.drained.discard(rec.name)
+            now = await api.server(self.lb.backend, server)
+        except HAProxyError as exc:
+            raise HostFailure(_short(f"load balancer: {exc}")) from exc
+        self._said(rec, now, "healthy: back in traffic")
+
+    def kept_out(self, rec: HostRecord, why: str) -> None:
+        """The host failed after its drain: say that its server stays drained."""
+        if rec.name not in self.drained:
+            return  # never drained by us: its traffic was not touched
+        try:
+            server = self.server_of(rec)
+        except HostFailure:
+            return
+        self.emit(
+            ev.TrafficChanged(
+                host=rec.name,
+                backend=self.lb.backend,
+                server=server,
+                admin="drain",
+                detail=_short(f"kept drained: {why}"),
+                failed=True,
+            )
+        )
+
+    async def start(
+        self, recs: Sequence[HostRecord], journaled: Mapping[str, str] | None
+    ) -> str | None:
+        """Before the first move (after the preflight): the backend is reachable and has
+        a server for every targeted host, else the reason to refuse the rollout (nothing
+        changed yet). ``journaled`` (a resumed rollout: host -> its last traffic state
+        journaled): reconcile with what HAProxy holds (:meth:`reconcile`)."""
+        lb = self.lb
+        try:
+            api = await self.api()
+            servers = await api.servers(lb.backend)
+            names = {rec.name: self.server_of(rec) for rec in recs}
+        except HostFailure as exc:
+            return exc.detail
+        except HAProxyError as exc:
+            return _short(f"load balancer: {exc}")
+        missing = [f"{h} ({s})" for h, s in names.items() if s not in servers]
+        if missing:
+            return _short(
+                f"load balancer: backend {lb.backend} on {lb.host} has no server for "
+                f"{len(missing)} hosts: {', '.join(missing)}"
+            )
+        states = Counter(servers[s].admin for s in names.values())
+        said = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        self.emit(ev.Notice(message=f"load balancer: backend {lb.backend} on {lb.host}: {said}"))
+        if journaled is not None:
+            await self.reconcile(api, servers, recs, journaled)
+        return None
+
+    async def reconcile(
+        self,
+        api: HAProxy,
+        servers: Mapping[str, ServerState],
+        recs: Iterable[HostRecord],
+        journaled: Mapping[str, str],
+    ) -> None:
+        """A resumed rollout: HAProxy's word against the journal's (``journaled``: host
+        -> the last traffic state journaled). A host done (healthy, rolled back) that
+        this rollout drained and HAProxy still holds drained (the crash came between
+        its gating and its ready) is set ready; any other disagreement is journaled as
+        found; the hosts left to deploy are drained again by their own journey."""
+        for rec in recs:
+            was = journaled.get(rec.name, "")
+            try:
+                now = servers.get(self.server_of(rec))
+            except HostFailure:
+                continue
+            if now is None or not was:
+                continue  # never moved by this rollout: not ours to change
+            if was == "drain":
+                self.drained.add(rec.name)
+            if rec.state in DONE and now.admin == "drain" and was == "drain":
+                try:
+                    await api.set_state(self.lb.backend, now.name, "ready")
+                    now = await api.server(self.lb.backend, now.name)
+                except HAProxyError as exc:
+                    self.emit(ev.Notice(message=_short(f"load balancer: {exc}"), host=rec.name))
+                    continue
+                self.drained.discard(rec.name)
+                self._said(rec, now, f"resumed: {rec.state.value}, back in traffic")
+            elif now.admin != was:
+                self._said(rec, now, f"resumed: HAProxy holds {now.admin}, the journal said {was}")
+
+    def _said(self, rec: HostRecord, now: ServerState, detail: str) -> None:
+        self.emit(
+            ev.TrafficChanged(
+                host=rec.name,
+                backend=self.lb.backend,
+                server=now.name,
+                admin=now.admin,
+                sessions=now.sessions,
+                detail=detail,
+            )
+        )
+
+
+def _short(text: str) -> str:
+    return shorten(text, DETAIL_MAX, squash=True)

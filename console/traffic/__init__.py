@@ -1,0 +1,1 @@
+"""Traffic on the fleet: load balancers rolldeck drives (HAProxy's runtime API)."""
