@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	@$(BIN)/rolldeck demo || test $$? -ge 4
 
+# Two workers, each test file whole on one (its module fixtures, sshd, Prometheus):
+# the suite waits on real servers and timers far more than it computes.
 test: $(VENV)/.installed lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # ruff, then the type checker and the import contracts (docs/architecture.md, "Layers").
 lint: $(VENV)/.installed

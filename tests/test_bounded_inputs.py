@@ -1,7 +1,7 @@
 """Small inputs that would cost without bound are refused, as subprocesses: each bomb
 ends in exit 2 with one ``file:line`` error, quickly and in bounded memory (issue 18,
 point 5). The time bound is generous (a busy 2-core machine), never a benchmark; the
-memory is the child's own peak RSS (``wait4``)."""
+memory is rolldeck's own peak RSS (``wait4``, from a small launcher: ``LAUNCHER``)."""
 
 from __future__ import annotations
 
@@ -23,29 +23,51 @@ GOOD_INVENTORY = "hosts:\n  h1: {address: 127.0.0.1}\n"
 SPEC_HEAD = "service: s\nversion: '1'\ninventory: inventory.yaml\nsteps: [{name: a, run: 'true'}]\n"
 
 
+# Linux counts a process's peak RSS from its fork: a child forked from a big process
+# (a pytest worker of a few hundred MB) starts at that size, exec or not. So rolldeck
+# is started by a small launcher (a fresh interpreter, a few MB), which forks it and
+# reports the peak RSS wait4 gives for that grandchild alone, on the fd in argv[1].
+LAUNCHER = """
+import os, sys
+fd = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    os.execv(sys.executable, [sys.executable, "-m", "console", *sys.argv[2:]])
+_, status, usage = os.wait4(pid, 0)
+os.write(fd, str(usage.ru_maxrss).encode())
+os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+
+
 def run_bounded(args: list[str], cwd: Path) -> tuple[int, str, float, float]:
     """(exit code, stderr, seconds, peak RSS in MB) of ``rolldeck ARGS``."""
     start = time.monotonic()
+    peak_r, peak_w = os.pipe()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "console", *args],
+        [sys.executable, "-S", "-c", LAUNCHER, str(peak_w), *args],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        pass_fds=(peak_w,),
     )
+    os.close(peak_w)
     assert proc.stderr is not None
     hung = threading.Timer(60, proc.kill)  # a hang fails below instead of blocking
     hung.start()
     try:
         err = proc.stderr.read()  # EOF when the child exits
-        _pid, status, usage = os.wait4(proc.pid, 0)  # its own peak RSS, not the suite's
+        proc.wait()
+        peak = os.read(peak_r, 64)
     finally:
         hung.cancel()
         proc.stderr.close()
+        os.close(peak_r)
     took = time.monotonic() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     assert took < 60, f"rolldeck {args} hung: {err[-500:]!r}"
-    return proc.returncode, err.decode(errors="replace"), took, usage.ru_maxrss / 1024
+    assert peak, f"rolldeck {args}: no peak RSS reported: {err[-500:]!r}"
+    return proc.returncode, err.decode(errors="replace"), took, int(peak) / 1024
 
 
 def assert_refused(args: list[str], cwd: Path, *, file: str, fragment: str) -> str:
