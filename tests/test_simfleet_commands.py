@@ -125,7 +125,13 @@ async def test_install_activate_version_state(sim_fleet: SimFleet) -> None:
     assert (other.active, other.installed) == ("2.4.0", ("2.4.0",))
 
 
-async def test_restart_keeps_state_and_briefly_fails_health(sim_fleet: SimFleet) -> None:
+async def test_restart_keeps_state_and_briefly_fails_health(
+    sim_fleet_factory: FleetFactory,
+) -> None:
+    # Unscaled time: the warm-up after a restart lasts its full second, so the health
+    # call right after it lands inside it however busy the machine (at the suite's
+    # usual x0.05 it is 50 ms, shorter than one exec on a loaded machine).
+    sim_fleet = await sim_fleet_factory(time_scale=1.0)
     async with sim_connect(sim_fleet, "worker-01") as conn:
         await conn.run("svc install 2.4.1", check=True)
         await conn.run("svc activate 2.4.1", check=True)
