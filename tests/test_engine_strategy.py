@@ -10,7 +10,9 @@ from typing import Any
 from console.core import events as ev
 from console.core.events import Event, HostState, Outcome
 from console.engine import RollingStrategy, Strategy, StrategyContext, Verdict
+from console.engine.hostwork import TrafficSwitch
 from console.engine.strategy import roll_back_hosts, succeeded
+from console.engine.traffic import Traffic
 from tests.test_engine_commands import later, step_started, when
 from tests.test_engine_helpers import Run, make_engine, run_engine, spec_from
 
@@ -22,6 +24,9 @@ class AllAtOnce:
     the public strategy API: what a new strategy module would look like."""
 
     name = "all-at-once"
+
+    def bind(self, traffic: Traffic | None) -> TrafficSwitch | None:
+        return traffic  # each host drained while it changes, when there is a balancer
 
     async def run(self, ctx: StrategyContext) -> Verdict:
         ctx.replan("100%", "all at once")
@@ -72,6 +77,9 @@ class Recorded:
         self.inner = inner
         self.moves: list[str] = []
         self.name = inner.name
+
+    def bind(self, traffic: Traffic | None) -> TrafficSwitch | None:
+        return self.inner.bind(traffic)
 
     async def run(self, ctx: StrategyContext) -> Verdict:
         return await self.inner.run(Moves(ctx, self.moves))  # type: ignore[arg-type]

@@ -69,6 +69,8 @@ def _sample(tp: Any) -> Any:
         return (_sample(args[0]),) if args[-1] is Ellipsis else tuple(_sample(a) for a in args)
     if origin is dict:
         return {"k": _sample(args[1])}
+    if origin is list:
+        return [_sample(args[0])]
     if args:  # a union: its first member
         return _sample(args[0])
     return "x"

@@ -511,6 +511,8 @@ def _words(event: ev.Event) -> Description:
                 "traffic",
                 event.host,
             )
+        case ev.TrafficShifted():
+            return _d(shift_text(event), _shift_severity(event), "traffic")
         case ev.Notice():
             where = f"{event.host}: " if event.host else ""
             return _d(
@@ -662,3 +664,37 @@ __all__ = [
     "format_instant",
     "format_rate",
 ]
+
+
+def shift_text(event: ev.TrafficShifted) -> str:
+    """A whole-backend move in words (timeline, show, headless)."""
+    backend = event.backend
+    if event.move == "pools":
+        sizes = ", ".join(f"{p} {_plural(len(h), 'host')}" for p, h in event.pools.items())
+        said = f"pools on {backend}: {event.live} live, {event.idle} idle ({sizes})"
+    elif event.move == "weights":
+        asked = f"{event.share:g}%" if event.share is not None else "?"
+        got = f" (weights give {event.achieved:.2f}%)" if event.achieved is not None else ""
+        step = f"step {event.step + 1}: " if event.step is not None else ""
+        said = f"{step}canary gets {asked} of {backend}'s traffic{got}"
+    elif event.move == "before":
+        said = (
+            f"{backend}: {_plural(len(event.original), 'server')}' weights before the rollout read"
+        )
+    elif event.move == "restore":
+        said = f"{backend}: every server back to its weight before the rollout"
+    elif event.move == "switch":
+        said = f"{backend}: traffic switched to {event.live}; {event.idle} idle"
+    elif event.move == "switch_back":
+        said = f"{backend}: traffic switched back to {event.live}; {event.idle} idle"
+    else:
+        said = f"{backend}: {event.move}"
+    if event.phase == "start":
+        said = f"{said} (starting)"
+    return f"{said}{_why(event.detail)}"
+
+
+def _shift_severity(event: ev.TrafficShifted) -> Severity:
+    if event.move == "switch_back":
+        return Severity.WARNING
+    return Severity.OK if event.phase == "done" else Severity.INFO

@@ -384,6 +384,35 @@ class TrafficChanged(Event):
     sessions: int | None = None  # the server's current sessions, when read
     detail: str = ""  # why, or what was waited for
     failed: bool = False  # the host failed or was stopped mid-change: kept out of traffic
+    weight: int | None = None  # the server's weight in HAProxy now, when read
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficShifted(Event):
+    """The backend's traffic moved as a whole (console/engine/weighted_canary.py,
+    console/engine/blue_green.py). Journaled with ``phase`` 'start' before the first
+    server is set and 'done' once every server is set and read back, so a resumed
+    rollout knows a move that was cut in half and finishes or undoes it from HAProxy's
+    word. ``move``: 'pools' (blue-green: which pool HAProxy has live, read at start),
+    'weights' (canary: ``share`` percent of the backend's traffic to the canary hosts),
+    'restore' (every server back to ``original``), 'switch' (blue-green: traffic from
+    ``idle`` to ``live``... named after the move: ``live`` is the pool live after it),
+    'switch_back' (the rollback of a switch)."""
+
+    kind: ClassVar[str] = "traffic_shift"
+    move: str  # pools | weights | restore | switch | switch_back
+    phase: str = "done"  # start | done
+    backend: str
+    step: int | None = None  # canary: the index in ``traffic:``
+    share: float | None = None  # canary: the share asked for, in percent
+    achieved: float | None = None  # canary: the share the integer weights give
+    weights: dict[str, int] = field(default_factory=dict)  # server -> weight set
+    original: dict[str, int] = field(default_factory=dict)  # server -> weight before any move
+    live: str = ""  # blue-green: the pool carrying the traffic after this move
+    idle: str = ""  # blue-green: the pool without traffic after this move
+    pools: dict[str, list[str]] = field(default_factory=dict)  # 'pools': pool -> its hosts
+    servers: dict[str, str] = field(default_factory=dict)  # 'pools': host -> its server
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -487,6 +516,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CanaryAnalysis,
         OperatorCommand,
         TrafficChanged,
+        TrafficShifted,
         Notice,
         GateAnswer,
         NotifyDelivery,

@@ -65,6 +65,8 @@ class HostView:
     state_since: float = 0.0
     traffic: str = ""  # its load balancer server: ready | drain | maint ("" unknown)
     traffic_kept: bool = False  # kept drained: the host failed
+    weight: int | None = None  # its server's weight in HAProxy, when last read
+    pool: str = ""  # blue-green: the pool (inventory group) it belongs to
 
 
 @dataclass(slots=True)
@@ -94,6 +96,16 @@ class RolloutView:
     )
     error_rate_unit: str = "ratio"
     traffic: bool = False  # a load balancer moved hosts (the console shows their state)
+    # Whole-backend moves (canary weights, blue-green switch): the last one journaled,
+    # the weights before the first (what a restore goes back to), and the pools.
+    shift: ev.TrafficShifted | None = None
+    original_weights: dict[str, int] = field(default_factory=dict)
+    live_pool: str = ""  # blue-green: the pool with the traffic now
+    idle_pool: str = ""
+    start_live: str = ""  # blue-green: the pools as HAProxy had them at the start
+    start_idle: str = ""
+    pools: dict[str, list[str]] = field(default_factory=dict)  # pool -> its hosts
+    pool_servers: dict[str, str] = field(default_factory=dict)  # host -> its server
     # analysis: (each metric's last judgement, new vs baseline, in first-seen order)
     analysis: dict[str, ev.AnalysisSample] = field(default_factory=dict)
     alerts: list[ev.Alert] = field(default_factory=list)
@@ -223,7 +235,23 @@ class RolloutView:
                 h = self._host(event.host)
                 h.traffic = event.admin
                 h.traffic_kept = event.failed
+                if event.weight is not None:
+                    h.weight = event.weight
                 self.traffic = True
+            case ev.TrafficShifted():
+                self.shift = event
+                self.traffic = True
+                if event.original and not self.original_weights:
+                    self.original_weights = dict(event.original)
+                if event.live and (event.phase == "done" or event.move == "pools"):
+                    self.live_pool, self.idle_pool = event.live, event.idle
+                if event.move == "pools":
+                    self.start_live, self.start_idle = event.live, event.idle
+                    self.pools = {p: list(h) for p, h in event.pools.items()}
+                    self.pool_servers = dict(event.servers)
+                for pool, names in event.pools.items():
+                    for name in names:
+                        self._host(name).pool = pool
             case ev.VersionRead():
                 h = self._host(event.host)
                 if event.role == "previous":

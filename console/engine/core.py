@@ -59,7 +59,7 @@ from console.engine.hostwork import HostWork, Probe, signals_spec
 from console.engine.leases import LeaseOptions, Leases
 from console.engine.machine import legal, on_failure_action
 from console.engine.preflight import run_preflight
-from console.engine.rolling import RollingStrategy
+from console.engine.strategies import strategy_for
 from console.engine.strategy import Strategy, Verdict, aborted
 from console.engine.traffic import Traffic
 from console.plan import Plan
@@ -116,7 +116,7 @@ class Engine:
         self.preflight_hint = ""  # what a refused preflight suggests (set by the CLI)
         self.bus = EventBus()
         self.clock = clock
-        self.strategy: Strategy = strategy or RollingStrategy()
+        self.strategy: Strategy = strategy or strategy_for(spec)
         # A resumed rollout starts from its journal's picture and appends to it.
         self._first_event: ev.Event | None = None  # resume: instead of RolloutStarted
         self.view = resume.view if resume is not None else RolloutView()
@@ -158,7 +158,7 @@ class Engine:
             if lb is None:
                 raise ValueError(f"load_balancer.host {spec.load_balancer.host} is not known")
             self._traffic = Traffic(spec, lb, transport, self.emit, self.control.clock)
-            self._work.traffic = self._traffic
+        self._work.traffic = self.strategy.bind(self._traffic)
         self._use_monitors = monitors
         self._watched = watched  # a console shows it: the spec's default vitals polled
         self._work_conns: dict[str, Connection] = {}  # reachable hosts, from preflight
@@ -613,6 +613,18 @@ class Engine:
         return True
 
     # -- rollback -------------------------------------------------------------------
+
+    def set_aside(self, hosts: Collection[str], detail: str) -> None:
+        removed = []
+        for name in hosts:
+            rec = self.recs.get(name)  # a resumed rollout has no record of those set aside
+            if rec is None or rec.state != HostState.PENDING:
+                continue
+            self._work.set_state(rec, HostState.SKIPPED, detail=detail)
+            if self.batches.remove(name):
+                removed.append(name)
+        if removed:
+            self.emit(ev.PlanChanged(batches=self.batches.snapshot(), reason=detail))
 
     def begin_rollback(self) -> list[HostRecord]:
         c = self.control

@@ -11,13 +11,18 @@ newest batch first (or in the spec's ``rollback.batches``).
 from __future__ import annotations
 
 from console.engine.control import HostRecord
+from console.engine.hostwork import TrafficSwitch
 from console.engine.strategy import StrategyContext, Verdict, roll_back_hosts, succeeded
+from console.engine.traffic import Traffic
 from console.plan import make_plan
 from console.spec import RolloutSpec
 
 
 class RollingStrategy:
     name = "rolling"
+
+    def bind(self, traffic: Traffic | None) -> TrafficSwitch | None:
+        return traffic  # each host drained while it changes, ready once healthy
 
     async def run(self, ctx: StrategyContext) -> Verdict:
         i, gate_first = ctx.start_batch, ctx.gate_first

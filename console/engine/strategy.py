@@ -31,8 +31,11 @@ from typing import Protocol
 from console.core import events as ev
 from console.core.clock import Clock
 from console.core.events import HostState, Outcome
+from console.core.state import RolloutView
 from console.engine.batches import Batches
 from console.engine.control import Budget, Control, HostRecord
+from console.engine.hostwork import TrafficSwitch
+from console.engine.traffic import Traffic
 from console.spec import RolloutSpec
 from console.transport.base import Transport
 
@@ -86,6 +89,12 @@ class StrategyContext(Protocol):
         ...
 
     @property
+    def view(self) -> RolloutView:
+        """The journal's picture (a resumed rollout: what was done before the crash):
+        read only."""
+        ...
+
+    @property
     def start_batch(self) -> int:
         """Where a resumed rollout continues (0 for a fresh one)."""
         ...
@@ -128,6 +137,11 @@ class StrategyContext(Protocol):
         ValueError on a bad size."""
         ...
 
+    def set_aside(self, hosts: Collection[str], detail: str) -> None:
+        """Leave these pending hosts out of the rollout (SKIPPED, with ``detail``; out
+        of the batches not started): blue-green's live pool."""
+        ...
+
     def begin_rollback(self) -> list[HostRecord]:
         """Enter the rollback (lifts pause and freeze, hosts a freeze stopped before
         they changed go back to pending) and return the changed hosts left to roll back."""
@@ -145,6 +159,13 @@ class Strategy(Protocol):
     @property
     def name(self) -> str:
         """What it is called ('rolling', 'blue-green'...)."""
+        ...
+
+    def bind(self, traffic: Traffic | None) -> TrafficSwitch | None:
+        """Given the rollout's load balancer (None: no ``load_balancer:``) before the
+        run, return what each host's journey calls around its change: ``traffic``
+        itself (drain, deploy, ready), a wrapper (a canary readied at weight 0) or
+        None (traffic left alone)."""
         ...
 
     async def run(self, ctx: StrategyContext) -> Verdict:

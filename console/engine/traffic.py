@@ -17,6 +17,7 @@ rollout or an operator's own change in between is harmless.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -33,6 +34,7 @@ from console.traffic.haproxy import HAProxy, HAProxyError, ServerState, check_na
 from console.transport.base import Transport, TransportError
 from inventory.model import Host
 
+APPLY_PARALLEL = 8  # runtime API requests in flight at once for a whole-backend move
 DRAIN_POLL = 0.2  # seconds between two reads of a draining server's sessions
 DETAIL_MAX = 200
 DONE = (HostState.HEALTHY, HostState.ROLLED_BACK)  # hosts a resumed rollout leaves be
@@ -58,6 +60,9 @@ class Traffic:
         self.emit = emit
         self.clock = clock
         self.drained: set[str] = set()  # hosts this rollout set to drain, not yet ready
+        # A resumed rollout readies a done host it had drained (reconcile), unless the
+        # strategy keeps that host out of traffic (blue-green's idle pool).
+        self.ready_when_done: Callable[[HostRecord], bool] = lambda rec: True
 
     def server_of(self, rec: HostRecord) -> str:
         """The host's HAProxy server name (``load_balancer.server``, rendered raw)."""
@@ -88,7 +93,7 @@ class Traffic:
             await api.set_state(backend, server, "drain")
             self.drained.add(rec.name)
             now = await api.server(backend, server)
-            self._said(rec, now, "draining before its steps")
+            self.said(rec, now, "draining before its steps")
             started = self.clock.monotonic()
             deadline = started + self.lb.drain_timeout
             while now.sessions > self.lb.wait_sessions:
@@ -101,21 +106,43 @@ class Traffic:
                 await self.clock.sleep(DRAIN_POLL)
                 now = await api.server(backend, server)
             waited = self.clock.monotonic() - started
-            self._said(rec, now, f"drained in {waited:.1f}s")
+            self.said(rec, now, f"drained in {waited:.1f}s")
         except HAProxyError as exc:
             raise HostFailure(_short(f"load balancer: {exc}")) from exc
 
-    async def ready(self, rec: HostRecord) -> None:
-        """Back in traffic: set the host's server ready (HostFailure when refused)."""
+    async def ready(
+        self, rec: HostRecord, weight: int | None = None, detail: str = "healthy: back in traffic"
+    ) -> None:
+        """Back in traffic: set the host's server ready, at ``weight`` first when given
+        (a canary held at 0 until its share is set); HostFailure when refused."""
         server = self.server_of(rec)
         try:
             api = await self.api()
+            if weight is not None:
+                await api.set_weight(self.lb.backend, server, weight)
             await api.set_state(self.lb.backend, server, "ready")
             self.drained.discard(rec.name)
             now = await api.server(self.lb.backend, server)
         except HAProxyError as exc:
             raise HostFailure(_short(f"load balancer: {exc}")) from exc
-        self._said(rec, now, "healthy: back in traffic")
+        self.said(rec, now, detail)
+
+    async def hold(self, rec: HostRecord, detail: str) -> None:
+        """Leave the host out of traffic (blue-green's idle pool): HostFailure when its
+        server would get requests (ready with a weight), else journal what it is."""
+        server = self.server_of(rec)
+        try:
+            now = await (await self.api()).server(self.lb.backend, server)
+        except HAProxyError as exc:
+            raise HostFailure(_short(f"load balancer: {exc}")) from exc
+        if now.admin == "ready" and now.weight > 0:
+            raise HostFailure(
+                _short(
+                    f"{self.lb.backend}/{server} is in traffic (ready, weight {now.weight}): "
+                    "an idle pool's host must not serve while it changes"
+                )
+            )
+        self.said(rec, now, detail)
 
     def kept_out(self, rec: HostRecord, why: str) -> None:
         """The host failed after its drain: say that its server stays drained."""
@@ -187,7 +214,8 @@ class Traffic:
                 continue  # never moved by this rollout: not ours to change
             if was == "drain":
                 self.drained.add(rec.name)
-            if rec.state in DONE and now.admin == "drain" and was == "drain":
+            done = rec.state in DONE and self.ready_when_done(rec)
+            if done and now.admin == "drain" and was == "drain":
                 try:
                     await api.set_state(self.lb.backend, now.name, "ready")
                     now = await api.server(self.lb.backend, now.name)
@@ -195,11 +223,61 @@ class Traffic:
                     self.emit(ev.Notice(message=_short(f"load balancer: {exc}"), host=rec.name))
                     continue
                 self.drained.discard(rec.name)
-                self._said(rec, now, f"resumed: {rec.state.value}, back in traffic")
+                self.said(rec, now, f"resumed: {rec.state.value}, back in traffic")
             elif now.admin != was:
-                self._said(rec, now, f"resumed: HAProxy holds {now.admin}, the journal said {was}")
+                self.said(rec, now, f"resumed: HAProxy holds {now.admin}, the journal said {was}")
 
-    def _said(self, rec: HostRecord, now: ServerState, detail: str) -> None:
+    async def apply(
+        self,
+        moves: Mapping[str, tuple[str | None, int | None]],
+        hosts: Mapping[str, str],
+        detail: str,
+    ) -> dict[str, ServerState]:
+        """Set many servers of the backend at once (server -> (state or None, weight or
+        None); weights before states, so a server readied comes up at its weight) and
+        read them back; every host (``hosts``: server -> host name) whose server
+        changed is journaled. Idempotent: a server already so is not touched.
+        HAProxyError (or HostFailure: unreachable) when HAProxy refuses."""
+        api = await self.api()
+        backend = self.lb.backend
+        before = await api.servers(backend)
+        gate = asyncio.Semaphore(APPLY_PARALLEL)
+
+        async def one(server: str, state: str | None, weight: int | None) -> None:
+            was = before.get(server)
+            async with gate:
+                if weight is not None and (was is None or was.weight != weight):
+                    await api.set_weight(backend, server, weight)
+                if state is not None and (was is None or was.admin != state):
+                    await api.set_state(backend, server, state)
+
+        async with asyncio.TaskGroup() as tg:
+            for server, (state, weight) in moves.items():
+                tg.create_task(one(server, state, weight))
+        after = await api.servers(backend)
+        for server, host in hosts.items():
+            was, now = before.get(server), after.get(server)
+            if now is None or (
+                was is not None and (was.admin, was.weight) == (now.admin, now.weight)
+            ):
+                continue
+            if now.admin == "ready":
+                self.drained.discard(host)
+            self.emit(
+                ev.TrafficChanged(
+                    host=host,
+                    backend=backend,
+                    server=server,
+                    admin=now.admin,
+                    sessions=now.sessions,
+                    detail=detail,
+                    weight=now.weight,
+                )
+            )
+        return after
+
+    def said(self, rec: HostRecord, now: ServerState, detail: str) -> None:
+        """Journal a host's server as HAProxy reports it (``TrafficChanged``)."""
         self.emit(
             ev.TrafficChanged(
                 host=rec.name,
@@ -208,6 +286,7 @@ class Traffic:
                 admin=now.admin,
                 sessions=now.sessions,
                 detail=detail,
+                weight=now.weight,
             )
         )
 

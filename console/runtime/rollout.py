@@ -14,6 +14,7 @@ from console import become
 from console.core.errors import InputError
 from console.plan import Plan, make_plan
 from console.spec import RolloutSpec, load_spec
+from console.traffic.pools import PoolError, split_pools
 from inventory import load_inventory, select
 from inventory.loader import join_sources
 from inventory.model import Host, Inventory
@@ -77,8 +78,10 @@ def load_rollout(
         hosts = select(
             inv, spec.targets, file=spec.path, line=spec.lines.get("targets"), field="targets"
         )
+    if spec.strategy == "blue-green" and not targets and spec.targets == "all":
+        hosts = select(inv, f"{spec.blue}:{spec.green}", file=spec.path, field="strategy")
     try:
-        plan = make_plan([h.name for h in hosts], spec.batches, order=spec.order, seed=spec.seed)
+        plan = plan_for(spec, hosts)
     except ValueError as exc:
         raise InputError(
             str(exc), file=spec.path, line=spec.lines.get("batches"), field="batches"
@@ -90,6 +93,35 @@ def load_rollout(
     return Rollout(
         spec, ordered, plan, inventory_path, inv.format, inv.vars_files, inv.notes, balancer
     )
+
+
+def plan_for(spec: RolloutSpec, hosts: Sequence[Host]) -> Plan:
+    """The batches of the rollout's strategy: blue-green cuts each pool by the spec's
+    batches (the live pool's are set aside once HAProxy says which is live); a weighted
+    canary needs hosts left after its first batch. InputError at the field to fix."""
+    names = [h.name for h in hosts]
+    if spec.strategy != "blue-green":
+        plan = make_plan(names, spec.batches, order=spec.order, seed=spec.seed)
+        if spec.traffic and len(plan.batches) < 2:
+            raise InputError(
+                f"the canary batch holds every targeted host ({len(names)}): traffic shares "
+                "need hosts beside the canary (e.g. batches: [1, 100%])",
+                file=spec.path,
+                line=spec.lines.get("traffic"),
+                field="traffic",
+            )
+        return plan
+    assert spec.blue is not None and spec.green is not None
+    try:
+        pools = split_pools(((h.name, h.groups) for h in hosts), spec.blue, spec.green)
+    except PoolError as exc:
+        raise InputError(
+            str(exc), file=spec.path, line=spec.lines.get("strategy"), field="strategy"
+        ) from None
+    batches: list[tuple[str, ...]] = []
+    for pool in (spec.blue, spec.green):
+        batches += make_plan(pools[pool], spec.batches, order=spec.order, seed=spec.seed).batches
+    return Plan(tuple(batches))
 
 
 def balancer_in(spec: RolloutSpec, inv: Inventory, inventory_path: str) -> Host | None:

@@ -53,6 +53,7 @@ from console.spec.model import (
     PERCENT,
     PROVIDERS,
     STEP_TIMEOUT,
+    STRATEGIES,
     WATCH_EVERY_FLOOR,
     AnalysisMetric,
     AnalysisSpec,
@@ -117,6 +118,10 @@ TOP_KEYS = (
     "lock_host",
     "lease",
     "load_balancer",
+    "strategy",
+    "traffic",
+    "blue",
+    "green",
     "become",
     "become_user",
     "become_method",
@@ -372,6 +377,10 @@ class _Reader:
         opt("lock_host", self.name)
         opt("lease", self.lease)
         opt("load_balancer", self.load_balancer)
+        opt("strategy", lambda n, f: self.choice(n, f, STRATEGIES))
+        opt("traffic", self.traffic)
+        opt("blue", self.name)
+        opt("green", self.name)
         opt("become", self.boolean)
         opt("become_user", self.become_user)
         opt("become_method", self.become_method)
@@ -692,6 +701,29 @@ class _Reader:
             if "timeout" in d:
                 kw["drain_timeout"] = self.duration(d["timeout"], join(where, "timeout"))
         return LoadBalancerSpec(**kw)
+
+    def traffic(self, node: yaml.Node, field: str) -> tuple[float, ...]:
+        """``traffic: [5%, 25%, 100%]``: the canary's share of the backend, step by
+        step; rising, each more than 0%, the last 100% (the promotion)."""
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, field, "must be a list of percentages, like [5%, 25%, 100%]")
+        items = self.sequence(node, field)
+        shares: list[float] = []
+        for i, item in enumerate(items):
+            where = f"{field}[{i}]"
+            pct = self.percent(item, where)
+            if pct <= 0:
+                self.fail(item, where, "a traffic share must be more than 0%")
+            if shares and pct <= shares[-1]:
+                self.fail(item, where, f"the shares must rise: {pct:g}% after {shares[-1]:g}%")
+            shares.append(pct)
+        if not shares or shares[-1] != 100:
+            self.fail(
+                node,
+                field,
+                "must end with 100% (the promotion: every host then takes its own share)",
+            )
+        return tuple(shares)
 
     def lb_name(self, node: yaml.Node, field: str) -> str:
         """A HAProxy backend name: it goes into a runtime API command line."""
@@ -1067,8 +1099,29 @@ class _Reader:
                 "error_rate" if "error_rate" in top else "analysis.metrics",
                 "error_rate needs a source: metrics, or logs with an error_pattern",
             )
+        self.strategy_check(spec, fail)
         if spec.seed is not None and spec.order != "shuffle":
             fail("seed", f"seed only applies to order: shuffle (order is {spec.order})")
+
+    def strategy_check(self, spec: RolloutSpec, fail: Callable[[str, str], NoReturn]) -> None:
+        """The strategy's keys agree with each other (groups are checked at plan time)."""
+        lb = spec.load_balancer is not None
+        if spec.traffic:
+            if spec.strategy != "canary":
+                fail("traffic", f"traffic shares need strategy: canary (it is {spec.strategy})")
+            if not lb:
+                fail("traffic", "traffic shares need a load_balancer section: HAProxy weighs them")
+        for pool in ("blue", "green"):
+            if getattr(spec, pool) is not None and spec.strategy != "blue-green":
+                fail(pool, f"{pool} needs strategy: blue-green (it is {spec.strategy})")
+        if spec.strategy == "blue-green":
+            if not lb:
+                fail("strategy", "blue-green needs a load_balancer section: it switches traffic")
+            for pool in ("blue", "green"):
+                if getattr(spec, pool) is None:
+                    fail("strategy", f"blue-green needs {pool}: the inventory group of that pool")
+            if spec.blue == spec.green:
+                fail("green", f"blue and green are the same group ({spec.blue})")
 
 
 def parse_duration(text: str) -> float | None:

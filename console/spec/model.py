@@ -25,6 +25,8 @@ Order = Literal["inventory", "sorted", "reverse_sorted", "shuffle"]
 ON_FAILURE: tuple[OnFailure, ...] = ("pause", "rollback", "abort")
 # The batch orders (the planner's rule 1 says what each means).
 ORDERS: tuple[Order, ...] = ("inventory", "sorted", "reverse_sorted", "shuffle")
+Strategy = Literal["rolling", "canary", "blue-green"]
+STRATEGIES: tuple[Strategy, ...] = ("rolling", "canary", "blue-green")
 STEP_TIMEOUT = 300.0
 PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
 
@@ -327,6 +329,14 @@ class RolloutSpec:
     lease: LeaseSpec = field(default_factory=LeaseSpec)
     # ``load_balancer:`` (console/spec/balancer.py): hosts drained through HAProxy
     load_balancer: LoadBalancerSpec | None = None
+    # How the rollout moves (console/engine/strategies.py): rolling (batch after batch),
+    # canary (with ``traffic``: the first batch gets those shares of the backend by
+    # HAProxy weights, judged between steps), blue-green (``blue``/``green`` groups:
+    # deploy the idle pool, switch the backend's traffic to it, switch back to roll back).
+    strategy: Strategy = "rolling"
+    traffic: tuple[float, ...] = ()  # canary: percent of the backend, rising, ending at 100
+    blue: str | None = None  # blue-green: inventory group of each pool
+    green: str | None = None
     # become (console/become.py): run remote commands through sudo as become_user
     # (None: the host's ansible_become_user, else root); become_password is a template
     # ('{vars.become_pass}') rendered per host, never written on a command line.

@@ -592,6 +592,24 @@ def spec_properties() -> dict[str, dict[str, Any]]:
             },
             required=("host", "backend"),
         ),
+        "strategy": choice(
+            "How the rollout moves: rolling (batch after batch, each host drained while "
+            "it changes), canary (with traffic: the first batch gets those shares of the "
+            "backend by HAProxy weights), blue-green (deploy the idle pool of blue/green, "
+            "switch the backend to it; rollback switches back).",
+            ("rolling", "canary", "blue-green"),
+        ),
+        "traffic": {
+            "description": "canary: the canary batch's share of the backend's traffic, "
+            "step by step, judged by the between_batches gate after each; rising, ending "
+            "at 100% (the promotion: every server back to its own weight, the rest rolls).",
+            "type": "array",
+            "items": percent("A share of the backend's requests."),
+            "minItems": 1,
+            "examples": [["5%", "25%", "100%"]],
+        },
+        "blue": text("blue-green: the inventory group of one pool.", ["blue"]),
+        "green": text("blue-green: the inventory group of the other pool.", ["green"]),
         **_become_props(),
         "become_password": command(
             "Names the var holding sudo's password ('{vars.become_pass}', with become_pass "

@@ -310,6 +310,7 @@ def _decision_point(event: Event) -> bool:
             | ev.PlanChanged()
             | ev.Notice()
             | ev.TrafficChanged()  # a host taken out of production traffic, or back
+            | ev.TrafficShifted()  # the backend re-weighted or switched between pools
             | ev.RolloutFinished()
         ):
             return True

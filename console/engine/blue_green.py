@@ -1,0 +1,230 @@
+"""Blue-green: deploy the idle pool, switch the backend's traffic to it, and roll back
+by switching back (no deploy: seconds).
+
+``strategy: blue-green`` with ``blue: GROUP`` and ``green: GROUP``: the targets are the
+hosts of both groups, planned pool by pool (console/runtime/rollout.py). Which pool is
+live is read from HAProxy at the start, never assumed (console/traffic/pools.py: every
+server of one pool ready with a weight, none of the other's), and journaled
+(``TrafficShifted`` move ``pools``, with every server's weight: what a switch gives
+back). The live pool's hosts are set aside (SKIPPED: not changed); the idle pool is
+deployed in its batches, gated as any host, and never put in traffic while it changes
+(a host of it found serving fails before its first step).
+
+The switch is one journaled move: ``switch`` (start), the idle servers set ready at
+their weights first, then the live servers drained (never a moment with no server),
+``switch`` (done). Then the ``between_batches`` gate after the last batch bakes it (the
+analysis and error-rate alerts act by ``on_failure`` meanwhile). Success leaves the old
+pool drained, on the old version: the next rollout's idle pool, and the instant way
+back. A rollback is ``switch_back``: the old pool ready, the new one drained, nothing
+deployed or reverted; it ends ROLLED_BACK with the new pool idle on the new version.
+An abort leaves traffic where it is and says where. A crash is resumed from the
+journal's last move, re-applied from HAProxy's word (idempotent): a switch cut in half
+is finished, a switch back cut in half is finished.
+"""
+
+from __future__ import annotations
+
+from console.core import events as ev
+from console.core.events import HostState, Outcome
+from console.engine.control import HostRecord
+from console.engine.hostwork import HostFailure, TrafficSwitch
+from console.engine.strategy import StrategyContext, Verdict, aborted
+from console.engine.traffic import Traffic
+from console.spec import RolloutSpec
+from console.traffic.haproxy import HAProxyError
+from console.traffic.pools import PoolError, live_pool, split_pools
+
+__all__ = ["BlueGreen"]
+
+
+class BlueGreen:
+    name = "blue-green"
+
+    def __init__(self, spec: RolloutSpec) -> None:
+        assert spec.blue is not None and spec.green is not None
+        self.spec = spec
+        self.traffic: Traffic | None = None
+        self.pools: dict[str, list[str]] = {}
+        self.live = ""  # the pool live at the start (the old version's)
+        self.idle = ""  # the pool deployed, live after the switch
+        self.original: dict[str, int] = {}  # server -> weight at the start
+        self.servers: dict[str, str] = {}  # host -> its server (both pools)
+        self.switched = False  # the switch started (a rollback must switch back)
+
+    def bind(self, traffic: Traffic | None) -> TrafficSwitch | None:
+        self.traffic = traffic
+        if traffic is None:
+            return None
+        traffic.ready_when_done = lambda rec: False  # the idle pool waits for the switch
+        return _IdleSwitch(traffic)
+
+    # -- the forward rollout ---------------------------------------------------------
+
+    async def run(self, ctx: StrategyContext) -> Verdict:
+        if (refused := await self._pools(ctx)) is not None:
+            return refused
+        ctx.set_aside(self.pools[self.live], f"live pool {self.live}: not changed")
+        last = ctx.view.shift
+        if last is not None and last.move == "switch":  # resumed past the switch start
+            return await self._switch_and_bake(ctx)
+        i = ctx.start_batch
+        while i < len(ctx.batches):
+            await ctx.wait_unpaused()
+            if stop := await ctx.stop_check():
+                return stop
+            await ctx.run_batch(i)
+            if stop := await ctx.stop_check():
+                return stop
+            await ctx.wait_unpaused()
+            if stop := await ctx.stop_check():
+                return stop
+            if i + 1 < len(ctx.batches):
+                await ctx.run_gate(i)
+                if stop := await ctx.stop_check():
+                    return stop
+            i += 1
+        deployed = [n for n in self.pools[self.idle] if ctx.recs[n].state == HostState.HEALTHY]
+        if len(deployed) < len(self.pools[self.idle]):
+            left = len(self.pools[self.idle]) - len(deployed)
+            return Outcome.FAILED, (
+                f"{left} hosts of pool {self.idle} are not healthy on {ctx.spec.version}: "
+                f"traffic stays on {self.live}"
+            )
+        return await self._switch_and_bake(ctx)
+
+    async def _switch_and_bake(self, ctx: StrategyContext) -> Verdict:
+        await ctx.wait_unpaused()
+        if stop := await ctx.stop_check():
+            return stop
+        if failed := await self._move(ctx, "switch", to=self.idle, away=self.live):
+            return failed
+        await ctx.run_gate(max(len(ctx.batches) - 1, 0))  # the bake after the switch
+        if stop := await ctx.stop_check():
+            return stop
+        await ctx.wait_unpaused()
+        if stop := await ctx.stop_check():
+            return stop
+        hosts = ctx.view.hosts  # the live pool's hosts are not resumed rollouts' records
+        olds = sorted(
+            {v for n in self.pools[self.live] if (h := hosts.get(n)) and (v := h.version)}
+        )
+        on = f" on {', '.join(olds)}" if olds else ""
+        return Outcome.SUCCEEDED, (
+            f"pool {self.idle} live on {ctx.spec.version} ({len(self.pools[self.idle])} hosts); "
+            f"pool {self.live} idle{on}"
+        )
+
+    async def _pools(self, ctx: StrategyContext) -> Verdict | None:
+        """Which pool is live: the journal's word when resumed, else HAProxy's."""
+        assert self.traffic is not None and self.spec.blue and self.spec.green
+        view = ctx.view
+        if view.start_live:  # resumed: the pools as found at the first start (the live
+            # pool's hosts, set aside, are not the resumed rollout's hosts any more)
+            self.live, self.idle = view.start_live, view.start_idle
+            self.pools = {p: list(h) for p, h in view.pools.items()}
+            self.servers = dict(view.pool_servers)
+            self.original = dict(view.original_weights)
+            last = view.shift
+            self.switched = last is not None and last.move in ("switch", "switch_back")
+            return None
+        try:
+            self.pools = split_pools(
+                ((r.name, r.host.groups) for r in ctx.recs.values()),
+                self.spec.blue,
+                self.spec.green,
+            )
+        except PoolError as exc:
+            return Outcome.FAILED, str(exc)
+        try:
+            states = await (await self.traffic.api()).servers(self.traffic.lb.backend)
+            self.servers = {n: self.traffic.server_of(r) for n, r in ctx.recs.items()}
+            self.live, self.idle = live_pool(self.pools, self.servers, states)
+        except (HAProxyError, PoolError) as exc:
+            return Outcome.FAILED, f"load balancer: {exc}"
+        except HostFailure as exc:
+            return Outcome.FAILED, exc.detail
+        self.original = {s: st.weight for s, st in states.items()}
+        ctx.emit(
+            ev.TrafficShifted(
+                move="pools",
+                backend=self.traffic.lb.backend,
+                live=self.live,
+                idle=self.idle,
+                pools=self.pools,
+                servers=self.servers,
+                original=self.original,
+                detail=f"{self.idle} will be deployed, then take the traffic",
+            )
+        )
+        return None
+
+    async def _move(self, ctx: StrategyContext, move: str, *, to: str, away: str) -> Verdict | None:
+        """Traffic from pool ``away`` to pool ``to``: journaled before and after; the
+        new pool readied at its weights first, then the old one drained."""
+        assert self.traffic is not None
+        backend = self.traffic.lb.backend
+        self.switched = True
+        ctx.emit(ev.TrafficShifted(move=move, phase="start", backend=backend, live=to, idle=away))
+        hosts = {server: name for name, server in self.servers.items()}
+        ready: dict[str, tuple[str | None, int | None]] = {}
+        drain: dict[str, tuple[str | None, int | None]] = {}
+        for name in self.pools[to]:
+            server = self.servers[name]
+            ready[server] = ("ready", self.original.get(server) or 1)  # idle at weight 0
+        for name in self.pools[away]:
+            drain[self.servers[name]] = ("drain", None)
+        started = ctx.clock.monotonic()
+        try:
+            await self.traffic.apply(ready, hosts, f"{move}: pool {to} takes the traffic")
+            await self.traffic.apply(drain, hosts, f"{move}: pool {away} idle")
+        except HAProxyError as exc:
+            return Outcome.FAILED, f"load balancer: {exc} (during the {move}; resume finishes it)"
+        except HostFailure as exc:
+            return Outcome.FAILED, f"{exc.detail} (during the {move}; resume finishes it)"
+        took = ctx.clock.monotonic() - started
+        ctx.emit(
+            ev.TrafficShifted(
+                move=move, backend=backend, live=to, idle=away, detail=f"in {took:.1f}s"
+            )
+        )
+        return None
+
+    # -- the way back ----------------------------------------------------------------
+
+    async def roll_back(self, ctx: StrategyContext) -> Verdict:
+        """The switch back: the old pool live again, the new one idle (no deploy)."""
+        ctx.begin_rollback()
+        version = ctx.spec.version
+        if not self.switched:
+            ctx.announce(f"traffic never left pool {self.live}: nothing to switch back")
+            return Outcome.ROLLED_BACK, (
+                f"traffic never left pool {self.live}; pool {self.idle} left idle "
+                f"(not serving) on {version}"
+            )
+        ctx.announce(f"switching traffic back to pool {self.live}")
+        started = ctx.clock.monotonic()
+        if failed := await self._move(ctx, "switch_back", to=self.live, away=self.idle):
+            return failed
+        if stop := aborted(ctx.control):
+            return stop
+        took = ctx.clock.monotonic() - started
+        return Outcome.ROLLED_BACK, (
+            f"traffic switched back to pool {self.live} in {took:.1f}s; pool {self.idle} "
+            f"left idle on {version}"
+        )
+
+
+class _IdleSwitch:
+    """The idle pool's hosts change out of traffic and stay there until the switch."""
+
+    def __init__(self, traffic: Traffic) -> None:
+        self.traffic = traffic
+
+    async def drain(self, rec: HostRecord) -> None:
+        await self.traffic.hold(rec, "idle pool: out of traffic while it changes")
+
+    async def ready(self, rec: HostRecord) -> None:
+        return None  # healthy, and kept idle until the whole pool switches
+
+    def kept_out(self, rec: HostRecord, why: str) -> None:
+        return None  # it never had traffic
