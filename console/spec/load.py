@@ -1085,7 +1085,7 @@ class _Reader:
                     "{previous_version} needs current_version: the command that prints "
                     "the version a host runs now",
                 )
-        if not spec.rollback.steps:
+        if not spec.rollback.steps and spec.strategy != "blue-green":  # its rollback: a switch
             if spec.on_failure == "rollback":
                 fail("on_failure", "on_failure is rollback, but rollback has no steps")
             if spec.between_batches.on_timeout == "rollback":

@@ -32,7 +32,7 @@ from console.templating import (
     redactor_for,
     render,
 )
-from console.traffic.plan import describe_balancer, server_names
+from console.traffic.plan import describe_balancer, pools_of, server_names
 from inventory.ansible_vars import unhonoured
 
 if TYPE_CHECKING:
@@ -118,6 +118,8 @@ class CheckReport:
     become: list[becomemod.BecomeGroup] = field(default_factory=list)  # who runs what
     balancer: Host | None = None  # load_balancer.host, from the inventory
     servers: dict[str, str] = field(default_factory=dict)  # host -> its HAProxy server
+    pools: dict[str, list[str]] = field(default_factory=dict)  # blue-green: pool -> hosts
+    strategy: str = "rolling"  # spec.strategy (console/engine/strategies.py)
 
     @property
     def rollout(self) -> Rollout:
@@ -159,6 +161,8 @@ class CheckReport:
                 ],
             },
             "servers": dict(self.servers),  # load_balancer: host -> server name
+            "strategy": self.strategy,
+            "pools": {pool: list(hosts) for pool, hosts in self.pools.items()},
             "warnings": list(self.warnings),
             "vars_files": list(self.vars_files),
             "become": [
@@ -251,6 +255,8 @@ def analyse(
         become=becomemod.plan(spec, ordered),
         balancer=rollout.balancer,
         servers=server_names(spec, ordered),
+        pools=pools_of(spec, ordered),
+        strategy=spec.strategy,
     )
 
 
@@ -372,6 +378,8 @@ def describe_notify(spec: RolloutSpec) -> list[str]:
 
 def describe_rollback(spec: RolloutSpec) -> str:
     rollback = spec.rollback
+    if spec.strategy == "blue-green":
+        return "the switch back: the old pool ready again, the new one drained (no steps run)"
     if not rollback.steps:
         return "no steps"
     sizes = (
@@ -431,7 +439,7 @@ def warnings(spec: RolloutSpec, plan: Plan, hosts: list[Host]) -> list[str]:
         out.append("no host to deploy to")
     if spec.health is None:
         out.append("no health check: a host counts as healthy as soon as its steps succeed")
-    if not spec.rollback.steps:
+    if not spec.rollback.steps and spec.strategy != "blue-green":  # its rollback: a switch
         out.append("rollback has no steps: a rollback cannot move hosts back")
     if spec.current_version is None:
         out.append("no current_version: previous versions are not read or journaled")
@@ -474,12 +482,13 @@ def format_report(report: CheckReport, *, verbose: bool = False) -> str:
         lines.append(f"  batch {i + 1:<4}{_count(len(batch)):<11}{_names(batch)}{at_a_time}")
     budget = textwrap.wrap(report.budget, width - 12)
     lines.append("budget      " + "\n            ".join(budget))
+    lines.append(f"strategy    {report.strategy}")
     lines.append(f"gate        {report.gate}")
     lines.append(f"on_failure  {spec.on_failure}")
     lines.append(f"rollback    {describe_rollback(spec)}")
     lines.extend(describe_notify(spec))
     lines.extend(describe_analysis(spec))
-    lines.extend(describe_balancer(spec, report.servers))
+    lines.extend(describe_balancer(spec, report.servers, report.pools))
     if report.commands:
         lines.append(f"commands    for {plan.hosts[0]}, the first host (secrets masked)")
         for c in report.commands:

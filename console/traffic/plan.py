@@ -8,6 +8,7 @@ from console.core.errors import InputError
 from console.spec import RolloutSpec, format_duration
 from console.templating import TemplateError, build_context, render
 from console.traffic.haproxy import HAProxyError, check_name
+from console.traffic.pools import split_pools
 from inventory.model import Host
 
 SERVERS_SHOWN = 5
@@ -48,8 +49,19 @@ def server_names(spec: RolloutSpec, hosts: list[Host]) -> dict[str, str]:
     return out
 
 
-def describe_balancer(spec: RolloutSpec, servers: dict[str, str]) -> list[str]:
-    """The ``traffic`` lines of ``rolldeck check``."""
+def pools_of(spec: RolloutSpec, hosts: list[Host]) -> dict[str, list[str]]:
+    """blue-green: pool -> its targeted hosts ({} for other strategies; the rollout's
+    loader has refused a host in neither or both already)."""
+    if spec.strategy != "blue-green" or spec.blue is None or spec.green is None:
+        return {}
+    return split_pools(((h.name, h.groups) for h in hosts), spec.blue, spec.green)
+
+
+def describe_balancer(
+    spec: RolloutSpec, servers: dict[str, str], pools: dict[str, list[str]] | None = None
+) -> list[str]:
+    """The ``traffic`` lines of ``rolldeck check``: the backend, what the strategy does
+    with it, and (blue-green) the pools; ``pools``: pool -> its targeted hosts."""
     lb = spec.load_balancer
     if lb is None:
         return []
@@ -58,11 +70,39 @@ def describe_balancer(spec: RolloutSpec, servers: dict[str, str]) -> list[str]:
     shown = ", ".join(pairs[:SERVERS_SHOWN])
     if len(pairs) > SERVERS_SHOWN:
         shown += f" and {len(pairs) - SERVERS_SHOWN} more"
-    return [
+    drain = (
+        f"drained before its steps (until {lb.wait_sessions} sessions, at most "
+        f"{format_duration(lb.drain_timeout)})"
+    )
+    lines = [
         f"traffic     {lb.type} backend {lb.backend} on {lb.host} ({via}, through its SSH "
         "connection)",
-        f"            each host is drained before its steps (until {lb.wait_sessions} "
-        f"sessions, at most {format_duration(lb.drain_timeout)}), set ready once healthy;",
-        "            a host that fails stays drained; rollback drains, reverts, gates, readies",
-        f"            servers: {shown}",
     ]
+    if spec.strategy == "blue-green":
+        for pool, hosts in (pools or {}).items():
+            names = ", ".join(hosts[:SERVERS_SHOWN])
+            more = f" and {len(hosts) - SERVERS_SHOWN} more" if len(hosts) > SERVERS_SHOWN else ""
+            lines.append(f"            pool {pool}: {len(hosts)} hosts ({names}{more})")
+        lines += [
+            "            blue-green: the live pool is the one HAProxy has ready when the run",
+            "            starts (check connects nowhere; a pool half live is refused); the idle",
+            "            pool is deployed in its batches out of traffic, then the backend switches",
+            "            to it (its servers ready, then the live ones drained) and bakes; success",
+            "            leaves the old pool idle on its version; rollback switches back",
+        ]
+    elif spec.strategy == "canary" and spec.traffic:
+        steps = " -> ".join(f"{s:g}%" for s in spec.traffic)
+        lines += [
+            f"            canary by weight: the first batch gets {steps} of the backend (HAProxy",
+            "            weights, closest integers; the others keep their proportions), judged by",
+            "            the between_batches gate after each share; 100% restores every weight,",
+            f"            then the rest rolls, each host {drain};",
+            "            abort, rollback and a headless pause restore the weights first",
+        ]
+    else:
+        lines += [
+            f"            each host is {drain}, set ready once healthy;",
+            "            a host that fails stays drained; rollback drains, reverts, gates, readies",
+        ]
+    lines.append(f"            servers: {shown}")
+    return lines
