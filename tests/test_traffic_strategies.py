@@ -443,3 +443,80 @@ async def test_killed_mid_switch_then_resumed_traffic_ends_where_journal_and_hap
     assert (last.move, last.phase, last.live, last.idle) == ("switch", "done", "green", "blue")
     shown = render_timeline(timeline(path))
     assert "traffic switched to green; blue idle" in shown, shown
+
+
+async def test_a_weighted_canary_killed_at_its_share_is_resumed_and_its_weights_restored(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """``rolldeck run`` is killed (SIGKILL) once the 5% weights are set: HAProxy keeps
+    them (nothing restores a killed process's moves). ``resume`` re-applies the
+    journal's last step, judges it again, goes on to 25%, promotes and rolls the rest:
+    every weight ends as it was before the rollout, every host on 2.0 and ready."""
+    from console.store.journal import list_journals, read_journal
+    from tests.test_resume_cli import CLI, REPO
+
+    h = setup.lb
+    lines = [
+        f"defaults: {{user: {h.user}, port: {h.port}, key: {h.key}, known_hosts: {h.known_hosts}}}",
+        "hosts:",
+        *(
+            f"  {x.name}: {{address: 127.0.0.1, vars: {{root: {x.vars['root']}}}}}"
+            for x in [*setup.fleet.hosts, h]
+        ),
+    ]
+    (tmp_path / "inventory.yaml").write_text("\n".join(lines) + "\n")
+    head = CANARY.replace(
+        "{{gate: manual, timeout: 5m, on_timeout: abort}}", "{{gate: bake, bake: 0.5s}}"
+    )
+    spec = tmp_path / "rollout.yaml"
+    text = (
+        head.format(socket=setup.haproxy.socket) + 'inventory: inventory.yaml\ntargets: "web-*"\n'
+    )
+    spec.write_text(text + STEPS)
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    said = (tmp_path / "run.out").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "run", spec.name, "--headless", "--yes", "--state-dir", str(state),
+        cwd=tmp_path, env=env, stdout=said, stderr=said,
+    )  # fmt: skip
+
+    def journal() -> bytes:
+        paths = list_journals(state)
+        return paths[0].read_bytes() if paths else b""
+
+    try:
+        await wait_until(
+            lambda: b'"move":"weights","phase":"done"' in journal() or proc.returncode,
+            timeout=60,
+            what="the 5% weights set",
+        )
+        assert proc.returncode is None, (tmp_path / "run.out").read_text()
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert weights(setup.haproxy)["web-01"] != 1  # the canary's weights outlive the kill
+    resumed = await asyncio.create_subprocess_exec(
+        *CLI, "resume", "--headless", "--yes", "--state-dir", str(state),
+        cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(resumed.communicate(), 90)
+    assert resumed.returncode == 0, (out.decode(), err.decode())
+    assert weights(setup.haproxy) == dict.fromkeys(setup.sites, 1)
+    assert setup.haproxy.admin_states() == dict.fromkeys(setup.sites, "ready")
+    for host, site in setup.sites.items():
+        assert site.answer() == (200, f"{host} 2.0")
+    (path,) = list_journals(state)
+    shifts = [
+        (e.move, e.step)
+        for e in read_journal(path)
+        if isinstance(e, ev.TrafficShifted)
+        if e.phase == "done"
+    ]
+    assert shifts == [
+        ("before", None), ("weights", 0), ("weights", 0), ("weights", 1), ("restore", 1),
+    ], shifts  # fmt: skip
