@@ -520,3 +520,60 @@ async def test_a_weighted_canary_killed_at_its_share_is_resumed_and_its_weights_
     assert shifts == [
         ("before", None), ("weights", 0), ("weights", 0), ("weights", 1), ("restore", 1),
     ], shifts  # fmt: skip
+
+
+def _cli_files(setup: Setup, tmp_path: Path, spec_text: str) -> Path:
+    h = setup.lb
+    lines = [
+        f"defaults: {{user: {h.user}, port: {h.port}, key: {h.key}, known_hosts: {h.known_hosts}}}",
+        "hosts:",
+        *(
+            f"  {x.name}: {{address: 127.0.0.1, vars: {{root: {x.vars['root']}}}}}"
+            for x in [*setup.fleet.hosts, h]
+        ),
+        "groups:",
+        "  blue: {hosts: [web-01, web-02]}",
+        "  green: {hosts: [web-03, web-04]}",
+    ]
+    (tmp_path / "inventory.yaml").write_text("\n".join(lines) + "\n")
+    spec = tmp_path / "rollout.yaml"
+    spec.write_text(spec_text + STEPS)
+    return spec
+
+
+def test_check_lb_says_which_pool_is_live_and_what_will_switch(
+    setup: Setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from console.cli import main
+
+    spec = _cli_files(
+        setup, tmp_path, BLUE_GREEN.format(socket=setup.haproxy.socket, between="auto")
+    )
+    idle_green(setup)
+    assert main(["check", str(spec), "--lb"]) == 0
+    out = capsys.readouterr().out
+    assert "lb now      backend app on lb-01: 2 drain, 2 ready" in out
+    assert "pool blue: 2 of 2 servers in traffic" in out
+    assert "live pool blue: run deploys pool green (2 hosts) out of traffic, then switches" in out
+    assert main(["check", str(spec), "--lb", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)["lb"]
+    assert (data["live"], data["idle"]) == ("blue", "green")
+    assert data["servers"]["web-03"]["admin"] == "drain"
+    setup.haproxy.ask("set server app/web-03 state ready")  # green half live
+    assert main(["check", str(spec), "--lb"]) == 3
+    assert "run would refuse: pool green is half live" in capsys.readouterr().out
+
+
+def test_check_lb_shows_the_canary_share_now_and_its_first_weights(
+    setup: Setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from console.cli import main
+
+    text = CANARY.format(socket=setup.haproxy.socket)
+    spec = _cli_files(setup, tmp_path, text + 'inventory: inventory.yaml\ntargets: "web-*"\n')
+    assert main(["check", str(spec), "--lb"]) == 0
+    out = capsys.readouterr().out
+    # 1 canary beside 3 at weight 1: 25% now; 5% is weight 3 against 19 each (5.00%)
+    assert "canary web-01 gets 25.0% now; its first step 5% sets weight 3 on it and 19" in out

@@ -32,7 +32,9 @@ from console.templating import (
     redactor_for,
     render,
 )
+from console.traffic.look import LookedAt
 from console.traffic.plan import describe_balancer, pools_of, server_names
+from console.transport.cli_options import add_connect_timeout, connect_timeout
 from inventory.ansible_vars import unhonoured
 
 if TYPE_CHECKING:
@@ -47,8 +49,10 @@ Validate a rollout spec and its inventory without connecting to anything, then p
 the batches (in running order), the failure budget in words, the gate between
 batches, on_failure, every command rendered for the first host (secrets masked) and
 warnings. With `requires:` (promotion from staging) it checks the state directory's
-history too. Exit code 0 when the spec is valid (warnings included), 2 when it is
-not, 3 when a `requires:` rule is not met (`run` would refuse to start)."""
+history too. `--lb` also reads the load balancer (the one connection check makes): the
+pool live now and what will switch, the weights. Exit code 0 when the spec is valid
+(warnings included), 2 when it is not, 3 when a `requires:` rule is not met or the
+load balancer says `run` would refuse to start."""
 ORDER = 60
 
 PREVIOUS_VERSION_SHOWN = "<previous_version>"  # what check renders: nothing is read yet
@@ -76,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir", metavar="DIR", help="the history `requires:` is checked against"
     )
+    parser.add_argument(
+        "--lb",
+        action="store_true",
+        help="also read the load balancer now (connects to load_balancer.host only, over "
+        "SSH as run does): which pool is live, the weights, what will switch",
+    )
+    add_connect_timeout(parser)
 
 
 @dataclass(slots=True)
@@ -195,19 +206,61 @@ class CheckReport:
 
 
 def run(args: argparse.Namespace) -> int:
+    timeout = connect_timeout(args)
     report = analyse(args.spec, inventory=args.inventory, targets=args.targets)
+    if args.lb and report.spec.load_balancer is None:
+        raise InputError("the spec has no load_balancer section to read", field="--lb")
     promotion = _requires(report.spec, args.state_dir)
+    now = _look_at_lb(report, timeout) if args.lb else None
     if args.json:
         data = report.to_json()
         data["requires"] = [{"met": ok, "reason": why} for ok, why in promotion]
+        if now is not None:
+            data["lb"] = now.data
         print(json.dumps(data, indent=2))
     else:  # host names, vars and commands come from files: no terminal escapes
         text = format_report(report, verbose=args.verbose)
         for i, (ok, why) in enumerate(promotion):
             head = "requires    " if i == 0 else "            "
             text += f"\n{head}{'met' if ok else 'NOT MET'}: {why}"
+        if now is not None:
+            text += "\n" + "\n".join(now.lines)
         print(printable(text, multiline=True))
-    return EXIT_FAILED if any(not ok for ok, _ in promotion) else 0
+    refused = any(not ok for ok, _ in promotion) or (now is not None and now.refused)
+    return EXIT_FAILED if refused else 0
+
+
+def _look_at_lb(report: CheckReport, timeout: float | None) -> LookedAt:
+    """``--lb``: the backend read now through the load balancer host's SSH connection
+    (imported here: a plain ``check`` loads no transport)."""
+    import asyncio
+
+    from console.traffic.haproxy import HAProxyError
+    from console.traffic.look import look, read_backend
+    from console.transport import make_transport
+    from console.transport.base import TransportError, TransportOptions
+
+    spec, balancer = report.spec, report.balancer
+    assert balancer is not None
+
+    async def read() -> dict[str, Any]:
+        options = (
+            TransportOptions() if timeout is None else TransportOptions(connect_timeout=timeout)
+        )
+        transport = make_transport(options)
+        try:
+            conn = await transport.connect(balancer)
+            return dict(await read_backend(conn, spec))
+        finally:
+            await transport.close()
+
+    try:
+        states = asyncio.run(read())
+    except (TransportError, HAProxyError) as exc:
+        said = exc.message if isinstance(exc, TransportError) else str(exc)
+        return LookedAt(lines=[f"lb now      {balancer.name}: {said}"], refused=True)
+    first = report.plan.batches[0] if report.plan.batches else ()
+    return look(spec, report.servers, report.pools, first, states)
 
 
 def _requires(spec: RolloutSpec, state_dir: str | None) -> list[tuple[bool, str]]:
