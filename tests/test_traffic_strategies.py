@@ -577,3 +577,76 @@ def test_check_lb_shows_the_canary_share_now_and_its_first_weights(
     out = capsys.readouterr().out
     # 1 canary beside 3 at weight 1: 25% now; 5% is weight 3 against 19 each (5.00%)
     assert "canary web-01 gets 25.0% now; its first step 5% sets weight 3 on it and 19" in out
+
+
+async def test_killed_mid_switch_back_then_resumed_the_old_pool_is_live_again(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """The bake after the switch says no (a command gate), ``on_failure: rollback``
+    starts the switch back; HAProxy is stopped (SIGSTOP) first, so the switch back is
+    journaled and hangs; ``rolldeck run`` is killed (SIGKILL). ``resume`` rolls back
+    before anything else: the switch back is finished, exit 4 (rolled back), blue live
+    and green idle on 2.0, nothing reverted."""
+    from console.store.journal import list_journals, read_journal
+    from tests.test_resume_cli import CLI, REPO
+
+    idle_green(setup)
+    gate = tmp_path / "gate.sh"
+    gate.write_text(
+        f"#!/bin/sh\nif [ -e {tmp_path}/GO ]; then rm {tmp_path}/GO; exit 0; fi\n"
+        f"if [ -e {tmp_path}/NO ]; then exit 2; fi\nexit 1\n"
+    )
+    gate.chmod(0o755)
+    between = f"{{gate: command, run: {gate}, every: 0.1s, timeout: 5m}}"
+    text = BLUE_GREEN.format(socket=setup.haproxy.socket, between=between)
+    spec = _cli_files(setup, tmp_path, text + "on_failure: rollback\n")
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    said = (tmp_path / "run.out").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "run", spec.name, "--headless", "--yes", "--state-dir", str(state),
+        cwd=tmp_path, env=env, stdout=said, stderr=said,
+    )  # fmt: skip
+
+    def journal() -> bytes:
+        paths = list_journals(state)
+        return paths[0].read_bytes() if paths else b""
+
+    async def until(marker: bytes, what: str) -> None:
+        await wait_until(lambda: marker in journal() or proc.returncode, timeout=60, what=what)
+        assert proc.returncode is None, (tmp_path / "run.out").read_text()
+
+    stopped = False
+    try:
+        await until(b'"kind":"gate_waiting"', "the gate in green")
+        (tmp_path / "GO").write_text("")
+        await until(b'"move":"switch","phase":"done"', "the switch")
+        os.kill(setup.haproxy.process.pid, signal.SIGSTOP)
+        stopped = True
+        (tmp_path / "NO").write_text("")
+        await until(b'"move":"switch_back","phase":"start"', "the switch back journaled")
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if stopped:
+            os.kill(setup.haproxy.process.pid, signal.SIGCONT)
+    assert b'"move":"switch_back","phase":"done"' not in journal()
+    resumed = await asyncio.create_subprocess_exec(
+        *CLI, "resume", "--headless", "--yes", "--state-dir", str(state),
+        cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(resumed.communicate(), 60)
+    assert resumed.returncode == 4, (out.decode(), err.decode())
+    states = setup.haproxy.admin_states()
+    assert states == {"web-01": "ready", "web-02": "ready", "web-03": "drain", "web-04": "drain"}
+    for host in ("web-03", "web-04"):
+        assert setup.sites[host].answer() == (200, f"{host} 2.0")
+    (path,) = list_journals(state)
+    events = read_journal(path)
+    last = [e for e in events if isinstance(e, ev.TrafficShifted)][-1]
+    assert (last.move, last.phase, last.live, last.idle) == ("switch_back", "done", "blue", "green")
+    assert not [e for e in events if isinstance(e, ev.StepStarted) and e.rollback]

@@ -115,8 +115,11 @@ class BlueGreen:
         )
 
     async def _pools(self, ctx: StrategyContext) -> Verdict | None:
-        """Which pool is live: the journal's word when resumed, else HAProxy's."""
+        """Which pool is live: the journal's word when resumed, else HAProxy's (once:
+        a resumed rollout may roll back before it runs)."""
         assert self.traffic is not None and self.spec.blue and self.spec.green
+        if self.live:
+            return None
         view = ctx.view
         if view.start_live:  # resumed: the pools as found at the first start (the live
             # pool's hosts, set aside, are not the resumed rollout's hosts any more)
@@ -193,6 +196,8 @@ class BlueGreen:
 
     async def roll_back(self, ctx: StrategyContext) -> Verdict:
         """The switch back: the old pool live again, the new one idle (no deploy)."""
+        if (refused := await self._pools(ctx)) is not None:
+            return refused
         ctx.begin_rollback()
         version = ctx.spec.version
         if not self.switched:

@@ -50,6 +50,7 @@ class WeightedCanary:
         self.step = 0  # the share being judged (its index in ``traffic``)
         self.promoted = False
         self.rolling_back = False
+        self.loaded = False  # _load ran
 
     def bind(self, traffic: Traffic | None) -> TrafficSwitch | None:
         self.traffic = traffic
@@ -60,28 +61,9 @@ class WeightedCanary:
     async def run(self, ctx: StrategyContext) -> Verdict:
         if self.traffic is None:  # the spec loader refuses this; kept honest anyway
             return await RollingStrategy().run(ctx)
-        self.canary = frozenset(ctx.batches.hosts(0)) if len(ctx.batches) else frozenset()
+        if refused := await self._load(ctx):
+            return refused
         last = ctx.view.shift
-        self.promoted = last is not None and last.move == "restore" and last.share == 100
-        if ctx.view.original_weights:  # resumed: the weights before the first move
-            self.original = dict(ctx.view.original_weights)
-            self.shifted = last is not None and not (
-                last.move == "restore" and last.phase == "done"
-            )
-        else:
-            try:
-                self.original = {name: s.weight for name, s in (await self._servers()).items()}
-            except (HAProxyError, HostFailure) as exc:
-                return _refused(exc)
-            ctx.emit(
-                ev.TrafficShifted(
-                    move="before",
-                    backend=self._backend,
-                    original=self.original,
-                    detail=f"canary {', '.join(sorted(self.canary))}; shares "
-                    + ", ".join(f"{s:g}%" for s in self.shares),
-                )
-            )
         if not self.promoted:
             if ctx.start_batch == 0:  # the canary deploys first (readied at weight 0)
                 await ctx.wait_unpaused()
@@ -114,6 +96,10 @@ class WeightedCanary:
     async def _rest(self, ctx: StrategyContext) -> Verdict:
         """After the promotion: the other batches, each host drained while it changes."""
         i = max(ctx.start_batch, 1)
+        if ctx.gate_first is not None and ctx.gate_first >= 1:  # resumed before that gate
+            await ctx.run_gate(ctx.gate_first)
+            if stop := await ctx.stop_check():
+                return stop
         while i < len(ctx.batches):
             await ctx.wait_unpaused()
             if stop := await ctx.stop_check():
@@ -143,6 +129,39 @@ class WeightedCanary:
             if failed:
                 return verdict[0], f"{verdict[1]}; {failed[1]}"
         return verdict
+
+    async def _load(self, ctx: StrategyContext) -> Verdict | None:
+        """Once, before the first move or the rollback (a resumed rollout may roll back
+        before it runs): the canary, and every server's weight before the rollout (the
+        journal's, or read now and journaled)."""
+        if self.loaded:
+            return None
+        self.canary = frozenset(ctx.batches.hosts(0)) if len(ctx.batches) else frozenset()
+        last = ctx.view.shift
+        self.promoted = last is not None and last.move == "restore" and last.share == 100
+        if ctx.view.original_weights:  # resumed: the weights before the first move
+            self.original = dict(ctx.view.original_weights)
+            self.shifted = last is not None and not (
+                last.move == "restore" and last.phase == "done"
+            )
+            if last is not None and last.step is not None:
+                self.step = last.step
+        else:
+            try:
+                self.original = {name: s.weight for name, s in (await self._servers()).items()}
+            except (HAProxyError, HostFailure) as exc:
+                return _refused(exc)
+            ctx.emit(
+                ev.TrafficShifted(
+                    move="before",
+                    backend=self._backend,
+                    original=self.original,
+                    detail=f"canary {', '.join(sorted(self.canary))}; shares "
+                    + ", ".join(f"{s:g}%" for s in self.shares),
+                )
+            )
+        self.loaded = True
+        return None
 
     # -- the moves -------------------------------------------------------------------
 
@@ -253,6 +272,8 @@ class WeightedCanary:
 
     async def roll_back(self, ctx: StrategyContext) -> Verdict:
         self.rolling_back = True
+        if self.traffic is not None and (refused := await self._load(ctx)):
+            return refused
         if self.traffic is not None and self.original and (self.shifted or not self.promoted):
             failed = await self._restore(ctx, promote=False, canary_out=True)
             if failed:
