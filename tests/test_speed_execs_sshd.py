@@ -3,11 +3,12 @@
 The test's sshd runs every session through a ``ForceCommand`` wrapper that appends
 ``$SSH_ORIGINAL_COMMAND`` to a file before running it (as tests/test_polls_sshd.py
 does), so the file is the list of commands the server really executed. A rollout of
-3 steps + health + ``current_version`` with host leases on must cost each host at most
-steps + 2 execs and its monitor shell: the lease take and the version read in one
-(preflight), no second read at deploy start (the lease held since the preflight makes
-that read the "previous" version), the steps, the release and the "new" version read
-in one; the health probes (gating and watch) run in the monitor's shell. A host with
+3 steps + health + ``current_version`` with host leases on must cost each host its
+steps as execs and one kept-open shell: the lease take and the version read in one
+command (preflight), no second read at deploy start (the lease held since the
+preflight makes that read the "previous" version), the release and the "new" version
+read in one, the health probes (gating and watch): all in the connection's shell. A
+host with
 ``rolldeck_lease: none`` has no lease to vouch for it, so its "previous" version is read
 again: one exec more, which shows the counting can fail.
 """
@@ -91,7 +92,8 @@ async def test_a_host_costs_at_most_steps_plus_two_execs(
 ) -> None:
     by_host, events, roots = await _rollout(audited, tmp_path, "shell", {})
     for name, commands in by_host.items():
-        assert STEPS + 1 <= len(commands) <= STEPS + 2, (name, len(commands), commands)
+        # the steps; one more only when the shell was busy with a poll at that moment
+        assert STEPS <= len(commands) <= STEPS + 1, (name, len(commands), commands)
         assert sum("touch" in c and "drained" in c for c in commands) == 1, commands
     # the journal still has each host's previous and new version, and the leases are gone
     assert _versions(events, "previous") == dict.fromkeys(roots, "1.0")

@@ -434,7 +434,11 @@ class Leases:
         ``then``."""
         token = secrets.token_hex(8)
         command = folded_command(token, op, self.directory(host), *args, then=then)
-        result = await conn.run(command, timeout=LEASE_TIMEOUT + timeout)
+        # In the connection's kept shell (no exec channel of its own: the preflight's
+        # shell is the one the monitor then polls in); on an exec when it has none or
+        # it is busy. The version read then runs under /bin/sh, not the login shell.
+        runner = conn.persistent_shell() or conn
+        result = await runner.run(command, timeout=LEASE_TIMEOUT + timeout)
         return split_folded(result, token, op)
 
     @staticmethod

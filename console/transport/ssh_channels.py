@@ -87,6 +87,7 @@ class SSHConnection:
         # `a && b || c; d`: the monitor may poll several signals in one command, in a
         # shell kept open. `rolldeck_shell: none` (a server without one) says not to.
         self.chains_commands = shell != "none"
+        self._shell: PersistentShell | None = None  # persistent_shell(), made once
         self.state = "new"  # open | evicted (reopens by itself) | lost | closed
         self.busy = 0  # commands and streams in flight: a busy connection is never evicted
         self.last_used = 0.0
@@ -326,9 +327,15 @@ class SSHConnection:
             self._end()
 
     def persistent_shell(self) -> PersistentShell | None:
-        """A shell kept open on this connection for many short commands (polls);
-        None for a host without a shell."""
-        return PersistentShell(self, self._tail_lines) if self.chains_commands else None
+        """The shell kept open on this connection for many short commands (the
+        monitor's polls, health gating, the lease operations folded with the version
+        reads): one per connection, shared, so the preflight's shell is the one the
+        monitor then polls in. None for a host without a shell."""
+        if not self.chains_commands:
+            return None
+        if self._shell is None:
+            self._shell = PersistentShell(self, self._tail_lines)
+        return self._shell
 
     async def open_session(self, command: str) -> Running:
         """Start ``command`` with its stdin left open, for a caller that feeds it (the

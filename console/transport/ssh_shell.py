@@ -68,9 +68,20 @@ def end_line(mode: str, marker: str) -> str:
     return f'echo "{marker}$?"; echo {marker} >&2\n'
 
 
-def can_run(command: str) -> bool:
-    """Whether ``command`` fits on one line of the script (else: an exec of its own)."""
-    return "\n" not in command and "\r" not in command
+def script_line(command: str, mode: str) -> str | None:
+    """``command`` as one line of the script, or None (it then runs on an exec of its
+    own). Over a real shell a multi-line script (a lease operation folded with a version
+    read) is carried as ``eval "$(printf '%b' '...')"``: every backslash doubled and
+    every line break written ``\n`` inside single quotes, so ``printf`` gives back the
+    exact text and the shell runs it as written. The simulated fleet's shell runs one
+    line only."""
+    if "\n" not in command and "\r" not in command:
+        return command
+    if mode != "pgroup":
+        return None
+    escaped = command.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    quoted = "'" + escaped.replace("'", "'\"'\"'") + "'"
+    return f"eval \"$(printf '%b' {quoted})\""
 
 
 class _Job:
@@ -143,10 +154,11 @@ class PersistentShell:
     async def run(
         self, command: str, *, timeout: float, on_line: LineCallback | None = None
     ) -> RunResult:
-        if self._lock.locked() or not can_run(command):
+        line = script_line(command, self.conn.mode)
+        if self._lock.locked() or line is None:
             return await self.conn.run(command, timeout=timeout, on_line=on_line)
         async with self._lock:
-            return await self._run(command, timeout, on_line)
+            return await self._run(line, timeout, on_line)
 
     async def _run(self, command: str, timeout: float, on_line: LineCallback | None) -> RunResult:
         loop = asyncio.get_running_loop()
