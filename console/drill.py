@@ -1,12 +1,14 @@
 """Scoring a rehearsal drill: what the journal and the fleet's true states say.
 
 A drill runs a rollout against the simulated fleet with a known fault (the scenario),
-so rolldeck can be graded on it: how long after the fault could first show did an
-alert fire, how long after that did someone (or the engine's policy) act, how many
-hosts ran the bad version, whether the rollback completed and whether every host
-ended on a version the journal can account for. Everything here is a pure function
-of the journal's events, the scenario and the versions read back from the fleet, so
-it is tested without running anything; ``console.subcommands.demo`` runs the drill.
+so rolldeck can be graded on it: how long after the fault could first show (behind a
+load balancer, once a switch or a canary's weights sent it traffic) did an alert
+fire, how long after that did someone (or the engine's policy) act, how many hosts
+ran the bad version, whether the rollback completed (in blue-green, the switch back:
+the new pool stays idle on the new version) and whether every host ended on a
+version the journal can account for. Everything here is a pure function of the
+journal's events, the scenario and the versions read back from the fleet, so it is
+tested without running anything; ``console.subcommands.demo`` runs the drill.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from console.core import events as ev
 from console.core.events import DrillScorecard, Event, HostState, Outcome
@@ -125,6 +127,9 @@ class _Facts:
     actions: list[ev.OperatorCommand] = field(default_factory=list)
     rollback_requested: bool = False
     alerts: int = 0
+    pools: dict[str, list[str]] = field(default_factory=dict)  # blue-green: pool -> hosts
+    traffic_at: float | None = None  # the new version first got traffic by a shift
+    idle_after_switch_back: set[str] = field(default_factory=set)  # hosts left out of traffic
 
     def read(self, events: Iterable[Event], live_step: str | None) -> None:
         for e in events:
@@ -153,6 +158,15 @@ class _Facts:
                 case ev.OperatorCommand() if e.command in ACTIONS:
                     self.rollback_requested |= e.command == "rollback" and e.accepted
                     self.actions.append(e)
+                case ev.TrafficShifted(move="pools") if e.pools:
+                    self.pools = {pool: list(hosts) for pool, hosts in e.pools.items()}
+                case ev.TrafficShifted(move="switch" | "weights", phase="start"):
+                    if self.traffic_at is None:
+                        self.traffic_at = e.ts
+                case ev.TrafficShifted(move="switch_back", phase="done"):
+                    # Blue-green's rollback is the switch back: the new pool keeps the
+                    # new version, idle (no traffic), which is what rolled back means here.
+                    self.idle_after_switch_back = set(self.pools.get(e.idle, ()))
                 case ev.RolloutFinished():
                     self.outcome, self.exit_code = e.outcome, e.exit_code
         for host, version in self.preflight.items():  # hosts never changed
@@ -173,6 +187,10 @@ def score(
     # it never went live there (a failed install, a dead host), its deploy starting.
     starts = [f.live_at.get(h, f.deploy_start.get(h)) for h in info.faults]
     fault_at = min((t for t in starts if t is not None), default=None)
+    if fault_at is not None and f.traffic_at is not None:
+        # Blue-green's new pool, a weighted canary at weight 0: the bad version ran
+        # without traffic; it could show (and be alerted on) only once a shift sent some.
+        fault_at = max(fault_at, f.traffic_at)
 
     after = [d for d in f.detections if fault_at is None or d[0] >= fault_at]
     first_alert_at, first_alert = min(after, default=(None, ""), key=lambda d: d[0])
@@ -202,7 +220,8 @@ def score(
         not_back = tuple(
             h
             for h in sorted(f.deploy_start)  # every host a deploy step touched
-            if f.previous.get(h) is None or final_versions.get(h) != f.previous[h]
+            if h not in f.idle_after_switch_back
+            and (f.previous.get(h) is None or final_versions.get(h) != f.previous[h])
         )
         done = f.outcome == Outcome.ROLLED_BACK and not not_back
         rollback = "completed" if done else "incomplete"
@@ -238,6 +257,49 @@ def _delta(start: float | None, end: float | None) -> float | None:
     if start is None or end is None:
         return None
     return round(max(0.0, end - start), 3)
+
+
+# -- the load balancer's side ---------------------------------------------------------
+
+
+def balancer_lines(report: Mapping[str, Any]) -> list[str]:
+    """A load-balanced fleet's ``simctl balancer`` report in words: which servers
+    HAProxy holds in which state (by pool), and what the load generator's requests got
+    back from each version, with the wall time of each version's last answer."""
+    servers: Mapping[str, Mapping[str, Any]] = report.get("servers", {})
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, s in servers.items():
+        admin = str(s.get("admin"))
+        weight = int(s.get("weight", 1))
+        state = admin if weight > 0 or admin != "ready" else "ready, weight 0"
+        groups.setdefault((str(s.get("pool") or ""), state), []).append(name)
+    parts = [
+        f"{pool + ' ' if pool else ''}{_names(hosts, 4)} {state}"
+        for (pool, state), hosts in sorted(groups.items())
+    ]
+    lines = [f"HAProxy backend {report.get('backend', 'app')}: " + "; ".join(parts)]
+    traffic: Mapping[str, Any] = report.get("traffic", {})
+    answers: Mapping[str, Mapping[str, int]] = traffic.get("answers", {})
+    last: Mapping[str, float] = traffic.get("last", {})
+    served = []
+    for version, by_status in sorted(answers.items()):
+        total = sum(by_status.values())
+        codes = ", ".join(f"{code}: {n}" for code, n in sorted(by_status.items()))
+        who = version or "no server (HAProxy or the network)"
+        when = (
+            f", last at {time.strftime('%H:%M:%S', time.localtime(last[version]))}"
+            if version in last
+            else ""
+        )
+        served.append(f"{who} answered {total} ({codes}){when}")
+    skipped = int(traffic.get("skipped", 0))
+    more = f"; {skipped} not sent (every slot busy)" if skipped else ""
+    lines.append(
+        f"load generator: {traffic.get('sent', 0)} requests through HAProxy; "
+        + ("; ".join(served) or "no answers")
+        + more
+    )
+    return lines
 
 
 # -- the journal -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from console.core.eventschema import stream_schema
-from console.simfleet.scenario import ROLLOUT_KEYS, Behaviour
+from console.simfleet.scenario import IDLE_STATES, ROLLOUT_KEYS, Behaviour
 from console.spec.schema import BASE_ID, DRAFT, duration, inventory_schema, spec_schema, text
 
 _RATIO = r"^\s*\d+(\.\d+)?\s*%\s*$"
@@ -109,6 +109,24 @@ def scenario_schema() -> dict[str, Any]:
             "request_rate": {"description": "Requests per host per second.", "type": "number"},
             "versions": versions,
             "hosts": {"description": "Host rules.", "type": "array", "items": rule},
+            "load_balancer": {
+                "description": "A real HAProxy in front of the hosts (haproxy on PATH), "
+                "lb-01 to reach its admin socket, and a load generator: true, or "
+                "{pools: [A, B], idle: drain|maint} for blue-green (A live, B idle).",
+                "type": ["object", "boolean"],
+                "additionalProperties": False,
+                "properties": {
+                    "pools": {
+                        "description": "Two inventory groups: the first half of the hosts "
+                        "in A (live), the rest in B (idle).",
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                    "idle": {"description": "How pool B starts.", "enum": list(IDLE_STATES)},
+                },
+            },
             "rollout": {
                 "description": "Spec keys the scenario sets for its drill.",
                 "type": "object",

@@ -212,3 +212,74 @@ def test_printed_forms() -> None:
     print_scorecard(card, buf)
     text = buf.getvalue()
     assert "blast radius" in text and "error rate 15%: 1 host (web-01)" in text
+
+
+def test_blue_green_switch_back_is_a_completed_rollback() -> None:
+    """The new pool ran the bad version idle; the fault shows once the switch sends it
+    traffic, and the switch back (no deploy) leaves it idle on the new version."""
+    blue, green = HOSTS[:3], HOSTS[3:]
+    pools = {"blue": blue, "green": green}
+    events = [started(), *preflight()]
+    events.append(
+        ev.TrafficShifted(
+            ts=T0 + 0.5, move="pools", backend="app", live="blue", idle="green", pools=pools
+        )
+    )
+    for i, host in enumerate(green):
+        events += deploy(host, T0 + 1 + i)
+    events += [
+        ev.TrafficShifted(
+            ts=T0 + 10, move="switch", phase="start", backend="app", live="green", idle="blue"
+        ),
+        ev.TrafficShifted(ts=T0 + 10.2, move="switch", backend="app", live="green", idle="blue"),
+        ev.Alert(ts=T0 + 12, level="critical", rule="error_rate.max", message="15%"),
+        ev.OperatorCommand(ts=T0 + 12.1, command="rollback", operator=POLICY),
+        ev.TrafficShifted(
+            ts=T0 + 12.2,
+            move="switch_back",
+            phase="start",
+            backend="app",
+            live="blue",
+            idle="green",
+        ),
+        ev.TrafficShifted(
+            ts=T0 + 12.3, move="switch_back", backend="app", live="blue", idle="green"
+        ),
+        ev.RolloutFinished(ts=T0 + 13, outcome=Outcome.ROLLED_BACK, exit_code=4),
+    ]
+    faults = {h: "error rate 15%" for h in HOSTS}
+    truth = dict.fromkeys(blue, OLD) | dict.fromkeys(green, NEW)
+    card = score(events, info(faults), truth)
+    assert card.fault_at == T0 + 10  # the switch, not green's idle deploy at T0 + 4
+    assert card.time_to_alert == 2.0 and card.time_to_act == 0.1
+    assert card.rollback == "completed" and card.not_rolled_back == ()
+    assert card.blast_radius == tuple(sorted(green)) and card.unknown_version_hosts == ()
+    # Without the switch back the green hosts on the new version are not rolled back.
+    cut = [e for e in events if not (isinstance(e, ev.TrafficShifted) and e.move == "switch_back")]
+    assert score(cut, info(faults), truth).not_rolled_back == tuple(sorted(green))
+
+
+def test_balancer_lines_say_where_traffic_is_and_who_answered() -> None:
+    from console.drill import balancer_lines
+
+    report = {
+        "backend": "app",
+        "servers": {
+            "web-01": {"admin": "ready", "weight": 1, "pool": "blue"},
+            "api-01": {"admin": "ready", "weight": 1, "pool": "blue"},
+            "web-02": {"admin": "drain", "weight": 1, "pool": "green"},
+        },
+        "traffic": {
+            "sent": 12,
+            "skipped": 0,
+            "answers": {"2.4.0": {"200": 9}, "2.4.1": {"200": 2, "500": 1}},
+            "last": {"2.4.0": T0, "2.4.1": T0},
+        },
+    }
+    lb, load = balancer_lines(report)
+    assert (
+        lb
+        == "HAProxy backend app: blue 2 hosts (web-01, api-01) ready; green 1 host (web-02) drain"
+    )
+    assert load.startswith("load generator: 12 requests through HAProxy; 2.4.0 answered 9 (200: 9)")
+    assert "2.4.1 answered 3 (200: 2, 500: 1), last at" in load

@@ -19,6 +19,7 @@ from console.simfleet.scenario import (
 
 BUILTINS = [
     "bad-canary",
+    "blue-green-bad",
     "demo",
     "flapping-health",
     "healthy",

@@ -7,12 +7,13 @@ live is read from HAProxy at the start, never assumed (console/traffic/pools.py:
 server of one pool ready with a weight, none of the other's), and journaled
 (``TrafficShifted`` move ``pools``, with every server's weight: what a switch gives
 back). The live pool's hosts are set aside (SKIPPED: not changed); the idle pool is
-deployed in its batches, gated as any host, and never put in traffic while it changes
-(a host of it found serving fails before its first step).
+deployed in its batches, health gated as any host, and never put in traffic while it
+changes (a host of it found serving fails before its first step); no gate runs between
+those batches (no traffic reaches them: a bake would judge nothing).
 
 The switch is one journaled move: ``switch`` (start), the idle servers set ready at
 their weights first, then the live servers drained (never a moment with no server),
-``switch`` (done). Then the ``between_batches`` gate after the last batch bakes it (the
+``switch`` (done). Then the ``between_batches`` gate, once, bakes it (the
 analysis and error-rate alerts act by ``on_failure`` meanwhile). Success leaves the old
 pool drained, on the old version: the next rollout's idle pool, and the instant way
 back. A rollback is ``switch_back``: the old pool ready, the new one drained, nothing
@@ -72,16 +73,9 @@ class BlueGreen:
             await ctx.wait_unpaused()
             if stop := await ctx.stop_check():
                 return stop
-            await ctx.run_batch(i)
+            await ctx.run_batch(i)  # no gate between: an idle pool has no traffic to judge
             if stop := await ctx.stop_check():
                 return stop
-            await ctx.wait_unpaused()
-            if stop := await ctx.stop_check():
-                return stop
-            if i + 1 < len(ctx.batches):
-                await ctx.run_gate(i)
-                if stop := await ctx.stop_check():
-                    return stop
             i += 1
         deployed = [n for n in self.pools[self.idle] if ctx.recs[n].state == HostState.HEALTHY]
         if len(deployed) < len(self.pools[self.idle]):

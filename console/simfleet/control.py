@@ -9,6 +9,9 @@ injects faults and reads every host's true state without a side channel:
     kill HOST...             drop the hosts' connections, refuse new ones
     revive HOST...           listen again, same port and key
     disk-full HOST on|off    fill or free the host's disk
+    balancer                 one JSON object: HAProxy's servers now (admin state,
+                             weight, pool) and the load generator's counts; exit 1
+                             when the fleet has no load balancer
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import dataclasses
 import json
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
+from console.core.errors import RolldeckError
 from console.simfleet.commands import Context
 from console.simfleet.host import HostState
 
 CONTROL_USER = "simctl"
-USAGE = "usage: state [HOST...] | kill HOST... | revive HOST... | disk-full HOST on|off\n"
+USAGE = (
+    "usage: state [HOST...] | kill HOST... | revive HOST... | disk-full HOST on|off | balancer\n"
+)
 
 
 class Controllable(Protocol):
@@ -40,6 +46,8 @@ class Controllable(Protocol):
     async def kill_host(self, name: str) -> None: ...
 
     async def revive_host(self, name: str) -> None: ...
+
+    async def balancer_report(self) -> dict[str, Any] | None: ...
 
 
 def state_to_json(state: HostState) -> str:
@@ -65,6 +73,17 @@ def controller(fleet: Controllable) -> Callable[[str, Context], Awaitable[int]]:
             ctx.err(USAGE)
             return 2
         verb, names = argv[0], argv[1:]
+        if verb == "balancer" and not names:
+            try:
+                report = await fleet.balancer_report()
+            except RolldeckError as exc:
+                ctx.err(f"simctl: {exc}\n")
+                return 1
+            if report is None:
+                ctx.err("simctl: this fleet has no load balancer\n")
+                return 1
+            ctx.out(json.dumps(report, separators=(",", ":")) + "\n")
+            return 0
         if verb not in ("state", "kill", "revive", "disk-full") or (verb != "state" and not names):
             ctx.err(USAGE)
             return 2

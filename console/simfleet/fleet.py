@@ -9,6 +9,14 @@ Starting writes DIR: ``inventory.yaml``, ``rollout.yaml``, ``known_hosts``, the 
 key ``id_ed25519`` (0600), the host keys (0600, reused on restart) and ``fleet.json``
 (ports, scenario, seed). A restarted fleet tries its previous ports first. A fleet in
 another process is driven through the ``simctl`` user (:mod:`console.simfleet.control`).
+
+A ``load_balancer`` scenario also starts a real HAProxy in front of the hosts' HTTP
+servers (:mod:`console.simfleet.haproxy`; the second pool of a blue-green fleet set
+to drain or maint in it), the host ``lb-01`` (an SSH host like the others, not in
+``fleet.hosts``; it forwards only to HAProxy's runtime API), and the load generator
+(:mod:`console.simfleet.load`); ``fleet.traffic`` holds what it saw and
+``await fleet.balancer_report()`` what HAProxy says. On stop, the fleet writes both
+to ``DIR/traffic.json``, then ends HAProxy.
 """
 
 from __future__ import annotations
@@ -24,26 +32,35 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import asyncssh
+
 from console.simfleet import keys as keyfiles
 from console.simfleet.control import CONTROL_USER, controller
+from console.simfleet.haproxy import MISSING, BalancerError, HAProxyProcess, find_haproxy
 from console.simfleet.host import HostState, SimHost
 from console.simfleet.layout import (
     FLEET_FILE,
     INVENTORY_FILE,
+    LB_HOST,
     SPEC_FILE,
+    BalancerLayout,
     Slot,
     host_slots,
     inventory_yaml,
+    load_rate,
+    pool_members,
     rollout_yaml,
 )
+from console.simfleet.load import LoadGenerator, TrafficCounts
 from console.simfleet.logs import LogPump
 from console.simfleet.metrics_http import MetricsPage
 from console.simfleet.scenario import Scenario, Trigger, load_scenario
-from console.simfleet.server import Auth, HostServer, base_options
+from console.simfleet.server import Auth, Forwards, HostServer, base_options
 
 log = logging.getLogger(__name__)
 
 DEFAULT_USER = "deploy"
+TRAFFIC_FILE = "traffic.json"  # a load-balanced fleet's last report, written on stop
 
 
 class SimFleet:
@@ -77,6 +94,10 @@ class SimFleet:
         self._pages: dict[str, MetricsPage] = {}  # each host's /metrics over HTTP
         self._pump = LogPump()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.haproxy: HAProxyProcess | None = None  # with a load_balancer scenario
+        self.lb_server: HostServer | None = None  # lb-01, the way to HAProxy's socket
+        self._load: LoadGenerator | None = None
+        self._pools: dict[str, list[str]] = {}
 
     # --- paths and lookups -----------------------------------------------------------
 
@@ -106,6 +127,38 @@ class SimFleet:
         """Host name -> the port of its Prometheus page (``GET /metrics``)."""
         return {name: page.port for name, page in self._pages.items()}
 
+    @property
+    def balancer(self) -> BalancerLayout | None:
+        """How rolldeck reaches the fleet's HAProxy (None without a load balancer)."""
+        if self.haproxy is None or self.lb_server is None:
+            return None
+        lb = self.scenario.load_balancer
+        return BalancerLayout(socket=self.haproxy.socket, pools=lb.pools if lb else None)
+
+    @property
+    def traffic(self) -> TrafficCounts:
+        """What the load generator sent and got back (empty without a balancer)."""
+        return self._load.counts if self._load is not None else TrafficCounts()
+
+    async def balancer_report(self) -> dict[str, Any] | None:
+        """HAProxy's servers now (admin state, weight, pool) and the load generator's
+        counts; None without a load balancer."""
+        if self.haproxy is None:
+            return None
+        pool_of = {h: pool for pool, hosts in self._pools.items() for h in hosts}
+        servers = await self.haproxy.server_states()
+        return {
+            "frontend": self.haproxy.url,
+            "socket": self.haproxy.socket,
+            "backend": self.haproxy.backend,
+            "servers": {
+                name: {"admin": admin, "weight": weight, "pool": pool_of.get(name)}
+                for name, (admin, weight) in servers.items()
+            },
+            "pools": self._pools,
+            "traffic": self.traffic.to_json(),
+        }
+
     def sim_host(self, name: str) -> SimHost:
         return self._server(name).host
 
@@ -124,10 +177,16 @@ class SimFleet:
 
     def ready_line(self) -> str:
         ports = sorted(self.hosts.values())
+        lb = ""
+        if self.haproxy is not None and self.lb_server is not None:
+            lb = (
+                f", HAProxy {self.haproxy.url} (admin socket through {LB_HOST} "
+                f"on port {self.lb_server.port})"
+            )
         return (
             f"sim-fleet ready: {self.n} hosts on {self.address} ports {ports[0]}-{ports[-1]}, "
             f"scenario {self.scenario.name}, seed {self.seed}, "
-            f"inventory {self.inventory_path}, spec {self.spec_path}"
+            f"inventory {self.inventory_path}, spec {self.spec_path}{lb}"
         )
 
     # --- fault injection -------------------------------------------------------------
@@ -177,6 +236,11 @@ class SimFleet:
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        lb = self.scenario.load_balancer
+        if lb is not None and find_haproxy() is None:
+            raise BalancerError(f"scenario {self.scenario.name} needs a load balancer: {MISSING}")
+        if lb is not None and lb.pools is not None and self.n < 2:
+            raise ValueError("a fleet with two pools needs at least two hosts")
         self.directory.mkdir(parents=True, exist_ok=True)
         slots = host_slots(self.n)
         for rule in self.scenario.hosts:
@@ -188,7 +252,8 @@ class SimFleet:
                     rule.match,
                     self.n,
                 )
-        host_keys = await asyncio.to_thread(keyfiles.host_keys, self.directory, self.n)
+        count = self.n + (1 if lb is not None else 0)  # lb-01's key is the last
+        host_keys = await asyncio.to_thread(keyfiles.host_keys, self.directory, count)
         client = await asyncio.to_thread(keyfiles.client_key, self.directory)
         auth = Auth(self.user, frozenset({client.public_data}), control_user=CONTROL_USER)
         control = controller(self)
@@ -196,7 +261,7 @@ class SimFleet:
         previous_pages = await asyncio.to_thread(self._previous_ports, "metrics_ports")
         base = base_options(host_keys[0])
         try:
-            for slot, key in zip(slots, host_keys, strict=True):
+            for slot, key in zip(slots, host_keys[: self.n], strict=True):
                 host = SimHost(
                     slot.name,
                     self.scenario,
@@ -211,10 +276,17 @@ class SimFleet:
                 page = MetricsPage(host, self.address)
                 await page.listen(previous_pages.get(slot.name, 0))
                 self._pages[slot.name] = page
+            if lb is not None:
+                await self._start_balancer(slots, host_keys[-1], base, auth, previous)
             await asyncio.to_thread(self._write_files, slots)
         except BaseException:
             await self.stop()
             raise
+        if self.haproxy is not None:
+            self._load = LoadGenerator(
+                self.address, self.haproxy.port, load_rate(self.scenario, self.n)
+            )
+            self._spawn(self._load.run())
         for server in self._servers.values():
             for rule in server.host.rules:
                 for kind, trigger in (
@@ -229,12 +301,60 @@ class SimFleet:
                     elif trigger.after is not None:
                         self._on_trigger(server.host, kind, trigger)
 
+    async def _start_balancer(
+        self,
+        slots: list[Slot],
+        key: asyncssh.SSHKey,
+        base: asyncssh.SSHServerConnectionOptions,
+        auth: Auth,
+        previous: dict[str, int],
+    ) -> None:
+        """HAProxy over the hosts' HTTP ports, the idle pool set aside in it, lb-01
+        forwarding to its runtime API only, and every host counting real requests."""
+        lb = self.scenario.load_balancer
+        assert lb is not None
+        self.haproxy = HAProxyProcess(self.directory, self.metrics_ports, address=self.address)
+        await self.haproxy.start()
+        if lb.pools is not None:
+            self._pools = pool_members(slots, lb.pools)
+            for name in self._pools[lb.pools[1]]:
+                await self.haproxy.set_state(name, lb.idle)
+        for server in self._servers.values():
+            server.host.real_traffic = True
+        host = SimHost(
+            LB_HOST,
+            self.scenario,
+            seed=self.seed,
+            time_scale=self.time_scale,
+            log_rate=self.log_rate,
+        )
+        forwards = Forwards(
+            unix=frozenset({self.haproxy.socket}),
+            tcp=frozenset({(self.address, self.haproxy.api_port)}),
+        )
+        server = HostServer(
+            host, base, key, auth, self._pump, self.address, controller(self), forwards
+        )
+        await server.listen(previous.get(LB_HOST, 0))
+        self.lb_server = server
+
     async def stop(self) -> None:
         for task in tuple(self._tasks):
             task.cancel()
         for task in tuple(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.haproxy is not None and self.haproxy.running:
+            try:
+                report = await self.balancer_report()
+                text = json.dumps(report, indent=1) + "\n"
+                await asyncio.to_thread(keyfiles.write_public, self.directory / TRAFFIC_FILE, text)
+            except (BalancerError, OSError) as exc:
+                log.warning("the load balancer's last report could not be written: %s", exc)
+        if self.haproxy is not None:
+            await self.haproxy.stop()
+        if self.lb_server is not None:
+            await self.lb_server.close()
         await asyncio.gather(*(s.close() for s in self._servers.values()), return_exceptions=True)
         await asyncio.gather(*(p.close() for p in self._pages.values()), return_exceptions=True)
         await self._pump.close()
@@ -256,8 +376,11 @@ class SimFleet:
     def _previous_ports(self, key: str = "hosts") -> dict[str, int]:
         try:
             data = json.loads((self.directory / FLEET_FILE).read_text(encoding="utf-8"))
-            return {str(k): int(v) for k, v in data.get(key, {}).items()}
-        except (OSError, ValueError, TypeError, AttributeError):
+            ports = {str(k): int(v) for k, v in data.get(key, {}).items()}
+            if key == "hosts" and isinstance(data.get("balancer"), dict):
+                ports[LB_HOST] = int(data["balancer"]["port"])
+            return ports
+        except (OSError, ValueError, TypeError, AttributeError, KeyError):
             return {}
 
     def _write_files(self, slots: list[Slot]) -> None:
@@ -266,7 +389,8 @@ class SimFleet:
             f"scenario {self.scenario.name}, seed {self.seed}."
         )
         ports = self.hosts
-        entries = [(s.port, s.host_key) for s in self._servers.values()]
+        servers = [*self._servers.values(), *([self.lb_server] if self.lb_server else [])]
+        entries = [(s.port, s.host_key) for s in servers]
         keyfiles.write_public(
             self.known_hosts_path, keyfiles.known_hosts_text(self.address, entries)
         )
@@ -279,12 +403,15 @@ class SimFleet:
                 user=self.user,
                 header=header,
                 metrics_ports=self.metrics_ports,
+                balancer=self.balancer,
+                lb_port=self.lb_server.port if self.lb_server is not None else None,
             ),
         )
         keyfiles.write_public(
-            self.spec_path, rollout_yaml(self.scenario, self.n, self.time_scale, header)
+            self.spec_path,
+            rollout_yaml(self.scenario, self.n, self.time_scale, header, balancer=self.balancer),
         )
-        fleet = {
+        fleet: dict[str, Any] = {
             "pid": os.getpid(),
             "python": sys.executable,
             "address": self.address,
@@ -295,4 +422,16 @@ class SimFleet:
             "hosts": ports,
             "metrics_ports": self.metrics_ports,
         }
+        if self.haproxy is not None and self.lb_server is not None:
+            fleet["balancer"] = {
+                "host": LB_HOST,
+                "port": self.lb_server.port,
+                "socket": self.haproxy.socket,
+                "api": self.haproxy.api,
+                "frontend": self.haproxy.url,
+                "backend": self.haproxy.backend,
+                "pools": list(self._pools),
+                "members": self._pools,
+                "haproxy_pid": self.haproxy.pid,
+            }
         keyfiles.write_public(self.directory / FLEET_FILE, json.dumps(fleet, indent=1) + "\n")

@@ -5,9 +5,14 @@ Pure state and arithmetic, no SSH and no sleeping: the command layer
 the host's state and the current monotonic time, so it is cheap for 1,000 hosts.
 
 Traffic is simulated lazily: counters advance by ``request_rate x elapsed`` when
-someone looks (metrics, logs), never on a timer. Randomness comes from per-host
-generators seeded with ``f"{seed}:{host}"`` (one stream per purpose, so reading logs
-never shifts install timings): the same seed gives the same behaviour.
+someone looks (metrics, logs), never on a timer. Behind a load balancer
+(``real_traffic``) nothing is simulated: the counters and the request log lines are
+the real HTTP requests the host answered (:meth:`SimHost.answer`, then
+:meth:`SimHost.served`), so a host HAProxy sends nothing reports nothing.
+
+Randomness comes from per-host generators seeded with ``f"{seed}:{host}"`` (one
+stream per purpose, so reading logs never shifts install timings): the same seed
+gives the same behaviour.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from console.simfleet.scenario import Behaviour, Scenario, Trigger
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_SIGMA = 0.5  # log-normal spread of request latency around its median
 LOG_HISTORY = 200  # lines `svc logs` can show
+MAX_LATENCY = 5.0  # seconds: a real request's simulated latency is capped here
 MEM_TOTAL_KB = 8_142_296
 DISK_TOTAL_KB = 51_474_912
 RELEASE_KB = 262_144
@@ -51,6 +57,17 @@ _APP_LINES = (
     "gc pause 8ms",
     "config reloaded",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One ``GET /``: status, body, the version that answered ("" if none did), and
+    how long the request takes."""
+
+    status: int
+    body: str
+    version: str
+    latency: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +128,9 @@ class SimHost:
         self.reachable = True
         self.disk_full = any(r.disk_full and r.disk_full.at_start for r in self.rules)
         self.installing = 0
+        self.real_traffic = False  # behind the fleet's HAProxy: count real requests only
+        self.request_rng = random.Random(f"{seed}:{name}:requests")
+        self._request_lines: deque[str] = deque(maxlen=LOG_HISTORY)
         self.on_trigger: TriggerHook | None = None
         self._fired: set[tuple[int, str]] = set()
         self._behaviour: dict[str, Behaviour] = {}
@@ -221,15 +241,57 @@ class SimHost:
         drained = ", drained" if self.drained else ""
         return True, f"ok: {self.service} {self.running} up {up}s{drained}"
 
+    # --- application requests (behind the load balancer) --------------------------
+
+    def answer(self) -> Answer:
+        """What ``GET /`` gets now: 503 while the process is down or warming up, else
+        200, or 500 with the running version's ``error_rate`` (seeded). The caller
+        waits ``latency`` before answering, then calls :meth:`served`."""
+        now = self.clock()
+        if not self.process_up(now):
+            return Answer(503, f"{self.name}: {self.service} is not running\n", "", 0.0)
+        if not self.serving(now):
+            return Answer(503, f"{self.name}: {self.service} is starting\n", "", 0.0)
+        b = self.behaviour()
+        r = self.request_rng
+        median = (b.latency or 0.04) * self.slow
+        latency = min(MAX_LATENCY, median * math.exp(r.gauss(0.0, LATENCY_SIGMA)))
+        version = self.running
+        if r.random() < (b.error_rate or 0.0):
+            error = r.choice(_ERRORS)
+            return Answer(500, f"{self.name} {version} error: {error}\n", version, latency)
+        return Answer(200, f"{self.name} {version}\n", version, latency)
+
+    def served(self, answer: Answer) -> None:
+        """Count an answered request (only behind the load balancer: otherwise the
+        counters are the simulated traffic's) and log it."""
+        if not self.real_traffic or not answer.version or not self.process_up(self.clock()):
+            return
+        failed = answer.status >= 500
+        if failed:
+            self.err_total += 1
+        else:
+            self.ok_total += 1
+        for i, le in enumerate(LATENCY_BUCKETS):
+            if answer.latency <= le:
+                self.buckets[i] += 1
+        self.latency_sum += answer.latency
+        ms = max(1, round(answer.latency * 1000))
+        if failed:
+            line = f"GET / {answer.status} {ms}ms: {answer.body.split(': ', 1)[-1].strip()}"
+            self._request_lines.append(self.log_line(time.time(), "ERROR", line))
+        else:
+            self._request_lines.append(self.log_line(time.time(), "INFO ", f"GET / 200 {ms}ms"))
+
     # --- metrics ---------------------------------------------------------------------
 
     def advance(self, now: float) -> None:
-        """Account the requests served since the last look."""
+        """Account the requests served since the last look (simulated traffic only)."""
         dt = now - self._last_advance
         if dt <= 0:
             return
         self._last_advance = now
-        if self.drained:
+        if self.drained or self.real_traffic:
             return
         b = self.behaviour()
         n = self.scenario.request_rate * dt / self.time_scale  # scaled time runs faster
@@ -344,6 +406,10 @@ class SimHost:
         count = int(self._log_carry)
         self._log_carry -= count
         count = min(count, LOG_HISTORY)
+        if self.real_traffic:  # the requests it really answered, none invented
+            lines = list(self._request_lines)
+            self._request_lines.clear()
+            return lines
         wall_now = time.time()
         serving = self.serving(now) and self.process_up(now)
         lines = []

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import asyncssh
 
@@ -91,6 +92,14 @@ class FleetProcess:
         out = await self.control(" ".join(("state", *names)))
         states = [state_from_json(line) for line in out.splitlines() if line.strip()]
         return {s.name: s for s in states}
+
+    async def balancer(self) -> dict[str, Any]:
+        """The fleet's HAProxy servers now and its load generator's counts (the
+        ``simctl balancer`` report; RolldeckError without a load balancer)."""
+        data = json.loads(await self.control("balancer"))
+        if not isinstance(data, dict):
+            raise RolldeckError("simctl balancer: not a JSON object")
+        return data
 
     async def kill_host(self, name: str) -> None:
         await self.control(f"kill {name}", avoid=(name,))

@@ -20,6 +20,9 @@ A scenario is a YAML file (built-ins live in ``console/simfleet/scenarios/``)::
         unreachable: {on: install, version: new, delay: 1s, recover_after: 30s}
         error_rate: 2%           # any behaviour key, for every version on this host
         versions: {new: {install_hangs: true}}       # or for one version
+    load_balancer:               # a real HAProxy in front of the hosts (haproxy on PATH)
+      pools: [blue, green]       # optional: blue-green, two halves (below)
+      idle: drain                # how the second pool starts: drain (default) or maint
     rollout: {on_failure: rollback}   # overrides for the generated rollout.yaml
 
 Behaviour keys: ``error_rate`` (``15%`` or 0.15), ``latency`` (median request
@@ -31,6 +34,27 @@ Triggers (``unreachable``, ``disk_full``): ``true`` (from the start), ``{after: 
 (from fleet start), or ``{on: COMMAND, version: V, delay: D}`` (when the host receives
 ``svc COMMAND`` for that version; ``new``/``initial`` work here too), each with an
 optional ``recover_after``. Durations: ``250ms``, ``2s``, ``1.5m`` or seconds.
+
+``load_balancer`` (``true`` or the mapping above): the fleet starts a real HAProxy
+(``/usr/sbin/haproxy`` or ``haproxy`` on PATH; absent, the fleet refuses to start and
+says ``apt-get install haproxy``) whose backend ``app`` has one server per host (named
+as the host) pointing at the host's HTTP port, and an extra inventory host ``lb-01``
+(a simulated SSH host, never a target) through which rolldeck reaches HAProxy's admin
+socket. A load generator then sends ``request_rate x hosts`` requests per second (real
+seconds, at most 200) through HAProxy's frontend while the fleet runs, and each host's
+counters (``svc metrics``, ``/metrics``, its request log lines) count only the real
+requests it served: an idle pool reports nothing, a bad pool errors once traffic
+reaches it (``log_rate`` does not apply there: the log lines are the requests). With
+``pools: [A, B]`` the hosts are split in two halves, inventory groups
+``A`` (ready in HAProxy: the live pool) and ``B`` (``idle``: drain or maint), and the
+generated spec is ``strategy: blue-green`` with ``blue: A``, ``green: B`` (``rollout:``
+may override them). Without the key nothing of this exists and the hosts' traffic is
+simulated from ``request_rate`` alone.
+
+The ``rollout`` keys: ``batches``, ``max_parallel``, ``max_failures``, ``on_failure``,
+``between_batches`` (its durations, a plain one or a gate's ``bake`` and ``timeout``,
+follow ``time_scale`` like every other), ``strategy``, ``blue``, ``green``, ``traffic``
+(a canary's shares; needs ``load_balancer``) and ``notify``.
 
 Scenario files are user input (``--scenario FILE``): they are read with the one YAML
 walker (:mod:`console.core.yamlnodes`), so unknown and duplicate keys are errors at
@@ -62,7 +86,20 @@ DEFAULT_TARGET = "2.4.1"
 DEFAULT_LOG_RATE = 5.0
 DEFAULT_REQUEST_RATE = 20.0
 COMMANDS = ("install", "activate", "restart", "drain", "undrain", "health", "version")
-ROLLOUT_KEYS = ("batches", "max_parallel", "max_failures", "on_failure", "between_batches")
+ROLLOUT_KEYS = (
+    "batches",
+    "max_parallel",
+    "max_failures",
+    "on_failure",
+    "between_batches",
+    "strategy",
+    "blue",
+    "green",
+    "traffic",
+    "notify",
+)
+IDLE_STATES = ("drain", "maint")  # how a blue-green scenario's second pool starts
+_GROUP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
 
 
@@ -132,6 +169,14 @@ class HostRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Balancing:
+    """``load_balancer:``: a real HAProxy in front of the fleet, maybe two pools."""
+
+    pools: tuple[str, str] | None = None  # (live at start, idle at start)
+    idle: Literal["drain", "maint"] = "drain"
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     path: str = "<built-in>"
@@ -145,6 +190,7 @@ class Scenario:
     versions: dict[str, Behaviour] = field(default_factory=dict)
     hosts: tuple[HostRule, ...] = ()
     rollout: dict[str, Any] = field(default_factory=dict)
+    load_balancer: Balancing | None = None
 
     def version_matches(self, key: str, version: str) -> bool:
         """Whether a versions key (``default``, ``initial``, ``new`` or exact) applies."""
@@ -232,7 +278,9 @@ _TOP_KEYS = (
     "versions",
     "hosts",
     "rollout",
+    "load_balancer",
 )
+_BALANCER_KEYS = ("pools", "idle")
 _BEHAVIOUR_KEYS = tuple(f.name for f in dataclasses.fields(Behaviour))
 _RULE_KEYS = ("match", "slow", "disk_full", "unreachable", "versions", *_BEHAVIOUR_KEYS)
 _TRIGGER_KEYS = ("after", "on", "version", "delay", "recover_after")
@@ -425,10 +473,12 @@ class _Loader:
             if not isinstance(node, yaml.SequenceNode):
                 raise f.error("hosts", "expected a list of host rules")
             hosts = [self.rule(doc, item, f"hosts[{i}]") for i, item in enumerate(node.value)]
+        balancing = self.balancing(f)
         rollout: dict[str, Any] = {}
         if "rollout" in f:
             r = Fields(doc, f.items["rollout"], "rollout", ROLLOUT_KEYS)
             rollout = {k: doc.plain(v, r.field(k)) for k, v in r.items.items()}
+            self.check_rollout(r, rollout, balancing)
         initial = self.version(f, "initial_version") or DEFAULT_INITIAL
         target = self.version(f, "target_version") or DEFAULT_TARGET
         if initial == target:
@@ -449,7 +499,59 @@ class _Loader:
             versions=self.versions(doc, f.items["versions"], "versions") if "versions" in f else {},
             hosts=tuple(hosts),
             rollout=rollout,
+            load_balancer=balancing,
         )
+
+    def balancing(self, f: Fields) -> Balancing | None:
+        node = f.items.get("load_balancer")
+        if node is None:
+            return None
+        if isinstance(node, yaml.ScalarNode):
+            value = f.scalar("load_balancer")
+            if value is True:
+                return Balancing()
+            if value is False:
+                return None
+            raise f.error("load_balancer", "expected true, false or {pools: [A, B], idle: drain}")
+        b = Fields(f.doc, node, f.field("load_balancer"), _BALANCER_KEYS)
+        pools: tuple[str, str] | None = None
+        if "pools" in b:
+            items = b.items["pools"]
+            names = (
+                [b.doc.scalar(n, b.field("pools")) for n in items.value]
+                if isinstance(items, yaml.SequenceNode)
+                else []
+            )
+            if len(names) != 2 or not all(isinstance(n, str) and _GROUP_RE.match(n) for n in names):
+                raise b.error("pools", "expected two inventory group names, like [blue, green]")
+            if names[0] == names[1]:
+                raise b.error("pools", f"the two pools are the same group ({names[0]})")
+            if names[0] in ("all", "lb") or names[1] in ("all", "lb"):
+                raise b.error("pools", "all and lb are taken: name the pools otherwise")
+            pools = (names[0], names[1])
+        idle = self.text(b, "idle") or "drain"
+        if idle not in IDLE_STATES:
+            raise b.error("idle", "expected drain or maint")
+        return Balancing(pools=pools, idle="maint" if idle == "maint" else "drain")
+
+    def check_rollout(
+        self, r: Fields, rollout: dict[str, Any], balancing: Balancing | None
+    ) -> None:
+        """What the generated spec could only refuse later, said at the scenario's line."""
+        strategy = rollout.get("strategy")
+        if "strategy" in rollout and strategy not in ("rolling", "canary", "blue-green"):
+            raise r.error("strategy", "expected rolling, canary or blue-green")
+        if strategy == "blue-green" and (balancing is None or balancing.pools is None):
+            raise r.error("strategy", "blue-green needs load_balancer: {pools: [blue, green]}")
+        if "traffic" in rollout and balancing is None:
+            raise r.error("traffic", "traffic shares need load_balancer: true")
+        for key in ("blue", "green"):
+            if key not in rollout:
+                continue
+            value = rollout[key]
+            pools = balancing.pools if balancing is not None else None
+            if pools is None or value not in pools:
+                raise r.error(key, f"expected one of the load_balancer's pools ({pools or 'none'})")
 
 
 def parse_scenario(text: str, path: str = "<scenario>", default_name: str = "custom") -> Scenario:

@@ -8,6 +8,12 @@ task and ends the channel the way a killed process would. Sessions are plain
 :class:`asyncssh.SSHServerSession` callbacks rather than the process/streams API to
 keep the cost per channel small at 1,000 hosts.
 
+Forwarding (``direct-streamlocal`` to a unix socket, ``direct-tcpip`` to a port) is
+refused everywhere except on the load balancer host of a ``load_balancer`` fleet,
+and there only for the deploy user and only to HAProxy's admin socket and its TCP
+runtime API (:class:`Forwards`): how rolldeck's ``Connection.exchange`` reaches the
+runtime API, and nothing else of this machine.
+
 ``kill()`` makes the host unreachable: the listener closes (new connections are
 refused) and every open connection is aborted. ``revive()`` listens again on the
 same port.
@@ -43,6 +49,14 @@ class Auth:
     user: str
     keys: frozenset[bytes]  # public_data of the allowed client keys
     control_user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forwards:
+    """Where the deploy user may forward to through this host: nothing else."""
+
+    unix: frozenset[str] = frozenset()  # socket paths
+    tcp: frozenset[tuple[str, int]] = frozenset()  # (address, port)
 
 
 Runner = Callable[[str, Context], Awaitable[int]]
@@ -84,9 +98,11 @@ class HostServer:
         pump: LogPump,
         address: str = "127.0.0.1",
         control: Runner | None = None,
+        forwards: Forwards | None = None,
     ) -> None:
         self.host = host
         self.control = control
+        self.forwards = forwards or Forwards()
         self.auth = auth
         self.pump = pump
         self.address = address
@@ -180,11 +196,30 @@ class _Server(asyncssh.SSHServer):
         auth = self._hs.auth
         return username in (auth.user, auth.control_user) and key.public_data in auth.keys
 
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        if self._user == self._hs.auth.user and dest_path in self._hs.forwards.unix:
+            return True  # asyncssh connects to the socket and relays
+        raise _refused(f"unix socket {dest_path}")
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        if self._user == self._hs.auth.user and (dest_host, dest_port) in self._hs.forwards.tcp:
+            return True
+        raise _refused(f"{dest_host} port {dest_port}")
+
     def session_requested(self) -> asyncssh.SSHServerSession[str]:
         control = self._hs.control
         if self._user == self._hs.auth.control_user and control is not None:
             return _ExecSession(self._hs, control)
         return _ExecSession(self._hs, execute)
+
+
+def _refused(where: str) -> asyncssh.ChannelOpenError:
+    return asyncssh.ChannelOpenError(
+        asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+        f"forwarding to {where} is not allowed: only to the load balancer's runtime API",
+    )
 
 
 class _ExecSession(asyncssh.SSHServerSession[str]):

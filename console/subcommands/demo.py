@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 import signal
@@ -175,6 +176,12 @@ def rehearse(
     from console.simfleet.scenario import builtin_names, load_scenario
 
     scenario = load_scenario(opts.scenario)  # bad input fails before anything starts
+    if scenario.load_balancer is not None:
+        from console.simfleet.haproxy import MISSING, find_haproxy
+
+        if find_haproxy() is None:  # said before any host starts
+            print(f"rolldeck: scenario {scenario.name} runs through HAProxy: {MISSING}", file=err)
+            return RehearsalResult(EXIT_FAILED)
     names = [s.name for s in host_slots(opts.hosts)]
     faults = scenario_faults(scenario, names)
     if scenario.hosts and not any(r.matches(n) for r in scenario.hosts for n in names):
@@ -280,7 +287,7 @@ def _judge_through_prometheus(
 ) -> None:
     """``--prometheus``: a real Prometheus (found on PATH) scrapes every host's page,
     and the fleet's spec judges the new version through it (error ratio, p95)."""
-    from console.simfleet.layout import rollout_yaml
+    from console.simfleet.layout import FLEET_FILE, balancer_layout, rollout_yaml
     from console.simfleet.prometheus import (
         PrometheusServer,
         PrometheusStartError,
@@ -302,7 +309,11 @@ def _judge_through_prometheus(
     scenario = load_scenario(opts.scenario)
     scale = scenario.time_scale if opts.time_scale is None else opts.time_scale
     header = f"rolldeck {opts.kind}: judged through the Prometheus at {server.url}"
-    text = rollout_yaml(scenario, opts.hosts, scale, header, prometheus_url=server.url)
+    fleet_json = json.loads((fleet.directory / FLEET_FILE).read_text(encoding="utf-8"))
+    balancer = balancer_layout(fleet_json)
+    text = rollout_yaml(
+        scenario, opts.hosts, scale, header, prometheus_url=server.url, balancer=balancer
+    )
     fleet.spec_path.write_text(text, encoding="utf-8")
 
 
@@ -355,6 +366,8 @@ def _run_checked(
         )
         result = _run_engine(fleet, opts, report, journal, operator, console_wanted, out, err)
         result.journal = journal.path
+        if report.spec.load_balancer is not None:
+            _say_balancer(fleet, opts, err)
         if opts.score:
             result.scorecard = _score(
                 fleet, opts, scenario_name, faults, report.spec, journal.path, err
@@ -403,6 +416,19 @@ def _run_engine(
     else:
         code = asyncio.run(_headless(engine, opts, out, err))
     return RehearsalResult(code, engine.outcome, fleet_dir=fleet.directory)
+
+
+def _say_balancer(fleet: FleetProcess, opts: RehearsalOptions, err: IO[str]) -> None:
+    """Where the traffic ended, as HAProxy says, and what the requests got back."""
+    from console.drill import balancer_lines
+
+    try:
+        report = asyncio.run(fleet.balancer())
+    except RolldeckError as exc:
+        print(printable(f"rolldeck: cannot read the load balancer's state: {exc}"), file=err)
+        return
+    for line in balancer_lines(report):
+        print(printable(f"rolldeck {opts.kind}: {line}"), file=err)
 
 
 def _score(

@@ -31,8 +31,13 @@ metrics page over HTTP, and the rollout judges the new version through it (error
 ratio and p95 latency against the baseline hosts) instead of scraping over SSH;
 slow-canary (latency only) is caught this way.
 
+blue-green-bad runs through a real HAProxy (haproxy on PATH) in front of the simulated
+hosts' HTTP servers, with a load generator sending requests through it: green is
+deployed idle, takes the traffic, errs, and is switched back to blue; the end shows
+where HAProxy holds each server and which version answered the requests.
+
 built-in scenarios: healthy, bad-canary, slow-canary, host-dies-mid-batch, hung-install,
-flapping-health, slow-rollout, demo
+flapping-health, slow-rollout, demo, blue-green-bad
 
 exit codes: those of run (0 succeeded, 2 bad input, 3 failed, 4 rolled back,
 5 aborted, 6 paused)"""

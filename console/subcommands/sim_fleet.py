@@ -24,11 +24,14 @@ known_hosts, the client key id_ed25519 and fleet.json. Prints one line when read
 serves until SIGINT or SIGTERM.
 
 scenarios: healthy, bad-canary, host-dies-mid-batch, hung-install, flapping-health,
-slow-rollout, demo, or a scenario YAML file (format: pydoc console.simfleet.scenario).
+slow-rollout, demo, blue-green-bad, or a scenario YAML file (format: pydoc
+console.simfleet.scenario). A scenario with load_balancer: also starts a real HAProxy
+(haproxy on PATH) in front of the hosts, the SSH host lb-01 through which its admin
+socket is reached, and a load generator sending requests through it.
 
 Every host answers `ssh -i DIR/id_ed25519 -p PORT deploy@127.0.0.1 'svc status'`; the
 user simctl drives the whole fleet: state [HOST...], kill HOST, revive HOST,
-disk-full HOST on|off."""
+disk-full HOST on|off, balancer (HAProxy's servers and the requests' answers, JSON)."""
 ORDER = 70
 
 
