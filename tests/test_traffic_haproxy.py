@@ -12,6 +12,7 @@ still had traffic during its deploy would fail requests: zero failures proves th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Iterator
@@ -117,22 +118,33 @@ def seed(root: Path, version: str = "1.0") -> None:
     (root / "current").symlink_to(f"releases/{version}")
 
 
+@contextlib.contextmanager
+def balanced_fleet(
+    fleet: SSHFleet, start_haproxy: Callable[[dict[str, int]], HAProxyServer]
+) -> Iterator[tuple[Host, HAProxyServer, dict[str, HostSite]]]:
+    """``fleet``'s hosts each serving HTTP on release 1.0, a HAProxy in front, and
+    ``lb-01`` (an inventory host on the same sshd) to reach its admin socket."""
+    lb_root = fleet.root("web-01").parent / "lb-01"
+    lb_root.mkdir()
+    lb = dataclasses.replace(fleet.hosts[0], name="lb-01", vars={"root": str(lb_root)})
+    sites = {h.name: HostSite(h.name, fleet.root(h.name)).start() for h in fleet.hosts}
+    try:
+        for site in sites.values():
+            seed(site.root)
+        yield lb, start_haproxy({name: site.port for name, site in sites.items()}), sites
+    finally:
+        for site in sites.values():
+            site.stop()
+
+
 @pytest.fixture
 def setup(
     sshd_fleet: Callable[..., SSHFleet],
     haproxy_factory: Callable[[dict[str, int]], HAProxyServer],  # noqa: F811
 ) -> Iterator[Setup]:
     fleet = sshd_fleet(3)
-    lb_root = fleet.root("web-01").parent / "lb-01"
-    lb_root.mkdir()
-    lb = dataclasses.replace(fleet.hosts[0], name="lb-01", vars={"root": str(lb_root)})
-    sites = {h.name: HostSite(h.name, fleet.root(h.name)).start() for h in fleet.hosts}
-    for site in sites.values():
-        seed(site.root)
-    haproxy = haproxy_factory({name: site.port for name, site in sites.items()})
-    yield Setup(fleet, lb, haproxy, sites)
-    for site in sites.values():
-        site.stop()
+    with balanced_fleet(fleet, haproxy_factory) as (lb, haproxy, sites):
+        yield Setup(fleet, lb, haproxy, sites)
 
 
 async def drive(engine: Engine, timeout: float = 60.0) -> tuple[Outcome, list[Event]]:

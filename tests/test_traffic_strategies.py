@@ -15,11 +15,13 @@ the counters are read).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +39,7 @@ from tests.fixtures.haproxy import (  # noqa: F401
     haproxy_factory,
 )
 from tests.fixtures.sshd import SSHFleet
+from tests.test_traffic_haproxy import balanced_fleet
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.sshd
@@ -122,30 +125,16 @@ class Setup:
         )
 
 
-def seed(root: Path, version: str = "1.0") -> None:
-    (root / "releases" / version).mkdir(parents=True, exist_ok=True)
-    (root / "releases" / version / "VERSION").write_text(version + "\n")
-    (root / "current").symlink_to(f"releases/{version}")
-
-
 @pytest.fixture
 def setup(
     sshd_fleet: Callable[..., SSHFleet],
     haproxy_factory: Callable[[dict[str, int]], HAProxyServer],  # noqa: F811
 ) -> Iterator[Setup]:
     fleet = sshd_fleet(4)
-    lb_root = fleet.root("web-01").parent / "lb-01"
-    lb_root.mkdir()
-    lb = dataclasses.replace(fleet.hosts[0], name="lb-01", vars={"root": str(lb_root)})
-    sites = {h.name: HostSite(h.name, fleet.root(h.name)).start() for h in fleet.hosts}
-    for site in sites.values():
-        seed(site.root)
-    haproxy = haproxy_factory({name: site.port for name, site in sites.items()})
     pools = {"web-01": "blue", "web-02": "blue", "web-03": "green", "web-04": "green"}
     hosts = [dataclasses.replace(h, groups=(pools[h.name],)) for h in fleet.hosts]
-    yield Setup(fleet, lb, haproxy, sites, hosts)
-    for site in sites.values():
-        site.stop()
+    with balanced_fleet(fleet, haproxy_factory) as (lb, haproxy, sites):
+        yield Setup(fleet, lb, haproxy, sites, hosts)
 
 
 def spec_of(head: str, **fmt: str) -> RolloutSpec:
@@ -357,6 +346,94 @@ async def test_blue_green_refuses_when_neither_pool_is_cleanly_live(setup: Setup
     assert not [e for e in run.seen if isinstance(e, ev.StepStarted)]
 
 
+class CliRun:
+    """``rolldeck run`` of ``spec`` in a subprocess (the user's way, for kill -9), its
+    journal read as it grows, then ``resume``: the plumbing of the tests below."""
+
+    def __init__(self, setup: Setup, tmp_path: Path, spec_text: str) -> None:
+        h = setup.lb
+        lines = [
+            f"defaults: {{user: {h.user}, port: {h.port}, key: {h.key}, "
+            f"known_hosts: {h.known_hosts}}}",
+            "hosts:",
+            *(
+                f"  {x.name}: {{address: 127.0.0.1, vars: {{root: {x.vars['root']}}}}}"
+                for x in [*setup.fleet.hosts, h]
+            ),
+            "groups:",
+            "  blue: {hosts: [web-01, web-02]}",
+            "  green: {hosts: [web-03, web-04]}",
+        ]
+        (tmp_path / "inventory.yaml").write_text("\n".join(lines) + "\n")
+        self.spec = tmp_path / "rollout.yaml"
+        self.spec.write_text(spec_text + STEPS)
+        self.dir = tmp_path
+        self.state = tmp_path / "state"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    def _cli(self, *args: str, **kw: Any) -> Any:
+        from tests.test_resume_cli import CLI, REPO
+
+        env = {**os.environ, "PYTHONPATH": REPO}
+        return asyncio.create_subprocess_exec(*CLI, *args, cwd=self.dir, env=env, **kw)
+
+    async def start(self) -> None:
+        said = (self.dir / "run.out").open("wb")
+        self.proc = await self._cli(
+            "run", self.spec.name, "--headless", "--yes", "--state-dir", str(self.state),
+            stdout=said, stderr=said,
+        )  # fmt: skip
+
+    def journal(self) -> bytes:
+        from console.store.journal import list_journals
+
+        paths = list_journals(self.state)
+        return paths[0].read_bytes() if paths else b""
+
+    async def until(self, marker: bytes, what: str) -> None:
+        """Until the journal holds ``marker``; fails with the run's output if it ended."""
+        assert self.proc is not None
+        proc = self.proc
+        await wait_until(lambda: marker in self.journal() or proc.returncode, timeout=60, what=what)
+        assert proc.returncode is None, (self.dir / "run.out").read_text()
+
+    async def kill(self) -> None:
+        """SIGKILL, or just reaped when it ended already (a test's way out)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def resume(self) -> tuple[int, str]:
+        proc = await self._cli(
+            "resume", "--headless", "--yes", "--state-dir", str(self.state),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 90)
+        return proc.returncode, out.decode()
+
+    def events(self) -> list[Event]:
+        from console.store.journal import list_journals, read_journal
+
+        (path,) = list_journals(self.state)
+        return read_journal(path)
+
+
+@contextlib.contextmanager
+def haproxy_stopped(setup: Setup) -> Iterator[Callable[[], None]]:
+    """SIGSTOP HAProxy when the returned callable is called; SIGCONT on the way out."""
+    stopped = []
+
+    def stop() -> None:
+        os.kill(setup.haproxy.process.pid, signal.SIGSTOP)
+        stopped.append(True)
+
+    try:
+        yield stop
+    finally:
+        if stopped:
+            os.kill(setup.haproxy.process.pid, signal.SIGCONT)
+
+
 async def test_killed_mid_switch_then_resumed_traffic_ends_where_journal_and_haproxy_agree(
     setup: Setup, tmp_path: Path
 ) -> None:
@@ -366,80 +443,31 @@ async def test_killed_mid_switch_then_resumed_traffic_ends_where_journal_and_hap
     hand as if the switch had got that far. ``resume`` finishes the switch from
     HAProxy's word: green live, blue idle, and the journal says so."""
     from console.store.history import render_timeline, timeline
-    from console.store.journal import list_journals, read_journal
-    from tests.test_resume_cli import CLI, REPO
+    from console.store.journal import list_journals
 
     idle_green(setup)
-    h = setup.lb
-    lines = [
-        f"defaults: {{user: {h.user}, port: {h.port}, key: {h.key}, known_hosts: {h.known_hosts}}}",
-        "hosts:",
-        *(
-            f"  {x.name}: {{address: 127.0.0.1, vars: {{root: {x.vars['root']}}}}}"
-            for x in [*setup.fleet.hosts, h]
-        ),
-        "groups:",
-        "  blue: {hosts: [web-01, web-02]}",
-        "  green: {hosts: [web-03, web-04]}",
-    ]
-    (tmp_path / "inventory.yaml").write_text("\n".join(lines) + "\n")
-    spec = tmp_path / "rollout.yaml"
-    spec.write_text(BLUE_GREEN.format(socket=setup.haproxy.socket, between="auto") + STEPS)
-    state = tmp_path / "state"
+    run = CliRun(setup, tmp_path, BLUE_GREEN.format(socket=setup.haproxy.socket, between="auto"))
     hold = setup.fleet.root("web-04") / "HOLD"
     hold.write_text("")
-    env = {**os.environ, "PYTHONPATH": REPO}
-    said = (tmp_path / "run.out").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, "run", spec.name, "--headless", "--yes", "--state-dir", str(state),
-        cwd=tmp_path, env=env, stdout=said, stderr=said,
-    )  # fmt: skip
-
-    def journal() -> bytes:
-        paths = list_journals(state)
-        return paths[0].read_bytes() if paths else b""
-
-    stopped = False
+    await run.start()
     try:
-        await wait_until(
-            lambda: b'"host":"web-04","state":"verifying"' in journal() or proc.returncode,
-            timeout=60,
-            what="web-04 in health gating",
-        )
-        assert proc.returncode is None, (tmp_path / "run.out").read_text()
-        os.kill(setup.haproxy.process.pid, signal.SIGSTOP)
-        stopped = True
-        hold.unlink()
-        await wait_until(
-            lambda: b'"move":"switch","phase":"start"' in journal(),
-            timeout=60,
-            what="the switch journaled",
-        )
-        assert proc.returncode is None
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
+        with haproxy_stopped(setup) as stop_haproxy:
+            await run.until(b'"host":"web-04","state":"verifying"', "web-04 in health gating")
+            stop_haproxy()
+            hold.unlink()
+            await run.until(b'"move":"switch","phase":"start"', "the switch journaled")
+            await run.kill()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        if stopped:
-            os.kill(setup.haproxy.process.pid, signal.SIGCONT)
-    assert b'"move":"switch","phase":"done"' not in journal()
+        await run.kill()
+    assert b'"move":"switch","phase":"done"' not in run.journal()
     setup.haproxy.ask("set server app/web-03 state ready")  # the switch got this far
-    resumed = await asyncio.create_subprocess_exec(
-        *CLI, "resume", "--headless", "--yes", "--state-dir", str(state),
-        cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(resumed.communicate(), 60)
-    assert resumed.returncode == 0, (out.decode(), err.decode())
+    code, out = await run.resume()
+    assert code == 0, out
     states = setup.haproxy.admin_states()
     assert states == {"web-01": "drain", "web-02": "drain", "web-03": "ready", "web-04": "ready"}
-    (path,) = list_journals(state)
-    events = read_journal(path)
-    last = [e for e in events if isinstance(e, ev.TrafficShifted)][-1]
+    last = [e for e in run.events() if isinstance(e, ev.TrafficShifted)][-1]
     assert (last.move, last.phase, last.live, last.idle) == ("switch", "done", "green", "blue")
-    shown = render_timeline(timeline(path))
+    shown = render_timeline(timeline(list_journals(run.state)[0]))
     assert "traffic switched to green; blue idle" in shown, shown
 
 
@@ -450,93 +478,34 @@ async def test_a_weighted_canary_killed_at_its_share_is_resumed_and_its_weights_
     them (nothing restores a killed process's moves). ``resume`` re-applies the
     journal's last step, judges it again, goes on to 25%, promotes and rolls the rest:
     every weight ends as it was before the rollout, every host on 2.0 and ready."""
-    from console.store.journal import list_journals, read_journal
-    from tests.test_resume_cli import CLI, REPO
-
-    h = setup.lb
-    lines = [
-        f"defaults: {{user: {h.user}, port: {h.port}, key: {h.key}, known_hosts: {h.known_hosts}}}",
-        "hosts:",
-        *(
-            f"  {x.name}: {{address: 127.0.0.1, vars: {{root: {x.vars['root']}}}}}"
-            for x in [*setup.fleet.hosts, h]
-        ),
-    ]
-    (tmp_path / "inventory.yaml").write_text("\n".join(lines) + "\n")
     head = CANARY.replace(
         "{{gate: manual, timeout: 5m, on_timeout: abort}}", "{{gate: bake, bake: 0.5s}}"
     )
-    spec = tmp_path / "rollout.yaml"
     text = (
         head.format(socket=setup.haproxy.socket) + 'inventory: inventory.yaml\ntargets: "web-*"\n'
     )
-    spec.write_text(text + STEPS)
-    state = tmp_path / "state"
-    env = {**os.environ, "PYTHONPATH": REPO}
-    said = (tmp_path / "run.out").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, "run", spec.name, "--headless", "--yes", "--state-dir", str(state),
-        cwd=tmp_path, env=env, stdout=said, stderr=said,
-    )  # fmt: skip
-
-    def journal() -> bytes:
-        paths = list_journals(state)
-        return paths[0].read_bytes() if paths else b""
-
+    run = CliRun(setup, tmp_path, text)
+    await run.start()
     try:
-        await wait_until(
-            lambda: b'"move":"weights","phase":"done"' in journal() or proc.returncode,
-            timeout=60,
-            what="the 5% weights set",
-        )
-        assert proc.returncode is None, (tmp_path / "run.out").read_text()
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
+        await run.until(b'"move":"weights","phase":"done"', "the 5% weights set")
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await run.kill()
     assert weights(setup.haproxy)["web-01"] != 1  # the canary's weights outlive the kill
-    resumed = await asyncio.create_subprocess_exec(
-        *CLI, "resume", "--headless", "--yes", "--state-dir", str(state),
-        cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(resumed.communicate(), 90)
-    assert resumed.returncode == 0, (out.decode(), err.decode())
+    code, out = await run.resume()
+    assert code == 0, out
     assert weights(setup.haproxy) == dict.fromkeys(setup.sites, 1)
     assert setup.haproxy.admin_states() == dict.fromkeys(setup.sites, "ready")
     for host, site in setup.sites.items():
         assert site.answer() == (200, f"{host} 2.0")
-    (path,) = list_journals(state)
     shifts = [
         (e.move, e.step)
-        for e in read_journal(path)
+        for e in run.events()
         if isinstance(e, ev.TrafficShifted)
         if e.phase == "done"
     ]
     assert shifts == [
         ("before", None), ("weights", 0), ("weights", 0), ("weights", 1), ("restore", 1),
     ], shifts  # fmt: skip
-
-
-def _cli_files(setup: Setup, tmp_path: Path, spec_text: str) -> Path:
-    h = setup.lb
-    lines = [
-        f"defaults: {{user: {h.user}, port: {h.port}, key: {h.key}, known_hosts: {h.known_hosts}}}",
-        "hosts:",
-        *(
-            f"  {x.name}: {{address: 127.0.0.1, vars: {{root: {x.vars['root']}}}}}"
-            for x in [*setup.fleet.hosts, h]
-        ),
-        "groups:",
-        "  blue: {hosts: [web-01, web-02]}",
-        "  green: {hosts: [web-03, web-04]}",
-    ]
-    (tmp_path / "inventory.yaml").write_text("\n".join(lines) + "\n")
-    spec = tmp_path / "rollout.yaml"
-    spec.write_text(spec_text + STEPS)
-    return spec
 
 
 def test_check_lb_says_which_pool_is_live_and_what_will_switch(
@@ -546,9 +515,9 @@ def test_check_lb_says_which_pool_is_live_and_what_will_switch(
 
     from console.cli import main
 
-    spec = _cli_files(
+    spec = CliRun(
         setup, tmp_path, BLUE_GREEN.format(socket=setup.haproxy.socket, between="auto")
-    )
+    ).spec
     idle_green(setup)
     assert main(["check", str(spec), "--lb"]) == 0
     out = capsys.readouterr().out
@@ -570,7 +539,7 @@ def test_check_lb_shows_the_canary_share_now_and_its_first_weights(
     from console.cli import main
 
     text = CANARY.format(socket=setup.haproxy.socket)
-    spec = _cli_files(setup, tmp_path, text + 'inventory: inventory.yaml\ntargets: "web-*"\n')
+    spec = CliRun(setup, tmp_path, text + 'inventory: inventory.yaml\ntargets: "web-*"\n').spec
     assert main(["check", str(spec), "--lb"]) == 0
     out = capsys.readouterr().out
     # 1 canary beside 3 at weight 1: 25% now; 5% is weight 3 against 19 each (5.00%)
@@ -585,61 +554,31 @@ async def test_killed_mid_switch_back_then_resumed_the_old_pool_is_live_again(
     journaled and hangs; ``rolldeck run`` is killed (SIGKILL). ``resume`` rolls back
     before anything else: the switch back is finished, exit 4 (rolled back), blue live
     and green idle on 2.0, nothing reverted."""
-    from console.store.journal import list_journals, read_journal
-    from tests.test_resume_cli import CLI, REPO
-
     idle_green(setup)
     gate = tmp_path / "gate.sh"
     gate.write_text(f"#!/bin/sh\nif [ -e {tmp_path}/NO ]; then exit 2; fi\nexit 1\n")
     gate.chmod(0o755)
     between = f"{{gate: command, run: {gate}, every: 0.1s, timeout: 5m}}"
     text = BLUE_GREEN.format(socket=setup.haproxy.socket, between=between)
-    spec = _cli_files(setup, tmp_path, text + "on_failure: rollback\n")
-    state = tmp_path / "state"
-    env = {**os.environ, "PYTHONPATH": REPO}
-    said = (tmp_path / "run.out").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, "run", spec.name, "--headless", "--yes", "--state-dir", str(state),
-        cwd=tmp_path, env=env, stdout=said, stderr=said,
-    )  # fmt: skip
-
-    def journal() -> bytes:
-        paths = list_journals(state)
-        return paths[0].read_bytes() if paths else b""
-
-    async def until(marker: bytes, what: str) -> None:
-        await wait_until(lambda: marker in journal() or proc.returncode, timeout=60, what=what)
-        assert proc.returncode is None, (tmp_path / "run.out").read_text()
-
-    stopped = False
+    run = CliRun(setup, tmp_path, text + "on_failure: rollback\n")
+    await run.start()
     try:
-        await until(b'"move":"switch","phase":"done"', "the switch")
-        os.kill(setup.haproxy.process.pid, signal.SIGSTOP)
-        stopped = True
-        (tmp_path / "NO").write_text("")
-        await until(b'"move":"switch_back","phase":"start"', "the switch back journaled")
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
+        with haproxy_stopped(setup) as stop_haproxy:
+            await run.until(b'"move":"switch","phase":"done"', "the switch")
+            stop_haproxy()
+            (tmp_path / "NO").write_text("")
+            await run.until(b'"move":"switch_back","phase":"start"', "the switch back journaled")
+            await run.kill()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        if stopped:
-            os.kill(setup.haproxy.process.pid, signal.SIGCONT)
-    assert b'"move":"switch_back","phase":"done"' not in journal()
-    resumed = await asyncio.create_subprocess_exec(
-        *CLI, "resume", "--headless", "--yes", "--state-dir", str(state),
-        cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(resumed.communicate(), 60)
-    assert resumed.returncode == 4, (out.decode(), err.decode())
+        await run.kill()
+    assert b'"move":"switch_back","phase":"done"' not in run.journal()
+    code, out = await run.resume()
+    assert code == 4, out
     states = setup.haproxy.admin_states()
     assert states == {"web-01": "ready", "web-02": "ready", "web-03": "drain", "web-04": "drain"}
     for host in ("web-03", "web-04"):
         assert setup.sites[host].answer() == (200, f"{host} 2.0")
-    (path,) = list_journals(state)
-    events = read_journal(path)
+    events = run.events()
     last = [e for e in events if isinstance(e, ev.TrafficShifted)][-1]
     assert (last.move, last.phase, last.live, last.idle) == ("switch_back", "done", "blue", "green")
     assert not [e for e in events if isinstance(e, ev.StepStarted) and e.rollback]
