@@ -29,6 +29,7 @@ from console.core import events as ev
 from console.core.events import HostState, Outcome
 from console.engine.control import HostRecord
 from console.engine.hostwork import HostFailure, TrafficSwitch
+from console.engine.rolling import roll_batches
 from console.engine.strategy import StrategyContext, Verdict, aborted
 from console.engine.traffic import Traffic
 from console.spec import RolloutSpec
@@ -68,15 +69,9 @@ class BlueGreen:
         last = ctx.view.shift
         if last is not None and last.move == "switch":  # resumed past the switch start
             return await self._switch_and_bake(ctx)
-        i = ctx.start_batch
-        while i < len(ctx.batches):
-            await ctx.wait_unpaused()
-            if stop := await ctx.stop_check():
-                return stop
-            await ctx.run_batch(i)  # no gate between: an idle pool has no traffic to judge
-            if stop := await ctx.stop_check():
-                return stop
-            i += 1
+        # no gate between the idle pool's batches: no traffic reaches them to judge
+        if stop := await roll_batches(ctx, ctx.start_batch, None, gates=False):
+            return stop
         deployed = [n for n in self.pools[self.idle] if ctx.recs[n].state == HostState.HEALTHY]
         if len(deployed) < len(self.pools[self.idle]):
             left = len(self.pools[self.idle]) - len(deployed)

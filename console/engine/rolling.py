@@ -25,31 +25,43 @@ class RollingStrategy:
         return traffic  # each host drained while it changes, ready once healthy
 
     async def run(self, ctx: StrategyContext) -> Verdict:
-        i, gate_first = ctx.start_batch, ctx.gate_first
-        while i < len(ctx.batches):  # operators may re-cut the plan as it runs
-            await ctx.wait_unpaused()
-            if stop := await ctx.stop_check():
-                return stop
-            if gate_first is not None:  # resumed before a gate it never passed
-                gate, gate_first = gate_first, None
-                await ctx.run_gate(gate)
-                continue  # paused or stopped at the gate: back to the checks above
-            await ctx.run_batch(i)
-            if stop := await ctx.stop_check():
-                return stop
-            await ctx.wait_unpaused()
-            if stop := await ctx.stop_check():
-                return stop
-            if i + 1 < len(ctx.batches):
-                await ctx.run_gate(i)
-            if stop := await ctx.stop_check():
-                return stop
-            i += 1
-        return succeeded(ctx)
+        stop = await roll_batches(ctx, ctx.start_batch, ctx.gate_first)
+        return stop or succeeded(ctx)
 
     async def roll_back(self, ctx: StrategyContext) -> Verdict:
         spec = ctx.spec
         return await roll_back_hosts(ctx, lambda targets: rollback_groups(spec, targets))
+
+
+async def roll_batches(
+    ctx: StrategyContext, start: int, gate_first: int | None, *, gates: bool = True
+) -> Verdict | None:
+    """The plan's batches from ``start``, one after another, the spec's gate between
+    them (``gates``), first passing ``gate_first`` (resumed before a gate it never
+    passed): a stop verdict, or None once every batch ran. Rolling is this; the
+    weighted canary rolls its other batches this way after the promotion, blue-green
+    its idle pool (no gates: no traffic to judge)."""
+    i = start
+    while i < len(ctx.batches):  # operators may re-cut the plan as it runs
+        await ctx.wait_unpaused()
+        if stop := await ctx.stop_check():
+            return stop
+        if gate_first is not None:  # resumed before a gate it never passed
+            gate, gate_first = gate_first, None
+            await ctx.run_gate(gate)
+            continue  # paused or stopped at the gate: back to the checks above
+        await ctx.run_batch(i)
+        if stop := await ctx.stop_check():
+            return stop
+        await ctx.wait_unpaused()
+        if stop := await ctx.stop_check():
+            return stop
+        if gates and i + 1 < len(ctx.batches):
+            await ctx.run_gate(i)
+        if stop := await ctx.stop_check():
+            return stop
+        i += 1
+    return None
 
 
 def rollback_groups(spec: RolloutSpec, targets: list[HostRecord]) -> list[tuple[str, ...]]:

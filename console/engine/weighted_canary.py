@@ -27,7 +27,7 @@ from console.core import events as ev
 from console.core.events import HostState
 from console.engine.control import HostRecord
 from console.engine.hostwork import HostFailure, TrafficSwitch
-from console.engine.rolling import RollingStrategy, rollback_groups
+from console.engine.rolling import RollingStrategy, roll_batches, rollback_groups
 from console.engine.strategy import StrategyContext, Verdict, roll_back_hosts, succeeded
 from console.engine.traffic import Traffic
 from console.spec import RolloutSpec
@@ -95,25 +95,9 @@ class WeightedCanary:
 
     async def _rest(self, ctx: StrategyContext) -> Verdict:
         """After the promotion: the other batches, each host drained while it changes."""
-        i = max(ctx.start_batch, 1)
-        if ctx.gate_first is not None and ctx.gate_first >= 1:  # resumed before that gate
-            await ctx.run_gate(ctx.gate_first)
-            if stop := await ctx.stop_check():
-                return stop
-        while i < len(ctx.batches):
-            await ctx.wait_unpaused()
-            if stop := await ctx.stop_check():
-                return stop
-            await ctx.run_batch(i)
-            if stop := await ctx.stop_check():
-                return stop
-            await ctx.wait_unpaused()
-            if i + 1 < len(ctx.batches):
-                await ctx.run_gate(i)
-            if stop := await ctx.stop_check():
-                return stop
-            i += 1
-        return succeeded(ctx)
+        gate = ctx.gate_first if ctx.gate_first is not None and ctx.gate_first >= 1 else None
+        stop = await roll_batches(ctx, max(ctx.start_batch, 1), gate)
+        return stop or succeeded(ctx)
 
     async def _stop(self, ctx: StrategyContext) -> Verdict | None:
         """``stop_check``, with the weights restored on any way out but a rollback
