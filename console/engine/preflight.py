@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from console.become import Become, become_for
 from console.core import events as ev
@@ -55,25 +56,36 @@ async def run_preflight(engine: EngineContext) -> str | None:
     bad: dict[str, str] = {}
     versions: dict[str, str | None] = {}
     sem = asyncio.Semaphore(CONCURRENCY)
-    if engine.leases is not None and (refusal := await engine.leases.lock_fleet()):
-        return refusal  # another console holds the service: no host is checked
+    # The fleet lock is taken while the hosts' handshakes run (a connection changes
+    # nothing); no host's lease is taken, nor its version read, before it is held.
+    leases = engine.leases
+    lock: asyncio.Task[str | None] | None = None
+
+    async def locked() -> bool:
+        return lock is None or await asyncio.shield(lock) is None
 
     async def one(rec: HostRecord) -> None:
         async with sem:
             try:
-                result = await _check(engine, rec)
+                result = await _check(engine, rec, locked)
             except Exception as exc:  # one host's surprise must not crash the preflight
                 log.exception("preflight of %s", rec.name)
                 error = _short(f"internal error: {exc!r}")
                 result = ev.PreflightResult(host=rec.name, reachable=False, ok=False, error=error)
+        if result is None:
+            return  # the fleet lock was refused: nothing to say about this host
         engine.emit(result)
         versions[rec.name] = result.version
         if not result.ok:
             bad[rec.name] = result.error
 
     async with asyncio.TaskGroup() as tg:
+        if leases is not None:
+            lock = tg.create_task(leases.lock_fleet(), name="preflight:fleet-lock")
         for rec in engine.recs.values():
             rec.task = tg.create_task(one(rec), name=f"preflight:{rec.name}")
+    if lock is not None and (refusal := lock.result()):
+        return refusal  # another console holds the service: no host was changed
     for host, fingerprint in list(engine.transport.accepted_keys):
         engine.emit(
             ev.Notice(message=f"accepted new host key {fingerprint} (first use)", host=host)
@@ -124,7 +136,11 @@ async def run_preflight(engine: EngineContext) -> str | None:
     return None
 
 
-async def _check(engine: EngineContext, rec: HostRecord) -> ev.PreflightResult:
+async def _check(
+    engine: EngineContext, rec: HostRecord, locked: Callable[[], Awaitable[bool]]
+) -> ev.PreflightResult | None:
+    """One host's preflight; None when the fleet lock (``locked``, awaited once
+    connected) was refused: the host is left as it was."""
     spec = engine.spec
     name = rec.name
     try:
@@ -137,6 +153,8 @@ async def _check(engine: EngineContext, rec: HostRecord) -> ev.PreflightResult:
         return ev.PreflightResult(
             host=name, reachable=False, ok=False, error=_short(f"unreachable: {exc.message}")
         )
+    if not await locked():
+        return None
     engine.connected(name, conn)
     leases = engine.leases
     version: str | None = None
