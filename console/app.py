@@ -42,7 +42,7 @@ from console.hangup import TERMINAL_LOST, TerminalLoss, pause_on_hangup
 from console.runtime.engine_thread import EngineThread, ThreadedEngine
 from console.spec import RolloutSpec
 from screens.changes import Changes, collect
-from screens.confirm import ConfirmScreen, abort_text, quit_text, rollback_text
+from screens.confirm import ConfirmScreen, abort_text, quit_text, rollback_label, rollback_text
 from screens.dashboard import DashboardScreen
 from screens.help import HelpScreen, Section, key_text
 from screens.host_detail import HostDetailScreen
@@ -421,14 +421,13 @@ class RolldeckApp(App[int | None]):
             self.notify("no host has been changed: nothing to roll back", severity="warning")
             return
         title, body = rollback_text(self.view)
-        n = len(self.view.changed_hosts())
-        hosts = f"{n} host{'s' * (n != 1)}"
+        label, doing = rollback_label(self.view)  # blue-green: the switch back
 
         def done(ok: bool | None) -> None:
             if ok and self.send(Command("rollback", reason="console")):
-                self.notify(f"rolling back {hosts}")
+                self.notify(doing)
 
-        self.push_screen(ConfirmScreen(title, body, f"Roll back {hosts}"), done)
+        self.push_screen(ConfirmScreen(title, body, label), done)
 
     def action_abort(self) -> None:
         if not self.rollout_active():

@@ -48,10 +48,20 @@ class Changes:
     header: bool = False
     rates: bool = False
     plan: bool = False  # batches or the host set changed: rows may need adding
+    traffic: bool = False  # a server moved: the traffic line is redrawn
+    shift: bool = False  # the backend moved as a whole (pools, live pool): every row
     events: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.hosts or self.log_lines or self.timeline or self.header or self.rates)
+        return bool(
+            self.hosts
+            or self.log_lines
+            or self.timeline
+            or self.header
+            or self.rates
+            or self.traffic
+            or self.shift
+        )
 
 
 def in_timeline(event: ev.Event) -> bool:
@@ -62,6 +72,8 @@ def in_timeline(event: ev.Event) -> bool:
             return not (event.ok and event.reachable)
         case ev.TrafficChanged():  # a host kept out of traffic; the host table shows the rest
             return event.failed or event.admin == "maint"
+        case ev.TrafficShifted():  # the whole backend: a switch, a canary's share
+            return True
         case (
             ev.RolloutStarted()
             | ev.RolloutStateChanged()
@@ -101,6 +113,10 @@ def collect(events: list[ev.Event], log_cap: int = 2000) -> Changes:
             continue
         if isinstance(host, str):
             ch.hosts.add(host)
+        if isinstance(e, ev.TrafficChanged):
+            ch.traffic = True
+        elif isinstance(e, ev.TrafficShifted):
+            ch.traffic = ch.shift = True
         if isinstance(e, _HEADER_EVENTS):
             ch.header = True
         if isinstance(e, ev.RolloutStarted | ev.PlanChanged):

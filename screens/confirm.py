@@ -16,6 +16,7 @@ from textual.widgets import Button, Static
 
 from console.core.state import MOVING_STATES, RolloutView
 from console.core.text import printable
+from screens.traffic import pool_members, versions_of
 
 LIST_HOSTS = 12
 
@@ -27,7 +28,10 @@ def _names(hosts: list[str]) -> str:
 
 
 def rollback_text(view: RolloutView) -> tuple[str, str]:
-    """(title, body) for the rollback modal: which hosts, back to which version."""
+    """(title, body) for the rollback modal: which hosts, back to which version; in
+    blue-green, the switch back instead (no host is reverted)."""
+    if view.live_pool or view.idle_pool:
+        return _switch_back_text(view)
     changed = view.changed_hosts()
     if not changed:
         return "Roll back", "No host has been changed yet: rollback would do nothing."
@@ -40,10 +44,59 @@ def rollback_text(view: RolloutView) -> tuple[str, str]:
         "batched and health-gated. Untouched hosts are not touched.",
         "",
     ]
+    if view.original_weights:  # a canary by weight: its share goes first
+        lines[0:0] = [
+            "First every server of the load balancer gets its weight back (the canary "
+            "hosts none until they are reverted): the canary's share of the traffic "
+            "ends at once.",
+            "",
+        ]
     for version, hosts in sorted(by_version.items()):
         lines.append(f"back to {version}: {len(hosts)} host{'s' * (len(hosts) != 1)}")
         lines.append(f"  {_names(hosts)}")
     return f"Roll back {len(changed)} host{'s' * (len(changed) != 1)}?", "\n".join(lines)
+
+
+def rollback_label(view: RolloutView) -> tuple[str, str]:
+    """The rollback modal's confirm button, and what the console says once it is sent:
+    ``Roll back 4 hosts`` / ``rolling back 4 hosts``; in blue-green ``Switch back to
+    blue`` / ``switching traffic back to blue``."""
+    if view.live_pool or view.idle_pool:
+        shift = view.shift
+        if shift is not None and shift.move in ("switch", "switch_back"):
+            old = printable(view.start_live or view.live_pool)
+            return f"Switch back to {old}", f"switching traffic back to {old}"
+        return "Roll back", "rolling back"
+    n = len(view.changed_hosts())
+    hosts = f"{n} host{'s' * (n != 1)}"
+    return f"Roll back {hosts}", f"rolling back {hosts}"
+
+
+def _switch_back_text(view: RolloutView) -> tuple[str, str]:
+    """Blue-green: the rollback is the switch back to the pool live at the start."""
+    old = view.start_live or view.live_pool
+    new = view.start_idle or view.idle_pool
+    pools = pool_members(view)
+    olds, news = pools.get(old, []), pools.get(new, [])
+    shift = view.shift
+    switched = shift is not None and shift.move in ("switch", "switch_back")
+    if not switched:
+        return (
+            "Roll back (traffic never left " + printable(old) + ")",
+            printable(
+                f"Traffic never left pool {old}: there is nothing to switch back. The "
+                f"rollout stops, rolled back; pool {new} ({len(news)} hosts, on "
+                f"{versions_of(news)}) stays idle, out of traffic. Nothing is reverted."
+            ),
+        )
+    body = (
+        f"Blue-green: the rollback is the switch back, in one step. Pool {old} "
+        f"({len(olds)} hosts, on {versions_of(olds)}) takes the traffic again, then "
+        f"pool {new} ({len(news)} hosts, on {versions_of(news)}) is drained and left "
+        "idle. Nothing is deployed or reverted: it takes seconds, and the rollout ends "
+        "rolled back."
+    )
+    return f"Switch traffic back to {printable(old)}?", printable(body)
 
 
 def abort_text(view: RolloutView) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from screens.widgets.host_table import HostTable
 from screens.widgets.palette_styles import theme_styles
 from screens.widgets.panels import ErrorRatePanel, Timeline
 from screens.widgets.stream_log import HOST_SEPARATOR, StreamLog
-from screens.widgets.summary import FleetProgress, RolloutHeader, StatusLine
+from screens.widgets.summary import FleetProgress, RolloutHeader, StatusLine, TrafficLine
 
 ALL_HOSTS_LINES = 2000
 
@@ -36,11 +36,11 @@ class DashboardScreen(Screen[None]):
         Binding("l", "toggle_log", "Log", id="log-source",
                 tooltip="Log panel: the selected host, or all hosts interleaved"),
         Binding("slash", "filter", "Filter", id="filter", key_display="/",
-                tooltip="Filter hosts by name, group, state, version, step or b<N>"),
+                tooltip="Filter hosts by name, group, pool, state, version, step or b<N>"),
         Binding("f", "failing_first", "Failing", id="failing-first",
                 tooltip="Put failed hosts at the top of the table"),
         Binding("s", "cycle_sort", "Sort", id="sort", show=False,
-                tooltip="Sort by batch, name, state or error rate"),
+                tooltip="Sort by batch, name, state, error rate or (blue-green) pool"),
         Binding("g", "follow_log", "Follow log", id="follow-log", show=False,
                 tooltip="Scroll the log to the end and follow new lines"),
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False,
@@ -60,7 +60,10 @@ class DashboardScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield RolloutHeader(id="header")
         yield FleetProgress(id="progress")
-        yield Input(placeholder="filter: name, group, state, version, step, b<N>", id="filter")
+        yield TrafficLine(id="traffic")
+        yield Input(
+            placeholder="filter: name, group, pool, state, version, step, b<N>", id="filter"
+        )
         yield HostTable(id="hosts")
         with Horizontal(id="panels"):
             yield ErrorRatePanel(id="rates")
@@ -82,6 +85,7 @@ class DashboardScreen(Screen[None]):
             rates.vs_baseline = spec.error_rate.max_vs_baseline
             table.set_threshold(spec.error_rate.max)
         self.query_one("#filter", Input).display = False
+        self.query_one(TrafficLine).display = False
         judged = spec is not None and spec.analysis is not None
         what = "Analysis" if judged else "Error rate"
         rates.border_title = f"{what}: new vs baseline"
@@ -116,8 +120,12 @@ class DashboardScreen(Screen[None]):
         view = self.ctx.view
         if changes.plan:
             self._prefix_width = min(16, max((len(n) for n in view.hosts), default=8))
-        if changes.hosts or changes.plan:
+        if changes.shift:  # the pools or the live pool: every host's row
+            self.table.sync(view, None, plan=changes.plan)
+        elif changes.hosts or changes.plan:
             self.table.sync(view, changes.hosts, plan=changes.plan)
+        if changes.traffic:
+            self.query_one(TrafficLine).show(view)
         if changes.rates:
             self.query_one(ErrorRatePanel).show(view)
         if changes.timeline:
@@ -133,6 +141,7 @@ class DashboardScreen(Screen[None]):
             self.ctx.view, self.ctx.clock(), read_only=self.ctx.read_only, note=self.note
         )
         self.query_one(FleetProgress).show(self.ctx.view)
+        self.query_one(TrafficLine).show(self.ctx.view)
 
     def status(self, **figures: object) -> None:
         self.query_one(StatusLine).show(read_only=self.ctx.read_only, **figures)  # type: ignore[arg-type]
@@ -260,5 +269,9 @@ class DashboardScreen(Screen[None]):
 
     def action_cycle_sort(self) -> None:
         table = self.table
-        table.set_sort(SORT_MODES[(SORT_MODES.index(table.sort_mode) + 1) % len(SORT_MODES)])
+        view = self.ctx.view
+        pools = bool(view.live_pool or view.idle_pool)  # no pools: no pool order to offer
+        modes = [m for m in SORT_MODES if pools or m != "pool"]
+        at = modes.index(table.sort_mode) if table.sort_mode in modes else -1
+        table.set_sort(modes[(at + 1) % len(modes)])
         self._titles()

@@ -116,7 +116,7 @@ class HostDetailScreen(Screen[None]):
         self._load_log()
 
     def apply(self, changes: Changes) -> None:
-        if self.host not in changes.hosts:
+        if self.host not in changes.hosts and not changes.shift:
             return
         self._header()
         self._steps()
@@ -209,10 +209,8 @@ class HostDetailScreen(Screen[None]):
         t.append(f"  {health_strip(h.health_history, 30)}", st["muted"])
         if h.health_detail:
             t.append(printable(f"  {h.health_detail}"), st["muted"])
-        if h.traffic:
-            t.append("\ntraffic ", Style(bold=True))
-            kept = " (kept drained: the host failed)" if h.traffic_kept else ""
-            t.append(h.traffic + kept, st["host-failed" if h.traffic_kept else "muted"])
+        if h.traffic or h.pool or h.weight is not None:
+            t.append_text(self._traffic(h, st))
         t.append("\nerror rate ", Style(bold=True))
         t.append(
             f"{format_rate(h.error_rate, h.error_rate_unit)} {sparkline(h.error_rate_history, 20)}"
@@ -222,6 +220,26 @@ class HostDetailScreen(Screen[None]):
         disk = "-" if h.disk_used_pct is None else f"{h.disk_used_pct:.0f}%"
         t.append(f"   load {load}  mem {mem}  disk {disk}", st["muted"])
         self.query_one("#detail-health", Static).update(t)
+
+    def _traffic(self, h: HostView, st: dict[str, Style]) -> Text:
+        """``traffic ready  weight 19  pool blue (LIVE)``: its server in the load
+        balancer and, in blue-green, its pool and whether that pool has the traffic."""
+        t = Text("\ntraffic ", Style(bold=True))
+        kept = " (kept drained: the host failed)" if h.traffic_kept else ""
+        t.append(
+            printable(h.traffic or "not read yet") + kept,
+            st["host-failed" if h.traffic_kept else "muted"],
+        )
+        if h.weight is not None:
+            t.append(f"  weight {h.weight}", st["muted"])
+        if h.pool:
+            view = self.ctx.view
+            live = h.pool == view.live_pool
+            t.append("  pool ", st["muted"])
+            t.append(printable(h.pool))
+            if view.live_pool:
+                t.append(" (LIVE)" if live else " (idle)", st["host-healthy" if live else "muted"])
+        return t
 
     def _load_log(self) -> None:
         h = self.hv

@@ -39,22 +39,30 @@ class ColumnSpec:
     width: int
     wide_only: bool = False  # dropped below the wide breakpoint
     traffic_only: bool = False  # shown once a load balancer moved a host
+    pool_only: bool = False  # shown once a host belongs to a blue-green pool
+    min_width: int = 0  # how far a narrow terminal may squeeze it (0: not at all)
 
 
 COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("batch", "B", 3),
     ColumnSpec("state", "State", 12),
-    ColumnSpec("host", "Host", 14),
+    ColumnSpec("host", "Host", 14, min_width=10),
+    ColumnSpec("pool", "Pool", 7, pool_only=True, min_width=6),
     ColumnSpec("group", "Group", 7, wide_only=True),
-    ColumnSpec("version", "Version", 8),
-    ColumnSpec("step", "Step", 8),
-    ColumnSpec("health", "Health", 7),
-    ColumnSpec("traffic", "LB", 6, traffic_only=True),
-    ColumnSpec("err", "Err rate", 11),
+    ColumnSpec("version", "Version", 8, min_width=7),
+    ColumnSpec("step", "Step", 8, min_width=6),
+    ColumnSpec("health", "Health", 7, min_width=6),
+    ColumnSpec("traffic", "LB", 9, traffic_only=True),
+    ColumnSpec("err", "Err rate", 11, min_width=8),
     ColumnSpec("vitals", "Load Mem", 8, wide_only=True),
     ColumnSpec("log", "Last log / why", 20),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+# A terminal too narrow for every column squeezes these first (each to its
+# ``min_width``: names cut with an ellipsis, the error sparkline shortened), and only
+# then drops these, in order (the host detail shows the step).
+SQUEEZE_ORDER = ("host", "step", "version", "pool", "health", "err")
+DROP_ORDER = ("step",)
 
 _HEALTH = {
     "healthy": (f"{GLYPHS['healthy']} ok", "host-healthy"),
@@ -63,9 +71,10 @@ _HEALTH = {
 }
 
 _TRAFFIC = {"ready": "host-healthy", "drain": "batch-active", "maint": "host-failed"}
+KEPT_MARK = GLYPHS["failed"]  # a server kept drained because its host failed
 
-SORT_MODES = ("batch", "name", "state", "error")
-SORT_COLUMNS = {"batch": "batch", "host": "name", "state": "state", "err": "error"}
+SORT_MODES = ("batch", "name", "state", "error", "pool")
+SORT_COLUMNS = {"batch": "batch", "host": "name", "state": "state", "err": "error", "pool": "pool"}
 
 _STATE_RANK = {
     HostState.FAILED: 0,
@@ -89,8 +98,12 @@ def host_cells(
     ceiling: float | None,
     log_width: int = 40,
     active_batch: int | None = None,
+    live_pool: str = "",
+    spark_width: int = 5,
 ) -> tuple[Cell, ...]:
-    """One row, in :data:`COLUMNS` order; the running batch's number is highlighted."""
+    """One row, in :data:`COLUMNS` order; the running batch's number is highlighted,
+    and so is the pool carrying the traffic (``live_pool``, blue-green). The error
+    rate's sparkline is ``spark_width`` long (less in a squeezed column)."""
     symbol, word, var = HOST_STATE_STYLE[h.state]
     if h.health_ok is None:
         health: Cell = ("-", "muted")
@@ -101,7 +114,9 @@ def host_cells(
     else:
         version = (printable(h.version), "host-healthy" if h.version == target_version else None)
     rate_text = format_rate(h.error_rate, h.error_rate_unit)
-    spark = sparkline(h.error_rate_history, 5, ceiling if h.error_rate_unit == "ratio" else None)
+    spark = sparkline(
+        h.error_rate_history, spark_width, ceiling if h.error_rate_unit == "ratio" else None
+    )
     over = (
         ceiling is not None
         and h.error_rate_unit == "ratio"
@@ -127,22 +142,40 @@ def host_cells(
         # Segments go to the terminal as they are: every text from outside is made
         # printable here (the one sanitiser), names, groups, versions, steps, logs.
         (printable(h.name), None),
+        pool_cell(h, live_pool),
         (printable(",".join(h.groups)) or "-", "muted"),
         version,
         (printable(h.step or "-"), None),
         health,
-        traffic_cell(h),
+        traffic_cell(h, idle=bool(live_pool) and bool(h.pool) and h.pool != live_pool),
         (f"{rate_text:>5} {spark}", "host-failed" if over else None),
         (vitals, None),
         last,
     )
 
 
-def traffic_cell(h: HostView) -> Cell:
-    """The host's server in the load balancer: ready, drain (kept drained: failed), maint."""
+def traffic_cell(h: HostView, *, idle: bool = False) -> Cell:
+    """The host's server in the load balancer: ``ready 19`` (with its weight, when
+    read: ``ready 0`` takes no traffic), ``drain``, ``drain ✖`` (kept drained: the host
+    failed), ``maint``. A drained server of the idle blue-green pool is the expected
+    state, so it is muted rather than highlighted."""
     if not h.traffic:
         return ("-", "muted")
-    return (h.traffic, "host-failed" if h.traffic_kept else _TRAFFIC.get(h.traffic))
+    if h.traffic_kept:
+        return (f"{printable(h.traffic)} {KEPT_MARK}", "host-failed")
+    if h.traffic == "ready" and h.weight is not None:
+        return (f"ready {h.weight}", "host-healthy" if h.weight > 0 else "muted")
+    if h.traffic == "drain" and idle:
+        return ("drain", "muted")
+    return (printable(h.traffic), _TRAFFIC.get(h.traffic))
+
+
+def pool_cell(h: HostView, live_pool: str) -> Cell:
+    """The host's blue-green pool, in the healthy colour when it is the live one (the
+    LB column beside says ready or drain in words, so colour is never alone)."""
+    if not h.pool:
+        return ("-", "muted")
+    return (printable(h.pool), "host-healthy" if h.pool == live_pool else "muted")
 
 
 def sort_key(
@@ -159,6 +192,8 @@ def sort_key(
             rest = (_STATE_RANK[h.state], h.batch if h.batch is not None else 1 << 30, pos)
         elif mode == "error":
             rest = (-(h.error_rate or 0.0), pos)
+        elif mode == "pool":  # blue-green: each pool together, in batch order
+            rest = (not h.pool, h.pool, h.batch if h.batch is not None else 1 << 30, pos)
         else:
             rest = (h.batch if h.batch is not None else 1 << 30, pos)
         return first + rest
@@ -172,18 +207,21 @@ def sort_inputs(h: HostView, mode: str) -> SortKey:
         return (h.state in FAILING_STATES, h.error_rate)
     if mode == "state":
         return (h.state, h.batch)
+    if mode == "pool":
+        return (h.state in FAILING_STATES, h.pool, h.batch)
     return (h.state in FAILING_STATES, h.batch)
 
 
 def matches(h: HostView, query: str) -> bool:
-    """Filter: every whitespace-separated term must appear in name, group, state,
-    version, step or batch (``b2``); case-insensitive."""
+    """Filter: every whitespace-separated term must appear in name, group, pool,
+    state, version, step or batch (``b2``); case-insensitive."""
     if not query:
         return True
     hay = " ".join(
         (
             h.name,
             *h.groups,
+            h.pool,
             h.state.value,
             h.version or "",
             h.step or "",

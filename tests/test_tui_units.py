@@ -23,7 +23,7 @@ from screens.format import (
     sparkline,
     state_label,
 )
-from screens.rows import COLUMNS, host_cells, matches, sort_key
+from screens.rows import COLUMN_KEYS, COLUMNS, host_cells, matches, sort_key
 from tests.fixtures.synthetic import STAGES, LoadStream, SyntheticRollout
 from tests.test_tui_helpers import _private_config  # noqa: F401
 from themes import SEMANTIC_VARIABLES, THEME_NAMES, THEMES
@@ -93,7 +93,7 @@ def test_host_cells_and_filter_and_sort() -> None:
     assert cells[1] == ("✖ FAILED", "host-failed")
     assert cells[-1][0].startswith("exit 1 in install") and cells[-1][1] == "host-failed"
     healthy = host_cells(view.hosts["web-02"], view.version, 0.02, 40)
-    assert healthy[4] == ("2.4.1", "host-healthy")
+    assert healthy[COLUMN_KEYS.index("version")] == ("2.4.1", "host-healthy")
     assert matches(failed, "web failed") and matches(failed, "B2") and not matches(failed, "api")
     order = {n: i for i, n in enumerate(view.hosts)}
     hosts = list(view.hosts.values())

@@ -27,8 +27,10 @@ from console.core.state import HostView, RolloutView
 from console.core.text import shorten
 from screens.rows import (
     COLUMNS,
+    DROP_ORDER,
     SORT_COLUMNS,
     SORT_MODES,
+    SQUEEZE_ORDER,
     Cell,
     ColumnSpec,
     SortKey,
@@ -42,6 +44,8 @@ from screens.widgets.palette_styles import theme_styles
 WIDE_AT = 110  # table width from which group and vitals columns are shown
 GAP = 2  # spaces between columns
 MIN_LOG_WIDTH = 12
+RATE_WIDTH = 5  # the error rate's figure in its cell, before the sparkline
+SPARK_WIDTH = 5  # the sparkline after it, in an unsqueezed column
 
 
 GROUP_WIDE_AT = 150  # table width from which the group column gets room to be read
@@ -52,6 +56,42 @@ def _base_width(column: ColumnSpec, table_width: int) -> int:
     if column.key == "group" and table_width >= GROUP_WIDE_AT:
         return GROUP_WIDE
     return column.width
+
+
+def _has_pools(view: RolloutView) -> bool:
+    """Blue-green: the pools were read (the Pool column is shown)."""
+    return bool(view.live_pool or view.idle_pool)
+
+
+def _row_width(cols: list[ColumnSpec], widths: dict[str, int]) -> int:
+    """Cells used by a row: a leading space, the columns and the gaps between them."""
+    return 1 + sum(widths[c.key] for c in cols) + GAP * max(0, len(cols) - 1)
+
+
+def _squeeze(cols: list[ColumnSpec], widths: dict[str, int], width: int) -> list[ColumnSpec]:
+    """Fit the columns into ``width`` (``widths`` is updated in place): squeeze, then
+    drop; the columns kept. A table that still does not fit is cropped at the right."""
+    base = dict(widths)
+    for drop in (None, *DROP_ORDER):
+        if drop is not None:
+            cols = [c for c in cols if c.key != drop]
+            widths.clear()
+            widths.update({c.key: base[c.key] for c in cols})
+        over = _row_width(cols, widths) - width
+        specs = {c.key: c for c in cols}
+        for key in SQUEEZE_ORDER:
+            if over <= 0:
+                break
+            spec = specs.get(key)
+            if spec is None or not spec.min_width:
+                continue
+            give = min(over, widths[key] - spec.min_width)
+            if give > 0:
+                widths[key] -= give
+                over -= give
+        if over <= 0:
+            break
+    return cols
 
 
 def _fit(text: str, width: int) -> str:
@@ -112,8 +152,11 @@ class HostTable(ScrollView, can_focus=True):
         self._widths: tuple[int, ...] = ()
         self._col_index: tuple[int, ...] = ()
         self._log_width = 0
+        self._spark_width = SPARK_WIDTH
         self._width = 0
         self._traffic = False  # the LB column shown (a load balancer moved a host)
+        self._pools = False  # the Pool column shown (hosts in blue-green pools)
+        self._scrolls = False  # laid out with room for the vertical scrollbar
         self._rows: list[str] = []  # host names, display order
         self._pos: dict[str, int] = {}
         self._cells: dict[str, tuple[Cell, ...]] = {}
@@ -167,7 +210,13 @@ class HostTable(ScrollView, can_focus=True):
         """Bring rows up to date: ``hosts`` are the dirty ones (None: all)."""
         first = self._view is None
         self._view = view
-        if first or plan or len(self._order) != len(view.hosts) or self._traffic != view.traffic:
+        if (
+            first
+            or plan
+            or len(self._order) != len(view.hosts)
+            or self._traffic != view.traffic
+            or self._pools != _has_pools(view)
+        ):
             self._order = {name: i for i, name in enumerate(view.hosts)}
             self.rebuild()
             return
@@ -222,26 +271,46 @@ class HostTable(ScrollView, can_focus=True):
         for name, h in view.hosts.items():
             self._sort_state[name] = _sort_inputs(h, self.sort_mode)
         self._resort(keep=keep)
+        if keep is None:  # the first layout: the cursor on the first row as sorted
+            self._move(0)
 
     # -- layout and rendering -------------------------------------------------------------
 
     def _layout(self, width: int) -> None:
         """Columns for this width: the last-log column takes what is left, and is
-        dropped (the detail screen has it) rather than forcing a horizontal scroll."""
+        dropped (the detail screen has it) rather than forcing a horizontal scroll;
+        when even the rest does not fit, columns are squeezed to their minimum
+        (``SQUEEZE_ORDER``) and only then dropped (``DROP_ORDER``)."""
         if width <= 0:
             width = max(40, self.app.size.width - 4)
         wide = width >= WIDE_AT
-        traffic = self._view is not None and self._view.traffic
+        view = self._view
+        traffic = view is not None and view.traffic
+        pools = view is not None and _has_pools(view)
         self._traffic = traffic
-        cols = [c for c in COLUMNS if (wide or not c.wide_only) and (traffic or not c.traffic_only)]
+        self._pools = pools
+        cols = [
+            c
+            for c in COLUMNS
+            if (wide or not c.wide_only)
+            and (traffic or not c.traffic_only)
+            and (pools or not c.pool_only)
+        ]
         fixed = sum(_base_width(c, width) + GAP for c in cols if c.key != "log") + 1
         log_width = width - fixed - 1
         if log_width < MIN_LOG_WIDTH:
             cols = [c for c in cols if c.key != "log"]
             log_width = 0
+        widths = {c.key: log_width if c.key == "log" else _base_width(c, width) for c in cols}
+        self._scrolls = self._will_scroll()
+        if not log_width:
+            # the scrollbar covers the right edge: squeeze what it would hide
+            room = width - (self.styles.scrollbar_size_vertical if self._scrolls else 0)
+            cols = _squeeze(cols, widths, room)
         self._columns = tuple(cols)
         self._log_width = log_width
-        self._widths = tuple(log_width if c.key == "log" else _base_width(c, width) for c in cols)
+        self._widths = tuple(widths[c.key] for c in cols)
+        self._spark_width = max(1, min(SPARK_WIDTH, widths.get("err", 0) - RATE_WIDTH - 1))
         all_keys = [c.key for c in COLUMNS]
         self._col_index = tuple(all_keys.index(c.key) for c in cols)
         self._width = width
@@ -249,7 +318,15 @@ class HostTable(ScrollView, can_focus=True):
     def _cells_for(self, h: HostView) -> tuple[Cell, ...]:
         assert self._view is not None
         view = self._view
-        return host_cells(h, view.version, self._ceiling, max(1, self._log_width), view.batch_index)
+        return host_cells(
+            h,
+            view.version,
+            self._ceiling,
+            max(1, self._log_width),
+            view.batch_index,
+            live_pool=view.live_pool,
+            spark_width=self._spark_width,
+        )
 
     def _row_strip(self, name: str) -> Strip:
         strip = self._strips.get(name)
@@ -296,6 +373,11 @@ class HostTable(ScrollView, can_focus=True):
             )
             strip = strip.apply_style(cursor)
         return strip.crop_extend(0, width, self.rich_style)
+
+    def _will_scroll(self) -> bool:
+        """More hosts than lines: the vertical scrollbar takes the right edge."""
+        view = self._view
+        return view is not None and len(view.hosts) + 1 > self.size.height
 
     def _visible(self, pos: int) -> bool:
         top = int(self.scroll_y)
@@ -380,7 +462,9 @@ class HostTable(ScrollView, can_focus=True):
             self._move(pos)
 
     def on_resize(self, event: events.Resize) -> None:
-        if self._view is not None and event.size.width != self._width:
+        if self._view is not None and (
+            event.size.width != self._width or self._will_scroll() != self._scrolls
+        ):
             self.rebuild()
         else:
             self._update_virtual_size()

@@ -16,6 +16,7 @@ from screens.format import (
     old_versions,
     state_label,
 )
+from screens.traffic import traffic_summary
 from screens.widgets.palette_styles import theme_styles
 
 
@@ -90,6 +91,25 @@ class FleetProgress(Static):
             bar.append("░" * (width - used), st["host-pending"])
         bar.append(label)
         self.update(bar, layout=False)  # fixed size: no relayout per frame
+
+
+class TrafficLine(Static):
+    """Where the backend's traffic goes as a whole (blue-green pools, a weighted
+    canary's share): shown from the first whole-backend move on."""
+
+    def show(self, view: RolloutView) -> None:
+        segments = traffic_summary(view)
+        if not segments:
+            if self.display:
+                self.display = False
+            return
+        st = theme_styles(self.app)
+        t = Text(no_wrap=True, overflow="ellipsis")
+        for text, var in segments:
+            t.append(text, st[var] if var else Style())
+        if not self.display:
+            self.display = True  # one relayout, when the line first appears
+        self.update(t, layout=False)
 
 
 class StatusLine(Static):
