@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from console.transport.ssh import SSHConnection, SSHTransport
@@ -64,6 +64,8 @@ async def test_a_multi_line_script_runs_in_the_shell_as_on_its_own_exec(
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")))
+@example("\n")
+@example("a\\nb\r\n'\\\\c%s\n\n")
 @settings(max_examples=60, deadline=None)
 def test_script_line_gives_printf_back_the_exact_text(text: str) -> None:
     line = script_line(text, "pgroup")
@@ -73,4 +75,4 @@ def test_script_line_gives_printf_back_the_exact_text(text: str) -> None:
     assert script_line(text, "signal") is None  # the simulated shell: an exec of its own
     inner = line.removeprefix('eval "$(').removesuffix(')"')
     out = subprocess.run(["/bin/sh", "-c", inner], capture_output=True, check=True).stdout
-    assert out.decode() == text.rstrip("\n")  # $(...) drops trailing newlines only
+    assert out.decode() == text  # (the eval's $(...) then drops trailing newlines only)
