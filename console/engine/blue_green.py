@@ -31,7 +31,7 @@ from console.engine.control import HostRecord
 from console.engine.hostwork import HostFailure, TrafficSwitch
 from console.engine.rolling import roll_batches
 from console.engine.strategy import StrategyContext, Verdict, aborted
-from console.engine.traffic import Traffic
+from console.engine.traffic import Moves, Traffic
 from console.spec import RolloutSpec
 from console.traffic.haproxy import HAProxyError
 from console.traffic.pools import PoolError, live_pool, split_pools
@@ -157,31 +157,24 @@ class BlueGreen:
         """Traffic from pool ``away`` to pool ``to``: journaled before and after; the
         new pool readied at its weights first, then the old one drained."""
         assert self.traffic is not None
-        backend = self.traffic.lb.backend
         self.switched = True
-        ctx.emit(ev.TrafficShifted(move=move, phase="start", backend=backend, live=to, idle=away))
         hosts = {server: name for name, server in self.servers.items()}
-        ready: dict[str, tuple[str | None, int | None]] = {}
-        drain: dict[str, tuple[str | None, int | None]] = {}
-        for name in self.pools[to]:
-            server = self.servers[name]
-            ready[server] = ("ready", self.original.get(server) or 1)  # idle at weight 0
-        for name in self.pools[away]:
-            drain[self.servers[name]] = ("drain", None)
-        started = ctx.clock.monotonic()
+        ready: Moves = {  # at its weight before the rollout (1 for a pool idle at 0)
+            self.servers[n]: ("ready", self.original.get(self.servers[n]) or 1)
+            for n in self.pools[to]
+        }
+        drain: Moves = {self.servers[n]: ("drain", None) for n in self.pools[away]}
+        shift = ev.TrafficShifted(move=move, backend=self.traffic.lb.backend, live=to, idle=away)
+        groups = [
+            (ready, f"{move}: pool {to} takes the traffic"),
+            (drain, f"{move}: pool {away} idle"),
+        ]
         try:
-            await self.traffic.apply(ready, hosts, f"{move}: pool {to} takes the traffic")
-            await self.traffic.apply(drain, hosts, f"{move}: pool {away} idle")
+            await self.traffic.shift(shift, groups, hosts, timed=True)
         except HAProxyError as exc:
             return Outcome.FAILED, f"load balancer: {exc} (during the {move}; resume finishes it)"
         except HostFailure as exc:
             return Outcome.FAILED, f"{exc.detail} (during the {move}; resume finishes it)"
-        took = ctx.clock.monotonic() - started
-        ctx.emit(
-            ev.TrafficShifted(
-                move=move, backend=backend, live=to, idle=away, detail=f"in {took:.1f}s"
-            )
-        )
         return None
 
     # -- the way back ----------------------------------------------------------------

@@ -18,6 +18,8 @@ rollout or an operator's own change in between is harmless.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -34,6 +36,7 @@ from console.traffic.haproxy import HAProxy, HAProxyError, ServerState, check_na
 from console.transport.base import Transport, TransportError
 from inventory.model import Host
 
+Moves = Mapping[str, tuple[str | None, int | None]]  # server -> (state, weight); None: as is
 APPLY_PARALLEL = 8  # runtime API requests in flight at once for a whole-backend move
 DRAIN_POLL = 0.2  # seconds between two reads of a draining server's sessions
 DETAIL_MAX = 200
@@ -227,9 +230,32 @@ class Traffic:
             elif now.admin != was:
                 self.said(rec, now, f"resumed: HAProxy holds {now.admin}, the journal said {was}")
 
+    async def shift(
+        self,
+        event: ev.TrafficShifted,
+        groups: Sequence[tuple[Moves, str]],
+        hosts: Mapping[str, str],
+        *,
+        timed: bool = False,
+    ) -> None:
+        """A whole-backend move (a canary's weights, a blue-green switch): ``event`` is
+        journaled with phase ``start`` before the first server is set, each group of
+        server moves is applied in order (:meth:`apply`, with its detail), then the
+        same event is journaled ``done`` (``timed``: its detail says how long HAProxy
+        took). HAProxyError or HostFailure leave the move half done, journaled as
+        started: ``resume`` finishes it."""
+        self.emit(dataclasses.replace(event, phase="start", ts=time.time()))
+        started = self.clock.monotonic()
+        for moves, detail in groups:
+            await self.apply(moves, hosts, detail)
+        done = dataclasses.replace(event, phase="done", ts=time.time())
+        if timed:
+            done = dataclasses.replace(done, detail=f"in {self.clock.monotonic() - started:.1f}s")
+        self.emit(done)
+
     async def apply(
         self,
-        moves: Mapping[str, tuple[str | None, int | None]],
+        moves: Moves,
         hosts: Mapping[str, str],
         detail: str,
     ) -> dict[str, ServerState]:

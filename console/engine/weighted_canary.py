@@ -29,7 +29,7 @@ from console.engine.control import HostRecord
 from console.engine.hostwork import HostFailure, TrafficSwitch
 from console.engine.rolling import RollingStrategy, roll_batches, rollback_groups
 from console.engine.strategy import StrategyContext, Verdict, roll_back_hosts, succeeded
-from console.engine.traffic import Traffic
+from console.engine.traffic import Moves, Traffic
 from console.spec import RolloutSpec
 from console.traffic.haproxy import HAProxyError, ServerState
 from console.traffic.weights import canary_weights
@@ -180,32 +180,20 @@ class WeightedCanary:
         }
         shares = canary_weights(share, sorted(canary), others)
         hosts = self._servers_of(ctx, list(ctx.recs))
-        start = ev.TrafficShifted(
+        self.shifted = True
+        moves = {s: ("ready" if s in canary else None, w) for s, w in shares.weights.items()}
+        shift = ev.TrafficShifted(
             move="weights",
-            phase="start",
             backend=self._backend,
             step=step,
             share=share,
             achieved=shares.achieved,
             weights=shares.weights,
         )
-        ctx.emit(start)
-        self.shifted = True
         try:
-            moves = {s: ("ready" if s in canary else None, w) for s, w in shares.weights.items()}
-            await self.traffic.apply(moves, hosts, f"canary {share:g}% of the backend")
+            await self.traffic.shift(shift, [(moves, f"canary {share:g}% of the backend")], hosts)
         except (HAProxyError, HostFailure) as exc:
             return _refused(exc)
-        ctx.emit(
-            ev.TrafficShifted(
-                move="weights",
-                backend=self._backend,
-                step=step,
-                share=share,
-                achieved=shares.achieved,
-                weights=shares.weights,
-            )
-        )
         return None
 
     async def _restore(
@@ -221,35 +209,21 @@ class WeightedCanary:
         hosts = self._servers_of(ctx, list(ctx.recs))
         share = 100.0 if promote else None
         why = "promoted" if promote else ("rolling back" if canary_out else "the rollout stops")
-        ctx.emit(
-            ev.TrafficShifted(
-                move="restore",
-                phase="start",
-                backend=self._backend,
-                step=self.step,
-                share=share,
-                weights=weights,
-                detail=why,
-            )
+        shift = ev.TrafficShifted(
+            move="restore",
+            backend=self._backend,
+            step=self.step,
+            share=share,
+            weights=weights,
+            detail=why,
         )
+        moves: Moves = {s: (None, w) for s, w in weights.items()}
         try:
-            await self.traffic.apply(
-                {s: (None, w) for s, w in weights.items()}, hosts, f"weights restored: {why}"
-            )
+            await self.traffic.shift(shift, [(moves, f"weights restored: {why}")], hosts)
         except (HAProxyError, HostFailure) as exc:
             return _refused(exc)
         self.shifted = canary_out
         self.promoted = promote
-        ctx.emit(
-            ev.TrafficShifted(
-                move="restore",
-                backend=self._backend,
-                step=self.step,
-                share=share,
-                weights=weights,
-                detail=why,
-            )
-        )
         return None
 
     # -- the way back ----------------------------------------------------------------
