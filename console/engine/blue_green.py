@@ -150,7 +150,7 @@ class BlueGreen:
         )
         for name in self.pools[self.live]:  # where the traffic is (the idle pool's hosts
             # say theirs as their journey holds them out of it)
-            self.traffic.said(ctx.recs[name], states[self.servers[name]], "live at the start")
+            self.traffic.said(name, states[self.servers[name]], "live at the start")
         return None
 
     async def _move(self, ctx: StrategyContext, move: str, *, to: str, away: str) -> Verdict | None:

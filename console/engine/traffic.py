@@ -96,7 +96,7 @@ class Traffic:
             await api.set_state(backend, server, "drain")
             self.drained.add(rec.name)
             now = await api.server(backend, server)
-            self.said(rec, now, "draining before its steps")
+            self.said(rec.name, now, "draining before its steps")
             started = self.clock.monotonic()
             deadline = started + self.lb.drain_timeout
             while now.sessions > self.lb.wait_sessions:
@@ -109,7 +109,7 @@ class Traffic:
                 await self.clock.sleep(DRAIN_POLL)
                 now = await api.server(backend, server)
             waited = self.clock.monotonic() - started
-            self.said(rec, now, f"drained in {waited:.1f}s")
+            self.said(rec.name, now, f"drained in {waited:.1f}s")
         except HAProxyError as exc:
             raise HostFailure(_short(f"load balancer: {exc}")) from exc
 
@@ -128,7 +128,7 @@ class Traffic:
             now = await api.server(self.lb.backend, server)
         except HAProxyError as exc:
             raise HostFailure(_short(f"load balancer: {exc}")) from exc
-        self.said(rec, now, detail)
+        self.said(rec.name, now, detail)
 
     async def hold(self, rec: HostRecord, detail: str) -> None:
         """Leave the host out of traffic (blue-green's idle pool): HostFailure when its
@@ -145,7 +145,7 @@ class Traffic:
                     "an idle pool's host must not serve while it changes"
                 )
             )
-        self.said(rec, now, detail)
+        self.said(rec.name, now, detail)
 
     def kept_out(self, rec: HostRecord, why: str) -> None:
         """The host failed after its drain: say that its server stays drained."""
@@ -226,9 +226,11 @@ class Traffic:
                     self.emit(ev.Notice(message=_short(f"load balancer: {exc}"), host=rec.name))
                     continue
                 self.drained.discard(rec.name)
-                self.said(rec, now, f"resumed: {rec.state.value}, back in traffic")
+                self.said(rec.name, now, f"resumed: {rec.state.value}, back in traffic")
             elif now.admin != was:
-                self.said(rec, now, f"resumed: HAProxy holds {now.admin}, the journal said {was}")
+                self.said(
+                    rec.name, now, f"resumed: HAProxy holds {now.admin}, the journal said {was}"
+                )
 
     async def shift(
         self,
@@ -246,8 +248,9 @@ class Traffic:
         started: ``resume`` finishes it."""
         self.emit(dataclasses.replace(event, phase="start", ts=time.time()))
         started = self.clock.monotonic()
+        found: dict[str, ServerState] | None = None  # one group's read-back, the next's start
         for moves, detail in groups:
-            await self.apply(moves, hosts, detail)
+            found = await self.apply(moves, hosts, detail, before=found)
         done = dataclasses.replace(event, phase="done", ts=time.time())
         if timed:
             done = dataclasses.replace(done, detail=f"in {self.clock.monotonic() - started:.1f}s")
@@ -258,6 +261,8 @@ class Traffic:
         moves: Moves,
         hosts: Mapping[str, str],
         detail: str,
+        *,
+        before: Mapping[str, ServerState] | None = None,
     ) -> dict[str, ServerState]:
         """Set many servers of the backend at once (server -> (state or None, weight or
         None); weights before states, so a server readied comes up at its weight) and
@@ -266,7 +271,8 @@ class Traffic:
         HAProxyError (or HostFailure: unreachable) when HAProxy refuses."""
         api = await self.api()
         backend = self.lb.backend
-        before = await api.servers(backend)
+        if before is None:  # (else: what the move before this one read back)
+            before = await api.servers(backend)
         gate = asyncio.Semaphore(APPLY_PARALLEL)
 
         async def one(server: str, state: str | None, weight: int | None) -> None:
@@ -289,24 +295,14 @@ class Traffic:
                 continue
             if now.admin == "ready":
                 self.drained.discard(host)
-            self.emit(
-                ev.TrafficChanged(
-                    host=host,
-                    backend=backend,
-                    server=server,
-                    admin=now.admin,
-                    sessions=now.sessions,
-                    detail=detail,
-                    weight=now.weight,
-                )
-            )
+            self.said(host, now, detail)
         return after
 
-    def said(self, rec: HostRecord, now: ServerState, detail: str) -> None:
+    def said(self, host: str, now: ServerState, detail: str) -> None:
         """Journal a host's server as HAProxy reports it (``TrafficChanged``)."""
         self.emit(
             ev.TrafficChanged(
-                host=rec.name,
+                host=host,
                 backend=self.lb.backend,
                 server=now.name,
                 admin=now.admin,
