@@ -48,6 +48,7 @@ from console.transport.base import (
     TransportError,
     TransportOptions,
 )
+from console.transport.ciphers import preferred_ciphers
 from console.transport.deadlines import bounded, debug_from_env
 from console.transport.knownhosts import (
     HostKeyVerdict,
@@ -353,6 +354,7 @@ class SSHTransport:
         try:
             paths = await self._known_hosts_files(host)
             bound = await self.connect_bound(host)
+            facts = await self._ssh_config_for(host)
         except (OSError, ValueError, asyncssh.Error) as exc:
             message = f"cannot read the SSH client configuration: {exc}"
             raise HostUnreachable(host.name, message) from exc
@@ -388,6 +390,7 @@ class SSHTransport:
                             known_hosts=known,
                             client_factory=factory,
                             connect_timeout=None,
+                            **_ciphers(facts.ciphers),
                             **({"tunnel": jump} if jump is not None else {}),
                             **_keepalive(options),
                         )
@@ -446,11 +449,13 @@ class SSHTransport:
             jump = resolved.tunnel if isinstance(resolved.tunnel, str) else None
             timeout = resolved.connect_timeout  # ConnectTimeout, when the config sets it
             names = host_names(resolved.config, host.address, local_username())
+            own_ciphers = resolved.config.get("Ciphers") is not None
             facts = self._ssh_configs[key] = _SSHConfigFacts(
                 files_from_config(resolved.config, names),
                 names,
                 None if jump in (None, "", "none") else jump,
                 float(timeout) if timeout else None,
+                None if own_ciphers else await asyncio.to_thread(preferred_ciphers),
             )
         return facts
 
@@ -658,6 +663,7 @@ class _SSHConfigFacts:
     names: HostNames  # HostName, Port, User...: for HashKnownHosts' Host/Match lines
     jump: str | None  # the ProxyJump spec (`user@host:port[,...]`), None when none
     connect_timeout: float | None  # ConnectTimeout (seconds), None when not set
+    ciphers: tuple[str, ...] | None  # our order (console/transport/ciphers.py), None: asyncssh's
 
 
 class _JumpFailed(Exception):
@@ -678,6 +684,11 @@ def _max_sessions(options: TransportOptions) -> int:
     """``extra["max_sessions"]``: the server's MaxSessions, when not OpenSSH's 10."""
     value = options.extra.get("max_sessions", DEFAULT_MAX_SESSIONS)
     return int(value) if isinstance(value, int | float | str) else DEFAULT_MAX_SESSIONS
+
+
+def _ciphers(order: tuple[str, ...] | None) -> dict[str, object]:
+    """The cipher order to offer, when ours applies (no ``Ciphers`` in the ssh config)."""
+    return {} if order is None else {"encryption_algs": list(order)}
 
 
 def _keepalive(options: TransportOptions) -> dict[str, object]:
