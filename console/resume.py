@@ -32,7 +32,7 @@ from console.reconcile import Decision, JournalFacts, Observation, decide, journ
 from console.signals.health import probe_health
 from console.spec import HealthSpec, RolloutSpec, parse_spec
 from console.store.history import is_running, live_owners, load_events, resolve_id
-from console.store.journal import JournalError, list_journals
+from console.store.journal import JournalError, last_line, list_journals
 from console.templating import TemplateError, build_context, render
 from console.transport.base import Connection, Transport, TransportError
 from inventory import load_inventory
@@ -193,6 +193,8 @@ def find_rollout(state_dir: Path, rollout_id: str | None, service: str | None) -
         return r
     candidates: list[Replay] = []
     for path in list_journals(state_dir):
+        if _ended(path):
+            continue
         try:
             r = replay(path)
         except (InputError, JournalError, KeyError, TypeError, ValueError):
@@ -442,12 +444,25 @@ def describe_state(state: ResumeState) -> list[str]:
     return lines
 
 
+def _ended(path: Path) -> bool:
+    """Whether the journal's last line ends its rollout for good (not paused): told
+    from the file's end alone, so a state directory of many finished rollouts is not
+    replayed whole at every start. Anything else (unsure included) is replayed."""
+    last = last_line(path)
+    if last is None or last.get("kind") != ev.RolloutFinished.kind:
+        return False
+    outcome = last.get("outcome")
+    return outcome in {o.value for o in Outcome} and Outcome(outcome) not in RESUMABLE
+
+
 def unfinished_hints(state_dir: Path, service: str) -> list[str]:
     """What ``rolldeck run`` says on start about this service's unfinished rollouts:
     how to resume a stopped one, or attach to a running one."""
     owners = live_owners(state_dir)
     out: list[str] = []
     for path in list_journals(state_dir):
+        if _ended(path):
+            continue
         try:
             r = replay(path)
         except (InputError, JournalError, KeyError, TypeError, ValueError):

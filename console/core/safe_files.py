@@ -194,14 +194,20 @@ def open_append(path: str | os.PathLike[str], *, read: bool = False) -> int:
     return fd
 
 
-def read_private(path: str | os.PathLike[str], *, limit: int | None = None) -> bytes:
-    """A regular file's bytes (up to ``limit``), never through a symlink (``ELOOP``):
-    a planted link to a file only rolldeck's user can read is not read, nor shown."""
+def read_private(
+    path: str | os.PathLike[str], *, limit: int | None = None, tail: bool = False
+) -> bytes:
+    """A regular file's bytes (up to ``limit``; ``tail``: its last ``limit`` bytes),
+    never through a symlink (``ELOOP``): a planted link to a file only rolldeck's user
+    can read is not read, nor shown."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise PermissionError(errno.EPERM, "not a regular file", str(path))
         os.set_blocking(fd, True)
+        if tail and limit is not None and st.st_size > limit:
+            os.lseek(fd, st.st_size - limit, os.SEEK_SET)
         chunks: list[bytes] = []
         left = limit
         while left is None or left > 0:

@@ -260,6 +260,29 @@ def read_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return out
 
 
+TAIL_BYTES = 64 * 1024  # where a journal's last line is looked for
+
+
+def last_line(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The journal's last complete JSON object, read from its end only; None when it
+    cannot be told that way (unreadable, torn, or a last line longer than
+    ``TAIL_BYTES``): the caller then reads the whole journal."""
+    try:
+        raw = read_private(path, limit=TAIL_BYTES, tail=True)
+    except OSError:
+        return None
+    lines = raw.rstrip(b"\n").rsplit(b"\n", 1)
+    if len(lines) < 2 and len(raw) >= TAIL_BYTES:
+        return None  # the line may have started before the bytes read
+    if not raw.endswith(b"\n"):
+        return None  # torn by a crash mid-write
+    try:
+        obj = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and "kind" in obj else None
+
+
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     lines = read_lines(path)
     if not lines or lines[0].get("kind") != "journal":
