@@ -198,3 +198,22 @@ def test_simulated_fleet_answers_like_the_script() -> None:
     lines = lease_history(host)["~/leases/shop"]
     assert [x.split(" ", 1)[1] for x in lines] == ["taken", "broken", "released"]
     assert socket.gethostname()  # the machine a lease names
+
+
+def test_script_trims_a_long_history(tmp_path: Path) -> None:
+    """The history stays bounded: the line count is checked on one take in five (the
+    shell's pid decides; `wc` costs a fork), and then cut to its last 250 lines."""
+    where = tmp_path / "leases"
+    where.mkdir(mode=0o700)
+    history = where / "shop@web.history"
+    history.write_text("".join(f"1 old line {i}\n" for i in range(600)))
+    owner = json.dumps(OWNER)
+    for attempt in range(80):  # consecutive pids: one in five ends in 0 or 5
+        assert sh(tmp_path, "take", "shop@web", "shop-1", owner, f"taken {attempt}") == ["TAKEN"]
+        assert sh(tmp_path, "release", "shop@web", "shop-1", "released") == ["RELEASED"]
+        lines = history.read_text().splitlines()
+        if len(lines) < 600:
+            break
+    assert 250 <= len(lines) <= 252, len(lines)
+    assert lines[-1].endswith("released")  # the newest kept
+    assert "old line 0" not in history.read_text()

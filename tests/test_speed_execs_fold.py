@@ -1,70 +1,107 @@
 """A lease operation and a version read in one exec: the split is exact.
 
-The folded command runs here under a real ``/bin/sh`` (as a login shell would run it):
-the lease part's answer, its exit status and the version read's own output and exit
-status come apart at the marker line, whatever the version command prints.
+The folded command runs here under a real ``/bin/sh``, both ways it reaches a host: as
+a login shell runs an exec (``sh -c LINE``), and as the connection's kept shell runs it
+(its eval loop, fed the line as :mod:`console.transport.ssh_shell` writes it, the
+script inline with no ``sh`` of its own). The lease part's answer, its exit status and
+the version read's own output and exit status come apart at the marker line, whatever
+the version command prints.
 """
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from console.engine.leases import LeaseError, folded_command, split_folded
+from console.engine.leases import LeaseError, folded_command, folded_in_sh, split_folded
 from console.transport.base import RunResult
+from console.transport.ssh_shell import EVAL_LOOP, end_line, script_line
+
+END = "\x1eend-of-test "
 
 
-def _run(command: str) -> RunResult:
-    done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30)
-    code = done.returncode
+def _result(code: int, stdout: str, stderr: str) -> RunResult:
     return RunResult(
         status="ok" if code == 0 else "failed",
         exit_code=code,
         duration=0.0,
-        stdout_tail=tuple(done.stdout.splitlines()[-20:]),
-        stderr_tail=tuple(done.stderr.splitlines()[-20:]),
+        stdout_tail=tuple(stdout.splitlines()[-20:]),
+        stderr_tail=tuple(stderr.splitlines()[-20:]),
     )
 
 
-def test_take_then_version_split_at_the_marker(tmp_path: Path) -> None:
+def _exec(command: str) -> RunResult:
+    done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30)
+    return _result(done.returncode, done.stdout, done.stderr)
+
+
+def _kept_shell(command: str) -> RunResult:
+    line = script_line(command, "pgroup")
+    assert line is not None
+    script = line + "\n" + end_line("pgroup", END)
+    done = subprocess.run(
+        ["/bin/sh", "-c", EVAL_LOOP], input=script, capture_output=True, text=True, timeout=30
+    )
+    out, _, status = done.stdout.rpartition("\n" + END)
+    err = done.stderr.rpartition("\n" + END)[0]
+    return _result(int(status.strip()), out, err)
+
+
+@pytest.fixture(params=["exec", "kept-shell"])
+def fold(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
+    """Run a folded lease operation the way it reaches a host: on an exec of its own
+    (``folded_command``), or in the kept shell (``folded_in_sh``)."""
+
+    def run(token: str, op: str, directory: str, *args: str, then: str) -> RunResult:
+        if request.param == "exec":
+            return _exec(folded_command(token, op, directory, *args, then=then))
+        return _kept_shell(folded_in_sh(token, op, directory, *args, then=then))
+
+    return run
+
+
+def test_take_then_version_split_at_the_marker(
+    tmp_path: Path, fold: Callable[..., RunResult]
+) -> None:
     leases = str(tmp_path / "leases")
     then = "echo 1.4.2; echo ROLLDECK-LEASE-END forged 0"  # a forged marker: other token
     args = ("svc@web-01", "r1", '{"service": "svc"}', "taken by test")
-    folded = split_folded(
-        _run(folded_command("tok1", "take", leases, *args, then=then)), "tok1", "take"
-    )
+    folded = split_folded(fold("tok1", "take", leases, *args, then=then), "tok1", "take")
     assert folded.lease == ["TAKEN"] and folded.code == 0
     assert folded.then.ok and folded.then.first_line == "1.4.2"
     assert folded.then.stdout_tail == ("1.4.2", "ROLLDECK-LEASE-END forged 0")
     assert (tmp_path / "leases" / "svc@web-01" / "rollout").read_text().strip() == "r1"
     # taken again by another rollout: HELD and the holder, the version still read
-    again = _run(folded_command("tok2", "take", leases, "svc@web-01", "r2", "{}", "x", then=then))
+    again = fold("tok2", "take", leases, "svc@web-01", "r2", "{}", "x", then=then)
     folded = split_folded(again, "tok2", "take")
     assert folded.lease[0] == "HELD" and '"service": "svc"' in folded.lease[3]
     assert folded.then.first_line == "1.4.2"
 
 
-def test_release_then_a_failing_version_read(tmp_path: Path) -> None:
+def test_release_then_a_failing_version_read(
+    tmp_path: Path, fold: Callable[..., RunResult]
+) -> None:
     leases = str(tmp_path / "leases")
-    take = folded_command("t", "take", leases, "svc@h", "r1", "{}", "n", then="true")
-    assert split_folded(_run(take), "t", "take").lease == ["TAKEN"]
-    release = folded_command(
-        "u", "release", leases, "svc@h", "r1", "n", then="echo gone >&2; exit 4"
-    )
-    folded = split_folded(_run(release), "u", "release")
+    take = fold("t", "take", leases, "svc@h", "r1", "{}", "n", then="true")
+    assert split_folded(take, "t", "take").lease == ["TAKEN"]
+    release = fold("u", "release", leases, "svc@h", "r1", "n", then="echo gone >&2; exit 4")
+    folded = split_folded(release, "u", "release")
     assert folded.lease == ["RELEASED"] and folded.code == 0
     assert not folded.then.ok and folded.then.exit_code == 4
     assert folded.then.stdout_tail == () and folded.then.first_line == "gone"
     assert not (tmp_path / "leases" / "svc@h").exists()
 
 
-def test_the_lease_part_failing_is_its_own_exit_status(tmp_path: Path) -> None:
+def test_the_lease_part_failing_is_its_own_exit_status(
+    tmp_path: Path, fold: Callable[..., RunResult]
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")  # a file where the lease directory should go: mkdir fails
-    command = folded_command("t", "take", str(blocker), "svc@h", "r1", "{}", "n", then="echo 9")
-    folded = split_folded(_run(command), "t", "take")
+    result = fold("t", "take", str(blocker), "svc@h", "r1", "{}", "n", then="echo 9")
+    folded = split_folded(result, "t", "take")
     assert folded.code == 3 and folded.then.first_line == "9"
     assert any("File exists" in line or "Not a directory" in line for line in folded.lease)
 
@@ -76,3 +113,28 @@ def test_no_marker_is_a_clear_error() -> None:
     timeout = RunResult(status="timeout", exit_code=None, duration=45.0, stdout_tail=("HELD",))
     with pytest.raises(LeaseError, match="no answer in 45s"):
         split_folded(timeout, "t", "release")
+
+
+def test_a_folded_take_starts_no_date_and_keeps_the_hosts_clock(
+    tmp_path: Path, fold: Callable[..., RunResult]
+) -> None:
+    """The folded take writes an empty ``beat`` (its mtime is the take, on the host's
+    clock) and stamps the history line with the console's time; a reader still gets
+    the lease's age from the host's clock."""
+    import json
+    import time
+
+    from console.engine.leases import LeaseRecord, remote_command
+
+    leases = str(tmp_path / "leases")
+    before = int(time.time())
+    owner = json.dumps({"service": "svc", "rollout_id": "r1", "operator": "alice"})
+    taken = fold("t", "take", leases, "svc@h", "r1", owner, "taken by alice", then="true")
+    assert split_folded(taken, "t", "take").lease == ["TAKEN"]
+    lease = tmp_path / "leases" / "svc@h"
+    assert (lease / "beat").read_text() == ""
+    stamp, text = (tmp_path / "leases" / "svc@h.history").read_text().strip().split(" ", 1)
+    assert text == "taken by alice" and before <= int(stamp) <= int(time.time())
+    read = _exec(remote_command("shell", "read", leases, "svc@h"))
+    record = LeaseRecord.parse(list(read.stdout_tail))
+    assert record.operator == "alice" and record.age < 30

@@ -18,8 +18,9 @@ do, the lock also lives on the servers:
 On a host, a lease is a directory ``<lease.path>/<name>`` made with ``mkdir`` (atomic:
 exactly one of two racing consoles creates it) holding ``owner`` (one JSON line:
 service, rollout, operator, Unix user, machine, pid, start time), ``rollout`` (its id)
-and ``beat`` (the host's own ``date +%s``, rewritten every ``lease.every`` seconds, so
-the age is measured on one clock, the host's). ``<name>.history`` beside it keeps one
+and ``beat`` (the host's own ``date +%s``, rewritten every ``lease.every`` seconds; empty
+when written at the take, whose time is then the file's own mtime: either way the
+age is measured on one clock, the host's). ``<name>.history`` beside it keeps one
 line per take, re-take, break and release, and survives the release. ``name`` is the
 service (fleet lock) or ``service@host`` (the inventory's host name: one machine named
 twice in two inventories is two leases). A lease is *stale* when its heartbeat is older
@@ -74,7 +75,7 @@ from inventory.model import Host
 log = logging.getLogger(__name__)
 LEASE_TIMEOUT = 15.0  # one lease command on one host
 BEAT_CONCURRENCY = 32  # hosts refreshed at once
-HISTORY_KEEP = 500  # lines of a lease's history kept on the host (trimmed on take)
+HISTORY_KEEP = 500  # history lines kept (checked on one take in five: `wc` is a fork)
 MODES = ("shell", "command", "none")
 STALE_HINT = "--break-lock --reason TEXT takes it over"
 
@@ -86,24 +87,29 @@ t=
 stamp() { [ -n "$t" ] || t=$(date +%s); }
 held() {
   stamp; echo HELD; echo "$t"
-  b=; { read -r b < "$1/beat"; } 2>/dev/null || b=$(stat -c %Y "$1" 2>/dev/null) || b=0
+  b=; { read -r b < "$1/beat"; } 2>/dev/null
+  case $b in ''|*[!0-9]*) b=$(stat -c %Y "$1/beat" 2>/dev/null ||
+    stat -f %m "$1/beat" 2>/dev/null || stat -c %Y "$1" 2>/dev/null) || b=0 ;; esac
   echo "${b:-0}"
   o=; { read -r o < "$1/owner"; } 2>/dev/null; echo "$o"
 }
-note() { stamp; printf '%s %s\n' "$t" "$2" >> "$1.history"; }
+note() {
+  [ -n "$rolldeck_now" ] || { stamp; rolldeck_now=$t; }
+  printf '%s %s\n' "$rolldeck_now" "$2" >> "$1.history"
+}
 write() {
-  stamp
-  printf '%s\n' "$2" > "$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner" &&
-  printf '%s\n' "$3" > "$1/rollout" && echo "$t" > "$1/beat"
+  if [ -n "$4" ]; then printf '%s\n' "$2" > "$1/owner"
+  else printf '%s\n' "$2" > "$1/owner.tmp" && mv -f "$1/owner.tmp" "$1/owner"; fi &&
+  printf '%s\n' "$3" > "$1/rollout" && : > "$1/beat"
 }
 ours() { r=; { read -r r < "$1/rollout"; } 2>/dev/null; [ -n "$r" ] && [ "$r" = "$2" ]; }
 case $op in
 take)
   l=$d/$1; [ -d "$d" ] || mkdir -p "$d" || exit 3
-  if [ -f "$l.history" ] && [ "$(wc -l < "$l.history")" -gt 500 ]; then
+  case $$ in *[05]) if [ -f "$l.history" ] && [ "$(wc -l < "$l.history")" -gt 500 ]; then
     tail -n 250 "$l.history" > "$l.history.tmp" && mv -f "$l.history.tmp" "$l.history"
-  fi
-  if mkdir "$l" 2>/dev/null; then write "$l" "$3" "$2" || exit 3; note "$l" "$4"; echo TAKEN
+  fi ;; esac
+  if mkdir "$l" 2>/dev/null; then write "$l" "$3" "$2" new || exit 3; note "$l" "$4"; echo TAKEN
   else held "$l"; fi ;;
 takeover)
   l=$d/$1
@@ -132,9 +138,10 @@ esac
 # The folded form: the lease operation (its stderr joined to its stdout) in a subshell,
 # then one marker line with this exec's random token and the operation's exit status;
 # the command after it (the version read) runs next in the login shell, as it would
-# alone. $1 token, then the operation's own arguments.
+# alone. $1 token, $2 the console's time (the history line's stamp: no `date` run for
+# it), then the operation's own arguments.
 MARKER = "ROLLDECK-LEASE-END"
-FOLDED = "m=$1; shift\n(\n" + SCRIPT + ') 2>&1\necho "' + MARKER + ' $m $?"\n'
+FOLDED = "m=$1; rolldeck_now=$2; shift 2\n(\n" + SCRIPT + ') 2>&1\necho "' + MARKER + ' $m $?"\n'
 FOLD_MODES = ("shell",)  # `command` hosts: no known shell to chain in; separate execs
 
 
@@ -288,15 +295,29 @@ def remote_command(mode: str, op: str, directory: str, *args: str) -> str:
     argv = " ".join(shlex.quote(a) for a in ("rolldeck-lease", op, directory, *args))
     if mode == "command":
         return argv
-    return f"sh -c {shlex.quote(SCRIPT)} {argv}"
+    return f"sh -c {shlex.quote('rolldeck_now=' + chr(10) + SCRIPT)} {argv}"
 
 
 def folded_command(token: str, op: str, directory: str, *args: str, then: str) -> str:
     """One exec: the lease operation (POSIX ``sh``), a marker line carrying ``token`` and
     its exit status, then ``then`` run by the login shell exactly as it would run alone
     (its exit status is the exec's)."""
-    argv = " ".join(shlex.quote(a) for a in ("rolldeck-lease", token, op, directory, *args))
+    head = ("rolldeck-lease", token, _now(), op, directory)
+    argv = " ".join(shlex.quote(a) for a in (*head, *args))
     return f"sh -c {shlex.quote(FOLDED)} {argv}; {then}"
+
+
+def folded_in_sh(token: str, op: str, directory: str, *args: str, then: str) -> str:
+    """:func:`folded_command` for a shell that is POSIX ``sh`` already (the kept
+    shell): the same script and arguments, without starting another ``sh`` for it."""
+    argv = " ".join(shlex.quote(a) for a in (token, _now(), op, directory, *args))
+    return f"set -- {argv}\n{FOLDED}{then}"
+
+
+def _now() -> str:
+    """The console's clock, whole seconds: the stamp of a folded operation's history
+    line (no ``date`` started on the host for it; ages are still the host's clock)."""
+    return str(int(time.time()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,12 +454,19 @@ class Leases:
         :func:`split_folded`); :meth:`_answer` judges the lease part, the caller
         ``then``."""
         token = secrets.token_hex(8)
-        command = folded_command(token, op, self.directory(host), *args, then=then)
+        directory = self.directory(host)
+        command = folded_command(token, op, directory, *args, then=then)
         # In the connection's kept shell (no exec channel of its own: the preflight's
-        # shell is the one the monitor then polls in); on an exec when it has none or
-        # it is busy. The version read then runs under /bin/sh, not the login shell.
-        runner = conn.persistent_shell() or conn
-        result = await runner.run(command, timeout=LEASE_TIMEOUT + timeout)
+        # shell is the one the monitor then polls in; the script runs in it, no `sh`
+        # started for it); on an exec when it has none or it is busy. The version read
+        # then runs under /bin/sh, not the login shell.
+        shell = conn.persistent_shell()
+        bound = LEASE_TIMEOUT + timeout
+        if shell is None:
+            result = await conn.run(command, timeout=bound)
+        else:
+            inline = folded_in_sh(token, op, directory, *args, then=then)
+            result = await shell.run(inline, timeout=bound, alone=command)
         return split_folded(result, token, op)
 
     @staticmethod

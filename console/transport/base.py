@@ -135,7 +135,13 @@ class Session(Protocol):
         *,
         timeout: float,
         on_line: LineCallback | None = None,
-    ) -> RunResult: ...
+        alone: str | None = None,
+    ) -> RunResult:
+        """Run ``command`` in the kept shell (POSIX ``/bin/sh``). When it cannot go
+        there (the shell is busy, or takes one line only) it runs on an exec of its
+        own, under the login shell: ``alone``, when given, is what runs then (the same
+        work written for any login shell), else ``command``."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -152,11 +152,17 @@ class PersistentShell:
         self._marker = ""
 
     async def run(
-        self, command: str, *, timeout: float, on_line: LineCallback | None = None
+        self,
+        command: str,
+        *,
+        timeout: float,
+        on_line: LineCallback | None = None,
+        alone: str | None = None,
     ) -> RunResult:
         line = script_line(command, self.conn.mode)
         if self._lock.locked() or line is None:
-            return await self.conn.run(command, timeout=timeout, on_line=on_line)
+            exec_command = command if alone is None else alone
+            return await self.conn.run(exec_command, timeout=timeout, on_line=on_line)
         async with self._lock:
             return await self._run(line, timeout, on_line)
 
