@@ -189,6 +189,8 @@ class SSHTransport:
         self._in_flight_total = 0
         self._known_hosts = KnownHostsCache()
         self._ssh_configs: dict[tuple[str, int | None, str | None], _SSHConfigFacts] = {}
+        # Read once here (/proc/cpuinfo: kernel memory, no disk), not a thread per host.
+        self._ciphers = preferred_ciphers()
         self._jumps: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
         self.jump_connections = 0  # connections opened to jump hosts (ProxyJump), shared
         self._append_lock = asyncio.Lock()
@@ -455,7 +457,7 @@ class SSHTransport:
                 names,
                 None if jump in (None, "", "none") else jump,
                 float(timeout) if timeout else None,
-                None if own_ciphers else await asyncio.to_thread(preferred_ciphers),
+                None if own_ciphers else self._ciphers,
             )
         return facts
 
