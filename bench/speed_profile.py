@@ -138,6 +138,19 @@ def instrument() -> tuple[dict[str, collections.Counter[str]], dict[str, Any]]:
 
     asyncssh.SSHClientConnection.create_process = create_process  # type: ignore[method-assign,assignment]
     asyncssh.connect = connect  # type: ignore[assignment]
+
+    # Commands in the kept shell (no exec of their own): counted by kind too.
+    from console.transport.ssh_shell import PersistentShell
+
+    original_run = PersistentShell._run
+    shell: collections.Counter[str] = collections.Counter()
+    stats["shell"] = shell
+
+    async def shell_run(self: Any, command: str, *args: Any, **kwargs: Any) -> Any:
+        shell[kind_of(command)] += 1
+        return await original_run(self, command, *args, **kwargs)
+
+    PersistentShell._run = shell_run  # type: ignore[method-assign]
     return execs, stats
 
 
@@ -246,6 +259,10 @@ def main() -> int:
     per_host = sum(total.values()) / n
     print(f"execs: {sum(total.values())} on {len(execs)} hosts = {per_host:.2f} a host")
     for kind, count in total.most_common():
+        print(f"  {kind:14s} {count:6d}  ({count / n:.2f} a host)")
+    in_shell = stats["shell"]
+    print(f"commands in the kept shells: {sum(in_shell.values())} = {sum(in_shell.values()) / n:.2f} a host")
+    for kind, count in in_shell.most_common():
         print(f"  {kind:14s} {count:6d}  ({count / n:.2f} a host)")
     if os.environ.get("SPEED_EXAMPLES"):
         for kind, text in stats["examples"].items():
