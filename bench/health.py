@@ -45,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from console import gc_policy
 from console.core.bus import EventBus
 from console.core.events import Alert, LogLines
-from console.runtime import loop as engine_loop
 from console.signals.health import ErrorRateAnalyzer
 from console.signals.monitor import HostMonitor
 from console.simfleet import start_fleet_process
@@ -311,7 +310,7 @@ def main() -> None:
         )
         try:
             print(f"sim-fleet: {args.hosts} hosts ready in {time.perf_counter() - t0:.1f} s")
-            engine_loop.run(run(Path(d), fleet.pid, args))  # the engine's loop, as run uses
+            asyncio.run(run(Path(d), fleet.pid, args))
         finally:
             fleet.stop()
 
