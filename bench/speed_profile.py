@@ -261,7 +261,8 @@ def main() -> int:
     for kind, count in total.most_common():
         print(f"  {kind:14s} {count:6d}  ({count / n:.2f} a host)")
     in_shell = stats["shell"]
-    print(f"commands in the kept shells: {sum(in_shell.values())} = {sum(in_shell.values()) / n:.2f} a host")
+    count_in = sum(in_shell.values())
+    print(f"commands in the kept shells: {count_in} = {count_in / n:.2f} a host")
     for kind, count in in_shell.most_common():
         print(f"  {kind:14s} {count:6d}  ({count / n:.2f} a host)")
     if os.environ.get("SPEED_EXAMPLES"):

@@ -1,9 +1,8 @@
-"""How ``rolldeck`` starts and leaves (issue 13): the engine's loop, and the exit that
-skips the interpreter's teardown without losing output or the exit status."""
+"""How ``rolldeck`` leaves (issue 13): the exit that skips the interpreter's teardown
+loses neither output nor the exit status."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import subprocess
@@ -11,34 +10,10 @@ import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
-import pytest
-
 from console.cli import main
-from console.runtime import loop as engine_loop
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def test_the_engine_loop_is_uvloop_unless_asked_not_to() -> None:
-    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed here")
-    assert engine_loop.loop_factory({}) is uvloop.new_event_loop
-    assert engine_loop.loop_factory({"ROLLDECK_EVENT_LOOP": "asyncio"}) is None
-    assert engine_loop.loop_factory({"ROLLDECK_EVENT_LOOP": " AsyncIO "}) is None
-
-    async def which() -> str:
-        return type(asyncio.get_running_loop()).__module__
-
-    assert engine_loop.run(which()).startswith("uvloop")
-
-
-def test_the_standard_loop_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROLLDECK_EVENT_LOOP", "asyncio")
-
-    async def which() -> str:
-        return type(asyncio.get_running_loop()).__module__
-
-    assert engine_loop.run(which()).startswith("asyncio")
 
 
 def _command(*argv: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:

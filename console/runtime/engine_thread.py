@@ -24,7 +24,6 @@ from console.core.bus import Subscription
 from console.core.commands import Command
 from console.core.events import Event, Outcome
 from console.core.state import RolloutView
-from console.runtime import loop as engine_loop
 
 if TYPE_CHECKING:
     from console.attach.server import AttachServer
@@ -133,7 +132,7 @@ class EngineThread:
 
         def main() -> None:
             try:
-                outcome = engine_loop.run(self._serve())
+                outcome = asyncio.run(self._serve())
             except BaseException as exc:  # handed to the UI thread, not lost
                 hand_over(None, exc)
             else:

@@ -30,7 +30,6 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from console.core.errors import EXIT_FAILED, EXIT_PAUSED, InputError, RolldeckError
 from console.core.text import printable
-from console.runtime import loop as engine_loop
 
 if TYPE_CHECKING:
     from console.core.events import DrillScorecard, Outcome
@@ -415,7 +414,7 @@ def _run_engine(
     if run_console is not None:
         code = int(run_console(engine, resume_hint=False))  # the fleet dies with the demo
     else:
-        code = engine_loop.run(_headless(engine, opts, out, err))
+        code = asyncio.run(_headless(engine, opts, out, err))
     return RehearsalResult(code, engine.outcome, fleet_dir=fleet.directory)
 
 

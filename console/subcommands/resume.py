@@ -32,7 +32,6 @@ from console.resume import (
     resumed_hosts,
     rollback_targets,
 )
-from console.runtime import loop as engine_loop
 from console.runtime.limits import check_local
 from console.runtime.rollout import balancer_of
 from console.runtime.session import Rollout, build_engine
@@ -153,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         if run_console is not None:
             code = int(run_console(engine, serve_dir=state_dir))
         else:
-            outcome = engine_loop.run(run_headless(engine, mode=mode, yes=args.yes))
+            outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))
             code = OUTCOME_EXIT_CODES[outcome]
     finally:
         lock.release()

@@ -46,7 +46,6 @@ from console.resume import (
     resumed_hosts,
     rollback_targets,
 )
-from console.runtime import loop as engine_loop
 from console.runtime.limits import check_local
 from console.runtime.rollout import balancer_of
 from console.runtime.session import Rollout, build_engine
@@ -190,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if run_console is None:
             engine.resume(reason=args.reason or "rollback confirmed, headless")
-            outcome = engine_loop.run(run_headless(engine, mode=mode, yes=True))
+            outcome = asyncio.run(run_headless(engine, mode=mode, yes=True))
             code = OUTCOME_EXIT_CODES[outcome]
         else:
             code = int(run_console(engine, serve_dir=state_dir))

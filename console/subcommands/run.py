@@ -8,6 +8,7 @@ opens the journal, then hands the engine to the Textual console or, with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -23,7 +24,6 @@ from console.engine import Engine, new_rollout_id
 from console.headless import Mode, choose_mode, run_headless
 from console.lock_options import acquire_from_args, add_engine_arguments, lease_options
 from console.resume import unfinished_hints
-from console.runtime import loop as engine_loop
 from console.runtime.limits import check_local
 from console.runtime.session import build_engine, create_journal
 from console.spec import RolloutSpec
@@ -256,17 +256,17 @@ def run(args: argparse.Namespace) -> int:
             if args.serve:
                 from console.attach.detach import serve_headless
 
-                outcome = engine_loop.run(
+                outcome = asyncio.run(
                     serve_headless(
                         engine, state_dir, mode=mode, yes=args.yes, group=args.attach_group
                     )
                 )
             elif spec.between_batches.kind == "approval":  # `rolldeck approve` reaches it
-                outcome = engine_loop.run(
+                outcome = asyncio.run(
                     _headless_serving(engine, state_dir, mode, args.yes, args.attach_group)
                 )
             else:
-                outcome = engine_loop.run(run_headless(engine, mode=mode, yes=args.yes))
+                outcome = asyncio.run(run_headless(engine, mode=mode, yes=args.yes))
             code = OUTCOME_EXIT_CODES[outcome]
     finally:
         lock.release()
