@@ -31,7 +31,7 @@ from console.engine.control import HostRecord
 from console.engine.hostwork import HostFailure, TrafficSwitch
 from console.engine.rolling import roll_batches
 from console.engine.strategy import StrategyContext, Verdict, aborted
-from console.engine.traffic import Moves, Traffic
+from console.engine.traffic import Moves, Traffic, refusal
 from console.spec import RolloutSpec
 from console.traffic.haproxy import HAProxyError
 from console.traffic.pools import PoolError, live_pool, split_pools
@@ -128,13 +128,13 @@ class BlueGreen:
         except PoolError as exc:
             return Outcome.FAILED, str(exc)
         try:
-            states = await (await self.traffic.api()).servers(self.traffic.lb.backend)
+            states = await self.traffic.servers()
             self.servers = {n: self.traffic.server_of(r) for n, r in ctx.recs.items()}
             self.live, self.idle = live_pool(self.pools, self.servers, states)
-        except (HAProxyError, PoolError) as exc:
+        except PoolError as exc:
             return Outcome.FAILED, f"load balancer: {exc}"
-        except HostFailure as exc:
-            return Outcome.FAILED, exc.detail
+        except (HAProxyError, HostFailure) as exc:
+            return Outcome.FAILED, refusal(exc)
         self.original = {s: st.weight for s, st in states.items()}
         ctx.emit(
             ev.TrafficShifted(
@@ -171,10 +171,8 @@ class BlueGreen:
         ]
         try:
             await self.traffic.shift(shift, groups, hosts, timed=True)
-        except HAProxyError as exc:
-            return Outcome.FAILED, f"load balancer: {exc} (during the {move}; resume finishes it)"
-        except HostFailure as exc:
-            return Outcome.FAILED, f"{exc.detail} (during the {move}; resume finishes it)"
+        except (HAProxyError, HostFailure) as exc:
+            return Outcome.FAILED, f"{refusal(exc)} (during the {move}; resume finishes it)"
         return None
 
     # -- the way back ----------------------------------------------------------------

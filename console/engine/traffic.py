@@ -86,6 +86,11 @@ class Traffic:
             ) from exc
         return HAProxy(conn, self.lb.target)
 
+    async def servers(self) -> dict[str, ServerState]:
+        """Every server of the backend as HAProxy says now (HAProxyError; HostFailure
+        when the load balancer host cannot be reached)."""
+        return await (await self.api()).servers(self.lb.backend)
+
     async def drain(self, rec: HostRecord) -> None:
         """Set the host's server to drain and wait for its sessions to end; HostFailure
         when HAProxy refuses or the sessions outlast ``drain.timeout``."""
@@ -178,10 +183,8 @@ class Traffic:
             api = await self.api()
             servers = await api.servers(lb.backend)
             names = {rec.name: self.server_of(rec) for rec in recs}
-        except HostFailure as exc:
-            return exc.detail
-        except HAProxyError as exc:
-            return _short(f"load balancer: {exc}")
+        except (HAProxyError, HostFailure) as exc:
+            return _short(refusal(exc))
         missing = [f"{h} ({s})" for h, s in names.items() if s not in servers]
         if missing:
             return _short(
@@ -311,6 +314,11 @@ class Traffic:
                 weight=now.weight,
             )
         )
+
+
+def refusal(exc: HAProxyError | HostFailure) -> str:
+    """A load-balancer operation that failed, in a verdict's words."""
+    return exc.detail if isinstance(exc, HostFailure) else f"load balancer: {exc}"
 
 
 def _short(text: str) -> str:

@@ -21,17 +21,15 @@ re-applies it (idempotent: a server already so is not touched), from HAProxy's w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from console.core import events as ev
 from console.core.events import HostState
 from console.engine.control import HostRecord
 from console.engine.hostwork import HostFailure, TrafficSwitch
 from console.engine.rolling import RollingStrategy, roll_batches, rollback_groups
 from console.engine.strategy import StrategyContext, Verdict, roll_back_hosts, succeeded
-from console.engine.traffic import Moves, Traffic
+from console.engine.traffic import Moves, Traffic, refusal
 from console.spec import RolloutSpec
-from console.traffic.haproxy import HAProxyError, ServerState
+from console.traffic.haproxy import HAProxyError
 from console.traffic.weights import canary_weights
 
 __all__ = ["WeightedCanary"]
@@ -131,8 +129,10 @@ class WeightedCanary:
             if last is not None and last.step is not None:
                 self.step = last.step
         else:
+            assert self.traffic is not None
             try:
-                self.original = {name: s.weight for name, s in (await self._servers()).items()}
+                states = await self.traffic.servers()
+                self.original = {name: s.weight for name, s in states.items()}
             except (HAProxyError, HostFailure) as exc:
                 return _refused(exc)
             ctx.emit(
@@ -154,11 +154,6 @@ class WeightedCanary:
         assert self.traffic is not None
         return self.traffic.lb.backend
 
-    async def _servers(self) -> Mapping[str, ServerState]:
-        assert self.traffic is not None
-        api = await self.traffic.api()
-        return await api.servers(self._backend)
-
     def _servers_of(self, ctx: StrategyContext, names: list[str]) -> dict[str, str]:
         """Server -> host name."""
         assert self.traffic is not None
@@ -170,7 +165,7 @@ class WeightedCanary:
         share = self.shares[step]
         canary = self._servers_of(ctx, healthy)
         try:
-            now = await self._servers()
+            now = await self.traffic.servers()
         except (HAProxyError, HostFailure) as exc:
             return _refused(exc)
         others = {  # the servers in traffic beside the canary (failed canaries are not)
@@ -270,9 +265,8 @@ class _CanarySwitch:
         self.traffic.kept_out(rec, why)
 
 
-def _refused(exc: Exception) -> Verdict:
-    detail = exc.detail if isinstance(exc, HostFailure) else f"load balancer: {exc}"
-    return ev.Outcome.FAILED, detail
+def _refused(exc: HAProxyError | HostFailure) -> Verdict:
+    return ev.Outcome.FAILED, refusal(exc)
 
 
 def _no_canary(ctx: StrategyContext, canary: frozenset[str]) -> Verdict:
