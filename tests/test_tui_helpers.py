@@ -7,6 +7,8 @@ sees one: it records every Command and publishes what an engine would answer
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -106,3 +108,13 @@ def make_app(
 def _private_config(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     """Never read or write the real user's theme choice."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def utc_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC (the snapshots show clock times)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -11,7 +11,6 @@ Update after an intended change with ``pytest tests/test_tui_snapshots.py
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -22,18 +21,11 @@ from screens.dashboard import DashboardScreen
 from screens.host_detail import HostDetailScreen
 from screens.widgets.host_table import HostTable
 from screens.widgets.summary import FleetProgress
-from tests.test_tui_helpers import SIZE, _private_config, make_app  # noqa: F401
+from tests.test_tui_helpers import SIZE, _private_config, make_app, utc_clock  # noqa: F401
 from tests.waiting import settled
 from themes import THEME_NAMES
 
-
-@pytest.fixture(autouse=True)
-def _utc(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc_clock")
 
 
 async def _settle(pilot: Pilot[Any]) -> None:

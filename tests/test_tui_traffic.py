@@ -13,7 +13,6 @@ pool deployed in batches, the switch, the bake, the alert, the switch back.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -39,7 +38,13 @@ from screens.widgets.palette_styles import theme_styles
 from screens.widgets.panels import Timeline
 from screens.widgets.summary import TrafficLine
 from tests.fixtures.synthetic import SyntheticRollout
-from tests.test_tui_helpers import SIZE, SPEC, RecordingController, _private_config  # noqa: F401
+from tests.test_tui_helpers import (  # noqa: F401
+    SIZE,
+    SPEC,
+    RecordingController,
+    _private_config,
+    utc_clock,
+)
 from tests.waiting import settled
 
 BLUE = ("blue-01", "blue-02", "blue-03", "blue-04")
@@ -503,20 +508,11 @@ async def test_a_rolling_rollout_with_a_balancer_fits_80_columns_with_its_step()
 # -- snapshot ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def _utc(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 async def _settle(pilot: Pilot[Any]) -> None:
     await settled(pilot, DashboardScreen)
 
 
-@pytest.mark.usefixtures("_utc")
+@pytest.mark.usefixtures("utc_clock")
 @pytest.mark.parametrize("size", [SIZE, (80, 24)], ids=["120x40", "80x24"])
 def test_snapshot_blue_green_switched_back(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
     """The main screen after a bad green was switched back: blue LIVE on the old
