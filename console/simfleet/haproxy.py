@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from console.core.errors import RolldeckError
-from console.traffic.haproxy import admin_state
+from console.traffic.haproxy import parse_servers_state
 
 HAPROXY = "/usr/sbin/haproxy"
 BACKEND = "app"
@@ -127,23 +127,6 @@ async def ask(sock: str, command: str, timeout: float = ASK_TIMEOUT) -> str:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
     return data.decode(errors="replace")
-
-
-def parse_servers(text: str) -> dict[str, tuple[str, int]]:
-    """``show servers state BACKEND`` -> server -> (ready|drain|maint, weight)."""
-    out: dict[str, tuple[str, int]] = {}
-    header: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("#"):
-            header = line.lstrip("#").split()
-        elif header and line.strip():
-            row = dict(zip(header, line.split(), strict=False))
-            with contextlib.suppress(KeyError, ValueError):
-                out[row["srv_name"]] = (
-                    admin_state(int(row["srv_admin_state"])),
-                    int(row["srv_uweight"]),
-                )
-    return out
 
 
 def socket_path(directory: Path) -> tuple[str, str | None]:
@@ -272,7 +255,7 @@ class HAProxyProcess:
 
     async def server_states(self) -> dict[str, tuple[str, int]]:
         """Server -> (ready|drain|maint, weight), as HAProxy reports them now."""
-        return parse_servers(await self.ask(f"show servers state {self.backend}"))
+        return parse_servers_state(await self.ask(f"show servers state {self.backend}"))
 
     async def stop(self) -> None:
         process, self._process = self._process, None

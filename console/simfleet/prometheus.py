@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,8 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+
+from console.simfleet.haproxy import free_port
 
 READY_TIMEOUT = 30.0
 JOB = "simfleet"
@@ -38,12 +39,6 @@ def find_prometheus() -> str | None:
     if found:
         return found
     return "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_yaml(targets_file: Path, scrape_interval: float) -> str:
@@ -108,7 +103,7 @@ class PrometheusServer:
         config = self.directory / "prometheus.yml"
         config.write_text(config_yaml(self.targets_file, self.scrape_interval), encoding="utf-8")
         for _attempt in range(3):  # a free port can be taken before Prometheus binds it
-            self.port = _free_port()
+            self.port = free_port()
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
                     [

@@ -77,6 +77,7 @@ import yaml
 from console.core.errors import InputError, did_you_mean
 from console.core.files import MAX_INPUT_BYTES, read_limited, universal_newlines
 from console.core.yamlnodes import Doc, join, line_of
+from console.spec.model import STRATEGIES
 
 T = TypeVar("T")
 
@@ -539,8 +540,8 @@ class _Loader:
     ) -> None:
         """What the generated spec could only refuse later, said at the scenario's line."""
         strategy = rollout.get("strategy")
-        if "strategy" in rollout and strategy not in ("rolling", "canary", "blue-green"):
-            raise r.error("strategy", "expected rolling, canary or blue-green")
+        if "strategy" in rollout and strategy not in STRATEGIES:
+            raise r.error("strategy", f"expected {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
         if strategy == "blue-green" and (balancing is None or balancing.pools is None):
             raise r.error("strategy", "blue-green needs load_balancer: {pools: [blue, green]}")
         if "traffic" in rollout and balancing is None:
