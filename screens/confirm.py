@@ -30,7 +30,7 @@ def _names(hosts: list[str]) -> str:
 def rollback_text(view: RolloutView) -> tuple[str, str]:
     """(title, body) for the rollback modal: which hosts, back to which version; in
     blue-green, the switch back instead (no host is reverted)."""
-    if view.live_pool or view.idle_pool:
+    if view.has_pools:
         return _switch_back_text(view)
     changed = view.changed_hosts()
     if not changed:
@@ -61,9 +61,8 @@ def rollback_label(view: RolloutView) -> tuple[str, str]:
     """The rollback modal's confirm button, and what the console says once it is sent:
     ``Roll back 4 hosts`` / ``rolling back 4 hosts``; in blue-green ``Switch back to
     blue`` / ``switching traffic back to blue``."""
-    if view.live_pool or view.idle_pool:
-        shift = view.shift
-        if shift is not None and shift.move in ("switch", "switch_back"):
+    if view.has_pools:
+        if view.switched:
             old = printable(view.start_live or view.live_pool)
             return f"Switch back to {old}", f"switching traffic back to {old}"
         return "Roll back", "rolling back"
@@ -78,9 +77,7 @@ def _switch_back_text(view: RolloutView) -> tuple[str, str]:
     new = view.start_idle or view.idle_pool
     pools = pool_members(view)
     olds, news = pools.get(old, []), pools.get(new, [])
-    shift = view.shift
-    switched = shift is not None and shift.move in ("switch", "switch_back")
-    if not switched:
+    if not view.switched:
         return (
             "Roll back (traffic never left " + printable(old) + ")",
             printable(

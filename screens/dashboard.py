@@ -270,7 +270,7 @@ class DashboardScreen(Screen[None]):
     def action_cycle_sort(self) -> None:
         table = self.table
         view = self.ctx.view
-        pools = bool(view.live_pool or view.idle_pool)  # no pools: no pool order to offer
+        pools = view.has_pools  # no pools: no pool order to offer
         modes = [m for m in SORT_MODES if pools or m != "pool"]
         at = modes.index(table.sort_mode) if table.sort_mode in modes else -1
         table.set_sort(modes[(at + 1) % len(modes)])

@@ -36,7 +36,7 @@ def traffic_summary(view: RolloutView) -> list[Segment]:
     """The traffic line's segments; empty when no whole-backend move happened (a
     rolling rollout's per-host drains show in the host table alone)."""
     shift = view.shift
-    if view.live_pool or view.idle_pool:
+    if view.has_pools:
         return _pools(view, shift)
     if shift is None:
         return []

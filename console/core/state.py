@@ -125,6 +125,17 @@ class RolloutView:
     def failed_hosts(self) -> list[str]:
         return [n for n, h in self.hosts.items() if h.state in FAILED_STATES]
 
+    @property
+    def has_pools(self) -> bool:
+        """Blue-green: HAProxy said which pool is live (the pools are known)."""
+        return bool(self.live_pool or self.idle_pool)
+
+    @property
+    def switched(self) -> bool:
+        """Blue-green: the last whole-backend move is a switch or a switch back (started
+        or done): a rollback has traffic to give back."""
+        return self.shift is not None and self.shift.move in ("switch", "switch_back")
+
     def changed_hosts(self) -> list[str]:
         return [n for n, h in self.hosts.items() if h.changed]
 

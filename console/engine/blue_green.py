@@ -116,8 +116,7 @@ class BlueGreen:
             self.pools = {p: list(h) for p, h in view.pools.items()}
             self.servers = dict(view.pool_servers)
             self.original = dict(view.original_weights)
-            last = view.shift
-            self.switched = last is not None and last.move in ("switch", "switch_back")
+            self.switched = view.switched
             return None
         try:
             self.pools = split_pools(

@@ -58,11 +58,6 @@ def _base_width(column: ColumnSpec, table_width: int) -> int:
     return column.width
 
 
-def _has_pools(view: RolloutView) -> bool:
-    """Blue-green: the pools were read (the Pool column is shown)."""
-    return bool(view.live_pool or view.idle_pool)
-
-
 def _row_width(cols: list[ColumnSpec], widths: dict[str, int]) -> int:
     """Cells used by a row: a leading space, the columns and the gaps between them."""
     return 1 + sum(widths[c.key] for c in cols) + GAP * max(0, len(cols) - 1)
@@ -215,7 +210,7 @@ class HostTable(ScrollView, can_focus=True):
             or plan
             or len(self._order) != len(view.hosts)
             or self._traffic != view.traffic
-            or self._pools != _has_pools(view)
+            or self._pools != view.has_pools
         ):
             self._order = {name: i for i, name in enumerate(view.hosts)}
             self.rebuild()
@@ -286,7 +281,7 @@ class HostTable(ScrollView, can_focus=True):
         wide = width >= WIDE_AT
         view = self._view
         traffic = view is not None and view.traffic
-        pools = view is not None and _has_pools(view)
+        pools = view is not None and view.has_pools
         self._traffic = traffic
         self._pools = pools
         cols = [
