@@ -264,11 +264,12 @@ def rollout_yaml(
     # near POLLS_PER_SECOND, which one Python process serves with room to spare.
     poll = max(5 * time_scale, n / POLLS_PER_SECOND)
     window = max(30 * time_scale, 3 * poll)
-    if scenario.load_balancer is not None and load_rate(scenario, n) > 0:
+    rate = load_rate(scenario, n)
+    if scenario.load_balancer is not None and rate > 0:
         # Real requests, in real seconds: a window holds WINDOW_REQUESTS of the new
         # version's when it is first judged, so a 15% error rate stands out of the noise
         # (and the analyzer's 100 requests are there) whatever the time_scale.
-        window = max(window, WINDOW_REQUESTS / (load_rate(scenario, n) * new_share(scenario, n)))
+        window = max(window, WINDOW_REQUESTS / (rate * new_share(scenario, n)))
     o = scenario.rollout
     batches = o.get("batches", [1, "25%", "50%", "100%"])
     gate = scaled_gate(o["between_batches"], time_scale) if "between_batches" in o else t(5)
@@ -283,7 +284,8 @@ def rollout_yaml(
     if lb is not None and balancer is None:
         balancer = BalancerLayout(pools=lb.pools)
     targets, traffic, drain = "all", "", True
-    if lb is not None and balancer is not None:
+    if lb is not None:
+        assert balancer is not None  # the fleet's, or the default above
         drain = False  # HAProxy drains (rolling) or holds the idle pool (blue-green)
         traffic = (
             f"load_balancer:\n  host: {balancer.host}\n  socket: {balancer.socket}\n"
