@@ -66,10 +66,7 @@ def describe_balancer(
     if lb is None:
         return []
     via = f"socket {lb.socket}" if lb.socket is not None else f"TCP {lb.api}"
-    pairs = [f"{h} -> {lb.backend}/{s}" for h, s in servers.items()]
-    shown = ", ".join(pairs[:SERVERS_SHOWN])
-    if len(pairs) > SERVERS_SHOWN:
-        shown += f" and {len(pairs) - SERVERS_SHOWN} more"
+    shown = _first([f"{h} -> {lb.backend}/{s}" for h, s in servers.items()])
     drain = (
         f"drained before its steps (until {lb.wait_sessions} sessions, at most "
         f"{format_duration(lb.drain_timeout)})"
@@ -80,9 +77,7 @@ def describe_balancer(
     ]
     if spec.strategy == "blue-green":
         for pool, hosts in (pools or {}).items():
-            names = ", ".join(hosts[:SERVERS_SHOWN])
-            more = f" and {len(hosts) - SERVERS_SHOWN} more" if len(hosts) > SERVERS_SHOWN else ""
-            lines.append(f"            pool {pool}: {len(hosts)} hosts ({names}{more})")
+            lines.append(f"            pool {pool}: {len(hosts)} hosts ({_first(hosts)})")
         lines += [
             "            blue-green: the live pool is the one HAProxy has ready when the run",
             "            starts (check connects nowhere; a pool half live is refused); the idle",
@@ -106,3 +101,11 @@ def describe_balancer(
         ]
     lines.append(f"            servers: {shown}")
     return lines
+
+
+def _first(items: list[str]) -> str:
+    """The first SERVERS_SHOWN of ``items``, and how many more."""
+    shown = ", ".join(items[:SERVERS_SHOWN])
+    if len(items) > SERVERS_SHOWN:
+        shown += f" and {len(items) - SERVERS_SHOWN} more"
+    return shown
