@@ -173,17 +173,23 @@ async def test_failing_journal_pauses_the_rollout(
 
     journal = journal_in(tmp_path)
     real = jmod._write_all
-    calls = {"n": 0}
+    full = {"disk": False}
 
     def flaky(fd: int, lines: list[str]) -> None:
-        calls["n"] += 1
-        if calls["n"] > 3:
+        # the disk fills up with the write that holds h01's install: the writer
+        # group-commits, so a count of writes would depend on timing
+        if full["disk"] or any(
+            '"kind":"step_started"' in ln and '"host":"h01"' in ln for ln in lines
+        ):
+            full["disk"] = True
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fd, lines)
 
     monkeypatch.setattr(jmod, "_write_all", flaky)
     run = make_engine(spec_from("batches: [1, 2]\n"), 5, journal=journal, exit_when_paused=True)
-    run.fake.on(r"^install", delay=0.05)
+    # h01's install outlasts the failed write by far, so batch 1 is still running when
+    # the engine hears of it, however loaded the machine
+    run.fake.on(r"^install", delay=0.5, hosts=["h01"])
     await run_engine(run)
     assert run.outcome == Outcome.PAUSED
     alert = next(e for e in run.events if isinstance(e, ev.Alert))
