@@ -18,6 +18,7 @@ from console.attach.server import serve_engine
 from console.core import events as ev
 from console.core.commands import Command
 from console.core.events import Outcome, RolloutState
+from console.transport.fake import Reply
 from tests.test_engine_helpers import journal_in, make_engine, spec_from
 from tests.test_tui_helpers import SIZE, _private_config  # noqa: F401
 from tests.waiting import settled
@@ -39,11 +40,15 @@ async def test_read_only_console_and_a_second_console_on_one_rollout(tmp_path: P
         rollout_id="shop-c1",
     )
     run.fake.on(r"^install", lines=["unpacking"], delay=0.3)
+    # the last host holds until the final resume: the pause lands before the end however
+    # slow the console's start is
+    last = asyncio.Event()
+    run.fake.on(r"^install", Reply(lines=["unpacking"], wait=last), hosts=["h06"])
     server = serve_engine(run.engine, tmp_path)
     sock = socket_path_for(tmp_path, "shop-c1")
     engine_task = asyncio.create_task(run.engine.run())
     try:
-        await until(lambda: run.engine.view.batch_index == 0)
+        await until(lambda: run.engine.view.batch_index is not None)
         observer = await connect(sock, read_only=True)
         driver = await connect(sock)
         driver.start()
@@ -90,6 +95,7 @@ async def test_read_only_console_and_a_second_console_on_one_rollout(tmp_path: P
         assert run.engine.control.paused, "detaching must not change the rollout"
         assert not engine_task.done()
 
+        last.set()
         driver.controller.execute(Command("resume", operator="erin"))
         async with asyncio.timeout(30):
             assert await engine_task == Outcome.SUCCEEDED

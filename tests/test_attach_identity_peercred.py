@@ -24,6 +24,7 @@ from console.core import events as ev
 from console.core.commands import Command, unix_user
 from console.store.history import history, render_history
 from console.store.journal import Journal, read_journal
+from console.transport.fake import Reply
 from tests.fixtures.second_user import OtherUser, other_user, shared_base  # noqa: F401
 from tests.test_engine_helpers import Run, make_engine, spec_from
 from tests.waiting import wait_until
@@ -107,6 +108,10 @@ async def test_second_user_command_is_journaled_with_their_unix_name(
     os.chown(state, os.geteuid(), user.gid)
     state.chmod(0o750)  # the group may list and connect, never plant a file
     run, journal = slow_run(state, "team1")
+    # the last host holds until the pause is in: a second interpreter's start, slow
+    # under load, still finds the rollout running
+    held = asyncio.Event()
+    run.fake.on(r"^install", Reply(lines=["unpacking", "done"], wait=held), hosts=["h06"])
     server = serve_engine(run.engine, state, group=user.group)
     task = asyncio.create_task(run.engine.run())
     try:
@@ -131,6 +136,7 @@ async def test_second_user_command_is_journaled_with_their_unix_name(
         assert proc.returncode == 0, (out, err)
         assert b"pause accepted" in out
         await wait_until(lambda: run.engine.control.paused, what="the pause to apply")
+        held.set()
         run.engine.resume(operator="tester")
         async with asyncio.timeout(60):
             await task

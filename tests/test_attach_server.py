@@ -27,6 +27,7 @@ from console.core import events as ev
 from console.core.commands import Command
 from console.core.events import Event, HostState, Outcome, RolloutState
 from console.core.state import RolloutView
+from console.transport.fake import Reply
 from tests.test_engine_helpers import Run, journal_in, make_engine, spec_from
 from tests.waiting import wait_until
 
@@ -109,6 +110,10 @@ def projection(view: RolloutView) -> dict[str, Any]:
 
 async def test_two_consoles_pause_read_only_late_attach_and_ps(tmp_path: Path) -> None:
     run = slow_run(tmp_path)
+    # batch 2 holds until alice's pause is in: it lands between batches 2 and 3, however
+    # slow the socket round trips are
+    paused = asyncio.Event()
+    run.fake.on(r"^install", Reply(lines=["unpacking", "done"], wait=paused), hosts=["h02", "h03"])
     server = serve_engine(run.engine, tmp_path)
     sock = socket_path_for(tmp_path, "shop-r1")
     assert sock.exists()
@@ -116,7 +121,7 @@ async def test_two_consoles_pause_read_only_late_attach_and_ps(tmp_path: Path) -
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     engine_task = asyncio.create_task(run.engine.run())
     try:
-        await until(lambda: run.engine.view.batch_index == 0)
+        await until(lambda: run.engine.view.batch_index is not None)
         alice = Watcher(await connect(sock))
         bob = Watcher(await connect(sock, read_only=True))
         for w in (alice, bob):
@@ -129,6 +134,8 @@ async def test_two_consoles_pause_read_only_late_attach_and_ps(tmp_path: Path) -
         # live events reach both; alice pauses and both see it, with her name and reason
         await until(lambda: alice.of(ev.StepFinished) and bob.of(ev.StepFinished))
         alice.remote.controller.execute(Command("pause", operator="alice", reason="looks bad"))
+        await until(lambda: run.engine.control.paused)
+        paused.set()
         for w in (alice, bob):
             await until(lambda w=w: any(c.command == "pause" for c in w.of(ev.OperatorCommand)))
             cmd = next(c for c in w.of(ev.OperatorCommand) if c.command == "pause")
@@ -356,10 +363,11 @@ def test_ps_lists_a_locked_rollout_without_a_socket(
 
 async def test_client_is_told_when_the_owner_stops_serving(tmp_path: Path) -> None:
     run = slow_run(tmp_path, "shop-s1", n=3, delay=0.3)
+    run.fake.on(r"^install", Reply(wait=asyncio.Event()), hosts=["h03"])  # still running
     server = serve_engine(run.engine, tmp_path)
     task = asyncio.create_task(run.engine.run())
     try:
-        await until(lambda: run.engine.view.batch_index == 0)
+        await until(lambda: run.engine.view.batch_index is not None)
         w = Watcher(await connect(socket_path_for(tmp_path, "shop-s1")))
         await server.close()
         async with asyncio.timeout(5):

@@ -73,7 +73,9 @@ async def test_any_other_answer_is_no_and_fires_on_failure_with_the_output(tmp_p
 
 
 async def test_no_go_before_the_gate_timeout_applies_on_timeout(tmp_path: Path) -> None:
-    gate = "{gate: command, run: ./ask.sh, every: 50ms, timeout: 300ms, on_timeout: abort}"
+    # long enough for a second poll when forks are slow (a loaded machine), short
+    # enough to keep the test quick
+    gate = "{gate: command, run: ./ask.sh, every: 50ms, timeout: 1500ms, on_timeout: abort}"
     run = make_engine(gate_spec(tmp_path, gate, answers=(1,)), 3)
     await run_engine(run)
     assert run.outcome == Outcome.FAILED  # the policy stopped it

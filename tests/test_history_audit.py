@@ -5,6 +5,7 @@ and clear errors for unknown or ambiguous ids."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from console.core.state import RolloutView
 from console.store.history import history, render_history, render_timeline, resolve_id, timeline
 from console.store.journal import journal_path
 from console.store.lock import RolloutLock
+from console.transport.fake import Reply
 from tests.test_engine_helpers import Run, journal_in, make_engine, run_engine, spec_from
 
 
@@ -50,11 +52,15 @@ async def paused_by_operator(tmp: Path, rid: str = "other-pz") -> Run:
     """An operator pauses after the first batch, with a reason; the run exits paused."""
     spec = spec_from("service: other\nbatches: [1, 2]\n")
     run = make_engine(spec, 5, journal=journal_in(tmp, rid), rollout_id=rid, exit_when_paused=True)
-    run.fake.on(r"^install", delay=0.05)
+    # batch 2 holds until the pause is in: consumers see BatchFinished(0) only after
+    # its fsync, which may come after the whole next batch on a loaded machine
+    release = asyncio.Event()
+    run.fake.on(r"^install", Reply(wait=release), hosts=["h02", "h03"])
 
     def react(event: Event, r: Run) -> None:
         if isinstance(event, ev.BatchFinished) and event.index == 0:
             r.engine.pause(reason="latency up on h01", operator="carol")
+            release.set()
 
     await run_engine(run, react)
     assert run.outcome == Outcome.PAUSED

@@ -3,6 +3,7 @@ on disk before any consumer sees it, torn last lines tolerated, secrets redacted
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -21,6 +22,7 @@ from console.store.journal import (
     read_journal,
     resolve_state_dir,
 )
+from console.transport.fake import Reply
 from tests.test_engine_helpers import Run, hosts, journal_in, make_engine, run_engine, spec_from
 
 
@@ -87,11 +89,13 @@ async def test_fsync_runs_off_the_event_loop_thread(
 async def test_journal_records_who_versions_and_commands(tmp_path: Path) -> None:
     journal = journal_in(tmp_path)
     run = make_engine(spec_from("batches: [1, 2]\n"), 5, journal=journal, exit_when_paused=True)
-    run.fake.on(r"^install", delay=0.2, hosts=["h02"])  # still moving when the pause lands
+    release = asyncio.Event()  # h02 is still moving when the pause lands
+    run.fake.on(r"^install", Reply(wait=release), hosts=["h02"])
 
     def react(e: Event, r: Run) -> None:
         if isinstance(e, ev.HostStateChanged) and e.state == HostState.HEALTHY and e.host == "h01":
             r.engine.pause(reason="coffee", operator="alice")
+            release.set()
 
     await run_engine(run, react)
     events = read_journal(journal.path)
@@ -187,9 +191,17 @@ async def test_failing_journal_pauses_the_rollout(
 
     monkeypatch.setattr(jmod, "_write_all", flaky)
     run = make_engine(spec_from("batches: [1, 2]\n"), 5, journal=journal, exit_when_paused=True)
-    # h01's install outlasts the failed write by far, so batch 1 is still running when
-    # the engine hears of it, however loaded the machine
-    run.fake.on(r"^install", delay=0.5, hosts=["h01"])
+    # h01's install holds until the engine has heard of the failed write
+    heard = asyncio.Event()
+    run.fake.on(r"^install", Reply(wait=heard), hosts=["h01"])
+    told = journal.on_error
+    assert told is not None
+
+    def failed(exc: Exception) -> None:
+        told(exc)
+        heard.set()
+
+    journal.on_error = failed
     await run_engine(run)
     assert run.outcome == Outcome.PAUSED
     alert = next(e for e in run.events if isinstance(e, ev.Alert))

@@ -26,6 +26,7 @@ from console.templating import redactor_for
 from tests.fixtures.http_receiver import Receiver
 from tests.fixtures.simfleet import FleetFactory
 from tests.test_engine_helpers import Run, hosts, journal_in, make_engine, run_engine, spec_from
+from tests.waiting import wait_until
 
 TOKEN = "secret-token-123"
 
@@ -280,6 +281,8 @@ async def test_the_end_of_a_run_waits_for_a_stuck_hook_only_so_long(tmp_path: Pa
         finished = ev.RolloutFinished(outcome=Outcome.SUCCEEDED, exit_code=0)
         for event in (ev.Notice(message="ignored"), started_event(), finished):
             notifier.listen(event)
+        # "started" is in flight (stuck at the receiver) before the drain's limit runs
+        await wait_until(lambda: hung.requests == 1, what="the started hook to be sent")
         left = await notifier.drain(limit=0.2)
     (report,) = left
     assert (report.ok, report.status, report.event) == (False, "not sent", "finished")

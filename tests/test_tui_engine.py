@@ -19,7 +19,7 @@ from console.core.state import RolloutView
 from console.engine import Engine
 from console.runtime.engine_thread import EngineThread
 from console.runtime.session import build_engine, load_rollout
-from console.simfleet import SimFleet
+from console.simfleet import SimFleet, parse_scenario
 from console.transport import TransportOptions
 from screens.confirm import ConfirmScreen
 from screens.dashboard import DashboardScreen
@@ -127,7 +127,9 @@ async def test_quitting_now_cancels_the_engine_thread_cleanly(
 ) -> None:
     """q, y (pause and quit), then q again (quit now): the engine, on its own thread,
     is cancelled in its own loop and recorded as aborted; the thread ends."""
-    fleet = await sim_fleet_factory(n=4, time_scale=1.0)  # installs take seconds
+    # installs hang: a host is mid-install until the quit-now, however slow the console
+    hang = parse_scenario("versions: {new: {install_hangs: true}}")
+    fleet = await sim_fleet_factory(n=4, scenario=hang, time_scale=1.0)
     engine = engine_on(fleet)
     app = make_console(engine, remember_theme=False, process_stats=lambda: (0.0, 0.0))
     async with app.run_test(size=SIZE) as pilot:

@@ -42,7 +42,9 @@ from inventory.model import Host
 class Reply:
     """What a scripted command does: wait ``delay`` seconds while printing ``lines``
     (spread evenly over the delay), then exit with ``exit_code`` (or die of
-    ``signal``, e.g. ``"KILL"``); ``hang`` never exits."""
+    ``signal``, e.g. ``"KILL"``); ``hang`` never exits. ``wait``: the command first
+    waits (under its timeout) until this event is set; a test holds a host mid-step
+    until what it races against has happened, instead of betting on a delay."""
 
     exit_code: int = 0
     lines: Sequence[str] = ()
@@ -50,6 +52,7 @@ class Reply:
     delay: float = 0.0
     hang: bool = False
     signal: str | None = None
+    wait: asyncio.Event | None = None
 
 
 Handler = Callable[[str, str], Reply | None]  # (host name, command) -> reply or fall through
@@ -135,6 +138,8 @@ class FakeConnection:
         sink = OutputSink(self._t.options.tail_lines, on_line)
 
         async def play() -> None:
+            if reply.wait is not None:
+                await reply.wait.wait()
             async for line in _play(reply.lines, reply.delay):
                 sink.emit("stdout", line)
             for line in _lines(reply.stderr):
@@ -169,6 +174,8 @@ class FakeConnection:
         """Yields the reply's stdout lines, then follows forever if it hangs."""
         rec, reply = self._begin(command)
         try:
+            if reply.wait is not None:
+                await reply.wait.wait()
             async for line in _play(reply.lines, reply.delay):
                 yield line
             if reply.hang:
