@@ -166,10 +166,13 @@ async def test_polls_due_together_run_as_one_command():
     health = h.of(HealthSample)
     assert len(health) >= 8 and all(s.ok for s in health)
     assert len(h.of(VitalsSample)) >= 3 and h.observed >= 3
-    # One command per health tick: vitals and metrics rode in health's commands.
-    assert len(h.conn.commands) <= len(health) + 1
+    # One command per health tick: vitals and metrics rode in health's commands. A
+    # stalled event loop (a loaded machine) pushes health's next tick off the grid the
+    # others were snapped to: each of them may then miss it once, and run alone.
+    assert len(h.conn.commands) <= len(health) + 1 + 2
     chained = [c for c in h.conn.commands if "svc vitals" in c or "svc metrics" in c]
-    assert chained and all(c.endswith("; svc health") for c in chained)
+    riding = [c for c in chained if c.endswith("; svc health")]
+    assert riding and len(chained) - len(riding) <= 2, chained
     assert h.warnings() == [] and h.unhealthy == []
 
 

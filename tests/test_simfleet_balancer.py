@@ -131,7 +131,9 @@ async def test_a_blue_green_fleet_behind_haproxy(sim_fleet_factory: FleetFactory
     await wait_until(lambda: traffic.served(OLD) >= seen + 40, what="blue live again")
     # A drained server takes no new request: only those already in flight finish.
     assert traffic.last[NEW] <= switched_back + REQUEST_TIMEOUT
-    assert traffic.served("", 0) == 0 and traffic.skipped == 0  # nothing failed to answer
+    # nothing failed to answer (``skipped`` are requests the generator never sent, its
+    # slots all busy: a loaded machine, not the switch)
+    assert traffic.served("", 0) == 0
 
 
 async def test_counters_count_the_requests_each_ready_server_answered(

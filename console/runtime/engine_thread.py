@@ -145,8 +145,11 @@ class EngineThread:
         except asyncio.CancelledError:
             if self._loop is not None and self._task is not None:
                 self._loop.call_soon_threadsafe(self._task.cancel)
-            await asyncio.to_thread(thread.join, 60)
             raise
+        finally:
+            # The outcome is handed over before the thread's loop is torn down: wait
+            # for that too, so nothing of the engine runs behind the console's exit.
+            await asyncio.to_thread(thread.join, 60)
 
     async def _serve(self) -> Outcome:
         self._loop = asyncio.get_running_loop()
