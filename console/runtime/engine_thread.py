@@ -147,8 +147,8 @@ class EngineThread:
                 self._loop.call_soon_threadsafe(self._task.cancel)
             raise
         finally:
-            # The outcome is handed over before the thread's loop is torn down: wait
-            # for that too, so nothing of the engine runs behind the console's exit.
+            # The thread hands the outcome over as its last act, and may not have
+            # ended yet: wait for it, so no part of the engine outlives this call.
             await asyncio.to_thread(thread.join, 60)
 
     async def _serve(self) -> Outcome:
