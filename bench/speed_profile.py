@@ -7,8 +7,9 @@ the bench's (``../shared/bench/rolldeck.sh``: drain, install, switch, health eve
 ``current_version``), run in this process as ``rolldeck run --headless --yes --json``
 (``--root`` puts another checkout of rolldeck first on ``sys.path``: a prototype).
 Prints, from the client side (every exec counted where asyncssh opens it, so no sshd
-log is needed): wall, user+sys CPU, peak RSS, handshakes, execs per host by kind, and
-the ``--json`` timeline (preflight, each batch, step and health durations).
+log is needed): wall, user+sys CPU, peak RSS, handshakes, execs per host by kind, the
+SSH packets sent by message type, and the ``--json`` timeline (preflight, each batch,
+step and health durations).
 Measurement only: the product's code is not changed, only wrapped.
 """
 
@@ -151,6 +152,27 @@ def instrument() -> tuple[dict[str, collections.Counter[str]], dict[str, Any]]:
         return await original_run(self, command, *args, **kwargs)
 
     PersistentShell._run = shell_run  # type: ignore[method-assign]
+
+    # SSH packets sent, by message type: what each side parses, encrypts and wakes for.
+    import asyncssh.connection
+    import asyncssh.constants
+
+    names = {
+        v: k[4:]
+        for k, v in vars(asyncssh.constants).items()
+        if k.startswith("MSG_") and isinstance(v, int) and not k.endswith(("_FIRST", "_LAST"))
+    }
+    packets: collections.Counter[str] = collections.Counter()
+    stats["packets"] = packets
+    original_send = asyncssh.connection.SSHConnection.send_packet
+
+    def send_packet(self: Any, pkttype: int, *args: Any, **kwargs: Any) -> None:
+        # 30-49: the key exchange method's own messages (ECDH_INIT and the like)
+        name = "KEX_METHOD" if 30 <= pkttype <= 49 else f"type {pkttype}"
+        packets[names.get(pkttype, name)] += 1
+        original_send(self, pkttype, *args, **kwargs)
+
+    asyncssh.connection.SSHConnection.send_packet = send_packet  # type: ignore[method-assign]
     return execs, stats
 
 
@@ -265,6 +287,9 @@ def main() -> int:
     print(f"commands in the kept shells: {count_in} = {count_in / n:.2f} a host")
     for kind, count in in_shell.most_common():
         print(f"  {kind:14s} {count:6d}  ({count / n:.2f} a host)")
+    sent = stats["packets"]
+    print(f"ssh packets sent: {sum(sent.values())} = {sum(sent.values()) / n:.1f} a host")
+    print("  " + ", ".join(f"{name} {count}" for name, count in sent.most_common()))
     if os.environ.get("SPEED_EXAMPLES"):
         for kind, text in stats["examples"].items():
             print(f"  example {kind}: {text!r}")
