@@ -33,15 +33,44 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from console.attach.detach import serve_headless
 from console.store.journal import Journal
+from console.transport.fake import Reply
 from tests.test_engine_helpers import make_engine, spec_from
 
 state_dir, rid = Path(sys.argv[1]), sys.argv[2]
 journal = Journal.create(state_dir, rid, {"who": "owner", "pid": __import__("os").getpid()})
+# the install's timeout outlasts a held host (below) on a loaded machine
+STEPS = (
+    "steps:\\n"
+    '  - {name: install, run: "install {version}", timeout: 120s}\\n'
+    '  - {name: activate, run: "activate {version}", timeout: 5s}\\n'
+)
 run = make_engine(
-    spec_from("batches: [1, 2, 3]\\nmax_parallel: 1\\n"), 6, journal=journal, rollout_id=rid
+    spec_from("batches: [1, 2, 3]\\nmax_parallel: 1\\n" + STEPS),
+    6,
+    journal=journal,
+    rollout_id=rid,
 )
 run.fake.on(r"^install", lines=["unpacking"], delay=1.0)  # 6 s in all
-outcome = asyncio.run(serve_headless(run.engine, state_dir, mode="plain"))
+go = asyncio.Event()
+if sys.argv[4:] == ["hold"]:  # the last host waits for a GO file: the test's commands
+    # (each a new interpreter, slow on a loaded machine) find the rollout running
+    run.fake.on(r"^install", Reply(lines=["unpacking"], wait=go), hosts=["h06"])
+
+
+async def main():
+    async def watch():
+        while not (state_dir / "GO").exists():
+            await asyncio.sleep(0.05)
+        go.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await serve_headless(run.engine, state_dir, mode="plain")
+    finally:
+        watcher.cancel()
+
+
+outcome = asyncio.run(main())
 print("owner done:", outcome.value)
 """
 
@@ -88,7 +117,7 @@ def journaled_state(journal: Path) -> str | None:
 
 def test_detached_owner_attach_send_ps_history_show(tmp_path: Path) -> None:
     sd = str(tmp_path)
-    cmd = [sys.executable, "-c", OWNER, sd, "shop-d1", str(ROOT)]
+    cmd = [sys.executable, "-c", OWNER, sd, "shop-d1", str(ROOT), "hold"]
     pid, rid = spawn_detached(["run", "x"], tmp_path, command=cmd)
     assert rid == "shop-d1" and pid != os.getpid()
     sock = socket_path_for(tmp_path, rid)
@@ -132,6 +161,7 @@ def test_detached_owner_attach_send_ps_history_show(tmp_path: Path) -> None:
             "attach", rid, "--state-dir", sd, "--send", "resume", "--operator", "bob"
         )
         assert resumed.returncode == 0, resumed.stderr
+        (tmp_path / "GO").touch()  # the last host may finish now
         out, err = watcher.communicate(timeout=60)
     finally:
         if watcher.poll() is None:
