@@ -53,7 +53,8 @@ health:
 
 # What an exec is, from its command text (first match wins).
 KINDS = [
-    ("lease", re.compile(r"umask 077\nop=|rolldeck-lease")),
+    ("shell", re.compile(r"read -r rolldeck_l")),  # a kept shell: its prelude holds the lease
+    ("lease", re.compile(r"umask 077\nop=|rolldeck-lease|rolldeck_lease_folded ")),
     ("kill", re.compile(r"kill -TERM -\$P")),
     ("version", re.compile(r"readlink")),
     ("health", re.compile(r"current/VERSION\)")),

@@ -10,15 +10,23 @@ the version command prints.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from console.engine.leases import LeaseError, folded_command, folded_in_sh, split_folded
+from console.engine.leases import (
+    PRELUDE,
+    LeaseError,
+    folded_call,
+    folded_command,
+    folded_in_sh,
+    split_folded,
+)
 from console.transport.base import RunResult
-from console.transport.ssh_shell import EVAL_LOOP, end_line, script_line
+from console.transport.ssh_shell import EVAL_LOOP, end_line, script_line, shell_command
 
 END = "\x1eend-of-test "
 
@@ -38,27 +46,33 @@ def _exec(command: str) -> RunResult:
     return _result(done.returncode, done.stdout, done.stderr)
 
 
-def _kept_shell(command: str) -> RunResult:
+def _kept_shell(command: str, start: str = EVAL_LOOP) -> RunResult:
     line = script_line(command, "pgroup")
     assert line is not None
     script = line + "\n" + end_line("pgroup", END)
     done = subprocess.run(
-        ["/bin/sh", "-c", EVAL_LOOP], input=script, capture_output=True, text=True, timeout=30
+        ["/bin/sh", "-c", start], input=script, capture_output=True, text=True, timeout=30
     )
     out, _, status = done.stdout.rpartition("\n" + END)
     err = done.stderr.rpartition("\n" + END)[0]
     return _result(int(status.strip()), out, err)
 
 
-@pytest.fixture(params=["exec", "kept-shell"])
+@pytest.fixture(params=["exec", "kept-shell", "kept-shell-prelude"])
 def fold(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
     """Run a folded lease operation the way it reaches a host: on an exec of its own
-    (``folded_command``), or in the kept shell (``folded_in_sh``)."""
+    (``folded_command``), in the kept shell (``folded_in_sh``), or in a kept shell
+    started as the transport starts it with the lease function in its prelude
+    (``folded_call``; the start command run by a POSIX login shell)."""
 
     def run(token: str, op: str, directory: str, *args: str, then: str) -> RunResult:
         if request.param == "exec":
             return _exec(folded_command(token, op, directory, *args, then=then))
-        return _kept_shell(folded_in_sh(token, op, directory, *args, then=then))
+        if request.param == "kept-shell":
+            return _kept_shell(folded_in_sh(token, op, directory, *args, then=then))
+        call = folded_call(token, op, directory, *args, then=then)
+        assert "\n" not in call  # one short line: no script carried
+        return _kept_shell(call, start=shell_command("pgroup", PRELUDE))
 
     return run
 
@@ -138,3 +152,32 @@ def test_a_folded_take_starts_no_date_and_keeps_the_hosts_clock(
     read = _exec(remote_command("shell", "read", leases, "svc@h"))
     record = LeaseRecord.parse(list(read.stdout_tail))
     assert record.operator == "alice" and record.age < 30
+
+
+@pytest.mark.parametrize("login", ["sh", "bash", "zsh", "fish", "tcsh"])
+def test_the_kept_shell_starts_with_its_prelude_under_any_login_shell(
+    tmp_path: Path, login: str
+) -> None:
+    """sshd hands the start command to the user's login shell: the prelude is carried
+    on one line (csh takes no line break inside quotes) and quoted so that each of
+    these passes it to ``/bin/sh`` intact; the lease function then runs by name."""
+    path = shutil.which(login)
+    if path is None:
+        pytest.skip(f"no {login} on this machine")
+    leases = str(tmp_path / "leases")
+    start = shell_command("pgroup", PRELUDE)
+    assert "\n" not in start and "!" not in start
+    take = folded_call("t1", "take", leases, "svc@h", "r1", "{}", "taken", then="echo 1.0")
+    release = folded_call("t2", "release", leases, "svc@h", "r1", "gone", then="echo 2.0")
+    script = take + "\n" + end_line("pgroup", END) + release + "\n" + end_line("pgroup", END)
+    done = subprocess.run(
+        [path, "-c", start], input=script, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    first, second, _ = done.stdout.split("\n" + END)
+    taken = split_folded(_result(0, first, ""), "t1", "take")
+    assert taken.lease == ["TAKEN"] and taken.then.first_line == "1.0"
+    released = split_folded(_result(0, second.split("\n", 1)[1], ""), "t2", "release")
+    assert released.lease == ["RELEASED"] and released.then.first_line == "2.0"
+    history = (tmp_path / "leases" / "svc@h.history").read_text()
+    assert "taken" in history and "gone" in history

@@ -71,7 +71,9 @@ async def _rollout(
     fleet_lock, other = [], []
     for command in audited.commands():
         mine = [n for n, root in roots.items() if f"{root}/" in command or f"@{n}" in command]
-        if "rolldeck-lease" in command and not any(f"@{n}" in command for n in names):
+        if "read -r rolldeck_l" in command:  # a kept shell (its prelude: the lease script)
+            other.append(command)
+        elif "rolldeck-lease" in command and not any(f"@{n}" in command for n in names):
             fleet_lock.append(command)  # the service's lock on the lock host
         elif len(mine) == 1:
             by_host[mine[0]].append(command)
@@ -84,8 +86,10 @@ async def _rollout(
     kills = [c for c in other if "echo KILL" in c]
     other = [c for c in other if c not in kills]
     assert len(kills) <= len(names), kills
-    # nothing else but, at most, one kept-open monitor shell a host (it names no root)
+    # nothing else but, at most, one kept-open monitor shell a host (it names no root),
+    # started with the lease function in its prelude
     assert len(other) <= len(names), other
+    assert all("rolldeck_lease_folded() {" in c for c in other), other
     return by_host, events, roots
 
 

@@ -20,11 +20,12 @@ import os
 import socket
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from console.core.clock import SYSTEM, Clock
 from console.engine import Engine, RestorePoint, spec_hash
-from console.engine.leases import LeaseOptions
+from console.engine.leases import PRELUDE, LeaseOptions
 from console.lock_options import broke_lock_notice
 from console.runtime.limits import LocalFailureGuard, stop_for_local_cause
 from console.runtime.rollout import Rollout, load_rollout
@@ -99,6 +100,9 @@ def build_engine(
     guard: LocalFailureGuard | None = None
     if transport is None:
         options = options or rollout_options(len(rollout.hosts))
+        if leases is not None and PRELUDE not in options.shell_prelude:
+            # every kept shell defines the folded lease operation once (leases.py)
+            options = replace(options, shell_prelude=options.shell_prelude + PRELUDE)
         # A connect failing for a local cause (EMFILE, no user name) stops the rollout
         # once instead of failing hosts as unreachable (console/runtime/limits.py).
         transport = guard = LocalFailureGuard(make_transport(options), options)

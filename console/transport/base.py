@@ -111,6 +111,10 @@ class TransportOptions:
     ssh_config: list[str] | None = None  # None: the user's ~/.ssh/config when present
     client_keys: list[str] | None = None
     tail_lines: int = 20  # how many output lines a RunResult keeps
+    # POSIX sh function definitions a kept shell runs once, at its start (the lease
+    # operation, console/engine/leases.py): a command then calls a function on one
+    # line instead of carrying its script, and the host parses it once, not each time.
+    shell_prelude: str = ""
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -141,6 +145,11 @@ class Session(Protocol):
         there (the shell is busy, or takes one line only) it runs on an exec of its
         own, under the login shell: ``alone``, when given, is what runs then (the same
         work written for any login shell), else ``command``."""
+        ...
+
+    def defines(self, name: str) -> bool:
+        """Whether the shell has shell function ``name`` from its start
+        (:attr:`TransportOptions.shell_prelude`)."""
         ...
 
     async def close(self) -> None: ...

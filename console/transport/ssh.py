@@ -324,6 +324,7 @@ class SSHTransport:
                 shell=shell_kind(host),
                 tail_lines=self.options.tail_lines,
                 max_sessions=_max_sessions(self.options),
+                shell_prelude=self.options.shell_prelude,
             )
         await self._acquire_slot()
         try:

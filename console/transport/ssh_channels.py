@@ -80,8 +80,10 @@ class SSHConnection:
         tail_lines: int,
         max_sessions: int,
         shell: str = "sh",
+        shell_prelude: str = "",
     ) -> None:
         self.host = host
+        self.shell_prelude = shell_prelude
         self.mode = mode
         # Commands run in the login shell (or the simulated fleet's), which chains
         # `a && b || c; d`: the monitor may poll several signals in one command, in a
@@ -334,7 +336,7 @@ class SSHConnection:
         if not self.chains_commands:
             return None
         if self._shell is None:
-            self._shell = PersistentShell(self, self._tail_lines)
+            self._shell = PersistentShell(self, self._tail_lines, self.shell_prelude)
         return self._shell
 
     async def open_session(self, command: str) -> Running:

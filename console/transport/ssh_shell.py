@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -54,10 +55,16 @@ EVAL_LOOP = (
 )
 
 
-def shell_command(mode: str) -> str:
-    """The command that starts the persistent shell on a host of kill ``mode``."""
+def shell_command(mode: str, prelude: str = "") -> str:
+    """The command that starts the persistent shell on a host of kill ``mode``: its
+    ``prelude`` (function definitions), then the loop. The prelude is carried on one
+    line (:func:`script_line`), its ``!`` written ``\\0041`` for ``printf``: the login
+    shell that runs this may be csh, which takes no line break inside quotes and may
+    read ``!`` as history. The simulated fleet's shell (not POSIX) gets none."""
     if mode == "pgroup":
-        return "exec /bin/sh -c '" + EVAL_LOOP.replace("'", "'\"'\"'") + "'"
+        carried = (script_line(prelude, mode) or "").replace("!", "\\0041")
+        start = carried + "; " if prelude else ""
+        return "exec /bin/sh -c '" + (start + EVAL_LOOP).replace("'", "'\"'\"'") + "'"
     return "sh"
 
 
@@ -141,9 +148,10 @@ class PersistentShell:
     in the shell, another is run on an exec channel of its own rather than queued.
     """
 
-    def __init__(self, conn: ShellHost, tail_lines: int = 20) -> None:
+    def __init__(self, conn: ShellHost, tail_lines: int = 20, prelude: str = "") -> None:
         self.conn = conn
         self.tail_lines = tail_lines
+        self.prelude = prelude if conn.mode == "pgroup" else ""
         self.started = 0  # shells opened so far (1 while nothing went wrong)
         self._lock = asyncio.Lock()
         self._running: Running | None = None
@@ -165,6 +173,9 @@ class PersistentShell:
             return await self.conn.run(exec_command, timeout=timeout, on_line=on_line)
         async with self._lock:
             return await self._run(line, timeout, on_line)
+
+    def defines(self, name: str) -> bool:
+        return re.search(rf"(?m)^{re.escape(name)}\(\) \{{", self.prelude) is not None
 
     async def _run(self, command: str, timeout: float, on_line: LineCallback | None) -> RunResult:
         loop = asyncio.get_running_loop()
@@ -214,7 +225,7 @@ class PersistentShell:
         if self._running is not None:
             return self._running
         self._marker = f"\x1erolldeck-end-{secrets.token_hex(6)} "
-        running = await self.conn.open_session(shell_command(self.conn.mode))
+        running = await self.conn.open_session(shell_command(self.conn.mode, self.prelude))
         self.started += 1
         self._running = running
         process = running.process
