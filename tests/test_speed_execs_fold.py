@@ -26,7 +26,13 @@ from console.engine.leases import (
     split_folded,
 )
 from console.transport.base import RunResult
-from console.transport.ssh_shell import EVAL_LOOP, end_line, script_line, shell_command
+from console.transport.ssh_shell import (
+    EVAL_LOOP,
+    end_line,
+    prelude_line,
+    script_line,
+    shell_command,
+)
 
 END = "\x1eend-of-test "
 
@@ -46,10 +52,10 @@ def _exec(command: str) -> RunResult:
     return _result(done.returncode, done.stdout, done.stderr)
 
 
-def _kept_shell(command: str, start: str = EVAL_LOOP) -> RunResult:
+def _kept_shell(command: str, start: str = EVAL_LOOP, first: str = "") -> RunResult:
     line = script_line(command, "pgroup")
     assert line is not None
-    script = line + "\n" + end_line("pgroup", END)
+    script = first + line + "\n" + end_line("pgroup", END)
     done = subprocess.run(
         ["/bin/sh", "-c", start], input=script, capture_output=True, text=True, timeout=30
     )
@@ -72,7 +78,8 @@ def fold(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
             return _kept_shell(folded_in_sh(token, op, directory, *args, then=then))
         call = folded_call(token, op, directory, *args, then=then)
         assert "\n" not in call  # one short line: no script carried
-        return _kept_shell(call, start=shell_command("pgroup", PRELUDE))
+        start = shell_command("pgroup", prelude=True)
+        return _kept_shell(call, start=start, first=prelude_line(PRELUDE))
 
     return run
 
@@ -158,18 +165,20 @@ def test_a_folded_take_starts_no_date_and_keeps_the_hosts_clock(
 def test_the_kept_shell_starts_with_its_prelude_under_any_login_shell(
     tmp_path: Path, login: str
 ) -> None:
-    """sshd hands the start command to the user's login shell: the prelude is carried
-    on one line (csh takes no line break inside quotes) and quoted so that each of
-    these passes it to ``/bin/sh`` intact; the lease function then runs by name."""
+    """sshd hands the start command to the user's login shell: it is short and on one
+    line (csh limits a word's length, takes no line break in quotes; fish rewrites
+    backslashes in quotes), and the prelude comes on stdin, never through the login
+    shell; the lease function then runs by name."""
     path = shutil.which(login)
     if path is None:
         pytest.skip(f"no {login} on this machine")
     leases = str(tmp_path / "leases")
-    start = shell_command("pgroup", PRELUDE)
-    assert "\n" not in start and "!" not in start
+    start = shell_command("pgroup", prelude=True)
+    assert "\n" not in start and len(start) < 300
     take = folded_call("t1", "take", leases, "svc@h", "r1", "{}", "taken", then="echo 1.0")
     release = folded_call("t2", "release", leases, "svc@h", "r1", "gone", then="echo 2.0")
-    script = take + "\n" + end_line("pgroup", END) + release + "\n" + end_line("pgroup", END)
+    script = prelude_line(PRELUDE) + take + "\n" + end_line("pgroup", END)
+    script += release + "\n" + end_line("pgroup", END)
     done = subprocess.run(
         [path, "-c", start], input=script, capture_output=True, text=True, timeout=30
     )
@@ -181,3 +190,21 @@ def test_the_kept_shell_starts_with_its_prelude_under_any_login_shell(
     assert released.lease == ["RELEASED"] and released.then.first_line == "2.0"
     history = (tmp_path / "leases" / "svc@h.history").read_text()
     assert "taken" in history and "gone" in history
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "bash"])
+def test_a_prelude_that_does_not_parse_leaves_the_shell_running(shell: str) -> None:
+    """``command eval``: a broken prelude fails alone (dash exits on a plain ``eval``
+    of bad syntax), and a backslash, a ``%`` or a ``\\c`` in it come through exact."""
+    path = shutil.which(shell)
+    if path is None:
+        pytest.skip(f"no {shell} on this machine")
+    start = shell_command("pgroup", prelude=True)
+    broken = prelude_line("f() { if then; }\n")
+    script = broken + "echo still here\n" + end_line("pgroup", END)
+    done = subprocess.run([path, "-c", start], input=script, capture_output=True, text=True)
+    assert done.stdout.startswith("still here\n"), (done.stdout, done.stderr)
+    odd = "g() {\n  printf '%s\\n' 'a\\tb \\c 100%'\n}\n"
+    script = prelude_line(odd) + "g\n" + end_line("pgroup", END)
+    done = subprocess.run([path, "-c", start], input=script, capture_output=True, text=True)
+    assert done.stdout.startswith("a\\tb \\c 100%\n"), (done.stdout, done.stderr)

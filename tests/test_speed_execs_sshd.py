@@ -71,7 +71,7 @@ async def _rollout(
     fleet_lock, other = [], []
     for command in audited.commands():
         mine = [n for n, root in roots.items() if f"{root}/" in command or f"@{n}" in command]
-        if "read -r rolldeck_l" in command:  # a kept shell (its prelude: the lease script)
+        if "read -r rolldeck_l" in command:  # a kept shell
             other.append(command)
         elif "rolldeck-lease" in command and not any(f"@{n}" in command for n in names):
             fleet_lock.append(command)  # the service's lock on the lock host
@@ -87,9 +87,9 @@ async def _rollout(
     other = [c for c in other if c not in kills]
     assert len(kills) <= len(names), kills
     # nothing else but, at most, one kept-open monitor shell a host (it names no root),
-    # started with the lease function in its prelude
+    # which reads a prelude (the lease function) first
     assert len(other) <= len(names), other
-    assert all("rolldeck_lease_folded() {" in c for c in other), other
+    assert all("read -r rolldeck_p" in c for c in other), other
     return by_host, events, roots
 
 

@@ -149,7 +149,7 @@ FOLD_MODES = ("shell",)  # `command` hosts: no known shell to chain in; separate
 
 # The folded operation as a function the kept shell defines once, at its start
 # (TransportOptions.shell_prelude): a call is one short line, where the script inline
-# is ~2.5 KB the host parses each time, carried through a `printf` of its own. Take
+# is ~2 KB the host parses each time, carried through a `printf` of its own. Take
 # plus release, each with its version read, cost a host 9.6-9.8 ms of CPU this way
 # against 12.6-13.3 ms inline (200 of each under the real eval loop, alternating).
 FUNCTION = "rolldeck_lease_folded"

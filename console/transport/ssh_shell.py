@@ -55,17 +55,27 @@ EVAL_LOOP = (
 )
 
 
-def shell_command(mode: str, prelude: str = "") -> str:
-    """The command that starts the persistent shell on a host of kill ``mode``: its
-    ``prelude`` (function definitions), then the loop. The prelude is carried on one
-    line (:func:`script_line`), its ``!`` written ``\\0041`` for ``printf``: the login
-    shell that runs this may be csh, which takes no line break inside quotes and may
-    read ``!`` as history. The simulated fleet's shell (not POSIX) gets none."""
+# A prelude (function definitions) comes as the first line on stdin, written for
+# `printf %b` (:func:`prelude_line`), never through the login shell (csh limits a word's
+# length, fish rewrites backslashes in quotes). `command eval`: a prelude that does not
+# parse fails alone; the shell and its loop go on (dash would exit on a plain `eval`).
+PRELUDE_READ = 'IFS= read -r rolldeck_p; command eval "$(printf \'%b\' "$rolldeck_p")"; '
+
+
+def shell_command(mode: str, prelude: bool = False) -> str:
+    """The command that starts the persistent shell on a host of kill ``mode``; with
+    ``prelude``, it first reads and defines the prelude line (:func:`prelude_line`).
+    The simulated fleet's shell (not POSIX) gets none."""
     if mode == "pgroup":
-        carried = (script_line(prelude, mode) or "").replace("!", "\\0041")
-        start = carried + "; " if prelude else ""
-        return "exec /bin/sh -c '" + (start + EVAL_LOOP).replace("'", "'\"'\"'") + "'"
+        start = (PRELUDE_READ if prelude else "") + EVAL_LOOP
+        return "exec /bin/sh -c '" + start.replace("'", "'\"'\"'") + "'"
     return "sh"
+
+
+def prelude_line(prelude: str) -> str:
+    """``prelude`` as the one line :data:`PRELUDE_READ` reads: ``printf %b`` gives back
+    the exact text (backslashes doubled, line breaks written ``\\n``)."""
+    return prelude.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r") + "\n"
 
 
 def end_line(mode: str, marker: str) -> str:
@@ -175,6 +185,8 @@ class PersistentShell:
             return await self._run(line, timeout, on_line)
 
     def defines(self, name: str) -> bool:
+        """From the prelude's text: a definition the host's shell failed to make shows
+        as the call failing ("not found"), which the caller reports."""
         return re.search(rf"(?m)^{re.escape(name)}\(\) \{{", self.prelude) is not None
 
     async def _run(self, command: str, timeout: float, on_line: LineCallback | None) -> RunResult:
@@ -225,10 +237,16 @@ class PersistentShell:
         if self._running is not None:
             return self._running
         self._marker = f"\x1erolldeck-end-{secrets.token_hex(6)} "
-        running = await self.conn.open_session(shell_command(self.conn.mode, self.prelude))
+        running = await self.conn.open_session(shell_command(self.conn.mode, bool(self.prelude)))
         self.started += 1
         self._running = running
         process = running.process
+        if self.prelude:
+            try:
+                process.stdin.write(prelude_line(self.prelude).encode())
+            except (asyncssh.Error, OSError) as exc:
+                await run_shielded(self._discard())
+                raise HostUnreachable(self.conn.host.name, f"connection lost: {exc}") from exc
         self._readers = [
             asyncio.create_task(self._read(running, process.stdout.read, self._stdout_line)),
             asyncio.create_task(self._read(running, process.stderr.read, self._stderr_line)),
