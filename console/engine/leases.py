@@ -303,7 +303,7 @@ def lease_mode(host: Host) -> str:
 
 def remote_command(mode: str, op: str, directory: str, *args: str) -> str:
     """The command line for one lease operation; every value shell-quoted."""
-    argv = " ".join(shlex.quote(a) for a in ("rolldeck-lease", op, directory, *args))
+    argv = shlex.join(("rolldeck-lease", op, directory, *args))
     if mode == "command":
         return argv
     return f"sh -c {shlex.quote('rolldeck_now=' + chr(10) + SCRIPT)} {argv}"
@@ -313,22 +313,21 @@ def folded_command(token: str, op: str, directory: str, *args: str, then: str) -
     """One exec: the lease operation (POSIX ``sh``), a marker line carrying ``token`` and
     its exit status, then ``then`` run by the login shell exactly as it would run alone
     (its exit status is the exec's)."""
-    head = ("rolldeck-lease", token, _now(), op, directory)
-    argv = " ".join(shlex.quote(a) for a in (*head, *args))
+    argv = shlex.join(("rolldeck-lease", token, _now(), op, directory, *args))
     return f"sh -c {shlex.quote(FOLDED)} {argv}; {then}"
 
 
 def folded_in_sh(token: str, op: str, directory: str, *args: str, then: str) -> str:
     """:func:`folded_command` for a shell that is POSIX ``sh`` already (the kept
     shell): the same script and arguments, without starting another ``sh`` for it."""
-    argv = " ".join(shlex.quote(a) for a in (token, _now(), op, directory, *args))
+    argv = shlex.join((token, _now(), op, directory, *args))
     return f"set -- {argv}\n{FOLDED}{then}"
 
 
 def folded_call(token: str, op: str, directory: str, *args: str, then: str) -> str:
     """:func:`folded_in_sh` for a kept shell that defines :data:`FUNCTION`: the same
     arguments to the same script, called by name."""
-    argv = " ".join(shlex.quote(a) for a in (token, _now(), op, directory, *args))
+    argv = shlex.join((token, _now(), op, directory, *args))
     return f"{FUNCTION} {argv}; {then}"
 
 
