@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from console.core.events import Alert
 from console.signals.health import ErrorRateAnalyzer, HealthTracker
@@ -142,3 +144,39 @@ def test_flapping_health_is_reported_as_flapping():
         calm.record(steady.health()[0], now[0])
     assert flappy.status == "flapping"
     assert calm.status == "healthy" and calm.consecutive_ok >= 35
+
+
+@settings(max_examples=200)
+@given(
+    seed=st.integers(0, 10_000),
+    gaps=st.lists(st.floats(0.0, 5.0), min_size=3, max_size=60),
+)
+def test_a_flapping_host_never_passes_the_gate_however_late_its_probes(
+    seed: int, gaps: list[float]
+) -> None:
+    """The gate probes every 2 s or later (a probe starts after the last one answered
+    and a sleep): whatever the delays, a host flapping every 3 s never shows 3 passes
+    in a row, so the scenario's outcome does not hang on a loaded machine's timing.
+    (Timing alone could: a probe late by a failing stretch would step over it.)"""
+    sc = load_scenario("flapping-health")
+    now = [0.0]
+    host = SimHost("worker-01", sc, seed=seed, time_scale=1.0, clock=lambda: now[0])
+    host.installed.append(sc.target_version)
+    host.active = sc.target_version
+    host.restart()
+    now[0] = host.ready_at
+    passes, results = 0, []
+    for gap in gaps:
+        now[0] += 2.0 + gap
+        host.health()  # a look (svc status) between probes changes nothing
+        ok, _ = host.health(probe=True)
+        results.append(ok)
+        passes = passes + 1 if ok else 0
+        assert passes < 3, results
+    # Probed on time, it still flaps: passes and failures both.
+    now[0] += 60.0
+    timely = []
+    for _ in range(12):
+        now[0] += 2.0
+        timely.append(host.health(probe=True)[0])
+    assert True in timely and False in timely

@@ -396,7 +396,7 @@ async def _svc_status(args: list[str], ctx: Context) -> int:
 
 async def _svc_health(args: list[str], ctx: Context) -> int:
     ctx.host.fire("health", ctx.host.running)
-    ok, detail = ctx.host.health()
+    ok, detail = ctx.host.health(probe=True)
     ctx.out(detail + "\n")
     return 0 if ok else 1
 

@@ -152,6 +152,7 @@ class SimHost:
         self.started_wall = time.time() + (now - self.clock())
         self.ready_at = ready_at
         self._last_advance = ready_at
+        self._passed_in: int | None = None  # flap window of the last probe, if it passed
         self.ok_total = 0.0
         self.err_total = 0.0
         self.latency_sum = 0.0
@@ -224,22 +225,37 @@ class SimHost:
 
     # --- health ----------------------------------------------------------------------
 
-    def health(self) -> tuple[bool, str]:
-        now = self.clock()
+    def health(self, *, probe: bool = False) -> tuple[bool, str]:
+        """The health endpoint's answer now. ``probe`` marks a probe (``svc health``),
+        not a look (``svc status``): a flapping host's probe also fails when a failing
+        stretch went by unseen since the previous probe passed, as a check that reports
+        "failed since the last scrape" does. Without that, probes whose spacing drifts
+        under load could step over every failing stretch and see passes only."""
+        ok, detail, window = self._health(self.clock())
+        if probe:
+            self._passed_in = window if ok else None
+        return ok, detail
+
+    def _health(self, now: float) -> tuple[bool, str, int | None]:
+        """The answer, and the flap window it fell in (None when not flapping)."""
         if not self.process_up(now):
-            return False, f"fail: connection refused: {self.service} is not running"
+            return False, f"fail: connection refused: {self.service} is not running", None
         if not self.serving(now):
-            return False, "fail: 503 Service Unavailable: warming up"
+            return False, "fail: 503 Service Unavailable: warming up", None
         b = self.behaviour()
         if b.health == "failing":
-            return False, "fail: 500 Internal Server Error: /healthz: dependency check failed"
+            detail = "fail: 500 Internal Server Error: /healthz: dependency check failed"
+            return False, detail, None
+        window = None
         if b.flapping:
-            period = self.scaled(b.flapping)
-            if int((now - self.started) / period + self._flap_phase) % 2 == 1:
-                return False, "fail: 503 Service Unavailable: /healthz timed out after 2s"
+            # Windows of one period, passing (even) and failing (odd) in turn.
+            window = int((now - self.started) / self.scaled(b.flapping) + self._flap_phase)
+            unseen = self._passed_in is not None and self._passed_in != window
+            if window % 2 == 1 or unseen:
+                return False, "fail: 503 Service Unavailable: /healthz timed out after 2s", window
         up = int(now - self.started)
         drained = ", drained" if self.drained else ""
-        return True, f"ok: {self.service} {self.running} up {up}s{drained}"
+        return True, f"ok: {self.service} {self.running} up {up}s{drained}", window
 
     # --- application requests (behind the load balancer) --------------------------
 

@@ -27,7 +27,8 @@ A scenario is a YAML file (built-ins live in ``console/simfleet/scenarios/``)::
 
 Behaviour keys: ``error_rate`` (``15%`` or 0.15), ``latency`` (median request
 latency), ``install_duration`` (``[1s, 3s]``: uniform, seeded), ``install_hangs``,
-``health`` (``ok`` | ``failing``), ``flapping`` (health flips every PERIOD),
+``health`` (``ok`` | ``failing``), ``flapping`` (health flips every PERIOD;
+a probe also fails when a failing stretch went by unseen since a passing probe),
 ``restart_duration``, ``warmup`` (health fails this long after a restart).
 
 Triggers (``unreachable``, ``disk_full``): ``true`` (from the start), ``{after: 30s}``
