@@ -155,7 +155,6 @@ def instrument() -> tuple[dict[str, collections.Counter[str]], dict[str, Any]]:
     PersistentShell._run = shell_run  # type: ignore[method-assign]
 
     # SSH packets sent, by message type: what each side parses, encrypts and wakes for.
-    import asyncssh.connection
     import asyncssh.constants
 
     names = {
@@ -165,15 +164,19 @@ def instrument() -> tuple[dict[str, collections.Counter[str]], dict[str, Any]]:
     }
     packets: collections.Counter[str] = collections.Counter()
     stats["packets"] = packets
-    original_send = asyncssh.connection.SSHConnection.send_packet
+    # Counted as asyncssh logs each packet it has written (after any it chose not to
+    # send: console/transport/asyncssh_tuning.py drops needless ignore packets).
+    from asyncssh.packet import SSHPacketLogger
 
-    def send_packet(self: Any, pkttype: int, *args: Any, **kwargs: Any) -> None:
+    original_sent = SSHPacketLogger.log_sent_packet
+
+    def log_sent_packet(self: Any, pkttype: int, *args: Any, **kwargs: Any) -> None:
         # 30-49: the key exchange method's own messages (ECDH_INIT and the like)
         name = "KEX_METHOD" if 30 <= pkttype <= 49 else f"type {pkttype}"
         packets[names.get(pkttype, name)] += 1
-        original_send(self, pkttype, *args, **kwargs)
+        original_sent(self, pkttype, *args, **kwargs)
 
-    asyncssh.connection.SSHConnection.send_packet = send_packet  # type: ignore[method-assign]
+    SSHPacketLogger.log_sent_packet = log_sent_packet  # type: ignore[method-assign]
     return execs, stats
 
 
