@@ -10,11 +10,12 @@
   packet once encryption is on, whatever the cipher: the countermeasure of RFC 4251
   9.3.1 against the chosen-plaintext attack on CBC mode's predictable IVs. With an AEAD
   cipher (AES-GCM, ChaCha20-Poly1305, what rolldeck negotiates first) or CTR mode there
-  is nothing for it to protect, and OpenSSH sends none. It was 45% of the packets
-  rolldeck sent in the shared bench's rollout (1,110 of 2,470 at 50 hosts), each one
-  encrypted, written, woken for and decrypted by the sshd; dropping them took the
-  rollout's median wall from 2.12 to 1.99 s. Under a CBC cipher (or any other) every
-  ignore packet is still sent.
+  is nothing for it to protect, and OpenSSH does not send one per packet (only its
+  keystroke-timing cover traffic). It was 45% of the packets rolldeck sent in the
+  shared bench's rollout (1,110 of 2,470 at 50 hosts), each one encrypted, written,
+  woken for and decrypted by the sshd; without them, N=50 B=10 in 6 alternating rounds:
+  median wall 2.29 -> 2.16 s, client CPU 1.15 -> 0.96 s (``bench/RESULTS.md``). Under a
+  CBC cipher (or any other) every ignore packet is still sent.
 
 If a later asyncssh renames what is patched, nothing is patched and nothing breaks.
 """
@@ -29,7 +30,7 @@ from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacketLogger, String
 
 _PATCHED = "_rolldeck_level_checked"
-_IGNORE_PATCHED = "_rolldeck_ignore_only_for_cbc"
+_IGNORE_PATCHED = "_rolldeck_ignore_only_where_needed"
 _EMPTY = (String(b""),)  # the countermeasure's payload: an empty string
 
 
