@@ -7,10 +7,14 @@ child process, connects to every host (``--batch`` at a time, AES-GCM) and runs
 ``true`` ``--execs`` times on each connection: the exec-heavy traffic of a rollout,
 without rolldeck. Runs alternate between asyncssh as shipped ("plain": an empty
 ``MSG_IGNORE`` before every packet once encrypted, a countermeasure for CBC ciphers)
-and with those packets dropped ("patched": every ``MSG_IGNORE``, in this child only;
-rolldeck drops the empty ones under AEAD and CTR ciphers, see
-``console/transport/asyncssh_tuning.py``). Prints each run and the medians: wall, the
-client's CPU, and the CPU the fleet's sshd reaped from its sessions. Measurement only.
+and with those packets dropped ("patched": every ``MSG_IGNORE``, in that child only).
+Both run with rolldeck's packet-logging fix (``console/transport/asyncssh_tuning.py``),
+as the transport does. Prints each run and the medians: wall, the client's CPU, and
+the CPU the fleet's sshd reaped from its sessions. Measurement only.
+
+Why it exists: the packets were 45% of what rolldeck sent at 50 hosts, and dropping
+them first looked like a gain; measured here, the client's CPU, the sshd's and the
+wall are the same within noise, so asyncssh is left as shipped (``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ def sshd_cpu(d: pathlib.Path) -> float:
 async def child(d: pathlib.Path, patched: bool, execs: int, batch: int) -> dict[str, float]:
     import asyncssh
 
+    from console.transport.asyncssh_tuning import skip_unlogged_packets
+
+    skip_unlogged_packets()  # both sides as rolldeck runs asyncssh: packet logging cheap
     if patched:
         from asyncssh.connection import SSHConnection
         from asyncssh.constants import MSG_IGNORE

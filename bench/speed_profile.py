@@ -5,8 +5,8 @@
 FLEET_DIR is a fleet started by ``../shared/bench/fleet.py start N DIR``. The rollout is
 the bench's (``../shared/bench/rolldeck.sh``: drain, install, switch, health every 0.2s,
 ``current_version``), run in this process as ``rolldeck run --headless --yes --json``
-(``--root`` puts another checkout of rolldeck, compiled first, on ``sys.path``: a
-prototype, or the previous tree for an A/B).
+(``--root`` puts another checkout of rolldeck first on ``sys.path``: a prototype, or
+the previous tree for an A/B; whichever tree runs is compiled first).
 Prints, from the client side (every exec counted where asyncssh opens it, so no sshd
 log is needed): wall, user+sys CPU, peak RSS, handshakes, execs per host by kind, the
 SSH packets sent by message type, and the ``--json`` timeline (preflight, each batch,
@@ -231,14 +231,16 @@ def main() -> int:
     ap.add_argument("--var", action="append", default=[], help="K=V added to every host's vars")
     args, more = ap.parse_known_args()
     args.run_args = [a for a in more if a != "--"]  # more `rolldeck run` options
+    # The tree imported is compiled first (in a child, so its CPU is not this run's):
+    # under PYTHONDONTWRITEBYTECODE an uncompiled or stale tree compiles its modules at
+    # every start (0.13 s of CPU for all ~100), which would be charged to the run.
+    root = os.path.abspath(args.root or pathlib.Path(__file__).resolve().parent.parent)
+    names = ("console", "screens", "inventory", "themes")
+    packages = [os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))]
+    if not os.path.isdir(os.path.join(root, "console")):
+        raise SystemExit(f"{root}: not a rolldeck checkout (no console/)")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True)
     if args.root:
-        root = os.path.abspath(args.root)
-        # Compiled first (in a child, so its CPU is not this run's): under
-        # PYTHONDONTWRITEBYTECODE an uncompiled tree compiles its ~100 modules at every
-        # start (0.13 s of CPU), which would be charged to it.
-        names = ("console", "screens", "inventory", "themes")
-        packages = [os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))]
-        subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True)
         sys.path.insert(0, root)
     t0_wall, t0 = time.time(), time.monotonic()
     d = pathlib.Path(args.fleet_dir).resolve()

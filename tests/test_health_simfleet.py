@@ -180,3 +180,50 @@ def test_a_flapping_host_never_passes_the_gate_however_late_its_probes(
         now[0] += 2.0
         timely.append(host.health(probe=True)[0])
     assert True in timely and False in timely
+
+
+def test_svc_health_is_a_probe_and_a_restart_is_a_failure_it_did_not_see() -> None:
+    """Through the simulated fleet's ``svc`` command, in fake time: ``svc health``
+    counts as a probe (``svc status`` does not), and a restart between two passing
+    probes fails the second, as the outage it hid would have."""
+    import asyncio
+
+    from console.simfleet.commands import Context, execute
+    from console.simfleet.logs import LogPump
+
+    sc = load_scenario("flapping-health")
+    now = [0.0]
+    host = SimHost("worker-01", sc, seed=5, time_scale=1.0, clock=lambda: now[0])
+    host.installed.append(sc.target_version)
+    host.active = sc.target_version
+    host.restart()
+    out: list[str] = []
+
+    async def eof() -> str | None:
+        return None
+
+    ctx = Context(host, LogPump(), out.append, out.append, eof, out.append)
+
+    def svc(*words: str) -> tuple[int, str]:
+        out.clear()
+        return asyncio.run(execute(" ".join(("svc", *words)), ctx)), "".join(out)
+
+    period = 3.0
+    # The first passing moment after warm-up, then a second probe in the same window.
+    now[0] = host.ready_at
+    while host.health()[0] is False:
+        now[0] += 0.05
+    assert svc("health")[0] == 0
+    assert svc("status")[0] == 0  # a look: changes nothing
+    now[0] += 0.01
+    assert svc("health")[0] == 0
+    # Two periods later the window is passing again, but a failing one went by unseen.
+    now[0] += 2 * period
+    code, text = svc("health")
+    assert code == 1 and "fail" in text
+    assert svc("health")[0] == 0  # seen now: the next probe in this window passes
+    host.restart()
+    now[0] = host.ready_at
+    while host.health()[0] is False:
+        now[0] += 0.05
+    assert svc("health")[0] == 1  # the restart's outage, never probed

@@ -26,8 +26,7 @@ ALLOWED_FOREIGN = {
     "_missing_": "Enum hook",
 }
 # asyncssh's logger checks the level after formatting each packet (4% of the console's
-# CPU at 1,000 hosts), and it sends an ignore packet before each packet whatever the
-# cipher; this one module patches both, see its docstring.
+# CPU at 1,000 hosts); this one module patches that, see its docstring.
 PATCHES_FOREIGN = {"console/transport/asyncssh_tuning.py"}
 
 

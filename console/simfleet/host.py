@@ -152,7 +152,10 @@ class SimHost:
         self.started_wall = time.time() + (now - self.clock())
         self.ready_at = ready_at
         self._last_advance = ready_at
-        self._passed_in: int | None = None  # flap window of the last probe, if it passed
+        # The flap window of the last probe, if it passed; -1 once the process restarted
+        # after a passing probe (it was down since: a failure that probe never saw).
+        passed = getattr(self, "_passed_in", None)
+        self._passed_in: int | None = None if passed is None else -1
         self.ok_total = 0.0
         self.err_total = 0.0
         self.latency_sum = 0.0
@@ -228,15 +231,20 @@ class SimHost:
     def health(self, *, probe: bool = False) -> tuple[bool, str]:
         """The health endpoint's answer now. ``probe`` marks a probe (``svc health``),
         not a look (``svc status``): a flapping host's probe also fails when a failing
-        stretch went by unseen since the previous probe passed, as a check that reports
-        "failed since the last scrape" does. Without that, probes whose spacing drifts
-        under load could step over every failing stretch and see passes only."""
-        ok, detail, window = self._health(self.clock())
+        stretch (or a restart) went by unseen since the previous probe passed, as a
+        check that reports "failed since the last scrape" does. Without that, probes
+        whose spacing drifts under load could step over every failing stretch and see
+        passes only. Passes in a row then fall in one period, so a gate probing every
+        ``every`` never sees ``healthy_after`` of them when the period is under
+        ``(healthy_after - 1) * every`` (the built-in scenario: 3 s against 2 x 2 s).
+        The memory is the host's, not each prober's: the engine probes a host from one
+        place at a time (its gate, then its watch), as the scenarios assume."""
+        ok, detail, window = self._health(self.clock(), probe)
         if probe:
             self._passed_in = window if ok else None
         return ok, detail
 
-    def _health(self, now: float) -> tuple[bool, str, int | None]:
+    def _health(self, now: float, probe: bool) -> tuple[bool, str, int | None]:
         """The answer, and the flap window it fell in (None when not flapping)."""
         if not self.process_up(now):
             return False, f"fail: connection refused: {self.service} is not running", None
@@ -250,7 +258,7 @@ class SimHost:
         if b.flapping:
             # Windows of one period, passing (even) and failing (odd) in turn.
             window = int((now - self.started) / self.scaled(b.flapping) + self._flap_phase)
-            unseen = self._passed_in is not None and self._passed_in != window
+            unseen = probe and self._passed_in is not None and self._passed_in != window
             if window % 2 == 1 or unseen:
                 return False, "fail: 503 Service Unavailable: /healthz timed out after 2s", window
         up = int(now - self.started)

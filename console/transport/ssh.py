@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncssh
 
-from console.transport.asyncssh_tuning import skip_needless_ignore_packets, skip_unlogged_packets
+from console.transport.asyncssh_tuning import skip_unlogged_packets
 from console.transport.base import (
     DEFAULT_CONNECT_TIMEOUT,
     HostKeyError,
@@ -76,7 +76,6 @@ __all__ = ["SSHConnection", "SSHTransport"]
 
 log = logging.getLogger(__name__)
 skip_unlogged_packets()
-skip_needless_ignore_packets()
 
 BACKOFF_BASE = 0.1
 CLOSE_BOUND = 5.0  # seconds a closing connection may take to say goodbye (then aborted)
