@@ -72,10 +72,15 @@ def shell_command(mode: str, prelude: bool = False) -> str:
     return "sh"
 
 
+def _for_printf_b(text: str) -> str:
+    """``text`` on one line that ``printf '%b'`` gives back exactly: backslashes
+    doubled, line breaks written ``\\n`` and ``\\r``."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def prelude_line(prelude: str) -> str:
-    """``prelude`` as the one line :data:`PRELUDE_READ` reads: ``printf %b`` gives back
-    the exact text (backslashes doubled, line breaks written ``\\n``)."""
-    return prelude.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r") + "\n"
+    """``prelude`` as the one line :data:`PRELUDE_READ` reads (``printf %b``)."""
+    return _for_printf_b(prelude) + "\n"
 
 
 def end_line(mode: str, marker: str) -> str:
@@ -96,8 +101,7 @@ def script_line(command: str, mode: str) -> str | None:
         return command
     if mode != "pgroup":
         return None
-    escaped = command.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-    quoted = "'" + escaped.replace("'", "'\"'\"'") + "'"
+    quoted = "'" + _for_printf_b(command).replace("'", "'\"'\"'") + "'"
     return f"eval \"$(printf '%b' {quoted})\""
 
 
