@@ -10,6 +10,7 @@ error pattern. (tests/test_monitor_simfleet.py does the same through real SSH.)
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -146,6 +147,16 @@ def test_flapping_health_is_reported_as_flapping():
     assert calm.status == "healthy" and calm.consecutive_ok >= 35
 
 
+def flapping_on_new_version(seed: int, clock: Callable[[], float]) -> SimHost:
+    """flapping-health's worker-01, restarted on the version that flaps."""
+    sc = load_scenario("flapping-health")
+    host = SimHost("worker-01", sc, seed=seed, time_scale=1.0, clock=clock)
+    host.installed.append(sc.target_version)
+    host.active = sc.target_version
+    host.restart()
+    return host
+
+
 @settings(max_examples=200)
 @given(
     seed=st.integers(0, 10_000),
@@ -158,12 +169,8 @@ def test_a_flapping_host_never_passes_the_gate_however_late_its_probes(
     and a sleep): whatever the delays, a host flapping every 3 s never shows 3 passes
     in a row, so the scenario's outcome does not hang on a loaded machine's timing.
     (Timing alone could: a probe late by a failing stretch would step over it.)"""
-    sc = load_scenario("flapping-health")
     now = [0.0]
-    host = SimHost("worker-01", sc, seed=seed, time_scale=1.0, clock=lambda: now[0])
-    host.installed.append(sc.target_version)
-    host.active = sc.target_version
-    host.restart()
+    host = flapping_on_new_version(seed, lambda: now[0])
     now[0] = host.ready_at
     passes, results = 0, []
     for gap in gaps:
@@ -191,12 +198,8 @@ def test_svc_health_is_a_probe_and_a_restart_is_a_failure_it_did_not_see() -> No
     from console.simfleet.commands import Context, execute
     from console.simfleet.logs import LogPump
 
-    sc = load_scenario("flapping-health")
     now = [0.0]
-    host = SimHost("worker-01", sc, seed=5, time_scale=1.0, clock=lambda: now[0])
-    host.installed.append(sc.target_version)
-    host.active = sc.target_version
-    host.restart()
+    host = flapping_on_new_version(5, lambda: now[0])
     out: list[str] = []
 
     async def eof() -> str | None:

@@ -135,6 +135,9 @@ class SimHost:
         self._fired: set[tuple[int, str]] = set()
         self._behaviour: dict[str, Behaviour] = {}
         self._flap_phase = self.rng.random()
+        # The flap window of the last probe, if it passed; -1 once the process restarted
+        # after a passing probe (it was down since: a failure that probe never saw).
+        self._passed_in: int | None = None
         now = clock()
         self.pid = self.rng.randrange(1000, 60000)
         self.boot_wall = time.time() - self.rng.uniform(3600, 30 * 86400)
@@ -152,10 +155,8 @@ class SimHost:
         self.started_wall = time.time() + (now - self.clock())
         self.ready_at = ready_at
         self._last_advance = ready_at
-        # The flap window of the last probe, if it passed; -1 once the process restarted
-        # after a passing probe (it was down since: a failure that probe never saw).
-        passed = getattr(self, "_passed_in", None)
-        self._passed_in: int | None = None if passed is None else -1
+        if self._passed_in is not None:
+            self._passed_in = -1  # a restart since the last passing probe
         self.ok_total = 0.0
         self.err_total = 0.0
         self.latency_sum = 0.0
