@@ -23,33 +23,15 @@ import subprocess
 import sys
 import time
 
+from speed_profile import settled_sshd_cpu  # this folder: scripts run from it
+
 HERE = pathlib.Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "bench"
-
-
-def sshd_cpu(d: pathlib.Path) -> float:
-    """CPU seconds the fleet's sshd has reaped from its sessions (and their shells)."""
-    pid = int((d / "sshd.pid").read_text().split()[0])
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def settled_sshd_cpu(d: pathlib.Path, quiet: float = 1.0, limit: float = 15.0) -> float:
-    """The sshd's reaped CPU once it stopped growing for ``quiet`` seconds."""
-    end = time.monotonic() + limit
-    last = sshd_cpu(d)
-    while time.monotonic() < end:
-        time.sleep(quiet)
-        now = sshd_cpu(d)
-        if now == last:
-            return now
-        last = now
-    return last
 
 
 def one(cmd: list[str], d: pathlib.Path) -> dict[str, float]:

@@ -22,19 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import pathlib
 import statistics
 import subprocess
 import sys
 import time
 
-
-def sshd_cpu(d: pathlib.Path) -> float:
-    """CPU seconds the fleet's sshd has reaped from its sessions."""
-    pid = int((d / "sshd.pid").read_text().split()[0])
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+from speed_profile import read_sshd_cpu  # this folder: scripts run from it
 
 
 async def child(d: pathlib.Path, patched: bool, execs: int, batch: int) -> dict[str, float]:
@@ -72,12 +66,12 @@ async def child(d: pathlib.Path, patched: bool, execs: int, batch: int) -> dict[
             for _ in range(execs):
                 await conn.run("true", check=True)
 
-    s0, c0, t0 = sshd_cpu(d), time.process_time(), time.perf_counter()
+    s0, c0, t0 = read_sshd_cpu(d), time.process_time(), time.perf_counter()
     for i in range(0, len(hosts), batch):
         await asyncio.gather(*(one(h) for h in hosts[i : i + batch]))
     c1, t1 = time.process_time(), time.perf_counter()
     await asyncio.sleep(1.5)  # the sshd reaps its sessions' processes
-    return {"wall": t1 - t0, "client": c1 - c0, "sshd": sshd_cpu(d) - s0}
+    return {"wall": t1 - t0, "client": c1 - c0, "sshd": read_sshd_cpu(d) - s0}
 
 
 def main() -> int:

@@ -76,15 +76,35 @@ def kind_of(command: str) -> str:
     return "other"
 
 
-def sshd_cpu(d: pathlib.Path) -> float | None:
+def read_sshd_cpu(d: pathlib.Path) -> float:
     """CPU seconds the fleet's sshd has reaped from its sessions (and their shells):
-    the server side of a run, far less noisy than wall time on a shared machine."""
+    the server side of a run, far less noisy than wall time on a shared machine.
+    Raises OSError or ValueError when the fleet in ``d`` has no running sshd."""
+    pid = int((d / "sshd.pid").read_text().split()[0])
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime + cstime
+
+
+def sshd_cpu(d: pathlib.Path) -> float | None:
+    """:func:`read_sshd_cpu`, or None when it cannot be read (the figure is left out)."""
     try:
-        pid = int((d / "sshd.pid").read_text().split()[0])
-        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return read_sshd_cpu(d)
     except (OSError, ValueError, IndexError):
         return None
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime + cstime
+
+
+def settled_sshd_cpu(d: pathlib.Path, quiet: float = 1.0, limit: float = 15.0) -> float:
+    """The sshd's reaped CPU once it stopped growing for ``quiet`` seconds: a session's
+    processes are counted only when the sshd has reaped them, after the client left."""
+    end = time.monotonic() + limit
+    last = read_sshd_cpu(d)
+    while time.monotonic() < end:
+        time.sleep(quiet)
+        now = read_sshd_cpu(d)
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def write_inputs(
@@ -242,8 +262,10 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True)
     if args.root:
         sys.path.insert(0, root)
-    t0_wall, t0 = time.time(), time.monotonic()
     d = pathlib.Path(args.fleet_dir).resolve()
+    # settled before the clock starts: the sessions of an earlier run still being reaped
+    server_before = None if sshd_cpu(d) is None else settled_sshd_cpu(d)
+    t0_wall, t0 = time.time(), time.monotonic()
     version = f"vprof{int(t0_wall)}"
     spec, inv = write_inputs(d, args.b, version, args.every, args.var)
     execs, stats = instrument()
@@ -258,7 +280,6 @@ def main() -> int:
     argv = ["run", spec, "--inventory", inv, "--headless", "--yes", "--json"]
     argv += ["--state-dir", str(state), *args.run_args]
     profiler = cProfile.Profile() if args.cprofile else None
-    server_before = sshd_cpu(d)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         if profiler is not None:
@@ -271,7 +292,7 @@ def main() -> int:
             if profiler is not None:
                 profiler.disable()
     wall = time.monotonic() - t0
-    server_after = sshd_cpu(d)
+    server_after = None if server_before is None else settled_sshd_cpu(d)
     out_path.write_text(buf.getvalue())
     ru = resource.getrusage(resource.RUSAGE_SELF)
     import console
